@@ -1,0 +1,3 @@
+from localq.cli import main
+
+main()

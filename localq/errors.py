@@ -1,0 +1,42 @@
+"""Typed errors. Each carries a one-line message that tells the user what to do;
+the CLI prints it and exits non-zero, library callers catch the type."""
+
+
+class LocalqError(Exception):
+    """Base class for every error localq raises on purpose."""
+
+
+class CollectionNotFound(LocalqError):
+    """No collection exists at the given directory."""
+
+
+class EncoderMismatch(LocalqError):
+    """A collection built with one encoder was asked to take vectors from another."""
+
+
+class EncoderUnavailable(LocalqError):
+    """An encoder's weights are missing, unreadable or do not fit its architecture."""
+
+
+class BadImage(LocalqError):
+    """A file could not be decoded as an image; ``reason`` is stored with the skip."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class InvalidScores(LocalqError):
+    """Labels were NaN, out of [-1, 1], or named ids outside the batch or collection."""
+
+
+class ClassifierNotFound(LocalqError):
+    """No classifier of that name exists in the collection."""
+
+
+class ClassifierMismatch(LocalqError):
+    """A classifier file's model_id or dim does not match the collection."""
+
+
+class NothingToUndo(LocalqError):
+    """Undo was asked for on a classifier with no labeled round."""
