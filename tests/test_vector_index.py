@@ -1,0 +1,230 @@
+"""VectorIndex: filtered exact top-k against a NumPy brute-force answer, persistence."""
+
+import numpy as np
+import pytest
+
+from localq.errors import EncoderMismatch, LocalqError
+from localq.vector_index import VectorIndex
+
+DIM = 32
+
+
+def unit_rows(rng, n, dim=DIM):
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def brute_force(x, q, k, allowed):
+    scores = x @ q
+    ids = np.arange(len(x)) if allowed is None else np.flatnonzero(allowed)
+    order = np.argsort(-scores[ids], kind="stable")[:k]
+    return ids[order], scores[ids][order]
+
+
+def assert_same_top_k(got_ids, got_scores, want_ids, want_scores, x, q):
+    assert got_ids.dtype == np.int64 and got_scores.dtype == np.float32
+    assert len(got_ids) == len(want_ids)
+    # Scores agree position by position; ids may swap only between near-equal scores.
+    np.testing.assert_allclose(got_scores, want_scores, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(x[got_ids] @ q, got_scores, rtol=0, atol=1e-5)
+    assert np.all(np.diff(got_scores) <= 1e-6), "results must be best first"
+    differ = got_ids != want_ids
+    assert np.all(np.abs(got_scores[differ] - want_scores[differ]) < 1e-5)
+    assert len(set(got_ids.tolist())) == len(got_ids)
+
+
+@pytest.fixture
+def data():
+    rng = np.random.default_rng(7)
+    x = unit_rows(rng, 3000)
+    return rng, x
+
+
+@pytest.fixture
+def index(tmp_path, data):
+    _, x = data
+    ix = VectorIndex.open(tmp_path / "vectors.faiss", DIM)
+    ix.add(x[:1000])
+    ix.add(x[1000:])
+    return ix
+
+
+def masks(rng, n, q, x):
+    """Seen sets as a labeling loop makes them: random, and the query's own nearest."""
+    nearest = np.argsort(-(x @ q))
+    for fraction in (0.0, 0.01, 0.5, 0.9, 0.99, 0.999):
+        n_seen = int(round(fraction * n))
+        random_allowed = np.ones(n, bool)
+        random_allowed[rng.choice(n, n_seen, replace=False)] = False
+        near_allowed = np.ones(n, bool)
+        near_allowed[nearest[:n_seen]] = False
+        yield f"random-{fraction}", random_allowed
+        yield f"near-{fraction}", near_allowed
+
+
+@pytest.mark.parametrize("k", [1, 10, 50])
+def test_filtered_search_equals_brute_force(index, data, k):
+    rng, x = data
+    for _ in range(3):
+        q = rng.standard_normal(DIM).astype(np.float32)  # any norm: inner product
+        for name, allowed in [("all", None), *masks(rng, len(x), q, x)]:
+            ids, scores = index.search(q, k, allowed)
+            want_ids, want_scores = brute_force(x, q, k, allowed)
+            assert_same_top_k(ids, scores, want_ids, want_scores, x, q)
+            if allowed is not None:
+                assert allowed[ids].all(), f"{name}: returned a disallowed id"
+
+
+def test_search_many_equals_brute_force(index, data):
+    rng, x = data
+    queries = unit_rows(rng, 9)
+    for allowed in (None, rng.random(len(x)) < 0.5, rng.random(len(x)) < 0.02):
+        ids, scores = index.search_many(queries, 20, allowed)
+        assert ids.shape == scores.shape == (9, 20)
+        for row, q in enumerate(queries):
+            want_ids, want_scores = brute_force(x, q, 20, allowed)
+            assert_same_top_k(ids[row], scores[row], want_ids, want_scores, x, q)
+
+
+def test_search_many_with_blocks_smaller_than_k(data, tmp_path):
+    # Enough queries that a block of rows is shorter than the whole index.
+    rng, x = data
+    ix = VectorIndex.open(tmp_path / "v.faiss", DIM)
+    ix.add(x)
+    queries = unit_rows(rng, 20_000)[:5000]
+    allowed = rng.random(len(x)) < 0.7
+    ids, scores = ix.search_many(queries, 5, allowed)
+    for row in (0, 1234, 4999):
+        want_ids, want_scores = brute_force(x, queries[row], 5, allowed)
+        assert_same_top_k(ids[row], scores[row], want_ids, want_scores, x, queries[row])
+
+
+@pytest.mark.parametrize("n_allowed", [0, 1, 3, 49, 50, 51])
+def test_returns_exactly_min_k_allowed(index, data, n_allowed):
+    rng, x = data
+    allowed = np.zeros(len(x), bool)
+    allowed[rng.choice(len(x), n_allowed, replace=False)] = True
+    q = unit_rows(rng, 1)[0]
+    ids, scores = index.search(q, 50, allowed)
+    assert len(ids) == len(scores) == min(50, n_allowed)
+    assert set(ids.tolist()) <= set(np.flatnonzero(allowed).tolist())
+    assert (ids >= 0).all()
+    many_ids, _ = index.search_many(np.stack([q, -q]), 50, allowed)
+    assert many_ids.shape == (2, min(50, n_allowed))
+    assert allowed[many_ids].all()
+
+
+def test_k_larger_than_everything_and_k_zero(index, data):
+    rng, x = data
+    q = unit_rows(rng, 1)[0]
+    ids, scores = index.search(q, 10_000, None)
+    assert sorted(ids.tolist()) == list(range(len(x)))
+    assert np.all(np.diff(scores) <= 0)
+    for k in (0, -3):
+        ids, scores = index.search(q, k, None)
+        assert ids.shape == scores.shape == (0,)
+        assert ids.dtype == np.int64 and scores.dtype == np.float32
+    ids, _ = index.search_many(unit_rows(rng, 3), 0, None)
+    assert ids.shape == (3, 0)
+
+
+def test_mask_mutated_in_place_between_calls(index, data):
+    # A labeling loop clears bits in one persistent mask; nothing stale may survive.
+    rng, x = data
+    q = unit_rows(rng, 1)[0]
+    allowed = np.ones(len(x), bool)
+    for _ in range(5):
+        ids, _ = index.search(q, 50, allowed)
+        assert allowed[ids].all()
+        allowed[ids] = False
+    assert np.count_nonzero(allowed) == len(x) - 250
+    allowed[:] = False
+    allowed[[5, 17]] = True
+    assert sorted(index.search(q, 50, allowed)[0].tolist()) == [5, 17]
+
+
+def test_empty_index(tmp_path):
+    ix = VectorIndex.open(tmp_path / "none.faiss", DIM)
+    assert ix.ntotal == 0 and ix.dim == DIM
+    assert ix.matrix().shape == (0, DIM)
+    ids, scores = ix.search(np.ones(DIM, np.float32), 5, None)
+    assert len(ids) == len(scores) == 0
+    ids, scores = ix.search(np.ones(DIM, np.float32), 5, np.zeros(0, bool))
+    assert len(ids) == 0
+
+
+def test_save_open_round_trip(index, data, tmp_path):
+    rng, x = data
+    index.save()
+    assert not list(tmp_path.glob("*.tmp")), "the temporary file must be renamed away"
+    again = VectorIndex.open(tmp_path / "vectors.faiss", DIM)
+    assert again.ntotal == len(x)
+    np.testing.assert_array_equal(again.matrix(), x)
+    q = unit_rows(rng, 1)[0]
+    np.testing.assert_array_equal(again.search(q, 7, None)[0], index.search(q, 7, None)[0])
+    # Saving over an existing file replaces it.
+    again.add(x[:3])
+    again.save()
+    assert VectorIndex.open(tmp_path / "vectors.faiss", DIM).ntotal == len(x) + 3
+
+
+def test_dimension_mismatch_is_refused(index, tmp_path):
+    index.save()
+    with pytest.raises(EncoderMismatch) as err:
+        VectorIndex.open(tmp_path / "vectors.faiss", DIM * 2)
+    assert "\n" not in str(err.value)
+    with pytest.raises(ValueError):
+        index.add(np.zeros((2, DIM + 1), np.float32))
+    with pytest.raises(ValueError):
+        index.search(np.zeros(DIM + 1, np.float32), 3, None)
+
+
+def test_unreadable_file_is_a_localq_error(tmp_path):
+    path = tmp_path / "broken.faiss"
+    path.write_bytes(b"not a faiss index")
+    with pytest.raises(LocalqError):
+        VectorIndex.open(path, DIM)
+
+
+def test_bad_masks_and_vectors_are_rejected(index, data):
+    rng, x = data
+    q = unit_rows(rng, 1)[0]
+    with pytest.raises(ValueError):
+        index.search(q, 3, np.ones(len(x) - 1, bool))
+    with pytest.raises(TypeError):
+        index.search(q, 3, np.ones(len(x), np.uint8))
+    with pytest.raises(ValueError):
+        index.add(np.full((1, DIM), np.nan, np.float32))
+    assert index.ntotal == len(x)
+
+
+def test_truncate_keeps_earlier_rows(index, data, tmp_path):
+    rng, x = data
+    index.truncate(1200)
+    assert index.ntotal == 1200
+    np.testing.assert_array_equal(index.matrix(), x[:1200])
+    index.truncate(5000)  # past the end: nothing to drop
+    assert index.ntotal == 1200
+    index.add(x[2000:2010])
+    np.testing.assert_array_equal(index.matrix()[1200:], x[2000:2010])
+    index.save()
+    assert VectorIndex.open(tmp_path / "vectors.faiss", DIM).ntotal == 1210
+    index.truncate(0)
+    assert index.ntotal == 0
+
+
+def test_matrix_is_a_view_of_the_added_vectors(index, data):
+    _, x = data
+    m = index.matrix()
+    assert m.shape == x.shape and m.dtype == np.float32
+    np.testing.assert_array_equal(m, x)
+    assert not m.flags.owndata, "matrix() must not copy"
+    assert m is not index.matrix() and np.shares_memory(m, index.matrix())
+
+
+def test_accepts_float64_and_unnormalized_queries(index, data):
+    rng, x = data
+    q = rng.standard_normal(DIM) * 10.0  # float64, norm far from 1
+    ids, scores = index.search(q, 5, None)
+    want_ids, want_scores = brute_force(x.astype(np.float64), q, 5, None)
+    np.testing.assert_allclose(scores, want_scores, rtol=1e-5)
