@@ -1,0 +1,151 @@
+"""A collection: one directory holding the SQLite store and the FAISS index of its vectors.
+
+This is the object every driver (CLI, TUI, benchmark) opens first. It keeps the FAISS
+file consistent with SQLite (the source of truth) and knows which encoder built it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from localq import paths
+from localq.errors import CollectionNotFound, EncoderMismatch
+from localq.store import Store
+from localq.vector_index import VectorIndex
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: int
+    score: float
+    path: str
+    label: str | None = None
+
+
+class Collection:
+    def __init__(self, root: Path, store: Store):
+        self.root = root
+        self.store = store
+        meta = store.meta()
+        self.model_id: str | None = meta.get("model_id")
+        self.dim: int | None = int(meta["dim"]) if "dim" in meta else None
+        self.encoder_spec: str | None = meta.get("encoder_spec")
+        self.encoder_weights: str | None = meta.get("encoder_weights") or None
+        self._index: VectorIndex | None = None
+        self._encoder = None
+
+    # -- opening ------------------------------------------------------------------------
+    @classmethod
+    def open(cls, root: str | Path | None = None, *, create: bool = False) -> "Collection":
+        root = paths.collection_dir(root)
+        db_path = root / paths.DB_FILE
+        if not db_path.exists() and not create:
+            raise CollectionNotFound(
+                f"no collection at {root}: run `localq index PATH --db {root}` first (or set LOCALQ_HOME)"
+            )
+        return cls(root, Store(db_path))
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> "Collection":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def bind_encoder(self, encoder) -> None:
+        """Record the encoder on a new collection; refuse a different one on an existing one."""
+        if self.model_id is None:
+            self.store.set_meta(
+                model_id=encoder.model_id, dim=encoder.dim, encoder_spec=encoder.spec,
+                encoder_weights=encoder.weights or "", created_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            )
+            self.model_id, self.dim = encoder.model_id, encoder.dim
+            self.encoder_spec, self.encoder_weights = encoder.spec, encoder.weights
+        elif encoder.model_id != self.model_id:
+            raise EncoderMismatch(
+                f"collection {self.root} was built with {self.model_id}, not {encoder.model_id}: "
+                f"use --encoder {self.encoder_spec} or another --db"
+            )
+        self._encoder = encoder
+
+    def encoder(self):
+        """The encoder that built this collection, loaded on first use (it is slow to load)."""
+        if self._encoder is None:
+            if self.encoder_spec is None:
+                raise CollectionNotFound(f"collection {self.root} is empty: index some images first")
+            from localq.encoders import load_encoder
+
+            self.bind_encoder(load_encoder(self.encoder_spec, self.encoder_weights))
+        return self._encoder
+
+    # -- vectors ------------------------------------------------------------------------
+    @property
+    def index(self) -> VectorIndex:
+        if self._index is None:
+            if self.dim is None:
+                raise CollectionNotFound(f"collection {self.root} is empty: index some images first")
+            self._index = VectorIndex.open(self.root / paths.INDEX_FILE, self.dim)
+            self.sync_index()
+        return self._index
+
+    def sync_index(self) -> None:
+        """Bring the FAISS file level with SQLite after a run that was killed mid-way."""
+        index, rows = self._index, self.store.n_rows()
+        if index.ntotal > rows:
+            index.truncate(rows)
+        if index.ntotal < rows:
+            missing = [v for _, v in self.store.vectors_from(index.ntotal)]
+            index.add(np.stack(missing).astype(np.float32))
+        if index.ntotal != rows:
+            raise RuntimeError(f"vector index holds {index.ntotal} rows, store {rows}")
+
+    def allowed_mask(self, exclude_seen_of: int | None | bool = False) -> np.ndarray:
+        """Live images, minus those seen by classifier ``exclude_seen_of`` (True = by any)."""
+        mask = self.store.live_mask()
+        if exclude_seen_of is not False:
+            mask[self.store.seen_ids(None if exclude_seen_of is True else exclude_seen_of)] = False
+        return mask
+
+    def hits(self, ids: np.ndarray, scores: np.ndarray) -> list[Hit]:
+        rows = {r.id: r for r in self.store.images(ids)}
+        return [Hit(int(i), float(s), rows[int(i)].path, rows[int(i)].label) for i, s in zip(ids, scores)]
+
+    def search(self, query: np.ndarray, k: int = 10, *, unseen: bool | int = False) -> list[Hit]:
+        ids, scores = self.index.search(np.asarray(query, np.float32), k, self.allowed_mask(unseen))
+        return self.hits(ids, scores)
+
+    def search_text(self, text: str, k: int = 10, *, unseen: bool | int = False) -> list[Hit]:
+        return self.search(self.encoder().encode_texts([text])[0], k, unseen=unseen)
+
+    def search_image(self, path: str | Path, k: int = 10, *, unseen: bool | int = False) -> list[Hit]:
+        from localq.imageio import open_image
+
+        return self.search(self.encoder().encode_images([open_image(path)])[0], k, unseen=unseen)
+
+    # -- housekeeping ------------------------------------------------------------------
+    def stats(self) -> dict:
+        meta = self.store.meta()
+        index_file = self.root / paths.INDEX_FILE
+        sizes = self.store.file_sizes()
+        if index_file.exists():
+            sizes[index_file.name] = index_file.stat().st_size
+        return {
+            "path": str(self.root),
+            "model_id": self.model_id,
+            "encoder": self.encoder_spec,
+            "dim": self.dim,
+            "created_at": meta.get("created_at"),
+            "images": self.store.count_live(),
+            "rows": self.store.n_rows(),
+            "seen": self.store.count_seen(),
+            "skipped": len(self.store.skipped()),
+            "classifiers": len(self.store.classifiers()),
+            "bytes": sizes,
+            "bytes_total": sum(sizes.values()),
+        }

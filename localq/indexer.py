@@ -1,0 +1,197 @@
+"""`localq index`: bring a collection level with folders on disk.
+
+New and changed files are embedded in batches; unchanged ones cost a stat; deleted ones
+are tombstoned. Each batch commits its rows and vectors in one SQLite transaction, so a
+run stopped by Ctrl-C or kill -9 resumes on the next run with nothing lost or doubled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from localq.collection import Collection
+from localq.errors import BadImage
+from localq.imageio import open_image
+from localq.scan import FileEntry, ScanSkip, scan
+from localq.store import NewImage
+
+# Saving the FAISS file costs a full write of it; between saves SQLite has every vector
+# and Collection.sync_index catches the file up after a kill.
+SAVE_INTERVAL_S = 60.0
+
+
+@dataclass
+class IndexReport:
+    scanned: int = 0
+    added: int = 0
+    reused: int = 0  # identical content already embedded: vector copied, not recomputed
+    replaced: int = 0  # changed content: old row tombstoned, new row embedded
+    unchanged: int = 0
+    touched: int = 0  # new mtime, same content
+    removed: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) this run
+    skipped_known: int = 0  # unchanged files that failed before: not retried
+    interrupted: bool = False
+    seconds: float = 0.0
+    embedded: int = 0
+
+    @property
+    def rate(self) -> float:
+        return self.embedded / self.seconds if self.seconds else 0.0
+
+
+Progress = Callable[[int, int], None]
+
+
+def file_digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def index_paths(
+    collection: Collection,
+    roots: list[str | Path],
+    encoder,
+    *,
+    with_labels: bool = False,
+    batch_size: int = 32,
+    progress: Progress | None = None,
+) -> IndexReport:
+    start = time.perf_counter()
+    collection.bind_encoder(encoder)
+    store = collection.store
+    report = IndexReport()
+
+    entries, scan_skips = [], []
+    for item in scan([Path(r) for r in roots], with_labels=with_labels):
+        (entries if isinstance(item, FileEntry) else scan_skips).append(item)
+    report.scanned = len(entries)
+    report.skipped += [(s.path, s.reason) for s in scan_skips]
+    store.record_skips([(s.path, s.reason, None, None) for s in scan_skips])
+
+    todo, replaces = _plan(collection, roots, entries, scan_skips, report)
+    index = collection.index
+    last_save = time.perf_counter()
+    try:
+        done = 0
+        if progress:
+            progress(0, len(todo))
+        for batch in _batches(todo, batch_size):
+            _embed_batch(collection, encoder, batch, replaces, report)
+            done += len(batch)
+            if progress:
+                progress(done, len(todo))
+            if time.perf_counter() - last_save > SAVE_INTERVAL_S:
+                index.save()
+                last_save = time.perf_counter()
+    except KeyboardInterrupt:
+        report.interrupted = True
+    finally:
+        index.save()
+        report.seconds = time.perf_counter() - start
+    return report
+
+
+def _plan(collection, roots, entries, scan_skips, report):
+    """Split scanned files into unchanged / touched / to embed, and tombstone deleted ones."""
+    store = collection.store
+    live = store.live_files()
+    known_skips = store.skip_stats()
+    todo: list[FileEntry] = []
+    replaces: dict[str, int] = {}
+    for entry in entries:
+        row = live.get(entry.path)
+        if row is not None:
+            if row.size == entry.size and row.mtime == entry.mtime and (not entry.label or row.label == entry.label):
+                report.unchanged += 1
+                continue
+            replaces[entry.path] = row.id
+        elif known_skips.get(entry.path) == (entry.size, entry.mtime):
+            report.skipped_known += 1
+            continue
+        todo.append(entry)
+
+    scanned = {e.path for e in entries}
+    blocked = [s.path + os.sep for s in scan_skips]  # unreadable dirs: keep what we had
+    prefixes = [_root_prefix(r) for r in roots]
+    gone = [
+        row.id for path, row in live.items()
+        if path not in scanned and any(_under(path, p) for p in prefixes)
+        and not any(path.startswith(b) for b in blocked)
+    ]
+    if gone:
+        store.tombstone(gone)
+        report.removed = len(gone)
+    gone_skips = [p for p in known_skips if not os.path.exists(p)]
+    store.forget_skips(gone_skips)
+    return todo, replaces
+
+
+def _root_prefix(root) -> str:
+    return str(Path(root).expanduser().resolve())
+
+
+def _under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix.rstrip(os.sep) + os.sep)
+
+
+def _batches(items: list, size: int):
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def _embed_batch(collection: Collection, encoder, batch: list[FileEntry], replaces: dict[str, int], report: IndexReport):
+    store = collection.store
+    rows: list[NewImage] = []
+    tensors, reused_vectors, skips = [], {}, []
+    for entry in batch:
+        try:
+            data = Path(entry.path).read_bytes()
+        except OSError as exc:
+            skips.append((entry.path, f"unreadable: {exc.strerror or exc}", entry.size, entry.mtime))
+            continue
+        digest = file_digest(data)
+        old_id = replaces.get(entry.path)
+        if old_id is not None:
+            old = store.images([old_id])[0]
+            if old.hash == digest:  # only the stat changed
+                store.touch(old_id, entry.size, entry.mtime)
+                report.touched += 1
+                continue
+        try:
+            image = open_image(io.BytesIO(data), max_side=getattr(encoder, "image_size", None))
+        except BadImage as exc:
+            skips.append((entry.path, exc.reason, entry.size, entry.mtime))
+            continue
+        width, height = image.info.get("original_size", image.size)
+        rows.append(NewImage(entry.path, digest, entry.size, entry.mtime, width, height, entry.label, entry.split))
+        vector = store.live_vector_for_hash(digest)
+        if vector is not None:
+            reused_vectors[len(rows) - 1] = vector
+        else:
+            tensors.append((len(rows) - 1, encoder.preprocess(image)))
+    store.record_skips(skips)
+    report.skipped += [(p, r) for p, r, _, _ in skips]
+    if not rows:
+        return
+    vectors = np.zeros((len(rows), collection.dim), dtype=np.float32)
+    if tensors:
+        import torch
+
+        vectors[[i for i, _ in tensors]] = encoder.encode_batch(torch.stack([t for _, t in tensors]))
+        report.embedded += len(tensors)
+    for i, v in reused_vectors.items():
+        vectors[i] = v
+    replaced = [replaces[r.path] for r in rows if r.path in replaces]
+    store.add_images(rows, vectors, replaces=replaced)
+    collection.index.add(vectors)
+    report.added += len(rows) - len(replaced)
+    report.replaced += len(replaced)
+    report.reused += len(reused_vectors)

@@ -1,0 +1,82 @@
+"""Walk folders and list the image files in them.
+
+Unreadable directories and broken symlinks are reported as skips, never raised, so one
+bad corner of a photo collection cannot abort an indexing run.
+"""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from localq.imageio import IMAGE_EXTENSIONS
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    path: str  # absolute, resolved
+    size: int
+    mtime: float
+    label: str | None = None
+    split: str | None = None
+
+
+@dataclass(frozen=True)
+class ScanSkip:
+    path: str
+    reason: str
+
+
+def labels_from_path(path: Path, root: Path) -> tuple[str | None, str | None]:
+    """Read ``split/class/file`` or ``class/file`` under ``root`` as (label, split)."""
+    parts = path.relative_to(root).parts[:-1]
+    if not parts:
+        return None, None
+    if len(parts) == 1:
+        return parts[0], None
+    return parts[-1], parts[-2]
+
+
+def scan(roots: list[Path], *, with_labels: bool = False) -> Iterator[FileEntry | ScanSkip]:
+    """Yield a FileEntry per image file (sorted, deterministic) and a ScanSkip per problem."""
+    for root in roots:
+        root = Path(root).expanduser().absolute()
+        if root.is_file():
+            yield from _entry(root, root.parent, with_labels=False)
+            continue
+        if not root.is_dir():
+            yield ScanSkip(str(root), "no such file or directory")
+            continue
+        yield from _walk(root, root, with_labels)
+
+
+def _walk(directory: Path, root: Path, with_labels: bool) -> Iterator[FileEntry | ScanSkip]:
+    try:
+        with os.scandir(directory) as it:
+            children = sorted(it, key=lambda e: e.name)
+    except OSError as exc:
+        yield ScanSkip(str(directory), f"unreadable directory: {exc.strerror or exc}")
+        return
+    for child in children:
+        path = Path(child.path)
+        try:
+            is_dir = child.is_dir()  # follows symlinks
+        except OSError:
+            is_dir = False
+        if is_dir:
+            if child.is_symlink():
+                continue  # avoid cycles and double indexing through linked folders
+            yield from _walk(path, root, with_labels)
+        elif path.suffix.lower() in IMAGE_EXTENSIONS:
+            yield from _entry(path, root, with_labels)
+
+
+def _entry(path: Path, root: Path, with_labels: bool) -> Iterator[FileEntry | ScanSkip]:
+    try:
+        st = path.stat()
+    except OSError as exc:
+        reason = "broken symlink" if path.is_symlink() else f"unreadable: {exc.strerror or exc}"
+        yield ScanSkip(str(path), reason)
+        return
+    label, split = labels_from_path(path, root) if with_labels else (None, None)
+    yield FileEntry(str(path.resolve()), st.st_size, st.st_mtime, label, split)
