@@ -1,0 +1,116 @@
+import numpy as np
+import pytest
+
+from localq.fit import fit_article_baseline, fit_linear
+from localq.metrics import average_precision
+
+
+def unit_rows(a):
+    return (a / np.linalg.norm(a, axis=1, keepdims=True)).astype(np.float32)
+
+
+def unit(v):
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+def clusters(seed=0, n_per=200, d=32, n_clusters=5, spread=0.6):
+    """Seeded gaussian clusters on the unit sphere: (vectors, cluster label, centres)."""
+    rng = np.random.default_rng(seed)
+    centres = unit_rows(rng.normal(size=(n_clusters, d)))
+    labels = np.repeat(np.arange(n_clusters), n_per)
+    x = unit_rows(centres[labels] + spread * rng.normal(size=(len(labels), d)) / np.sqrt(d) * 4)
+    return x, labels, centres
+
+
+def cos(a, b):
+    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+def run_loop(x, labels, target, q0, rounds=4, k=10):
+    """A simulated labeler: top-k unseen by the current query, +1 target / -1 others."""
+    w, b = q0.copy(), 0.0
+    seen = np.zeros(len(x), bool)
+    xs, ys = [], []
+    for _ in range(rounds):
+        s = x @ w
+        s[seen] = -np.inf
+        batch = np.argsort(-s)[:k]
+        seen[batch] = True
+        xs.append(x[batch])
+        ys.append(np.where(labels[batch] == target, 1.0, -1.0))
+        w, b = fit_linear(np.concatenate(xs), np.concatenate(ys), w, b,
+                          prior=q0, prior_strength=0.01, lr=0.05, iters=100)
+    return w, b
+
+
+def test_rounds_move_the_query_toward_the_target_cluster():
+    x, labels, centres = clusters()
+    target = 2
+    # Start from a query between the target and another cluster, closer to the other.
+    q0 = unit(0.4 * centres[target] + 0.6 * centres[0])
+    w, _ = run_loop(x, labels, target, q0)
+    assert cos(w, centres[target]) > cos(q0, centres[target]) + 0.1
+    assert average_precision(x @ w, labels == target) > average_precision(x @ q0, labels == target) + 0.1
+
+
+def test_prior_pulls_toward_the_initial_query_as_strength_grows():
+    x, labels, centres = clusters(seed=1)
+    # The prompt is half right: it mixes the target cluster 3 with cluster 0.
+    q0 = unit(centres[0] + 0.5 * centres[3])
+    y = np.where(labels == 3, 1.0, -1.0).astype(np.float32)
+    cosines = []
+    for strength in (0.0, 0.1, 10.0):
+        w, _ = fit_linear(x, y, q0, 0.0, prior=q0, prior_strength=strength, lr=0.05, iters=200)
+        cosines.append(cos(w, q0))
+    assert cosines[0] < cosines[1] < cosines[2]
+    assert cosines[2] > 0.95
+
+
+def test_fit_is_deterministic():
+    x, labels, centres = clusters(seed=2)
+    y = np.where(labels[:50] == 1, 1.0, -1.0)
+    kw = dict(prior=centres[1], prior_strength=0.1, lr=0.05, iters=50, background=x[100:300])
+    w1, b1 = fit_linear(x[:50], y, centres[0], 0.0, **kw)
+    w2, b2 = fit_linear(x[:50], y, centres[0], 0.0, **kw)
+    assert np.array_equal(w1, w2) and b1 == b2
+
+
+def test_full_supervision_on_separable_data_reaches_ap_one():
+    rng = np.random.default_rng(3)
+    x = unit_rows(rng.normal(size=(400, 16)))
+    direction = unit(rng.normal(size=16))
+    margin = x @ direction
+    keep = np.abs(margin) > 0.1  # a clear gap between the two sides
+    x, relevant = x[keep], margin[keep] > 0
+    y = np.where(relevant, 1.0, -1.0)
+    w, b = fit_linear(x, y, unit(rng.normal(size=16)), 0.0, prior=None, prior_strength=0.0,
+                      lr=0.05, iters=300)
+    assert average_precision(x @ w + b, relevant) == 1.0
+
+
+def test_neutral_scores_and_zero_iterations():
+    x, labels, centres = clusters(seed=4)
+    w0 = unit(centres[0])
+    w, b = fit_linear(x[:5], np.zeros(5), w0, 0.3, prior=None, prior_strength=0.0, lr=0.05, iters=0)
+    assert np.array_equal(w, w0) and b == 0.3
+
+
+def test_invalid_scores_are_rejected():
+    x, _, centres = clusters(seed=5)
+    with pytest.raises(ValueError):
+        fit_linear(x[:2], [1.5, 0.0], centres[0], 0.0, prior=None, prior_strength=0.0, lr=0.1, iters=5)
+    with pytest.raises(ValueError):
+        fit_linear(x[:2], [np.nan, 0.0], centres[0], 0.0, prior=None, prior_strength=0.0, lr=0.1, iters=5)
+
+
+def test_article_baseline_moves_toward_the_labels():
+    x, labels, centres = clusters(seed=6)
+    q0 = unit(centres[0])
+    batch = np.argsort(-(x @ q0))[:10]
+    y = np.where(labels[batch] == 0, 1.0, -1.0)
+    y[:3] = -1.0  # some negatives in the batch
+    w, b = fit_article_baseline(x[batch], y, q0, 0.0)
+    assert not np.allclose(w, q0)
+    before = np.mean((np.tanh(x[batch] @ q0) - y) ** 2)
+    after = np.mean((np.tanh(x[batch] @ w + b) - y) ** 2)
+    assert after < before

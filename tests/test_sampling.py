@@ -1,0 +1,105 @@
+import numpy as np
+import pytest
+
+from localq.sampling import DEFAULT_STRATEGY, STRATEGIES, select
+
+
+class FakeIndex:
+    """numpy stand-in for localq.vector_index.VectorIndex's search contract."""
+
+    def __init__(self, vectors):
+        self._m = np.ascontiguousarray(vectors, dtype=np.float32)
+
+    @property
+    def ntotal(self):
+        return self._m.shape[0]
+
+    def matrix(self):
+        return self._m
+
+    def search(self, query, k, allowed):
+        scores = self._m @ np.asarray(query, dtype=np.float32)
+        if allowed is not None:
+            scores = np.where(allowed, scores, -np.inf)
+        n = self.ntotal if allowed is None else int(allowed.sum())
+        order = np.argsort(-scores, kind="stable")[: min(k, n)]
+        return order.astype(np.int64), scores[order].astype(np.float32)
+
+
+def unit_rows(a):
+    return (a / np.linalg.norm(a, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture
+def index():
+    rng = np.random.default_rng(0)
+    return FakeIndex(unit_rows(rng.normal(size=(300, 16))))
+
+
+def test_default_is_a_known_strategy():
+    assert DEFAULT_STRATEGY in STRATEGIES
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("n_allowed", [0, 3, 25, 300])
+def test_returns_min_k_allowed_unique_ids(index, strategy, n_allowed):
+    rng = np.random.default_rng(1)
+    allowed = np.zeros(index.ntotal, dtype=bool)
+    allowed[rng.choice(index.ntotal, n_allowed, replace=False)] = True
+    w = rng.normal(size=16).astype(np.float32)
+    ids = select(strategy, index, w, -0.1, 10, allowed, np.random.default_rng(2))
+    assert ids.dtype == np.int64
+    assert len(ids) == min(10, n_allowed)
+    assert len(set(ids.tolist())) == len(ids)
+    assert allowed[ids].all()
+
+
+def test_top_is_the_best_allowed(index):
+    w = index.matrix()[5] * 3.0
+    allowed = np.ones(index.ntotal, dtype=bool)
+    allowed[5] = False
+    ids = select("top", index, w, 0.0, 4, allowed, np.random.default_rng(0))
+    scores = index.matrix() @ w
+    scores[5] = -np.inf
+    assert set(ids.tolist()) == set(np.argsort(-scores)[:4].tolist())
+
+
+def test_boundary_picks_scores_nearest_the_threshold():
+    # 1-d positions along w: the boundary w.x + b = 0 sits at 0.5.
+    x = np.linspace(0, 1, 101, dtype=np.float32)
+    vecs = unit_rows(np.stack([x, np.full_like(x, 2.0)], axis=1))
+    idx = FakeIndex(vecs)
+    w = np.array([1.0, 0.0], np.float32)
+    b = -float(vecs[50] @ w)
+    ids = select("boundary", idx, w, b, 3, np.ones(101, bool), np.random.default_rng(0))
+    assert set(ids.tolist()) == {49, 50, 51}
+
+
+def test_diverse_avoids_near_duplicates():
+    rng = np.random.default_rng(0)
+    base = unit_rows(rng.normal(size=(20, 32)))
+    w = base[0].copy()
+    # The 10 best-scoring rows are near-copies of one vector.
+    dups = unit_rows(base[0] + 0.01 * rng.normal(size=(10, 32)))
+    idx = FakeIndex(np.concatenate([dups, base[1:]]))
+    allowed = np.ones(idx.ntotal, dtype=bool)
+    top = select("top", idx, w, 0.0, 5, allowed, rng)
+    diverse = select("diverse", idx, w, 0.0, 5, allowed, rng)
+    assert (top < 10).all()
+    assert (diverse < 10).sum() <= 2
+
+
+def test_random_is_reproducible_with_a_seed(index):
+    allowed = np.ones(index.ntotal, dtype=bool)
+    w = np.ones(16, np.float32)
+    a = select("random", index, w, 0.0, 10, allowed, np.random.default_rng(7))
+    b = select("random", index, w, 0.0, 10, allowed, np.random.default_rng(7))
+    assert np.array_equal(a, b)
+
+
+def test_unknown_strategy_and_bad_mask_are_errors(index):
+    allowed = np.ones(index.ntotal, dtype=bool)
+    with pytest.raises(ValueError):
+        select("best", index, np.ones(16), 0.0, 3, allowed, np.random.default_rng(0))
+    with pytest.raises(ValueError):
+        select("top", index, np.ones(16), 0.0, 3, allowed[:-1], np.random.default_rng(0))
