@@ -8,7 +8,6 @@ run stopped by Ctrl-C or kill -9 resumes on the next run with nothing lost or do
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import time
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ import numpy as np
 
 from localq.collection import Collection
 from localq.errors import BadImage
-from localq.imageio import open_image
+from localq.imageio import read_image
 from localq.scan import FileEntry, ScanSkip, scan
 from localq.store import NewImage
 
@@ -166,11 +165,12 @@ def _embed_batch(collection: Collection, encoder, batch: list[FileEntry], replac
                 report.touched += 1
                 continue
         try:
-            image = open_image(io.BytesIO(data), max_side=getattr(encoder, "image_size", None))
+            # A second read of a file just hashed is served from the page cache.
+            decoded = read_image(entry.path, getattr(encoder, "image_size", None))
         except BadImage as exc:
             skips.append((entry.path, exc.reason, entry.size, entry.mtime))
             continue
-        width, height = image.info.get("original_size", image.size)
+        image, width, height = decoded.image, decoded.width, decoded.height
         rows.append(NewImage(entry.path, digest, entry.size, entry.mtime, width, height, entry.label, entry.split))
         vector = store.live_vector_for_hash(digest)
         if vector is not None:

@@ -227,6 +227,11 @@ class Store:
         rows = self.conn.execute("SELECT id, label FROM images WHERE deleted = 0 AND label IS NOT NULL")
         return dict(rows.fetchall())
 
+    def labels_with_split(self) -> list[tuple[int, str, str | None]]:
+        """(id, label, split) of every live image with a folder label."""
+        rows = self.conn.execute("SELECT id, label, split FROM images WHERE deleted = 0 AND label IS NOT NULL ORDER BY id")
+        return rows.fetchall()
+
     def live_vector_for_hash(self, digest: str) -> np.ndarray | None:
         """Identical content already embedded: reuse its vector instead of re-encoding."""
         row = self.conn.execute(

@@ -1,0 +1,280 @@
+"""The `localq` command line: a thin driver of the core API.
+
+Library code raises LocalqError; this module turns it into one line on stderr and exit
+status 1. Heavy modules (torch, faiss, the encoders) are imported inside commands so
+that `localq --help` starts at once.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from localq import __version__
+from localq.errors import LocalqError
+
+JSON_SCHEMA_VERSION = 1  # bump when a --json field changes meaning or disappears
+
+
+def db_option(f):
+    return click.option(
+        "--db", "db", metavar="DIR", envvar="LOCALQ_HOME", show_envvar=True,
+        help="Collection directory (default: the user data dir, e.g. ~/.local/share/localq/default).",
+    )(f)
+
+
+def json_option(f):
+    return click.option("--json", "as_json", is_flag=True, help="Machine-readable output (see README, 'JSON output').")(f)
+
+
+def encoder_options(f):
+    f = click.option("--weights", metavar="PATH", help="Local open_clip checkpoint for --encoder clip:ARCH.")(f)
+    return click.option(
+        "--encoder", metavar="SPEC",
+        help="lite0 (built-in, default for a new collection) or clip:ARCH, e.g. clip:ViT-B-32 with --weights.",
+    )(f)
+
+
+def friendly_errors(f):
+    """One line on stderr and exit 1 for every error localq raises on purpose."""
+
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        try:
+            return f(*args, **kwargs)
+        except LocalqError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+def emit_json(payload: dict) -> None:
+    click.echo(json.dumps({"version": JSON_SCHEMA_VERSION, **payload}, indent=2, default=str))
+
+
+def open_collection(db, *, create: bool = False):
+    from localq.collection import Collection
+
+    return Collection.open(db, create=create)
+
+
+class ProgressLine:
+    """`done/total  rate img/s  ETA` on one self-overwriting stderr line."""
+
+    def __init__(self, label: str, enabled: bool):
+        self.label, self.enabled = label, enabled
+        self.start = time.perf_counter()
+        self.last = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if not self.enabled or (now - self.last < 0.2 and done < total):
+            return
+        self.last = now
+        elapsed = now - self.start
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = (total - done) / rate if rate > 0 else 0.0
+        width = 30
+        filled = int(width * done / total) if total else width
+        bar = "#" * filled + "-" * (width - filled)
+        click.echo(
+            f"\r{self.label} [{bar}] {done}/{total} {rate:6.1f} img/s ETA {int(eta) // 60}:{int(eta) % 60:02d}",
+            err=True, nl=done >= total,
+        )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="localq")
+def cli():
+    """Train image classifiers by vector search, offline.
+
+    \b
+    Example:
+      localq index ~/Pictures
+      localq search "dogs in the snow" -k 5
+    """
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@db_option
+@encoder_options
+@click.option("--labels", "with_labels", is_flag=True, help="Read class label and split from split/class/file folder names.")
+@click.option("--batch-size", default=32, show_default=True, help="Images per encoder batch.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@json_option
+@friendly_errors
+def index(paths, db, encoder, weights, with_labels, batch_size, quiet, as_json):
+    """Embed every image under PATHS into the collection.
+
+    Re-running embeds only new or changed files and drops deleted ones; an interrupted
+    run resumes where it stopped. Unreadable and corrupt files are skipped and recorded
+    (see `localq skipped`).
+
+    \b
+    Example:
+      localq index ../shared/datasets/imagenette/val --labels
+    """
+    from localq.encoders import load_encoder
+    from localq.indexer import index_paths
+
+    with open_collection(db, create=True) as coll:
+        spec = encoder or coll.encoder_spec or "lite0"
+        enc = load_encoder(spec, weights if weights else (coll.encoder_weights if spec == coll.encoder_spec else None))
+        progress = ProgressLine("indexing", enabled=not quiet and not as_json)
+        report = index_paths(coll, list(paths), enc, with_labels=with_labels, batch_size=batch_size, progress=progress)
+        total = coll.store.count_live()
+    if as_json:
+        emit_json({"collection": str(coll.root), "images": total, **_report_dict(report)})
+    else:
+        click.echo(
+            f"{report.added} added, {report.replaced} changed, {report.removed} removed, "
+            f"{report.unchanged + report.touched} unchanged, {len(report.skipped)} skipped"
+            + (f" (+{report.skipped_known} known bad)" if report.skipped_known else "")
+            + f"; {total} images in {coll.root}"
+            + (f"; {report.embedded} embedded at {report.rate:.1f} img/s" if report.embedded else "")
+        )
+        for path, reason in report.skipped[:20]:
+            click.echo(f"  skipped {path}: {reason}", err=True)
+        if len(report.skipped) > 20:
+            click.echo(f"  ... and {len(report.skipped) - 20} more (localq skipped)", err=True)
+    if report.interrupted:
+        click.echo("interrupted: everything embedded so far is saved; run the same command to resume", err=True)
+        sys.exit(130)
+
+
+def _report_dict(report) -> dict:
+    return {
+        "scanned": report.scanned, "added": report.added, "changed": report.replaced,
+        "removed": report.removed, "unchanged": report.unchanged + report.touched,
+        "reused": report.reused, "embedded": report.embedded,
+        "skipped": [{"path": p, "reason": r} for p, r in report.skipped],
+        "skipped_known": report.skipped_known, "interrupted": report.interrupted,
+        "seconds": round(report.seconds, 3), "images_per_second": round(report.rate, 2),
+    }
+
+
+@cli.command()
+@click.argument("text", required=False)
+@click.option("--image", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Search by an example image instead of text.")
+@click.option("-k", default=10, show_default=True, help="Number of results.")
+@click.option("--unseen", is_flag=True, help="Exclude images already seen (by --classifier, or by any classifier).")
+@click.option("--classifier", metavar="NAME", help="With --unseen: whose seen flags to use.")
+@db_option
+@json_option
+@friendly_errors
+def search(text, image, k, unseen, classifier, db, as_json):
+    """Top-k images by similarity to TEXT or to --image.
+
+    \b
+    Example:
+      localq search "a photo of a church" -k 5
+      localq search --image query.jpg --unseen --json
+    """
+    if bool(text) == bool(image):
+        raise click.UsageError("give either TEXT or --image PATH")
+    with open_collection(db) as coll:
+        exclude = _seen_scope(coll, unseen, classifier)
+        hits = coll.search_text(text, k, unseen=exclude) if text else coll.search_image(image, k, unseen=exclude)
+    if as_json:
+        emit_json({"query": text or str(image), "k": k, "unseen": unseen,
+                   "results": [{"id": h.id, "score": round(h.score, 6), "path": h.path, "label": h.label} for h in hits]})
+        return
+    for rank, h in enumerate(hits, 1):
+        click.echo(f"{rank:3d}  {h.score:+.4f}  {h.path}" + (f"  [{h.label}]" if h.label else ""))
+
+
+def _seen_scope(coll, unseen: bool, classifier: str | None):
+    if not unseen:
+        return False
+    if classifier is None:
+        return True
+    return _classifier_id(coll, classifier)
+
+
+def _classifier_id(coll, name: str) -> int:
+    from localq.errors import ClassifierNotFound
+
+    row = coll.store.classifier(name)
+    if row is None:
+        raise ClassifierNotFound(f"no classifier named {name!r}: see `localq classifiers`")
+    return row.id
+
+
+@cli.command()
+@db_option
+@json_option
+@friendly_errors
+def stats(db, as_json):
+    """Dimension, counts, model and sizes on disk of the collection.
+
+    \b
+    Example:
+      localq stats --json
+    """
+    with open_collection(db) as coll:
+        info = coll.stats()
+    if as_json:
+        emit_json(info)
+        return
+    click.echo(f"collection  {info['path']}")
+    click.echo(f"model       {info['model_id']} ({info['encoder']}), dim {info['dim']}")
+    click.echo(f"images      {info['images']} (seen {info['seen']}, skipped files {info['skipped']})")
+    click.echo(f"classifiers {info['classifiers']}")
+    click.echo("on disk     " + ", ".join(f"{n} {_human(b)}" for n, b in info["bytes"].items()) + f" (total {_human(info['bytes_total'])})")
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+@cli.command()
+@click.option("--classifier", metavar="NAME", help="Reset only this classifier's seen flags (default: all).")
+@db_option
+@friendly_errors
+def reset(classifier, db):
+    """Clear seen flags, so that every image can be retrieved again.
+
+    \b
+    Example:
+      localq reset --classifier dogs
+    """
+    with open_collection(db) as coll:
+        cid = _classifier_id(coll, classifier) if classifier else None
+        n = coll.store.reset_seen(cid)
+    click.echo(f"cleared {n} seen flags" + (f" of {classifier}" if classifier else ""))
+
+
+@cli.command()
+@db_option
+@json_option
+@friendly_errors
+def skipped(db, as_json):
+    """Files that could not be indexed, with the reason.
+
+    \b
+    Example:
+      localq skipped
+    """
+    with open_collection(db) as coll:
+        rows = coll.store.skipped()
+    if as_json:
+        emit_json({"skipped": [{"path": s.path, "reason": s.reason, "at": s.at} for s in rows]})
+        return
+    for s in rows:
+        click.echo(f"{s.path}\t{s.reason}")
+    click.echo(f"{len(rows)} skipped", err=True)
+
+
+def main() -> None:
+    cli(prog_name="localq")

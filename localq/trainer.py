@@ -1,0 +1,364 @@
+"""Trainer: one named classifier on a collection, and the retrieve / label / fit loop.
+
+This is the API the TUI, the CLI and the benchmark drive. Every round is persisted in
+one SQLite transaction before ``submit`` returns, so a killed process loses nothing that
+was submitted, and undo restores the exact earlier state.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from localq import classifier_file
+from localq.collection import Collection, Hit
+from localq.errors import ClassifierNotFound, InvalidScores, LocalqError, NothingToUndo
+from localq.fit import fit_linear
+from localq.metrics import average_precision, precision_recall_at
+from localq.sampling import DEFAULT_STRATEGY, STRATEGIES, select
+from localq.store import ClassifierRow, RoundRow
+
+# The starting bias puts the prediction threshold at this quantile of the start query's
+# scores over the collection, so an unlabeled classifier predicts its top ~1% positive.
+START_POSITIVE_FRACTION = 0.01
+
+
+@dataclass
+class Settings:
+    k: int = 10
+    strategy: str = DEFAULT_STRATEGY
+    lr: float = 0.05
+    iters: int = 100
+    prior_strength: float = 0.1  # pull toward the start query; 0 lets the query drift freely
+    background: int = 512  # unlabeled images sampled as weak negatives (bounded: fit cost stays flat)
+    background_weight: float = 0.1
+    seed: int = 0
+    target: str | None = None  # class label evaluated against; inferred from positives when None
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Settings":
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    target: str
+    ap: float
+    precision: float
+    recall: float
+    threshold: float
+    positives: int  # images of the target class in the evaluated set
+    images: int
+
+
+@dataclass(frozen=True)
+class Prediction:
+    id: int | None
+    path: str
+    score: float  # w·x + b: positive means predicted relevant
+    label: str | None = None
+
+
+class Trainer:
+    def __init__(self, collection: Collection, row: ClassifierRow):
+        self.collection = collection
+        self.store = collection.store
+        self.row = row
+        self.settings = Settings.from_dict(row.settings)
+        self.prior = self.store.classifier_prior(row.id)
+        self.pending: list[Hit] = []  # the batch handed out and not yet submitted
+
+    # -- creating and opening ---------------------------------------------------------
+    @classmethod
+    def open(cls, collection: Collection, name: str) -> "Trainer":
+        row = collection.store.classifier(name)
+        if row is None:
+            known = ", ".join(c.name for c in collection.store.classifiers()) or "none yet"
+            raise ClassifierNotFound(f"no classifier named {name!r} (known: {known})")
+        return cls(collection, row)
+
+    @classmethod
+    def create(
+        cls,
+        collection: Collection,
+        name: str,
+        *,
+        prompt: str | None = None,
+        images: Sequence[int | str | Path] = (),
+        weights_file: str | Path | None = None,
+        settings: Settings | None = None,
+        replace: bool = False,
+    ) -> "Trainer":
+        """Start a classifier from a text prompt, example images (ids or files) or a classifier file."""
+        if sum(bool(x) for x in (prompt, images, weights_file)) != 1:
+            raise LocalqError("start a classifier from exactly one of: a prompt, example images, a classifier file")
+        settings = settings or Settings()
+        if settings.strategy not in STRATEGIES:
+            raise LocalqError(f"unknown strategy {settings.strategy!r}: choose one of {', '.join(STRATEGIES)}")
+        existing = collection.store.classifier(name)
+        if existing is not None:
+            if not replace:
+                raise LocalqError(f"classifier {name!r} exists: open it, or choose another name")
+            collection.store.delete_classifier(existing.id)
+        bias = None
+        if prompt:
+            source, query = "prompt", collection.encoder().encode_texts([prompt])[0]
+        elif images:
+            source, query = "images", _unit(_example_vectors(collection, images).mean(axis=0))
+            prompt = ", ".join(str(i) for i in images)
+        else:
+            loaded = classifier_file.load(weights_file)
+            classifier_file.check_compatible(loaded, collection.model_id, collection.dim, str(weights_file))
+            source, prompt = "file", loaded.meta.get("prompt") or str(weights_file)
+            query, bias = loaded.weight, loaded.bias
+        query = np.asarray(query, np.float32)
+        if bias is None:
+            bias = _start_bias(collection, query)
+        row = collection.store.create_classifier(
+            name, source=source, prompt=prompt, prior=_unit(query), weights=query, bias=bias, settings=asdict(settings),
+        )
+        return cls(collection, row)
+
+    # -- state ----------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.row.name
+
+    @property
+    def round(self) -> int:
+        return self._latest().round
+
+    @property
+    def weights(self) -> np.ndarray:
+        return self._latest().weights
+
+    @property
+    def bias(self) -> float:
+        return self._latest().bias
+
+    @property
+    def query(self) -> np.ndarray:
+        return _unit(self.weights)
+
+    def _latest(self) -> RoundRow:
+        return self.store.latest_round(self.row.id)
+
+    def history(self) -> list[RoundRow]:
+        return self.store.rounds(self.row.id)
+
+    def labels(self) -> dict[int, float]:
+        return self.store.current_labels(self.row.id)
+
+    def label_counts(self) -> tuple[int, int]:
+        scores = list(self.labels().values())
+        return sum(s > 0 for s in scores), sum(s < 0 for s in scores)
+
+    def update_settings(self, **changes) -> None:
+        for key, value in changes.items():
+            if key not in Settings.__dataclass_fields__:
+                raise LocalqError(f"unknown setting {key!r}")
+            if key == "strategy" and value not in STRATEGIES:
+                raise LocalqError(f"unknown strategy {value!r}: choose one of {', '.join(STRATEGIES)}")
+            setattr(self.settings, key, value)
+        self.store.update_settings(self.row.id, asdict(self.settings))
+
+    # -- the loop ------------------------------------------------------------------------------
+    def unseen_mask(self) -> np.ndarray:
+        return self.collection.allowed_mask(exclude_seen_of=self.row.id)
+
+    def next_batch(self, k: int | None = None, strategy: str | None = None) -> list[Hit]:
+        """The next k unseen images to label, chosen by the strategy; never a seen one."""
+        k = self.settings.k if k is None else k
+        strategy = strategy or self.settings.strategy
+        if strategy not in STRATEGIES:
+            raise LocalqError(f"unknown strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
+        rng = np.random.default_rng([self.settings.seed, self.row.id, self.round])
+        ids = select(strategy, self.collection.index, self.weights, self.bias, k, self.unseen_mask(), rng)
+        scores = self.collection.index.matrix()[ids] @ self.weights + self.bias if len(ids) else np.zeros(0)
+        self.pending = self.collection.hits(ids, scores)
+        self._pending_strategy = strategy
+        return self.pending
+
+    def submit(self, scores: dict[int, float], *, seen: Iterable[int] | None = None) -> RoundRow:
+        """Record one round: validate, fit on every label so far, persist, mark seen.
+
+        ``seen`` defaults to the pending batch (so images left unscored are not offered
+        again); without a pending batch, to the scored ids.
+        """
+        scores = self._validate(scores)
+        if seen is None:
+            seen = [h.id for h in self.pending] or list(scores)
+        seen = set(int(i) for i in seen) | set(scores)
+        labels = self.labels()
+        labels.update(scores)
+        w, b = self._fit(labels)
+        round_no = self.round + 1
+        strategy = getattr(self, "_pending_strategy", None) if self.pending else None
+        self.store.commit_round(self.row.id, round_no, scores, seen, w, b, strategy)
+        self.pending = []
+        return self._latest()
+
+    def relabel(self, image_id: int, score: float) -> RoundRow:
+        """Change one image's label; it counts as a round of its own (and can be undone)."""
+        pending, self.pending = self.pending, []
+        try:
+            return self.submit({image_id: score})
+        finally:
+            self.pending = [h for h in pending if h.id != image_id]
+
+    def undo(self) -> RoundRow:
+        """Drop the last round: its labels, seen flags and weights."""
+        if self.round == 0:
+            raise NothingToUndo(f"classifier {self.name!r} has no labeled round to undo")
+        self.store.undo_round(self.row.id, self.round)
+        self.pending = []
+        return self._latest()
+
+    def reset_seen(self) -> int:
+        """Make every image retrievable again for this classifier; labels stay."""
+        self.pending = []
+        return self.store.reset_seen(self.row.id)
+
+    def _validate(self, scores: dict) -> dict[int, float]:
+        if not scores:
+            raise InvalidScores("no scores given")
+        n_rows = self.store.n_rows()
+        live = self.store.live_mask()
+        batch = {h.id for h in self.pending}
+        clean = {}
+        for key, value in scores.items():
+            try:
+                image_id, score = int(key), float(value)
+            except (TypeError, ValueError):
+                raise InvalidScores(f"score {value!r} for image {key!r} is not a number") from None
+            if math.isnan(score) or not -1.0 <= score <= 1.0:
+                raise InvalidScores(f"score {value!r} for image {image_id} is outside [-1, 1]")
+            if not 0 <= image_id < n_rows or not live[image_id]:
+                raise InvalidScores(f"image id {image_id} is not in the collection")
+            if batch and image_id not in batch:
+                raise InvalidScores(f"image id {image_id} is not in the current batch")
+            clean[image_id] = score
+        return clean
+
+    def _fit(self, labels: dict[int, float]) -> tuple[np.ndarray, float]:
+        ids = np.fromiter(labels, dtype=np.int64)
+        x = self.collection.index.matrix()[ids]
+        y = np.fromiter(labels.values(), dtype=np.float32)
+        s = self.settings
+        w, b = fit_linear(
+            x, y, self.weights, self.bias, prior=self.prior, prior_strength=s.prior_strength,
+            lr=s.lr, iters=s.iters, background=self._background(ids), background_weight=s.background_weight,
+        )
+        return np.asarray(w, np.float32), float(b)
+
+    def _background(self, labeled: np.ndarray) -> np.ndarray | None:
+        """A fixed random sample of unlabeled images: for a rare concept, mostly negatives."""
+        if self.settings.background <= 0:
+            return None
+        live = self.store.live_mask()
+        live[labeled] = False
+        candidates = np.flatnonzero(live)
+        if len(candidates) == 0:
+            return None
+        rng = np.random.default_rng([self.settings.seed, self.row.id])
+        picked = rng.choice(candidates, size=min(self.settings.background, len(candidates)), replace=False)
+        return self.collection.index.matrix()[np.sort(picked)]
+
+    # -- scoring, evaluation, prediction ----------------------------------------------------
+    def score_all(self) -> np.ndarray:
+        """w·x + b for every row of the collection (tombstones included, by position)."""
+        return self.collection.index.matrix() @ self.weights + self.bias
+
+    def target_label(self) -> str | None:
+        """The class label this classifier is evaluated against, where the collection has labels."""
+        if self.settings.target:
+            return self.settings.target
+        positives = [i for i, s in self.labels().items() if s > 0]
+        names = self.store.labels_by_id()
+        counts = Counter(names[i] for i in positives if i in names)
+        return counts.most_common(1)[0][0] if counts else None
+
+    def evaluate(self, split: str | None = None) -> Evaluation | None:
+        """AP and precision/recall at the threshold (score > 0) against folder labels."""
+        target = self.target_label()
+        if target is None:
+            return None
+        rows = self.store.labels_with_split()
+        if split is not None:
+            rows = [r for r in rows if r[2] == split]
+        if not rows:
+            return None
+        ids = np.array([r[0] for r in rows], dtype=np.int64)
+        relevant = np.array([r[1] == target for r in rows])
+        scores = self.collection.index.matrix()[ids] @ self.weights + self.bias
+        precision, recall = precision_recall_at(scores, relevant, 0.0)
+        return Evaluation(target, average_precision(scores, relevant), precision, recall, 0.0, int(relevant.sum()), len(ids))
+
+    def predict(self, threshold: float = 0.0, paths: Sequence[str | Path] = (), limit: int | None = None) -> list[Prediction]:
+        """Positives (score > threshold) sorted by score: over new files, or the whole collection."""
+        if paths:
+            from localq.imageio import open_image
+
+            encoder = self.collection.encoder()
+            out = []
+            for batch in _chunks(list(paths), 32):
+                vectors = encoder.encode_images([open_image(p) for p in batch])
+                out += [Prediction(None, str(p), float(v @ self.weights + self.bias)) for p, v in zip(batch, vectors)]
+            preds = [p for p in out if p.score > threshold]
+        else:
+            scores = self.score_all()
+            mask = self.store.live_mask() & (scores > threshold)
+            ids = np.flatnonzero(mask)
+            ids = ids[np.argsort(-scores[ids], kind="stable")][:limit]
+            rows = {r.id: r for r in self.store.images(ids)}
+            preds = [Prediction(int(i), rows[int(i)].path, float(scores[i]), rows[int(i)].label) for i in ids]
+        preds.sort(key=lambda p: -p.score)
+        return preds[:limit] if limit else preds
+
+    # -- files ---------------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        pos, neg = self.label_counts()
+        meta = {"name": self.name, "prompt": self.row.prompt or "", "rounds": self.round,
+                "labels_positive": pos, "labels_negative": neg, "threshold": 0.0}
+        return classifier_file.save(path, self.weights, self.bias, model_id=self.collection.model_id, meta=meta)
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    v = np.asarray(v, np.float32)
+    n = float(np.linalg.norm(v))
+    return v / n if n > 0 else v
+
+
+def _start_bias(collection: Collection, query: np.ndarray) -> float:
+    scores = collection.index.matrix() @ query
+    live = collection.store.live_mask()
+    if not live.any():
+        return 0.0
+    return -float(np.quantile(scores[live], 1.0 - START_POSITIVE_FRACTION))
+
+
+def _example_vectors(collection: Collection, images: Sequence[int | str | Path]) -> np.ndarray:
+    from localq.imageio import open_image
+
+    vectors = []
+    n_rows = collection.store.n_rows()
+    for item in images:
+        if isinstance(item, (int, np.integer)) or (isinstance(item, str) and item.isdigit() and not Path(item).exists()):
+            image_id = int(item)
+            if not 0 <= image_id < n_rows:
+                raise LocalqError(f"image id {image_id} is not in the collection")
+            vectors.append(collection.index.matrix()[image_id])
+        else:
+            vectors.append(collection.encoder().encode_images([open_image(item)])[0])
+    return np.stack(vectors)
+
+
+def _chunks(items: list, size: int):
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
