@@ -5,12 +5,25 @@ Row position == id == SQLite ``images.id``. Rows are never removed from the midd
 ``allowed`` mask instead. Only exact search is offered: HNSW and IVF lose results under
 a selector (pitfalls 5 and 6).
 
-How a filtered query runs (measured by ``scripts/bench_search.py``):
-- few rows allowed: FAISS ``IDSelectorArray`` over the allowed ids. On ``IndexFlat`` it
-  is a gather that reads only the allowed rows, so it is far below the one-pass floor;
-- most rows allowed: one BLAS pass over every row (``X @ q``, the memory-bandwidth
-  floor itself), disallowed scores set to -inf, then ``argpartition``. Per-id selector
-  checks inside FAISS's scan cost more than the pass they filter.
+One query (``search``), measured by ``scripts/bench_search.py``:
+- every row allowed: a plain FAISS flat scan, which runs at the one-pass floor;
+- otherwise FAISS ``IDSelectorArray`` over ``np.flatnonzero(allowed)``. On ``IndexFlat``
+  it is a gather that reads only the allowed rows, so its cost follows the allowed
+  fraction (about 0.5x the floor at 50% seen, 0.01x at 99%) and it never post-filters,
+  so it always returns min(k, allowed) rows. ``IDSelectorBitmap`` tests every id inside
+  the scan and was no faster at 50% seen and 2-3x slower at 99%.
+- FAISS runs these on one OpenMP thread: with fewer queries than threads it splits the
+  rows across threads, and on 2 cores that made an unfiltered query 2-3x slower
+  (FAISS-NOTES pitfall 3). The count is per calling thread, and is restored after.
+
+Batches (``search_many``) use BLAS instead: any selector sends FAISS down its
+sequential per-query path, 3x slower than one matrix product over blocks of rows
+with the disallowed scores set to -inf (FAISS-NOTES). When few rows are allowed the
+blocks are gathered from the allowed rows only.
+
+The derived id array is rebuilt on every call (0.7 ms at 1M rows, under 1% of a
+search) rather than cached: callers clear bits of one mask in place between calls,
+and a cache keyed on the mask object would then go stale.
 """
 
 from __future__ import annotations
@@ -22,8 +35,13 @@ import numpy as np
 
 from localq.errors import EncoderMismatch, LocalqError
 
-# Below this allowed fraction the gather reads less memory than the full pass costs.
-_GATHER_BELOW_FRACTION = 0.35
+# search_many: below this allowed fraction, copying the allowed rows out (read, write,
+# read again: about 3x their bytes) costs less than one pass over every row.
+_GATHER_BELOW_FRACTION = 0.3
+
+# search_many works through blocks of rows so that the [nq, block] float32 scores and
+# the gathered rows each stay under this many bytes.
+_SCORE_BLOCK_BYTES = 64 << 20
 
 _EMPTY_IDS = np.empty(0, dtype=np.int64)
 _EMPTY_SCORES = np.empty(0, dtype=np.float32)
@@ -141,11 +159,9 @@ class VectorIndex:
         k = min(int(k), n_allowed)
         if k <= 0:
             return _EMPTY_IDS.copy(), _EMPTY_SCORES.copy()
-        if allowed is not None and n_allowed < _GATHER_BELOW_FRACTION * n:
-            ids, scores = self._search_gather(q, k, np.flatnonzero(allowed))
-        else:
-            ids, scores = self._search_full_pass(q, k, allowed)
-        return ids, scores
+        if allowed is None or n_allowed == n:
+            return self._search_faiss(q, k, None)
+        return self._search_faiss(q, k, np.flatnonzero(allowed).astype(np.int64, copy=False))
 
     def search_many(
         self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
@@ -163,34 +179,45 @@ class VectorIndex:
         nq = len(queries)
         if k <= 0 or nq == 0:
             return np.empty((nq, 0), np.int64), np.empty((nq, 0), np.float32)
+        if nq == 1:
+            ids, scores = self.search(queries[0], k, allowed)
+            return ids[None, :], scores[None, :]
         X = self.matrix()
+        row_ids = None
         if allowed is not None and n_allowed < _GATHER_BELOW_FRACTION * n:
             row_ids = np.flatnonzero(allowed)
-        else:
-            row_ids = None
+        total = n if row_ids is None else len(row_ids)
+        # Blocks of rows bound both the [nq, block] score matrix and the gathered copy.
+        block = max(1, min(65536, _SCORE_BLOCK_BYTES // (4 * max(nq, self.dim))))
         best_ids = np.empty((nq, 0), np.int64)
         best_scores = np.empty((nq, 0), np.float32)
-        # Blocks of rows bound the [nq, block] score matrix; BLAS does each block.
-        block = max(1024, (64 << 20) // (4 * nq))
-        total = n if row_ids is None else len(row_ids)
-        for start in range(0, total, block):
-            stop = min(start + block, total)
-            if row_ids is None:
-                ids = np.arange(start, stop, dtype=np.int64)
-                scores = queries @ X[start:stop].T
-                if allowed is not None:
-                    scores[:, ~allowed[start:stop]] = -np.inf
-            else:
-                ids = row_ids[start:stop]
-                scores = queries @ X[ids].T
-            kb = min(k, stop - start)
-            top = np.argpartition(scores, -kb, axis=1)[:, -kb:]
-            best_ids = np.concatenate([best_ids, ids[top]], axis=1)
-            best_scores = np.concatenate([best_scores, np.take_along_axis(scores, top, 1)], axis=1)
-            if best_ids.shape[1] > k:
-                keep = np.argpartition(best_scores, -k, axis=1)[:, -k:]
-                best_ids = np.take_along_axis(best_ids, keep, 1)
-                best_scores = np.take_along_axis(best_scores, keep, 1)
+        with np.errstate(over="ignore", invalid="ignore"):
+            for start in range(0, total, block):
+                stop = min(start + block, total)
+                if row_ids is None:
+                    ids = np.arange(start, stop, dtype=np.int64)
+                    scores = queries @ X[start:stop].T
+                    if allowed is not None:
+                        scores[:, ~allowed[start:stop]] = -np.inf
+                else:
+                    ids = row_ids[start:stop]
+                    scores = queries @ X[ids].T
+                kb = min(k, stop - start)
+                top = np.argpartition(scores, -kb, axis=1)[:, -kb:]
+                best_ids = np.concatenate([best_ids, ids[top]], axis=1)
+                best_scores = np.concatenate(
+                    [best_scores, np.take_along_axis(scores, top, 1)], axis=1
+                )
+                if best_ids.shape[1] > k:
+                    keep = np.argpartition(best_scores, -k, axis=1)[:, -k:]
+                    best_ids = np.take_along_axis(best_ids, keep, 1)
+                    best_scores = np.take_along_axis(best_scores, keep, 1)
+        if allowed is not None and not allowed[best_ids].all():
+            # Only reachable when overflowing products tie allowed rows with the -inf
+            # given to disallowed ones; the per-query path still owes k allowed rows.
+            allowed_ids = np.flatnonzero(allowed)
+            pairs = [self._search_numpy(q, k, allowed_ids) for q in queries]
+            return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
         order = np.lexsort((best_ids, -best_scores), axis=1)
         return (
             np.take_along_axis(best_ids, order, 1),
@@ -218,29 +245,34 @@ class VectorIndex:
             )
         return allowed
 
-    def _search_gather(self, q: np.ndarray, k: int, ids: np.ndarray):
+    def _search_faiss(self, q: np.ndarray, k: int, allowed_ids: np.ndarray | None):
         faiss = _faiss()
-        id_array = ids.astype(np.int64, copy=False)
-        # The selector reads id_array by pointer: it must stay alive for the call.
-        selector = faiss.IDSelectorArray(len(id_array), faiss.swig_ptr(id_array))
-        params = faiss.SearchParameters(sel=selector)
-        scores, found = self._index.search(q[None, :], k, params=params)
-        del selector, id_array
+        params = None
+        if allowed_ids is not None:
+            # The selector reads allowed_ids by pointer: both stay referenced until
+            # the search returns (FAISS-NOTES pitfall 2).
+            selector = faiss.IDSelectorArray(len(allowed_ids), faiss.swig_ptr(allowed_ids))
+            params = faiss.SearchParameters(sel=selector)
+        previous_threads = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)
+        try:
+            scores, found = self._index.search(q[None, :], k, params=params)
+        finally:
+            faiss.omp_set_num_threads(previous_threads)
         found, scores = found[0], scores[0]
         if (found < 0).any():
-            # FAISS pads with -1 only if a score never beat its heap's initial value
-            # (overflowing vectors); the numpy pass still returns k allowed rows.
-            mask = np.zeros(self.ntotal, dtype=bool)
-            mask[ids] = True
-            return self._search_full_pass(q, k, mask)
+            # FAISS pads with -1 when scores are NaN (products of huge vectors overflow);
+            # the caller is still owed min(k, allowed) allowed rows.
+            return self._search_numpy(q, k, allowed_ids)
         return _sorted_best_first(found, scores)
 
-    def _search_full_pass(self, q: np.ndarray, k: int, allowed: np.ndarray | None):
-        scores = self.matrix() @ q
-        if allowed is not None:
-            scores[~allowed] = -np.inf
+    def _search_numpy(self, q: np.ndarray, k: int, allowed_ids: np.ndarray | None):
+        ids = np.arange(self.ntotal) if allowed_ids is None else allowed_ids
+        with np.errstate(over="ignore", invalid="ignore"):
+            scores = self.matrix()[ids] @ q
+        scores = np.nan_to_num(scores, nan=-np.inf)
         top = np.argpartition(scores, -k)[-k:]
-        return _sorted_best_first(top.astype(np.int64), scores[top])
+        return _sorted_best_first(ids[top], scores[top])
 
 
 def _sorted_best_first(ids: np.ndarray, scores: np.ndarray):

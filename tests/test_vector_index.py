@@ -86,17 +86,19 @@ def test_search_many_equals_brute_force(index, data):
             assert_same_top_k(ids[row], scores[row], want_ids, want_scores, x, q)
 
 
-def test_search_many_with_blocks_smaller_than_k(data, tmp_path):
-    # Enough queries that a block of rows is shorter than the whole index.
+@pytest.mark.parametrize("allowed_fraction", [1.0, 0.7, 0.05])
+def test_search_many_merges_blocks(index, data, monkeypatch, allowed_fraction):
+    # Blocks of 3 rows (fewer than k) force many merges of partial top-k lists.
+    import localq.vector_index as vector_index
+
+    monkeypatch.setattr(vector_index, "_SCORE_BLOCK_BYTES", 4 * 3 * DIM)
     rng, x = data
-    ix = VectorIndex.open(tmp_path / "v.faiss", DIM)
-    ix.add(x)
-    queries = unit_rows(rng, 20_000)[:5000]
-    allowed = rng.random(len(x)) < 0.7
-    ids, scores = ix.search_many(queries, 5, allowed)
-    for row in (0, 1234, 4999):
-        want_ids, want_scores = brute_force(x, queries[row], 5, allowed)
-        assert_same_top_k(ids[row], scores[row], want_ids, want_scores, x, queries[row])
+    queries = unit_rows(rng, 4)
+    allowed = rng.random(len(x)) < allowed_fraction
+    ids, scores = index.search_many(queries, 10, allowed)
+    for row, q in enumerate(queries):
+        want_ids, want_scores = brute_force(x, q, 10, allowed)
+        assert_same_top_k(ids[row], scores[row], want_ids, want_scores, x, q)
 
 
 @pytest.mark.parametrize("n_allowed", [0, 1, 3, 49, 50, 51])
@@ -228,3 +230,22 @@ def test_accepts_float64_and_unnormalized_queries(index, data):
     ids, scores = index.search(q, 5, None)
     want_ids, want_scores = brute_force(x.astype(np.float64), q, 5, None)
     np.testing.assert_allclose(scores, want_scores, rtol=1e-5)
+
+
+def test_overflowing_products_still_return_k_allowed_rows(tmp_path):
+    # Finite vectors whose products overflow give NaN/inf scores; FAISS then pads with
+    # -1. The contract (k allowed rows, no -1) must hold anyway.
+    rng = np.random.default_rng(3)
+    ix = VectorIndex.open(tmp_path / "huge.faiss", DIM)
+    ix.add(rng.standard_normal((500, DIM)).astype(np.float32) * 1e20)
+    allowed = rng.random(500) < 0.3
+    q = rng.standard_normal(DIM).astype(np.float32) * 1e20
+    for mask in (None, allowed):
+        ids, scores = ix.search(q, 20, mask)
+        assert len(ids) == 20 and (ids >= 0).all()
+        if mask is not None:
+            assert mask[ids].all()
+        many, _ = ix.search_many(np.stack([q, -q]), 20, mask)
+        assert many.shape == (2, 20) and (many >= 0).all()
+        if mask is not None:
+            assert mask[many].all()
