@@ -128,7 +128,7 @@ def _plan(collection, roots, entries, scan_skips, report):
     if gone:
         store.tombstone(gone)
         report.removed = len(gone)
-    gone_skips = [p for p in known_skips if not os.path.exists(p)]
+    gone_skips = [p for p in known_skips if not os.path.lexists(p)]
     store.forget_skips(gone_skips)
     return todo, replaces
 

@@ -1,0 +1,126 @@
+"""Shared fixtures. Core tests use a tiny deterministic encoder so that they isolate
+storage, search and fitting from the (slow) real model; encoder tests use the real one."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED_DATASETS = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets"
+IMAGENETTE = SHARED_DATASETS / "imagenette"
+
+needs_imagenette = pytest.mark.skipif(
+    not IMAGENETTE.is_dir(), reason=f"Imagenette not found at {IMAGENETTE} (../shared is absent on this machine)"
+)
+
+
+class ColorEncoder:
+    """Embeds an image by its mean colour and a coarse 2x2 colour layout (dim 15).
+
+    Deterministic and instant; same interface as the real encoders. Texts map to colour
+    names, so 'red' retrieves red images."""
+
+    spec = "test-colour"
+    weights = None
+    model_id = "test-colour/v1"
+    dim = 15
+    image_size = 8
+    COLOURS = {"red": (1, 0, 0), "green": (0, 1, 0), "blue": (0, 0, 1), "white": (1, 1, 1), "black": (0, 0, 0)}
+
+    def preprocess(self, img):
+        import torch
+
+        arr = np.asarray(img.convert("RGB").resize((2, 2)), dtype=np.float32) / 255.0
+        return torch.from_numpy(np.concatenate([arr.mean(axis=(0, 1)), arr.reshape(-1)]))
+
+    def encode_batch(self, batch) -> np.ndarray:
+        return _normalize(batch.numpy().astype(np.float32) + 0.05)
+
+    def encode_images(self, images) -> np.ndarray:
+        import torch
+
+        return self.encode_batch(torch.stack([self.preprocess(i) for i in images]))
+
+    def encode_texts(self, texts) -> np.ndarray:
+        out = []
+        for t in texts:
+            rgb = np.array(next((v for k, v in self.COLOURS.items() if k in t.lower()), (0.5, 0.5, 0.5)), np.float32)
+            out.append(np.concatenate([rgb, np.tile(rgb, 4)]) + 0.05)
+        return _normalize(np.stack(out))
+
+
+class OtherEncoder(ColorEncoder):
+    model_id = "test-other/v1"
+
+
+def _normalize(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture
+def colour_encoder():
+    return ColorEncoder()
+
+
+def write_image(path: Path, colour, size=(16, 16), mode="RGB") -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, size, colour).save(path)
+    return path
+
+
+@pytest.fixture
+def colour_folder(tmp_path) -> Path:
+    """photos/{split}/{class}/*.png: 4 red, 4 green, 4 blue images in two splits."""
+    root = tmp_path / "photos"
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 3), ("val", 1)):
+        for name, rgb in (("red", (220, 20, 20)), ("green", (20, 200, 30)), ("blue", (30, 40, 210))):
+            for i in range(n):
+                jitter = tuple(int(c + rng.integers(-15, 15)) for c in rgb)
+                write_image(root / split / name / f"{name}{i}.png", jitter)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path, monkeypatch):
+    """Never touch the user's real collection."""
+    monkeypatch.setenv("LOCALQ_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+
+
+class VectorEncoder(ColorEncoder):
+    """Stands in for an encoder on collections built from synthetic vectors."""
+
+    model_id = "test-vectors/v1"
+
+    def __init__(self, dim: int):
+        self.dim = dim
+
+
+def synthetic_collection(root: Path, *, clusters: int = 5, per_cluster: int = 200, dim: int = 32, seed: int = 0,
+                         spread: float = 0.6):
+    """A collection of L2-normalized Gaussian clusters; label = cluster index as text.
+
+    Returns (collection, centres)."""
+    from localq.collection import Collection
+    from localq.store import NewImage
+
+    rng = np.random.default_rng(seed)
+    centres = _normalize(rng.standard_normal((clusters, dim)).astype(np.float32))
+    labels = np.repeat(np.arange(clusters), per_cluster)
+    x = centres[labels] + spread * rng.standard_normal((len(labels), dim)).astype(np.float32) / np.sqrt(dim)
+    x = _normalize(x)
+    order = rng.permutation(len(x))
+    x, labels = x[order], labels[order]
+    coll = Collection.open(root, create=True)
+    coll.bind_encoder(VectorEncoder(dim))
+    rows = [NewImage(f"/synthetic/{i}.png", f"h{i}", 1, 0.0, 1, 1, str(labels[i]), "train") for i in range(len(x))]
+    ids = coll.store.add_images(rows, x)
+    coll.index.save()  # opening the index catches it up from SQLite
+    assert ids == list(range(len(x)))
+    return coll, centres
