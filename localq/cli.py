@@ -276,5 +276,254 @@ def skipped(db, as_json):
     click.echo(f"{len(rows)} skipped", err=True)
 
 
+def _open_trainer(coll, name: str):
+    from localq.trainer import Trainer
+
+    return Trainer.open(coll, name)
+
+
+@cli.command()
+@click.argument("prompt", required=False)
+@click.option("--image", "images", multiple=True, metavar="PATH|ID", help="Start from example image(s): a file or a collection id.")
+@click.option("--classifier", "from_classifier", metavar="NAME", help="Continue an existing classifier.")
+@click.option("--from-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Start from a classifier file (.safetensors, .npy, torch .pt).")
+@click.option("--name", metavar="NAME", help="Name of a new classifier (default: from the prompt).")
+@click.option("-k", type=int, help="Images per batch (default 10).")
+@click.option("--strategy", type=click.Choice(["top", "boundary", "diverse", "random"]), help="How each batch is chosen.")
+@click.option("--thumbnails", type=click.Choice(["auto", "halfblock", "sixel", "kitty"]), default="auto", show_default=True,
+              envvar="LOCALQ_THUMBNAILS", help="Image protocol; halfblock always works over SSH.")
+@db_option
+@friendly_errors
+def train(prompt, images, from_classifier, from_file, name, k, strategy, thumbnails, db):
+    """Open the labeling UI: retrieve, score, fit, repeat.
+
+    \b
+    Example:
+      localq train "a photo of a dog"
+      localq train --classifier a-photo-of-a-dog
+    """
+    trainer = _start_or_open(db, prompt, images, from_classifier, from_file, name, k, strategy)
+    from localq.tui.app import run_train
+
+    run_train(trainer.collection, trainer, k=k, strategy=strategy, thumbnails=thumbnails)
+
+
+def _start_or_open(db, prompt, images, from_classifier, from_file, name, k, strategy):
+    from localq.trainer import Settings, Trainer
+
+    if sum(bool(x) for x in (prompt, images, from_classifier, from_file)) != 1:
+        raise click.UsageError("give one of PROMPT, --image, --classifier or --from-file")
+    coll = open_collection(db)
+    if from_classifier:
+        trainer = Trainer.open(coll, from_classifier)
+    else:
+        name = name or slug(prompt or (Path(from_file).stem if from_file else "examples"))
+        if coll.store.classifier(name) is not None:
+            trainer = Trainer.open(coll, name)
+            click.echo(f"continuing classifier {name!r} (round {trainer.round})", err=True)
+        else:
+            settings = Settings(**{key: v for key, v in (("k", k), ("strategy", strategy)) if v})
+            trainer = Trainer.create(coll, name, prompt=prompt, images=images, weights_file=from_file, settings=settings)
+    if k or strategy:
+        trainer.update_settings(**{key: v for key, v in (("k", k), ("strategy", strategy)) if v})
+    return trainer
+
+
+def slug(text: str) -> str:
+    keep = "".join(c.lower() if c.isalnum() else "-" for c in text)
+    return "-".join(part for part in keep.split("-") if part)[:60] or "classifier"
+
+
+@cli.command()
+@db_option
+@json_option
+@friendly_errors
+def classifiers(db, as_json):
+    """List the collection's classifiers with their rounds, labels and AP.
+
+    \b
+    Example:
+      localq classifiers --json
+    """
+    from localq.trainer import Trainer
+
+    with open_collection(db) as coll:
+        rows = []
+        for row in coll.store.classifiers():
+            t = Trainer(coll, row)
+            pos, neg = t.label_counts()
+            ev = t.evaluate()
+            rows.append({"name": row.name, "source": row.source, "prompt": row.prompt, "round": t.round,
+                         "labels_positive": pos, "labels_negative": neg, "seen": len(coll.store.seen_ids(row.id)),
+                         "strategy": t.settings.strategy, "created_at": row.created_at,
+                         "target": ev.target if ev else None, "ap": round(ev.ap, 4) if ev else None})
+    if as_json:
+        emit_json({"classifiers": rows})
+        return
+    for r in rows:
+        ap = f"  AP {r['ap']:.3f} ({r['target']})" if r["ap"] is not None else ""
+        click.echo(f"{r['name']:<28} round {r['round']:>3}  +{r['labels_positive']}/-{r['labels_negative']}  "
+                   f"{r['strategy']:<8} {r['source']}: {r['prompt']}{ap}")
+    if not rows:
+        click.echo("no classifiers yet: start one with `localq train \"a prompt\"`", err=True)
+
+
+@cli.command()
+@click.argument("classifier")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option("--threshold", type=float, default=0.0, show_default=True, help="Predict positive above this score (w·x + b).")
+@click.option("--split", help="Only collection images of this split (e.g. val).")
+@click.option("--limit", type=int, help="At most this many positives.")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV output: path,score,label.")
+@db_option
+@json_option
+@friendly_errors
+def predict(classifier, paths, threshold, split, limit, as_csv, db, as_json):
+    """Positives of CLASSIFIER, best first: over PATHS (embedded on the fly) or the collection.
+
+    \b
+    Example:
+      localq predict a-photo-of-a-dog --split val --limit 20
+      localq predict a-photo-of-a-dog new_photos/ --csv
+    """
+    from localq.imageio import is_image_path
+
+    files = []
+    for p in paths:
+        files += [str(f) for f in sorted(p.rglob("*")) if is_image_path(f)] if p.is_dir() else [str(p)]
+    with open_collection(db) as coll:
+        trainer = _open_trainer(coll, classifier)
+        preds = trainer.predict(threshold=threshold, paths=files, split=split, limit=limit)
+    if as_json:
+        emit_json({"classifier": classifier, "threshold": threshold,
+                   "predictions": [{"id": p.id, "path": p.path, "score": round(p.score, 6), "label": p.label} for p in preds]})
+    elif as_csv:
+        import csv
+
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["path", "score", "label"])
+        writer.writerows([(p.path, f"{p.score:.6f}", p.label or "") for p in preds])
+    else:
+        for p in preds:
+            click.echo(f"{p.score:+.4f}  {p.path}" + (f"  [{p.label}]" if p.label else ""))
+        click.echo(f"{len(preds)} positive above {threshold}", err=True)
+
+
+@cli.command()
+@click.argument("classifier")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Directory (default: ./CLASSIFIER-export).")
+@click.option("--format", "fmt", type=click.Choice(["safetensors", "npy"]), default="safetensors", show_default=True)
+@db_option
+@friendly_errors
+def export(classifier, out_dir, fmt, db):
+    """Write the classifier file and its labels (CSV and JSONL, with paths and scores).
+
+    \b
+    Example:
+      localq export a-photo-of-a-dog --out exports/
+    """
+    from localq.export import export_classifier
+
+    with open_collection(db) as coll:
+        trainer = _open_trainer(coll, classifier)
+        written = export_classifier(trainer, out_dir or Path(f"{classifier}-export"), fmt=fmt)
+    for path in written:
+        click.echo(str(path))
+
+
+@cli.command()
+@click.argument("classifier")
+@click.option("--split", help="Evaluate on this split only (e.g. val).")
+@db_option
+@json_option
+@friendly_errors
+def history(classifier, split, db, as_json):
+    """Rounds of CLASSIFIER: labels so far, strategy and, with folder labels, AP per round.
+
+    \b
+    Example:
+      localq history a-photo-of-a-dog --split val
+    """
+    with open_collection(db) as coll:
+        trainer = _open_trainer(coll, classifier)
+        rows = [{"round": r.round, "labels": r.n_labels, "strategy": r.strategy, "at": r.created_at,
+                 "ap": trainer.evaluate_weights(r.weights, r.bias, split=split)} for r in trainer.history()]
+    if as_json:
+        emit_json({"classifier": classifier, "rounds": rows})
+        return
+    for r in rows:
+        ap = f"  AP {r['ap']:.3f}" if r["ap"] is not None else ""
+        click.echo(f"round {r['round']:>3}  {r['labels']:>4} labels  {r['strategy'] or '-':<8} {r['at']}{ap}")
+
+
+@cli.command()
+@click.argument("classifier")
+@db_option
+@friendly_errors
+def undo(classifier, db):
+    """Drop CLASSIFIER's last round: its labels, seen flags and fitted weights.
+
+    \b
+    Example:
+      localq undo a-photo-of-a-dog
+    """
+    with open_collection(db) as coll:
+        trainer = _open_trainer(coll, classifier)
+        trainer.undo()
+        click.echo(f"{classifier} is back at round {trainer.round}")
+
+
+def find_demo_data() -> Path | None:
+    """Imagenette in ./data, in ../shared/datasets, or beside a source checkout."""
+    checkout = Path(__file__).resolve().parents[1]
+    for base in (Path.cwd() / "data", Path.cwd().parent / "shared" / "datasets",
+                 checkout / "data", checkout.parent / "shared" / "datasets"):
+        if (base / "imagenette").is_dir():
+            return base / "imagenette"
+    return None
+
+
+@cli.command()
+@click.argument("folder", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--prompt", default="a photo of a dog", show_default=True, help="Text the first batch is retrieved by.")
+@click.option("--index-only", is_flag=True, help="Build the demo collection and stop (no UI).")
+@click.option("--db", "db", metavar="DIR", help="Collection directory (default: <user data dir>/demo).")
+@friendly_errors
+def demo(folder, prompt, index_only, db):
+    """Index Imagenette (or FOLDER) and open the labeling UI on it.
+
+    Imagenette is looked for in ./data/imagenette and ../shared/datasets/imagenette.
+
+    \b
+    Example:
+      localq demo
+      localq demo ~/Pictures --prompt "a photo of a beach"
+    """
+    from localq import paths
+    from localq.encoders import load_encoder
+    from localq.indexer import index_paths
+
+    source = folder or find_demo_data()
+    if source is None:
+        raise click.ClickException(
+            "no demo data: put Imagenette in ./data/imagenette (see data/README.md) or name a folder: localq demo FOLDER"
+        )
+    db = db or paths.user_data_dir() / "demo"
+    with open_collection(db, create=True) as coll:
+        click.echo(f"indexing {source} into {coll.root} (only new files are embedded)", err=True)
+        enc = load_encoder(coll.encoder_spec or "lite0", coll.encoder_weights)
+        report = index_paths(coll, [source], enc, with_labels=folder is None, progress=ProgressLine("indexing", True))
+        if report.interrupted:
+            click.echo("interrupted: run `localq demo` again to resume", err=True)
+            sys.exit(130)
+        click.echo(f"{coll.store.count_live()} images, {len(report.skipped)} skipped", err=True)
+    if index_only:
+        return
+    trainer = _start_or_open(db, prompt, (), None, None, None, None, None)
+    from localq.tui.app import run_train
+
+    run_train(trainer.collection, trainer, k=None, strategy=None, thumbnails="auto")
+
+
 def main() -> None:
     cli(prog_name="localq")

@@ -286,6 +286,14 @@ class Trainer:
 
     def evaluate(self, split: str | None = None) -> Evaluation | None:
         """AP and precision/recall at the threshold (score > 0) against folder labels."""
+        return self._evaluate(self.weights, self.bias, split)
+
+    def evaluate_weights(self, w: np.ndarray, b: float, split: str | None = None) -> float | None:
+        """AP of any weights of this classifier (e.g. an earlier round's)."""
+        ev = self._evaluate(w, b, split)
+        return ev.ap if ev else None
+
+    def _evaluate(self, w: np.ndarray, b: float, split: str | None) -> Evaluation | None:
         target = self.target_label()
         if target is None:
             return None
@@ -296,12 +304,13 @@ class Trainer:
             return None
         ids = np.array([r[0] for r in rows], dtype=np.int64)
         relevant = np.array([r[1] == target for r in rows])
-        scores = self.collection.index.matrix()[ids] @ self.weights + self.bias
+        scores = self.collection.index.matrix()[ids] @ w + b
         precision, recall = precision_recall_at(scores, relevant, 0.0)
         return Evaluation(target, average_precision(scores, relevant), precision, recall, 0.0, int(relevant.sum()), len(ids))
 
-    def predict(self, threshold: float = 0.0, paths: Sequence[str | Path] = (), limit: int | None = None) -> list[Prediction]:
-        """Positives (score > threshold) sorted by score: over new files, or the whole collection."""
+    def predict(self, threshold: float = 0.0, paths: Sequence[str | Path] = (), *, split: str | None = None,
+                limit: int | None = None) -> list[Prediction]:
+        """Positives (score > threshold) sorted by score: over new files, or the collection (one split of it)."""
         if paths:
             from localq.imageio import open_image
 
@@ -314,6 +323,10 @@ class Trainer:
         else:
             scores = self.score_all()
             mask = self.store.live_mask() & (scores > threshold)
+            if split is not None:
+                in_split = np.zeros_like(mask)
+                in_split[[i for i, _, sp in self.store.labels_with_split() if sp == split]] = True
+                mask &= in_split
             ids = np.flatnonzero(mask)
             ids = ids[np.argsort(-scores[ids], kind="stable")][:limit]
             rows = {r.id: r for r in self.store.images(ids)}
