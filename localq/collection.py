@@ -62,11 +62,11 @@ class Collection:
         """Record the encoder on a new collection; refuse a different one on an existing one."""
         if self.model_id is None:
             self.store.set_meta(
-                model_id=encoder.model_id, dim=encoder.dim, encoder_spec=encoder.spec,
+                model_id=encoder.model_id, dim=encoder.dim, encoder_spec=encoder.encoder_spec,
                 encoder_weights=encoder.weights or "", created_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             )
             self.model_id, self.dim = encoder.model_id, encoder.dim
-            self.encoder_spec, self.encoder_weights = encoder.spec, encoder.weights
+            self.encoder_spec, self.encoder_weights = encoder.encoder_spec, encoder.weights
         elif encoder.model_id != self.model_id:
             raise EncoderMismatch(
                 f"collection {self.root} was built with {self.model_id}, not {encoder.model_id}: "

@@ -23,7 +23,7 @@ class ColorEncoder:
     Deterministic and instant; same interface as the real encoders. Texts map to colour
     names, so 'red' retrieves red images."""
 
-    spec = "test-colour"
+    encoder_spec = "test-colour"
     weights = None
     model_id = "test-colour/v1"
     dim = 15
