@@ -37,6 +37,7 @@ class Collection:
         self.encoder_weights: str | None = meta.get("encoder_weights") or None
         self._index: VectorIndex | None = None
         self._encoder = None
+        self._live: np.ndarray | None = None  # cached: reading 1M ids from SQLite costs ~0.2 s
 
     # -- opening ------------------------------------------------------------------------
     @classmethod
@@ -105,9 +106,19 @@ class Collection:
         if index.ntotal != rows:
             raise RuntimeError(f"vector index holds {index.ntotal} rows, store {rows}")
 
+    def live_mask(self) -> np.ndarray:
+        """A fresh copy of the mask of live (not deleted) rows."""
+        if self._live is None or len(self._live) != self.store.n_rows():
+            self._live = self.store.live_mask()
+        return self._live.copy()
+
+    def images_changed(self) -> None:
+        """Called by writers of the images table (the indexer) to drop cached state."""
+        self._live = None
+
     def allowed_mask(self, exclude_seen_of: int | None | bool = False) -> np.ndarray:
         """Live images, minus those seen by classifier ``exclude_seen_of`` (True = by any)."""
-        mask = self.store.live_mask()
+        mask = self.live_mask()
         if exclude_seen_of is not False:
             mask[self.store.seen_ids(None if exclude_seen_of is True else exclude_seen_of)] = False
         return mask

@@ -127,6 +127,7 @@ def _plan(collection, roots, entries, scan_skips, report):
     ]
     if gone:
         store.tombstone(gone)
+        collection.images_changed()
         report.removed = len(gone)
     gone_skips = [p for p in known_skips if not os.path.lexists(p)]
     store.forget_skips(gone_skips)
@@ -161,7 +162,7 @@ def _embed_batch(collection: Collection, encoder, batch: list[FileEntry], replac
         if old_id is not None:
             old = store.images([old_id])[0]
             if old.hash == digest:  # only the stat changed
-                store.touch(old_id, entry.size, entry.mtime)
+                store.touch(old_id, entry.size, entry.mtime)  # live set unchanged
                 report.touched += 1
                 continue
         try:
@@ -192,6 +193,7 @@ def _embed_batch(collection: Collection, encoder, batch: list[FileEntry], replac
     replaced = [replaces[r.path] for r in rows if r.path in replaces]
     store.add_images(rows, vectors, replaces=replaced)
     collection.index.add(vectors)
+    collection.images_changed()
     report.added += len(rows) - len(replaced)
     report.replaced += len(replaced)
     report.reused += len(reused_vectors)

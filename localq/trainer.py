@@ -73,6 +73,11 @@ class Trainer:
         self.settings = Settings.from_dict(row.settings)
         self.prior = self.store.classifier_prior(row.id)
         self.pending: list[Hit] = []  # the batch handed out and not yet submitted
+        self._pending_strategy: str | None = None
+        # In-memory mirrors of SQLite state, refreshed on every write by this object, so a
+        # round at 1M images costs one search and not several full-table reads.
+        self._latest_row: RoundRow | None = None
+        self._seen: np.ndarray | None = None
 
     # -- creating and opening ---------------------------------------------------------
     @classmethod
@@ -147,7 +152,20 @@ class Trainer:
         return _unit(self.weights)
 
     def _latest(self) -> RoundRow:
-        return self.store.latest_round(self.row.id)
+        if self._latest_row is None:
+            self._latest_row = self.store.latest_round(self.row.id)
+        return self._latest_row
+
+    def _seen_mask(self) -> np.ndarray:
+        n = self.store.n_rows()
+        if self._seen is None or len(self._seen) != n:
+            self._seen = np.zeros(n, dtype=bool)
+            self._seen[self.store.seen_ids(self.row.id)] = True
+        return self._seen
+
+    def _reload(self) -> None:
+        self._latest_row = None
+        self._seen = None
 
     def history(self) -> list[RoundRow]:
         return self.store.rounds(self.row.id)
@@ -170,7 +188,7 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------------
     def unseen_mask(self) -> np.ndarray:
-        return self.collection.allowed_mask(exclude_seen_of=self.row.id)
+        return self.collection.live_mask() & ~self._seen_mask()
 
     def next_batch(self, k: int | None = None, strategy: str | None = None) -> list[Hit]:
         """The next k unseen images to label, chosen by the strategy; never a seen one."""
@@ -199,9 +217,11 @@ class Trainer:
         labels.update(scores)
         w, b = self._fit(labels)
         round_no = self.round + 1
-        strategy = getattr(self, "_pending_strategy", None) if self.pending else None
+        strategy = self._pending_strategy if self.pending else None
         self.store.commit_round(self.row.id, round_no, scores, seen, w, b, strategy)
         self.pending = []
+        self._latest_row = RoundRow(round_no, w, b, strategy, len(labels), "")
+        self._seen_mask()[list(seen)] = True
         return self._latest()
 
     def relabel(self, image_id: int, score: float) -> RoundRow:
@@ -218,18 +238,20 @@ class Trainer:
             raise NothingToUndo(f"classifier {self.name!r} has no labeled round to undo")
         self.store.undo_round(self.row.id, self.round)
         self.pending = []
+        self._reload()
         return self._latest()
 
     def reset_seen(self) -> int:
         """Make every image retrievable again for this classifier; labels stay."""
         self.pending = []
+        self._seen = None
         return self.store.reset_seen(self.row.id)
 
     def _validate(self, scores: dict) -> dict[int, float]:
         if not scores:
             raise InvalidScores("no scores given")
-        n_rows = self.store.n_rows()
-        live = self.store.live_mask()
+        live = self.collection.live_mask()
+        n_rows = len(live)
         batch = {h.id for h in self.pending}
         clean = {}
         for key, value in scores.items():
@@ -261,13 +283,21 @@ class Trainer:
         """A fixed random sample of unlabeled images: for a rare concept, mostly negatives."""
         if self.settings.background <= 0:
             return None
-        live = self.store.live_mask()
+        live = self.collection.live_mask()
         live[labeled] = False
-        candidates = np.flatnonzero(live)
-        if len(candidates) == 0:
+        n_live = int(live.sum())
+        if n_live == 0:
             return None
         rng = np.random.default_rng([self.settings.seed, self.row.id])
-        picked = rng.choice(candidates, size=min(self.settings.background, len(candidates)), replace=False)
+        want = min(self.settings.background, n_live)
+        if n_live <= 4 * want:
+            picked = rng.choice(np.flatnonzero(live), size=want, replace=False)
+        else:  # rejection sampling: O(want), not O(collection) like choice(replace=False)
+            picked = np.zeros(0, dtype=np.int64)
+            while len(picked) < want:
+                draw = rng.integers(0, len(live), size=2 * want)
+                picked = np.unique(np.concatenate([picked, draw[live[draw]]]))
+            picked = rng.permutation(picked)[:want]
         return self.collection.index.matrix()[np.sort(picked)]
 
     # -- scoring, evaluation, prediction ----------------------------------------------------
@@ -322,7 +352,7 @@ class Trainer:
             preds = [p for p in out if p.score > threshold]
         else:
             scores = self.score_all()
-            mask = self.store.live_mask() & (scores > threshold)
+            mask = self.collection.live_mask() & (scores > threshold)
             if split is not None:
                 in_split = np.zeros_like(mask)
                 in_split[[i for i, _, sp in self.store.labels_with_split() if sp == split]] = True
@@ -350,7 +380,7 @@ def _unit(v: np.ndarray) -> np.ndarray:
 
 def _start_bias(collection: Collection, query: np.ndarray) -> float:
     scores = collection.index.matrix() @ query
-    live = collection.store.live_mask()
+    live = collection.live_mask()
     if not live.any():
         return 0.0
     return -float(np.quantile(scores[live], 1.0 - START_POSITIVE_FRACTION))
