@@ -18,7 +18,7 @@ import numpy as np
 from localq import classifier_file
 from localq.collection import Collection, Hit
 from localq.errors import ClassifierNotFound, InvalidScores, LocalqError, NothingToUndo
-from localq.fit import fit_linear
+from localq.fit import fit_article_baseline, fit_linear
 from localq.metrics import average_precision, precision_recall_at
 from localq.sampling import DEFAULT_STRATEGY, STRATEGIES, select
 from localq.store import ClassifierRow, RoundRow
@@ -26,6 +26,7 @@ from localq.store import ClassifierRow, RoundRow
 # The starting bias puts the prediction threshold at this quantile of the start query's
 # scores over the collection, so an unlabeled classifier predicts its top ~1% positive.
 START_POSITIVE_FRACTION = 0.01
+FIT_MODES = ("all-labels", "article")
 
 
 @dataclass
@@ -39,6 +40,8 @@ class Settings:
     background_weight: float = 0.1
     seed: int = 0
     target: str | None = None  # class label evaluated against; inferred from positives when None
+    pool_split: str | None = None  # retrieve only images of this split (e.g. train), keeping val held out
+    fit: str = "all-labels"  # or "article": the original's fit on the latest batch only (a baseline)
 
     @classmethod
     def from_dict(cls, data: dict) -> "Settings":
@@ -181,6 +184,8 @@ class Trainer:
         for key, value in changes.items():
             if key not in Settings.__dataclass_fields__:
                 raise LocalqError(f"unknown setting {key!r}")
+            if key == "fit" and value not in FIT_MODES:
+                raise LocalqError(f"unknown fit {value!r}: choose one of {', '.join(FIT_MODES)}")
             if key == "strategy" and value not in STRATEGIES:
                 raise LocalqError(f"unknown strategy {value!r}: choose one of {', '.join(STRATEGIES)}")
             setattr(self.settings, key, value)
@@ -188,7 +193,10 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------------
     def unseen_mask(self) -> np.ndarray:
-        return self.collection.live_mask() & ~self._seen_mask()
+        mask = self.collection.live_mask() & ~self._seen_mask()
+        if self.settings.pool_split is not None:
+            mask &= self.collection.split_mask(self.settings.pool_split)
+        return mask
 
     def next_batch(self, k: int | None = None, strategy: str | None = None) -> list[Hit]:
         """The next k unseen images to label, chosen by the strategy; never a seen one."""
@@ -213,9 +221,16 @@ class Trainer:
         if seen is None:
             seen = [h.id for h in self.pending] or list(scores)
         seen = set(int(i) for i in seen) | set(scores)
-        labels = self.labels()
-        labels.update(scores)
-        w, b = self._fit(labels)
+        if self.settings.fit == "article":
+            w, b = fit_article_baseline(
+                self.collection.index.matrix()[np.fromiter(scores, dtype=np.int64)],
+                np.fromiter(scores.values(), dtype=np.float32), self.weights, self.bias,
+            )
+            w, b = np.asarray(w, np.float32), float(b)
+        else:
+            labels = self.labels()
+            labels.update(scores)
+            w, b = self._fit(labels)
         round_no = self.round + 1
         strategy = self._pending_strategy if self.pending else None
         self.store.commit_round(self.row.id, round_no, scores, seen, w, b, strategy)
@@ -354,9 +369,7 @@ class Trainer:
             scores = self.score_all()
             mask = self.collection.live_mask() & (scores > threshold)
             if split is not None:
-                in_split = np.zeros_like(mask)
-                in_split[[i for i, _, sp in self.store.labels_with_split() if sp == split]] = True
-                mask &= in_split
+                mask &= self.collection.split_mask(split)
             ids = np.flatnonzero(mask)
             ids = ids[np.argsort(-scores[ids], kind="stable")][:limit]
             rows = {r.id: r for r in self.store.images(ids)}
