@@ -28,8 +28,12 @@ PROMPTS = [f"a photo of a {name}" for name in IMAGENETTE_CLASSES.values()]
 
 
 @pytest.fixture(scope="module")
-def lite0():
-    return load_encoder("lite0")
+def lite0(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as patch:  # keep the class-text cache out of $HOME
+        patch.setenv("LOCALQ_CACHE", str(tmp_path_factory.mktemp("cache")))
+        encoder = load_encoder("lite0")
+        encoder.encode_texts(["warm the class-name table"])
+        yield encoder
 
 
 def _noise(size, seed=0):
@@ -113,6 +117,25 @@ def test_lite0_ranks_real_photos_class_prompt_above_the_others(lite0):
     np.testing.assert_array_equal(labels[scores.argmax(axis=0)], range(10))
     top4 = np.argsort(-scores, axis=0)[:4]
     assert ((labels[top4] == np.arange(10)).sum(axis=0) >= 3).all()
+
+
+def test_class_name_table_is_cached_on_disk(lite0, tmp_path, monkeypatch):
+    from localq.encoders import lite
+
+    in_memory = lite.class_name_embeddings()
+    monkeypatch.setenv("LOCALQ_CACHE", str(tmp_path))
+    lite.class_name_embeddings.cache_clear()
+    try:
+        fresh = lite.class_name_embeddings()
+        (saved,) = tmp_path.glob("imagenet-class-texts-minilm-*.npy")
+        np.testing.assert_array_equal(fresh, in_memory)
+        np.save(saved, np.full((1000, 384), 0.5, np.float32))  # prove the next call reads the file
+        lite.class_name_embeddings.cache_clear()
+        assert float(lite.class_name_embeddings()[3, 7]) == 0.5
+    finally:  # leave no doctored table behind for later tests
+        for path in tmp_path.glob("*.npy"):
+            path.unlink()
+        lite.class_name_embeddings.cache_clear()
 
 
 def test_bridge_weights_are_a_deterministic_top_k_softmax():

