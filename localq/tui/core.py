@@ -1,0 +1,205 @@
+"""The TUI's side of the core API: one thread owns the Trainer; the UI awaits plain results.
+
+SQLite connections may only be used by the thread that opened them, and fitting or
+searching takes 0.1-1 s, so the app never touches the Trainer itself: every call runs
+on a single dedicated "core" thread (which opens its own Collection and Trainer on first
+use) and comes back as plain data. One thread also serialises the calls, so a fit queued
+behind another sees its result, and quitting can wait for whatever is running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from localq.collection import Hit
+
+
+@dataclass(frozen=True)
+class Status:
+    name: str
+    round: int
+    positives: int
+    negatives: int
+    strategy: str
+    k: int
+    ap: float | None = None
+    target: str | None = None
+    prompt: str | None = None
+
+
+@dataclass
+class Batch:
+    """Images on screen, with what the user entered so far (restored after undo or a crash)."""
+
+    hits: list[Hit]
+    scores: dict[int, float] = field(default_factory=dict)
+    skipped: set[int] = field(default_factory=set)
+    note: str | None = None
+
+
+class Core:
+    def __init__(self, open_trainer: Callable[[], object], root: Path | None = None):
+        """``open_trainer`` runs on the core thread and returns a Trainer whose collection it opened there."""
+        self._open_trainer = open_trainer
+        self._trainer = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="localq-core")
+        self.root = root
+
+    # -- running -------------------------------------------------------------------------
+    def _with_trainer(self, fn, args, kwargs):
+        if self._trainer is None:
+            self._trainer = self._open_trainer()
+        return fn(self._trainer, *args, **kwargs)
+
+    async def call(self, fn: Callable, *args, **kwargs):
+        """``fn(trainer, *args, **kwargs)`` on the core thread, awaited without blocking the UI."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._with_trainer, fn, args, kwargs)
+
+    def call_blocking(self, fn: Callable, *args, **kwargs):
+        return self._executor.submit(self._with_trainer, fn, args, kwargs).result()
+
+    def close(self) -> None:
+        def _close():
+            if self._trainer is not None:
+                self._trainer.collection.close()
+                self._trainer = None
+
+        try:
+            self._executor.submit(_close).result()
+        finally:
+            self._executor.shutdown(wait=True)
+
+
+# -- operations: each runs on the core thread with the trainer as first argument ---------------
+
+def status(t) -> Status:
+    pos, neg = t.label_counts()
+    ev = t.evaluate()
+    return Status(
+        name=t.name, round=t.round, positives=pos, negatives=neg, strategy=t.settings.strategy, k=t.settings.k,
+        ap=ev.ap if ev else None, target=ev.target if ev else None, prompt=t.row.prompt,
+    )
+
+
+def first_batch(t, k: int | None, strategy: str | None, draft: "Draft | None") -> Batch:
+    """The draft's batch when it belongs to this round and its images are still unseen, else a new one."""
+    if draft is not None and draft.round == t.round and draft.ids:
+        unseen = t.unseen_mask()
+        ids = [i for i in draft.ids if 0 <= i < len(unseen) and unseen[i]]
+        if ids:
+            hits = _hits(t, ids)
+            t.pending = hits  # submit() accepts labels for the pending batch only
+            kept = set(ids)
+            return Batch(hits, {i: s for i, s in draft.scores.items() if i in kept}, draft.skipped & kept,
+                         note=f"restored the unsaved batch of round {t.round}")
+    return Batch(t.next_batch(k, strategy))
+
+
+def next_batch(t, k: int | None, strategy: str | None) -> Batch:
+    return Batch(t.next_batch(k, strategy))
+
+
+def fit(t, scores: dict[int, float], seen: list[int], k: int | None, strategy: str | None) -> Batch:
+    """Submit a round (fit on all labels, persist, mark seen), then fetch the next batch."""
+    t.submit(scores, seen=seen)
+    return Batch(t.next_batch(k, strategy))
+
+
+def submit_only(t, scores: dict[int, float], seen: list[int]) -> int:
+    t.submit(scores, seen=seen)
+    return t.round
+
+
+def undo(t) -> Batch:
+    """Drop the last round and put its images back on screen with the scores they had."""
+    from localq.errors import NothingToUndo
+
+    if t.round == 0:
+        raise NothingToUndo(f"classifier {t.name!r} has no labeled round to undo")
+    undone = t.round
+    seen_before = set(int(i) for i in t.store.seen_ids(t.row.id))
+    scores = {int(i): float(s) for r, i, s in t.store.label_history(t.row.id) if r == undone}
+    t.undo()
+    seen_after = set(int(i) for i in t.store.seen_ids(t.row.id))
+    ids = sorted(seen_before - seen_after, key=lambda i: (i not in scores, i))
+    hits = _hits(t, ids)
+    t.pending = hits
+    skipped = {i for i in ids if i not in scores}
+    return Batch(hits, scores, skipped, note=f"undid round {undone}: its {len(scores)} labels are back on the cards")
+
+
+def reset_seen(t) -> int:
+    return t.reset_seen()
+
+
+def set_strategy(t, strategy: str) -> None:
+    t.update_settings(strategy=strategy)
+
+
+def save(t, path: str) -> Path:
+    return t.save(Path(path).expanduser())
+
+
+def predictions(t, limit: int):
+    return t.predict(threshold=0.0, limit=limit)
+
+
+def _hits(t, ids: list[int]) -> list[Hit]:
+    import numpy as np
+
+    ids_arr = np.asarray(ids, dtype=np.int64)
+    scores = t.collection.index.matrix()[ids_arr] @ t.weights + t.bias
+    return t.collection.hits(ids_arr, scores)
+
+
+# -- drafts: the batch on screen, written as the user scores, so a dropped SSH session loses nothing --
+
+@dataclass
+class Draft:
+    round: int
+    ids: list[int]
+    scores: dict[int, float]
+    skipped: set[int]
+
+    def to_json(self) -> str:
+        return json.dumps({"round": self.round, "ids": self.ids, "scores": {str(k): v for k, v in self.scores.items()},
+                           "skipped": sorted(self.skipped)})
+
+    @classmethod
+    def from_json(cls, text: str) -> "Draft":
+        data = json.loads(text)
+        return cls(int(data["round"]), [int(i) for i in data["ids"]],
+                   {int(k): float(v) for k, v in data.get("scores", {}).items()}, {int(i) for i in data.get("skipped", [])})
+
+
+def draft_path(root: Path, classifier: str) -> Path:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in classifier)
+    return Path(root) / "tui-drafts" / f"{safe}.json"
+
+
+def read_draft(path: Path) -> Draft | None:
+    try:
+        return Draft.from_json(path.read_text())
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # no draft, or a half-written one from a crash: start a fresh batch
+
+
+def write_draft(path: Path, draft: Draft) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(draft.to_json())
+    os.replace(tmp, path)  # atomic: a kill mid-write leaves the old draft
+
+
+def drop_draft(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
