@@ -11,7 +11,7 @@ One query (``search``), measured by ``scripts/bench_search.py``:
   it is a gather that reads only the allowed rows, so its cost follows the allowed
   fraction (about 0.5x the floor at 50% seen, 0.01x at 99%) and it never post-filters,
   so it always returns min(k, allowed) rows. ``IDSelectorBitmap`` tests every id inside
-  the scan and was no faster at 50% seen and 2-3x slower at 99%.
+  the scan and was no faster at 50% seen and about 2x slower at 99%.
 - FAISS runs these on one OpenMP thread: with fewer queries than threads it splits the
   rows across threads, and on 2 cores that made an unfiltered query 2-3x slower
   (FAISS-NOTES pitfall 3). The count is per calling thread, and is restored after.
