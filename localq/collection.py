@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from localq import paths
-from localq.errors import CollectionNotFound, EncoderMismatch
+from localq.errors import CollectionNotFound, EncoderMismatch, IndexCorrupt
 from localq.store import Store
 from localq.vector_index import VectorIndex
 
@@ -92,8 +92,17 @@ class Collection:
         if self._index is None:
             if self.dim is None:
                 raise CollectionNotFound(f"collection {self.root} is empty: index some images first")
-            self._index = VectorIndex.open(self.root / paths.INDEX_FILE, self.dim)
+            index_path = self.root / paths.INDEX_FILE
+            try:
+                self._index = VectorIndex.open(index_path, self.dim)
+            except IndexCorrupt:
+                # SQLite holds every vector: a damaged FAISS file is rebuilt, not fatal.
+                index_path.unlink()
+                self._index = VectorIndex.open(index_path, self.dim)
+            rows_before = self._index.ntotal
             self.sync_index()
+            if self._index.ntotal != rows_before:
+                self._index.save()
         return self._index
 
     def sync_index(self) -> None:

@@ -18,6 +18,10 @@ class EncoderUnavailable(LocalqError):
     """An encoder's weights are missing, unreadable or do not fit its architecture."""
 
 
+class IndexCorrupt(LocalqError):
+    """The FAISS file is unreadable or of the wrong kind; it can be rebuilt from SQLite."""
+
+
 class BadImage(LocalqError):
     """A file could not be decoded as an image; ``reason`` is stored with the skip."""
 

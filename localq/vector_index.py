@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from localq.errors import EncoderMismatch, LocalqError
+from localq.errors import EncoderMismatch, IndexCorrupt
 
 # search_many: below this allowed fraction, copying the allowed rows out (read, write,
 # read again: about 3x their bytes) costs less than one pass over every row.
@@ -75,11 +75,11 @@ class VectorIndex:
             # downcast_index would leave a non-owning wrapper over a freed object.
             index = faiss.read_index(str(path))
         except RuntimeError as exc:
-            raise LocalqError(
+            raise IndexCorrupt(
                 f"vector index {path} is unreadable; delete it to rebuild it from the database"
             ) from exc
         if not isinstance(index, faiss.IndexFlatIP):
-            raise LocalqError(
+            raise IndexCorrupt(
                 f"vector index {path} is a {type(index).__name__}, not an exact inner-product "
                 "index; delete it to rebuild it from the database"
             )

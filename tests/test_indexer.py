@@ -147,3 +147,13 @@ def test_kill_9_mid_run_resumes_without_duplicates(tmp_path, colour_folder):
         assert (report.added, report.unchanged) == (4, 8)
         paths = [r.path for r in coll.store.live_files().values()]
         assert len(paths) == len(set(paths)) == 12 == coll.index.ntotal
+
+
+def test_a_damaged_faiss_file_is_rebuilt_from_sqlite(tmp_path, colour_folder, colour_encoder):
+    with open_coll(tmp_path) as coll:
+        index_paths(coll, [colour_folder], colour_encoder)
+        expected = coll.index.matrix().copy()
+    (tmp_path / "coll" / "vectors.faiss").write_bytes(b"garbage")
+    with open_coll(tmp_path) as coll:
+        np.testing.assert_array_equal(coll.index.matrix(), expected)
+        assert len(coll.search(colour_encoder.encode_texts(["red"])[0], k=3)) == 3
