@@ -1,0 +1,171 @@
+"""`localq bench`: the click command. Only click is imported at module level, so that
+registering it in ``localq.cli`` keeps `localq --help` instant."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import click
+
+
+def _int_list(_ctx, _param, value: str | None) -> tuple[int, ...]:
+    if not value:
+        return ()
+    try:
+        return tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter("give comma-separated integers, e.g. 10,20,50,100") from None
+
+
+def _str_list(_ctx, _param, value: str | None) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip()) if value else ()
+
+
+def _command_line(ctx: click.Context) -> str:
+    """The command as typed, from the parameters given on the command line (for the report)."""
+    from click.core import ParameterSource
+
+    words = ctx.command_path.split()
+    for param in ctx.command.params:
+        if ctx.get_parameter_source(param.name) != ParameterSource.COMMANDLINE:
+            continue
+        value = ctx.params[param.name]
+        if isinstance(param, click.Argument):
+            words.append(str(value))
+        elif param.is_flag:
+            words.append(param.opts[0])
+        else:
+            raw = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+            words += [param.opts[0], raw]
+    return shlex.join(words)
+
+
+class _Progress:
+    """One self-overwriting stderr line over the whole run: done/total, rate, ETA."""
+
+    def __init__(self, label: str, enabled: bool):
+        self.label, self.enabled = label, enabled
+        self.start = time.perf_counter()
+        self.last = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if not self.enabled or (now - self.last < 0.5 and done < total):
+            return
+        self.last = now
+        elapsed = now - self.start
+        eta = elapsed / done * (total - done) if done else 0.0
+        width = 30
+        filled = int(width * done / total) if total else width
+        click.echo(f"\r{self.label} [{'#' * filled}{'-' * (width - filled)}] {done}/{total} "
+                   f"{int(elapsed) // 60}:{int(elapsed) % 60:02d} elapsed, ETA {int(eta) // 60}:{int(eta) % 60:02d}",
+                   err=True, nl=done >= total)
+
+
+@click.command("bench")
+@click.argument("source", required=False, type=click.Path(path_type=Path))
+@click.option("--db", "db", metavar="DIR", envvar="LOCALQ_HOME", show_envvar=True,
+              help="Collection to benchmark (with SOURCE: where to index it; default ~/.local/share/localq/bench/NAME).")
+@click.option("--encoder", metavar="SPEC", help="With SOURCE: lite0 (built-in) or clip:ARCH with --weights.")
+@click.option("--weights", metavar="PATH", help="Local checkpoint for --encoder.")
+@click.option("--rounds", default=10, show_default=True, help="Labeling rounds per run.")
+@click.option("-k", "k", default=10, show_default=True, help="Labels per round.")
+@click.option("--seed", default=0, show_default=True, help="First seed.")
+@click.option("--repeats", default=2, show_default=True, help="Seeds seed, seed+1, ...: results are mean ± sd over them.")
+@click.option("--methods", callback=_str_list, metavar="LIST",
+              help="Comma-separated subset of: zero-shot, article, localq-<strategy>, random, full (default: all).")
+@click.option("--classes", callback=_str_list, metavar="LIST", help="Comma-separated class labels (default: all).")
+@click.option("--pool-split", default="train", show_default=True, help="Split the labeler draws from.")
+@click.option("--eval-split", metavar="SPLIT", help="Held-out split for AP (default: val, validation or test).")
+@click.option("--prompt", default="a photo of a {class}", show_default=True, help="Start prompt; {class} is the class name.")
+@click.option("--class-names", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="JSON {label: name} for the prompts (WordNet synsets are named automatically).")
+@click.option("--graded", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="JSON {target: {related class: score}}: graded labeler (default: +1 target, -1 others).")
+@click.option("--budgets", default="10,20,50,100", show_default=True, callback=_int_list,
+              help="Label budgets shown as summary-table columns.")
+@click.option("--name", help="Data set name in the report (default: SOURCE's or the collection's folder name).")
+@click.option("--out", type=click.Path(path_type=Path), help="Report folder (default: DB/bench/NAME).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of markdown.")
+@click.pass_context
+def bench(ctx, source, db, encoder, weights, rounds, k, seed, repeats, methods, classes, pool_split, eval_split,
+          prompt, class_names, graded, budgets, name, out, quiet, as_json):
+    """Label-efficiency benchmark: a simulated labeler drives the training loop.
+
+    Each class of a labeled collection is the target in turn, starting from PROMPT;
+    the labeler scores each retrieved batch from the folder labels (+1 target, -1
+    others). Methods are compared at equal label budgets by the AP on the held-out
+    split. SOURCE (a split/class/file folder or a Hugging Face parquet export) is
+    indexed first; embeddings are cached in the collection, so a rerun costs only the loop.
+
+    \b
+    Example:
+      localq bench ../shared/datasets/imagenette --db data/collections/imagenette
+      localq bench --db data/collections/cifar10 --methods localq-top,random --repeats 3
+    """
+    from localq.errors import LocalqError
+
+    try:
+        _run(ctx, source, db, encoder, weights, rounds, k, seed, repeats, methods, classes, pool_split, eval_split,
+             prompt, class_names, graded, budgets, name, out, quiet, as_json)
+    except LocalqError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+
+
+def _run(ctx, source, db, encoder, weights, rounds, k, seed, repeats, methods, classes, pool_split, eval_split,
+         prompt, class_names, graded, budgets, name, out, quiet, as_json):
+    import json
+
+    from localq import paths
+    from localq.bench.datasets import index_source, load_class_names
+    from localq.bench.labeler import load_mapping
+    from localq.bench.report import summarize, write_reports
+    from localq.bench.runner import BenchConfig, resolve_methods, run_benchmark
+    from localq.collection import Collection
+
+    if rounds < 1 or k < 1 or repeats < 1:
+        raise click.BadParameter("--rounds, -k and --repeats must be at least 1")
+    resolve_methods(methods)  # fail on a typo before any indexing
+    if "{class}" not in prompt:
+        raise click.BadParameter("the prompt must contain {class}", param_hint="--prompt")
+    name = name or (source.resolve().name if source else None)
+    if source and not db:
+        db = paths.user_data_dir() / "bench" / name
+    coll = Collection.open(db, create=source is not None)
+    with coll:
+        name = name or coll.root.resolve().name
+        if source is not None:
+            from localq.encoders import load_encoder
+
+            spec = encoder or coll.encoder_spec or "lite0"
+            enc = load_encoder(spec, weights or (coll.encoder_weights if spec == coll.encoder_spec else None))
+            report = index_source(coll, source, enc, progress=_Progress("indexing", not quiet and not as_json))
+            if report.interrupted:
+                click.echo("interrupted while indexing: run the same command to resume", err=True)
+                sys.exit(130)
+        elif encoder:
+            raise click.UsageError("--encoder applies when indexing SOURCE; an existing collection keeps its own")
+        config = BenchConfig(
+            rounds=rounds, k=k, seeds=tuple(range(seed, seed + repeats)), methods=methods, classes=classes,
+            pool_split=pool_split, eval_split=eval_split, prompt=prompt,
+            names=load_class_names(class_names) if class_names else {},
+            graded=load_mapping(graded) if graded else None,
+        )
+        command = _command_line(ctx)
+        start = time.perf_counter()
+        result = run_benchmark(coll, config, dataset=name, progress=_Progress("bench", not quiet and not as_json))
+        seconds = time.perf_counter() - start
+    result.timing["total"] = round(seconds, 3)
+    out = out or coll.root / "bench" / name
+    written = write_reports(result, out, budgets=budgets, command=command)
+    if as_json:
+        click.echo(json.dumps({"version": 1, "dataset": name, "seconds": round(seconds, 1),
+                               "files": {k: str(v) for k, v in written.items()}, "summary": summarize(result)}, indent=2))
+        return
+    click.echo(written["markdown"].read_text())
+    click.echo(f"loop: {seconds:.0f} s; reports in {out}: " + ", ".join(p.name for p in written.values()), err=True)

@@ -1,0 +1,258 @@
+"""The benchmark loop: every class as the target, every method, every seed, every round.
+
+Each labeling run is an ordinary classifier driven through the core API (``Trainer``:
+``create`` from the prompt, ``next_batch``, ``submit``, ``evaluate``), so the numbers
+measure exactly what a person gets from the UI or the CLI. Bench classifiers are named
+``bench/<method>/<class>/<seed>`` and deleted when their run ends.
+
+Methods (at equal label budgets, k labels a round):
+
+- ``zero-shot``: the prompt alone, no labels (round 0 of every run);
+- ``article``: the original article's loop: top-k, +-1 scores, a fit on the latest
+  batch only (MSE on tanh, SGD), the weights as the next query;
+- ``localq-<strategy>``: localq's loop (a fit on every label so far, with the trainer's
+  default settings) with each sampling strategy; the default strategy is flagged;
+- ``random``: uniform random batches with localq's fit (the active-learning control);
+- ``full``: a logistic regression on every label of the pool (the ceiling).
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from localq.bench.datasets import BenchDataError, class_names
+from localq.bench.labeler import labeler_for
+from localq.errors import LocalqError
+
+BENCH_PREFIX = "bench/"
+EVAL_SPLITS = ("val", "validation", "valid", "test")  # tried in this order when none is given
+DEFAULT_PROMPT = "a photo of a {class}"
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    kind: str  # "zero-shot", "loop" or "full"
+    strategy: str | None = None
+    fit: str | None = None
+    default: bool = False  # localq's default strategy
+
+
+def available_methods() -> dict[str, Method]:
+    from localq.sampling import DEFAULT_STRATEGY, STRATEGIES
+
+    methods = [Method("zero-shot", "zero-shot"), Method("article", "loop", "top", "article")]
+    methods += [Method(f"localq-{s}", "loop", s, "all-labels", default=s == DEFAULT_STRATEGY)
+                for s in STRATEGIES if s != "random"]
+    methods += [Method("random", "loop", "random", "all-labels"), Method("full", "full")]
+    return {m.name: m for m in methods}
+
+
+@dataclass
+class BenchConfig:
+    rounds: int = 10
+    k: int = 10
+    seeds: tuple[int, ...] = (0, 1)
+    methods: tuple[str, ...] = ()  # empty: all
+    classes: tuple[str, ...] = ()  # empty: every label of the pool split
+    pool_split: str = "train"
+    eval_split: str | None = None  # None: the first of EVAL_SPLITS the collection has
+    prompt: str = DEFAULT_PROMPT
+    names: dict[str, str] = field(default_factory=dict)  # label -> readable class name
+    graded: dict[str, dict[str, float]] | None = None  # the graded labeler's mapping
+
+
+@dataclass
+class Row:
+    """One point of one learning curve (``round`` 0 = before any label)."""
+
+    dataset: str
+    target: str
+    class_name: str
+    method: str
+    seed: int | None
+    round: int
+    labels: int  # labels given so far (the budget)
+    ap: float  # on the held-out split
+    precision: float | None  # at the classifier's threshold, held-out split
+    recall: float | None
+    batch_precision: float | None  # fraction of this round's batch in the target class
+    positives: int  # target-class images labeled so far
+    positives_per_label: float | None
+
+
+@dataclass
+class BenchResult:
+    dataset: str
+    collection: str
+    model_id: str
+    pool_split: str
+    eval_split: str
+    pool_size: int
+    eval_size: int
+    classes: list[str]
+    names: dict[str, str]
+    methods: list[dict]
+    config: dict
+    rows: list[Row]
+    timing: dict[str, float]  # seconds per phase, summed over the run
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["rows"] = [asdict(r) for r in self.rows]
+        return out
+
+
+class Timer:
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+
+    def __call__(self, phase: str, fn, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
+            self.calls[phase] = self.calls.get(phase, 0) + 1
+
+
+def resolve_methods(names: tuple[str, ...] | list[str]) -> list[Method]:
+    known = available_methods()
+    if not names:
+        return list(known.values())
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise LocalqError(f"unknown method {', '.join(unknown)}: choose from {', '.join(known)}")
+    return [known[n] for n in known if n in names]  # canonical order
+
+
+def trainer_seed(seed: int, target: str) -> int:
+    """A per-(seed, class) seed: classes draw independent random batches, and running a
+    subset of the classes gives each the same numbers as the full run."""
+    return int(np.random.SeedSequence([seed, zlib.crc32(target.encode())]).generate_state(1)[0])
+
+
+def run_benchmark(collection, config: BenchConfig, *, dataset: str,
+                  progress: Callable[[int, int], None] | None = None) -> BenchResult:
+    from localq.trainer import Settings, Trainer
+
+    methods = resolve_methods(config.methods)
+    rows_all = collection.store.labels_with_split()
+    pool = [(i, label) for i, label, split in rows_all if split == config.pool_split]
+    if not pool:
+        raise BenchDataError(f"no labeled images in split {config.pool_split!r}: index split/class/file folders with --labels")
+    splits = {split for _, _, split in rows_all}
+    eval_split = config.eval_split or next((s for s in EVAL_SPLITS if s in splits), None)
+    if eval_split is None or eval_split not in splits:
+        raise BenchDataError(f"no held-out split (tried {', '.join(EVAL_SPLITS)}; found {', '.join(sorted(map(str, splits)))})")
+    if eval_split == config.pool_split:
+        raise BenchDataError("the held-out split must differ from the pool split")
+    eval_size = sum(1 for _, _, s in rows_all if s == eval_split)
+    pool_labels = sorted({label for _, label in pool})
+    classes = list(config.classes) or pool_labels
+    missing = [c for c in classes if c not in pool_labels]
+    if missing:
+        raise BenchDataError(f"class {', '.join(missing)} has no image in split {config.pool_split!r}")
+    names = class_names(classes, config.names)
+    cleanup(collection)
+
+    loops = [m for m in methods if m.kind == "loop"]
+    with_full = any(m.kind == "full" for m in methods)
+    total = len(classes) * (1 + len(loops) * len(config.seeds) * config.rounds) + (1 if with_full else 0)
+    done = 0
+    timer = Timer()
+    out: list[Row] = []
+
+    def tick(n: int = 1) -> None:
+        nonlocal done
+        done += n
+        if progress:
+            progress(done, total)
+
+    if progress:
+        progress(0, total)
+    full_weights = {}
+    if with_full:
+        from localq.bench.supervised import full_supervision
+
+        ids = np.array([i for i, _ in pool], dtype=np.int64)
+        full_weights = timer("full_fit", full_supervision, collection.index.matrix(), ids,
+                             [label for _, label in pool], classes)
+        tick()
+
+    for target in classes:
+        prompt = config.prompt.replace("{class}", names[target])
+        # Zero-shot, and the ceiling measured by the same evaluation code.
+        base = timer("create", Trainer.create, collection, f"{BENCH_PREFIX}zero-shot/{target}", prompt=prompt,
+                     settings=Settings(pool_split=config.pool_split, target=target), replace=True)
+        ev = timer("evaluate", base.evaluate, split=eval_split)
+        if any(m.kind == "zero-shot" for m in methods):
+            out.append(Row(dataset, target, names[target], "zero-shot", None, 0, 0, ev.ap, ev.precision, ev.recall,
+                           None, 0, None))
+        if target in full_weights:
+            w, b = full_weights[target]
+            ap = timer("evaluate", base.evaluate_weights, w, b, split=eval_split)
+            # The softmax logit's zero is not a one-vs-rest threshold: no precision/recall.
+            out.append(Row(dataset, target, names[target], "full", None, 0, len(pool), ap, None, None, None,
+                           sum(1 for _, label in pool if label == target), None))
+        collection.store.delete_classifier(base.row.id)
+        tick()
+
+        labeler = labeler_for(target, config.graded, names)
+        for method in loops:
+            for seed in config.seeds:
+                settings = Settings(k=config.k, strategy=method.strategy, fit=method.fit, pool_split=config.pool_split,
+                                    target=target, seed=trainer_seed(seed, target))
+                trainer = timer("create", Trainer.create, collection, f"{BENCH_PREFIX}{method.name}/{target}/{seed}",
+                                prompt=prompt, settings=settings, replace=True)
+                try:
+                    out += _one_run(trainer, labeler, method, seed, config.rounds, eval_split, dataset,
+                                    names[target], timer, tick)
+                finally:
+                    collection.store.delete_classifier(trainer.row.id)
+
+    return BenchResult(
+        dataset=dataset, collection=str(collection.root), model_id=collection.model_id or "",
+        pool_split=config.pool_split, eval_split=eval_split, pool_size=len(pool), eval_size=eval_size,
+        classes=classes, names=names, methods=[asdict(m) for m in methods],
+        config={k: v for k, v in asdict(config).items() if k != "names"},
+        rows=out, timing={**{k: round(v, 3) for k, v in timer.seconds.items()},
+                          **{f"{k}_calls": v for k, v in timer.calls.items()}},
+    )
+
+
+def _one_run(trainer, labeler, method: Method, seed: int, rounds: int, eval_split: str, dataset: str,
+             class_name: str, timer: Timer, tick) -> list[Row]:
+    target = labeler.target
+    ev = timer("evaluate", trainer.evaluate, split=eval_split)
+    rows = [Row(dataset, target, class_name, method.name, seed, 0, 0, ev.ap, ev.precision, ev.recall, None, 0, None)]
+    n_labels = positives = 0
+    for round_no in range(1, rounds + 1):
+        hits = timer("next_batch", trainer.next_batch)
+        if not hits:
+            break  # the pool is exhausted
+        scores = labeler.scores(hits)
+        timer("submit", trainer.submit, scores)
+        ev = timer("evaluate", trainer.evaluate, split=eval_split)
+        in_class = sum(1 for h in hits if h.label == target)
+        n_labels += len(hits)
+        positives += in_class
+        rows.append(Row(dataset, target, class_name, method.name, seed, round_no, n_labels, ev.ap, ev.precision,
+                        ev.recall, in_class / len(hits), positives, positives / n_labels))
+        tick()
+    tick(rounds - (len(rows) - 1))  # rounds skipped on an exhausted pool still count as done
+    return rows
+
+
+def cleanup(collection) -> int:
+    """Delete bench classifiers left behind by a run that was killed mid-way."""
+    stale = [c for c in collection.store.classifiers() if c.name.startswith(BENCH_PREFIX)]
+    for c in stale:
+        collection.store.delete_classifier(c.id)
+    return len(stale)
