@@ -14,6 +14,7 @@ still matches (after a dropped SSH session, say).
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -35,15 +36,16 @@ DRAFT_DELAY_S = 0.3  # coalesce a burst of key presses into one small file write
 class BatchScreen(GridScreen):
     BINDINGS = [
         # Short names: the whole footer fits in 80 columns.
-        Binding("f,enter", "fit", "fit", key_display="f"),
-        Binding("u", "undo", "undo"),
-        Binding("p,space", "preview", "view", key_display="p"),
-        Binding("s", "strategy", "strategy"),
-        Binding("r", "reset_seen", "reset"),
-        Binding("w", "save", "save"),
-        Binding("v", "predictions", "preds"),
-        Binding("q", "quit", "quit"),
-        Binding("question_mark", "help", "keys", key_display="?", show=False),  # named in the status line
+        # Priority, like the card keys: "3 f" typed fast fits with the 3 in it, in key order.
+        Binding("f,enter", "fit", "fit", key_display="f", priority=True),
+        Binding("u", "undo", "undo", priority=True),
+        Binding("p,space", "preview", "view", key_display="p", priority=True),
+        Binding("s", "strategy", "strategy", priority=True),
+        Binding("r", "reset_seen", "reset", priority=True),
+        Binding("w", "save", "save", priority=True),
+        Binding("v", "predictions", "preds", priority=True),
+        Binding("q", "quit", "quit", priority=True),
+        Binding("question_mark", "help", "keys", key_display="?", show=False, priority=True),  # named in the status line
     ]
 
     def compose(self) -> ComposeResult:
@@ -232,6 +234,8 @@ class TrainApp(App):
         self.run_job("opening the collection", self._start())
 
     async def _start(self) -> None:
+        # The first fit imports torch (seconds on a busy machine): do it while the user looks at the first batch.
+        threading.Thread(target=_import_torch, name="localq-warm", daemon=True).start()
         if self.strategy_override:
             await self.core.call(ops.set_strategy, self.strategy_override)
         await self.refresh_status()
@@ -358,6 +362,13 @@ class TrainApp(App):
         import asyncio
 
         await asyncio.to_thread(self.core.close)
+
+
+def _import_torch() -> None:
+    try:
+        import torch  # noqa: F401
+    except Exception:  # the fit itself will report it
+        pass
 
 
 def run_train(collection, trainer, *, k: int | None, strategy: str | None, thumbnails: str = "auto") -> None:
