@@ -86,9 +86,9 @@ class LiteEncoder(TorchEncoder):
     def preprocess(self, img):
         """Resize the short side to the model's size (bicubic, as timm's config for these
         weights says) and center-crop the square, scaled to [-1, 1] (mean = std = 0.5).
-        Measured on Imagenette val (ImageNet top-1 over 1000 classes): this 75.4-76.0%,
-        timm's crop_pct 0.875 75.3%, ImageNet mean/std 69.5%. Small images (CIFAR's
-        32x32) are upsampled the same way."""
+        ImageNet top-1 (of 1000) on every 4th Imagenette val image: this 76.0%, timm's
+        crop_pct 0.875 75.3%, ImageNet mean/std 69.5%. Small images (CIFAR's 32x32)
+        are upsampled the same way."""
         import torch
         from PIL import Image
 
@@ -99,7 +99,9 @@ class LiteEncoder(TorchEncoder):
         scale = size / min(w, h)
         new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
         if (new_w, new_h) != (w, h):
-            img = img.resize((new_w, new_h), Image.Resampling.BICUBIC)
+            # reducing_gap: shrink by an integer box filter first when the image is over
+            # 3x the target; 4000x3000 -> 299x224 took 118 ms plain, 27 ms this way.
+            img = img.resize((new_w, new_h), Image.Resampling.BICUBIC, reducing_gap=3.0)
         left, top = (new_w - size) // 2, (new_h - size) // 2
         img = img.crop((left, top, left + size, top + size))
         pixels = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
@@ -140,7 +142,7 @@ def _build_model(variant: Variant, path: Path, spec: str):
     (``_blocks.0._depthwise_conv``) and the same tensors in the same order as timm's
     (``blocks.0.0.conv_dw``); every shape is checked, so a wrong file cannot load
     silently. timm's ``tf_`` variant uses TF "same" padding, which these weights need:
-    measured ImageNet top-1 on Imagenette val 76.0% vs 75.4% with symmetric padding."""
+    ImageNet top-1 on every 4th Imagenette val image 76.0%, 75.4% with symmetric padding."""
     import timm
     import torch
 
