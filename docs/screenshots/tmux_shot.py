@@ -6,7 +6,9 @@ really drew in a terminal) -> Rich SVG -> rsvg-convert (cairosvg misdraws half-b
 Needs tmux and rsvg-convert (Debian: tmux librsvg2-bin). See docs/tui.md, 'Screenshots'.
 """
 
+import html
 import io
+import re
 import subprocess
 import sys
 import tempfile
@@ -14,6 +16,27 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.text import Text
+
+
+TEXT = re.compile(r'(<text [^>]*?x=")([\d.]+)("[^>]*?textLength=")([\d.]+)("[^>]*>)((?:&#160;)+)([^<]*)(</text>)')
+
+
+def shift_leading_spaces(svg: str) -> str:
+    """librsvg drops the leading no-break spaces of a <text>, so the words after them
+    slide left; move the x of such a run past its spaces instead (Rich gives each run its
+    exact cell width in textLength, so one cell = textLength / characters)."""
+
+    def fix(m: re.Match) -> str:
+        spaces = m.group(6).count("&#160;")
+        rest = html.unescape(m.group(7))
+        cell = float(m.group(4)) / (spaces + len(rest))
+        if not rest:
+            return m.group(0)
+        x = float(m.group(2)) + spaces * cell
+        length = float(m.group(4)) - spaces * cell
+        return f"{m.group(1)}{x:g}{m.group(3)}{length:g}{m.group(5)}{m.group(7)}{m.group(8)}"
+
+    return TEXT.sub(fix, svg)
 
 
 def main(pane: str, out: str) -> None:
@@ -30,6 +53,7 @@ def main(pane: str, out: str) -> None:
     # The SVG asks for Fira Code from the web; offline, fontconfig substitutes a proportional
     # font and columns drift. Ask for the monospace font that is installed instead.
     svg = svg.replace("Fira Code", "DejaVu Sans Mono")
+    svg = shift_leading_spaces(svg)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "shot.svg"
         path.write_text(svg)

@@ -214,8 +214,8 @@ class TrainApp(App):
 
     def write_draft(self) -> None:
         path = self.draft_file()
-        if path is None or self.batch_round is None:
-            return
+        if path is None or self.batch_round is None or not any(isinstance(s, BatchScreen) for s in self.screen_stack):
+            return  # not started yet, or already torn down
         scores, _ = self.entries()
         cards = self.batch_screen.cards()
         skipped = {c.hit.id for c in cards if c.skipped}

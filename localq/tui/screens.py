@@ -94,6 +94,8 @@ class GridScreen(Screen):
         self.grid.styles.grid_size_columns = self.columns
         for card in cards:
             card.thumbnail.styles.height = self.thumb_rows
+        if self.focused in cards:  # a resize must not leave the focused card out of sight
+            self.call_after_refresh(self.focused.scroll_visible, animate=False)
 
     def show_empty(self, message: str | None) -> None:
         self.set_class(message is not None, "-empty")

@@ -7,9 +7,11 @@ holds a W x 2H pixel image. This works in every terminal, over SSH and inside tm
 and it is what the tests use.
 
 Colours: with truecolor each pixel keeps its RGB. Otherwise (common over SSH, where
-COLORTERM is not forwarded) the image is dithered (Floyd-Steinberg) onto the xterm
-256-colour palette before it is drawn: plain nearest-colour rounding, which is what the
-terminal would do, bands smooth gradients (skies, skin) into flat steps.
+COLORTERM is not forwarded) each pixel becomes the nearest of xterm's colours 16-255
+(the 6x6x6 cube and 24 greys); muted colours lose saturation and gradients band. We
+tried Floyd-Steinberg dithering onto the same palette: at thumbnail sizes (24-30 pixels
+a side) its speckle hid more of the picture than the banding does, so it is not used
+(docs/screenshots/colors-256-vs-truecolor.png compares the three).
 
 Decoding runs off the UI thread (callers use ``asyncio.to_thread``); the cache keeps the
 decoded, shrunk images keyed by path and box size, and the rendered lines keyed by path,
@@ -153,7 +155,7 @@ def render_halfblock(img: Image.Image, width: int, height: int, colors: str = TR
         pixels = small.load()
         colour = lambda x, y: Color.from_rgb(*pixels[x, y])  # noqa: E731
     else:
-        indexed = small.quantize(palette=_xterm_palette(), dither=Image.Dither.FLOYDSTEINBERG)
+        indexed = small.quantize(palette=_xterm_palette(), dither=Image.Dither.NONE)
         idx = indexed.load()
         colour = lambda x, y: Color.from_ansi(16 + min(idx[x, y], 239))  # noqa: E731
     left = (width - w) // 2
