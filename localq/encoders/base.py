@@ -65,8 +65,8 @@ class TorchEncoder:
 
         if batch.ndim == 3:
             batch = batch.unsqueeze(0)
-        # channels_last lets oneDNN run the convolutions without layout reorders;
-        # measured ~1.3x on EfficientNet-Lite0 at batch 32 on 2 cores.
+        # channels_last lets oneDNN run the convolutions without layout reorders:
+        # Lite0 at batch 32 on 2 cores, 57 vs 41 images per CPU-second contiguous.
         batch = batch.to(dtype=torch.float32).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             features = self._image_features(batch).float()
