@@ -525,5 +525,10 @@ def demo(folder, prompt, index_only, db):
     run_train(trainer.collection, trainer, k=None, strategy=None, thumbnails="auto")
 
 
+from localq.bench.command import bench as _bench_command  # noqa: E402  (click-only import)
+
+cli.add_command(_bench_command)
+
+
 def main() -> None:
     cli(prog_name="localq")
