@@ -19,6 +19,8 @@ from localq.bench.runner import BenchResult, Row
 
 DEFAULT_BUDGETS = (10, 20, 50, 100)
 FLAT = ("zero-shot", "full")  # methods without rounds: drawn as horizontal lines
+# Marker and line style per method, so that curves lying on top of each other stay visible.
+_STYLES = {"article": ("s", "--"), "random": ("x", "-."), "localq-boundary": ("^", "-"), "localq-diverse": ("v", ":")}
 
 
 def _mean_sd(values: list[float]) -> tuple[float, float]:
@@ -177,11 +179,13 @@ def plot(result: BenchResult, summary: list[dict], path: Path) -> Path:
         x = np.array([e["labels"] for e in entries])
         y = np.array([e["ap_mean"] for e in entries])
         sd = np.array([e["ap_sd"] for e in entries])
-        (line,) = ax_ap.plot(x, y, marker="o", markersize=3, linewidth=2.2 if m.get("default") else 1.4, label=label)
+        marker, dash = _STYLES.get(name, ("o", "-"))
+        (line,) = ax_ap.plot(x, y, marker=marker, markersize=4, linestyle=dash,
+                             linewidth=2.4 if m.get("default") else 1.3, label=label)
         ax_ap.fill_between(x, y - sd, y + sd, color=line.get_color(), alpha=0.15)
         pos = [(e["labels"], e["positives_per_label_mean"]) for e in entries if e["positives_per_label_mean"] is not None]
         if pos:
-            ax_pos.plot(*zip(*pos), marker="o", markersize=3, color=line.get_color(), label=label)
+            ax_pos.plot(*zip(*pos), marker=marker, markersize=4, linestyle=dash, color=line.get_color(), label=label)
     ax_ap.set(xlabel="labels given", ylabel=f"AP on {result.eval_split} (mean over classes)",
               title=f"{result.dataset}: held-out AP", xlim=(0, max_labels))
     ax_pos.set(xlabel="labels given", ylabel="positives found per label", title="labeling yield", xlim=(0, max_labels),
