@@ -70,7 +70,7 @@ class TorchEncoder:
         batch = batch.to(dtype=torch.float32).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             features = self._image_features(batch).float()
-        return _unit_rows(features.numpy())
+        return unit_rows(features.numpy())
 
     def encode_images(self, images: list["Image.Image"]) -> np.ndarray:
         import torch
@@ -127,7 +127,7 @@ def _build(spec: str, weights: str | None) -> Encoder:
     )
 
 
-def _unit_rows(x: np.ndarray) -> np.ndarray:
+def unit_rows(x: np.ndarray) -> np.ndarray:
     x = np.ascontiguousarray(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.maximum(norms, 1e-12)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from localq.encoders.base import TorchEncoder, _unit_rows, file_sha256
+from localq.encoders.base import TorchEncoder, unit_rows, file_sha256
 from localq.errors import EncoderUnavailable
 
 _HF_WEIGHT_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
@@ -76,7 +76,7 @@ class ClipEncoder(TorchEncoder):
             return np.zeros((0, self.dim), np.float32)
         with torch.inference_mode():
             features = self.model.encode_text(self._tokenizer(list(texts))).float()
-        return _unit_rows(features.numpy())
+        return unit_rows(features.numpy())
 
 
 def _parse_spec(spec: str) -> tuple[str, str | None]:

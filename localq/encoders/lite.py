@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from localq.encoders.base import TorchEncoder, _unit_rows, file_sha256
+from localq.encoders.base import TorchEncoder, unit_rows, file_sha256
 from localq.errors import EncoderUnavailable
 
 # The bridge's knobs; changing any of them changes the text vectors, so BRIDGE_ID (and
@@ -116,7 +116,7 @@ class LiteEncoder(TorchEncoder):
         prompts = sentence_embeddings(tuple(texts))  # [n, 384] unit rows
         similarity = prompts @ class_name_embeddings().T  # [n, 1000]
         weights = _top_softmax(similarity, TEMPERATURE, TOP_CLASSES)
-        return _unit_rows(weights @ self._head)
+        return unit_rows(weights @ self._head)
 
 
 def bundled_weights(spec: str) -> Path:
