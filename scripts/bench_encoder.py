@@ -16,6 +16,7 @@ the thread count, i.e. when other processes took the cores.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import subprocess
@@ -65,7 +66,8 @@ def worker(loop: str, data: Path, n: int, spec: str) -> dict:
 
     encoder = load_encoder(spec)
     files = pick_images(data, n)
-    model = encoder.model
+    # The article's model: default (contiguous) layout, parameters that require grad.
+    model = copy.deepcopy(encoder.model).to(memory_format=torch.contiguous_format).requires_grad_(True)
 
     def naive_one(path):  # the article: open, transform, model(x[None]) with autograd on
         x = encoder.preprocess(open_image(path)).unsqueeze(0)
