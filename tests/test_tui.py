@@ -191,6 +191,10 @@ async def test_fit_shows_a_new_batch_without_seen_images(synthetic_root):
         assert seen == set(first[:4])  # labelled + skipped; unset cards may come back
         assert len(second) == 10 and not set(second) & seen
         assert scores(app) == [None] * 10 and app.status.positives == 2 and app.status.negatives == 1
+        for card in cards(app):  # cards are reused: each must show its new image, name and score
+            assert card.thumbnail.path == card.hit.path and card.caption.file_label == Path(card.hit.path).name
+            assert card.caption.model_score == card.hit.score and not card.skipped
+            assert not card.has_class("-positive") and not card.has_class("-skipped")
 
 
 @pytest.mark.asyncio
@@ -386,11 +390,14 @@ def test_cache_decodes_once_and_missing_files_become_placeholders(tmp_path):
         cache.image(str(good), 64)
         cache.image("/nowhere/b.png", 64)
     assert calls == [str(good), "/nowhere/b.png"]
-    assert cache.lines(str(good), 64, 20, 10, "truecolor") is cache.lines(str(good), 64, 20, 10, "truecolor")
-    text = "".join(s.text for line in cache.lines("/nowhere/b.png", 64, 20, 6, "truecolor") for s in line)
+    assert cache.cached_lines(str(good), 64, 20, 10, "truecolor") is None  # rendering is asked for, never done in passing
+    lines = cache.render(str(good), 64, 20, 10, "truecolor")
+    assert cache.render(str(good), 64, 20, 10, "truecolor") is lines is cache.cached_lines(str(good), 64, 20, 10, "truecolor")
+    text = "".join(s.text for line in cache.render("/nowhere/b.png", 64, 20, 6, "truecolor") for s in line)
     assert "no image" in text and "file not found" in text
     (tmp_path / "bad.png").write_bytes(b"not an image")
     assert "not an image" in "".join(s.text for line in render_missing(cache.image(str(tmp_path / "bad.png"), 64).reason, 20, 6) for s in line)
+    cache.close()
     lru = LRU(2)
     for k in "abc":
         lru.put(k, k)

@@ -46,44 +46,45 @@ class Thumbnail(Widget):
         self.set_reactive(Thumbnail.path, path)
         self._loading: tuple | None = None
 
-    def _key(self) -> tuple[str, int] | None:
+    def _key(self) -> tuple[str, int, int, int, str] | None:
         w, h = self.size
         if not self.path or w <= 0 or h <= 0:
             return None
-        return self.path, box_for(w, h)
+        return self.path, box_for(w, h), w, h, self.color_mode
 
     def on_mount(self) -> None:
-        self._ensure_decoded()
+        self._ensure_rendered()
 
     def on_resize(self) -> None:
-        self._ensure_decoded()
+        self._ensure_rendered()
 
     def watch_path(self) -> None:
-        self._ensure_decoded()
+        self._ensure_rendered()
         self.refresh()
 
     @property
     def ready(self) -> bool:
         key = self._key()
-        return key is None or self.cache.cached_image(*key) is not None
+        return key is None or self.cache.cached_lines(*key) is not None
 
-    def _ensure_decoded(self) -> None:
+    def _ensure_rendered(self) -> None:
         key = self._key()
-        if key is None or self.cache.cached_image(*key) is not None or self._loading == key:
+        if key is None or self._loading == key or self.cache.cached_lines(*key) is not None:
             return
         self._loading = key
-        self.run_worker(self._decode(key), group="thumbnail", exclusive=True)
+        self.run_worker(self._render(key), group="thumbnail", exclusive=True)
 
-    async def _decode(self, key: tuple[str, int]) -> None:
-        await asyncio.to_thread(self.cache.image, *key)
+    async def _render(self, key: tuple) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self.cache.executor, self.cache.render, *key)
         if self._loading == key:
             self._loading = None
         self.refresh()
 
     def render_line(self, y: int) -> Strip:
-        w, h = self.size
+        w, _ = self.size
         key = self._key()
-        lines = self.cache.lines(*key, w, h, self.color_mode) if key else None
+        lines = self.cache.cached_lines(*key) if key else None
         if lines is None or y >= len(lines):
             return Strip.blank(w, self.rich_style)
         return Strip(lines[y], w)
@@ -221,6 +222,16 @@ class Card(Widget, can_focus=True):
             yield self.control
 
     def on_mount(self) -> None:
+        self._show()
+
+    def load(self, hit, score: float | None = None, skipped: bool = False) -> None:
+        """Show another image in this card: reusing cards costs far less than mounting new ones."""
+        self.hit = hit
+        self.caption.file_label, self.caption.model_score = file_name(hit.path), hit.score
+        self.caption.refresh()
+        self.thumbnail.path = hit.path
+        self.set_reactive(Card.score, score)
+        self.set_reactive(Card.skipped, skipped)
         self._show()
 
     # -- state ---------------------------------------------------------------------------------
