@@ -241,7 +241,8 @@ def test_cli_writes_reports_and_reproduces_numbers(tmp_path, monkeypatch):
     coll.close()
     monkeypatch.setattr(localq.encoders, "load_encoder", lambda spec=None, weights=None: encoder)
     runner = CliRunner()
-    args = ["--db", str(tmp_path / "c"), "--rounds", "2", "-k", "4", "--repeats", "2", "--budgets", "4,8", "-q"]
+    args = ["--db", str(tmp_path / "c"), "--rounds", "2", "-k", "4", "--repeats", "2", "--budgets", "4,8", "-q",
+            "--classes", "0,1"]
     first = runner.invoke(bench, args + ["--out", str(tmp_path / "r1")], catch_exceptions=False)
     assert first.exit_code == 0, first.output
     assert "| method | 0 labels | 4 labels | 8 labels |" in first.output

@@ -18,7 +18,7 @@ import json
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 from localq.errors import LocalqError
 
@@ -194,10 +194,3 @@ def _safe(name: str) -> str:
     """A class name usable as one folder name (it becomes the collection's label)."""
     return re.sub(r"[/\\\x00]", "_", name).strip() or "_"
 
-
-def iter_labels(collection) -> Iterator[tuple[int, str, str | None]]:
-    """(id, label, split) of every live labeled image."""
-    live = collection.live_mask()
-    for image_id, label, split in collection.store.labels_with_split():
-        if label is not None and image_id < len(live) and live[image_id]:
-            yield image_id, label, split
