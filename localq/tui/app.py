@@ -13,13 +13,13 @@ still matches (after a dropped SSH session, say).
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 from typing import Callable
 
 from textual.app import App, ComposeResult
 from textual.binding import Binding
+from textual.widgets import Footer
 from textual.worker import Worker
 
 from localq.errors import LocalqError
@@ -28,7 +28,6 @@ from localq.tui.core import Batch, Core, Draft, Status
 from localq.tui.screens import ConfirmScreen, GridScreen, PredictionsScreen, PreviewScreen, SaveScreen
 from localq.tui.thumbnails import ThumbnailCache, detect_colors, resolve_protocol
 from localq.tui.widgets import Card, StatusLine
-from textual.widgets import Footer
 
 DRAFT_DELAY_S = 0.3  # coalesce a burst of key presses into one small file write
 
@@ -116,7 +115,7 @@ class TrainApp(App):
         self.root = Path(root)
         self.k = k
         self.strategy_override = strategy
-        self.protocol, self.protocol_note = resolve_protocol(thumbnails, dict(os.environ))
+        self.protocol, self.protocol_note = resolve_protocol(thumbnails)
         self._colors = colors
         self.cache = cache or ThumbnailCache()
         self.status: Status | None = None

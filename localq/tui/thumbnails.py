@@ -249,13 +249,12 @@ def detect_colors(console_color_system: str | None) -> str:
     return TRUECOLOR if console_color_system == "truecolor" else COLORS_256
 
 
-def resolve_protocol(requested: str, env: dict[str, str]) -> tuple[str, str | None]:
-    """The image protocol to use for ``requested`` (auto|halfblock|sixel|kitty), and a note
-    for the user when the request cannot be honoured.
+def resolve_protocol(requested: str) -> tuple[str, str | None]:
+    """The image protocol for ``--thumbnails`` (auto|halfblock|sixel|kitty), and a note for
+    the user when the request cannot be honoured.
 
-    Only half-blocks are drawn for now: Kitty graphics and sixel paint pixels outside
-    Textual's cell grid, so an image there must be re-sent and re-placed on every scroll,
-    resize and screen switch; see docs/tui.md, 'Thumbnails'."""
+    Only half-blocks are drawn: Kitty graphics and sixel paint pixels outside Textual's
+    cell grid (see docs/tui.md, 'Thumbnails', for why they are not hand-rolled here)."""
     if requested in ("auto", "halfblock"):
         return "halfblock", None
     if requested in ("sixel", "kitty"):
