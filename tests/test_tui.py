@@ -137,6 +137,10 @@ async def test_keys_change_scores_of_the_focused_card(synthetic_root):
         await pilot.press("home", "down")  # a row down: the same column, next row
         assert cards(app).index(app.focused) == app.batch_screen.columns > 1
         assert app.focused.has_pseudo_class("focus")
+        await pilot.press("?")
+        assert type(app.screen).__name__ == "HelpScreen"
+        await pilot.press("3", "escape")  # keys go to the help, not to the cards behind it
+        assert app.screen is app.batch_screen and cards(app)[app.batch_screen.columns].score == -1.0
 
 
 @pytest.mark.asyncio

@@ -25,7 +25,7 @@ from textual.worker import Worker
 from localq.errors import LocalqError
 from localq.tui import core as ops
 from localq.tui.core import Batch, Core, Draft, Status
-from localq.tui.screens import ConfirmScreen, GridScreen, PredictionsScreen, PreviewScreen, SaveScreen
+from localq.tui.screens import ConfirmScreen, GridScreen, HelpScreen, PredictionsScreen, PreviewScreen, SaveScreen
 from localq.tui.thumbnails import ThumbnailCache, detect_colors, resolve_protocol
 from localq.tui.widgets import Card, StatusLine
 
@@ -86,18 +86,24 @@ class BatchScreen(GridScreen):
         self.app.quit_and_save()
 
     def action_help(self) -> None:
-        self.app.notify(KEYS_HELP, title="Keys", timeout=12)
+        self.app.push_screen(HelpScreen(KEYS_HELP))
 
     def on_card_changed(self, message: Card.Changed) -> None:
         self.app.entries_changed()
 
 
 KEYS_HELP = """\
-←/→ or h/l   score −/+ 0.25      1 / 2 / 3 or - / 0 / +   set −1 / 0 / +1
-backspace   unset               x   skip (no label, not shown again)
-tab/j, shift+tab/k   next/previous card     ↑/↓   row up/down     click the bar to set
-f/enter fit + next batch   u undo   p preview   s strategy   r reset seen
-w save classifier   v predictions   q quit (saves the scores you set)"""
+←/→ h/l      score −/+ 0.25            click bar    set the score there
+1 2 3 - 0 +  set −1 / 0 / +1           backspace    unset
+tab/j        next card                 shift+tab/k  previous card
+↑/↓          a row up / down           x            skip (no label)
+f / enter    fit + next batch          u            undo the last round
+p / space    preview (j/k, esc)        s            next strategy
+r            reset seen flags          w            save the classifier
+v            predictions               q            quit, saving scores
+
+Cards start unset; unset cards get no label and may come back later;
+skipped ones get no label and are not shown again."""
 
 
 class TrainApp(App):
