@@ -202,6 +202,29 @@ async def test_fit_shows_a_new_batch_without_seen_images(synthetic_root):
 
 
 @pytest.mark.asyncio
+async def test_when_every_image_is_seen_the_grid_says_what_to_do(tmp_path):
+    root = tmp_path / "small"
+    coll, centres = synthetic_collection(root, clusters=2, per_cluster=4, dim=8)
+    Trainer.create(coll, "t", images=[0], settings=Settings(k=10))
+    coll.close()
+    app = make_app(root, "t")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        assert len(cards(app)) == 8
+        await pilot.press("3", "f")
+        await settle(pilot)
+        assert len(cards(app)) == 7  # the unset ones come back
+        await pilot.press(*"3 j x j 1 j 3 j 3 j 3 j 3".split(), "f")
+        await settle(pilot)
+        assert cards(app) == [] and app.batch_screen.has_class("-empty")
+        assert "reset seen" in str(app.batch_screen.query_one("#empty").render())
+        await pilot.press("f")  # nothing to fit: refused, no crash
+        await pilot.press("r", "y")
+        await settle(pilot)
+        assert len(cards(app)) == 8 and not app.batch_screen.has_class("-empty")
+
+
+@pytest.mark.asyncio
 async def test_fit_without_scores_is_refused(synthetic_root):
     app = make_app(synthetic_root, "t")
     async with app.run_test(size=(100, 40)) as pilot:

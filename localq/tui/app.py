@@ -355,8 +355,11 @@ class TrainApp(App):
         self.run_worker(self._quit(), group="quit")
 
     async def _quit(self) -> None:
-        if self.job is not None:
-            await self.job.wait() if self.job.is_running else None
+        if self.job is not None and self.job.is_running:
+            try:
+                await self.job.wait()  # a running fit holds the batch on screen: let it land
+            except Exception:  # its error was shown already; quitting goes on
+                pass
         scores, _ = self.entries()
         message = None
         if scores and self.batch_round is not None:
