@@ -235,7 +235,7 @@ class Trainer:
         strategy = self._pending_strategy if self.pending else None
         self.store.commit_round(self.row.id, round_no, scores, seen, w, b, strategy)
         self.pending = []
-        self._latest_row = RoundRow(round_no, w, b, strategy, len(labels), "")
+        self._latest_row = None  # re-read: n_labels and created_at come from the transaction
         self._seen_mask()[list(seen)] = True
         return self._latest()
 
