@@ -203,3 +203,7 @@ def drop_draft(path: Path) -> None:
         path.unlink()
     except FileNotFoundError:
         pass
+    try:
+        path.parent.rmdir()  # only when no other classifier has a draft
+    except OSError:
+        pass
