@@ -13,6 +13,7 @@ dimension can be checked.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,7 +50,14 @@ def save(path: str | Path, weight: np.ndarray, bias: float, *, model_id: str, me
     if path.suffix != ".safetensors":
         path = path.with_suffix(path.suffix + ".safetensors") if path.suffix else path.with_suffix(".safetensors")
     save_file({"weight": weight[None, :], "bias": np.array([bias], np.float32)}, str(path), metadata=header)
+    _default_permissions(path)  # safetensors creates files 0600; a classifier is meant to be shared
     return path
+
+
+def _default_permissions(path: Path) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def load(path: str | Path) -> ClassifierFile:

@@ -206,6 +206,15 @@ class Trainer:
             raise LocalqError(f"unknown strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
         rng = np.random.default_rng([self.settings.seed, self.row.id, self.round])
         ids = select(strategy, self.collection.index, self.weights, self.bias, k, self.unseen_mask(), rng)
+        return self._set_pending(ids, strategy)
+
+    def restore_batch(self, ids: Sequence[int]) -> list[Hit]:
+        """Make ``ids`` the pending batch again (after undo, or a UI draft), dropping seen ones."""
+        unseen = self.unseen_mask()
+        ids = np.array([int(i) for i in ids if 0 <= int(i) < len(unseen) and unseen[int(i)]], dtype=np.int64)
+        return self._set_pending(ids, None)
+
+    def _set_pending(self, ids: np.ndarray, strategy: str | None) -> list[Hit]:
         scores = self.collection.index.matrix()[ids] @ self.weights + self.bias if len(ids) else np.zeros(0)
         self.pending = self.collection.hits(ids, scores)
         self._pending_strategy = strategy

@@ -91,12 +91,9 @@ def status(t) -> Status:
 def first_batch(t, k: int | None, strategy: str | None, draft: "Draft | None") -> Batch:
     """The draft's batch when it belongs to this round and its images are still unseen, else a new one."""
     if draft is not None and draft.round == t.round and draft.ids:
-        unseen = t.unseen_mask()
-        ids = [i for i in draft.ids if 0 <= i < len(unseen) and unseen[i]]
-        if ids:
-            hits = _hits(t, ids)
-            t.pending = hits  # submit() accepts labels for the pending batch only
-            kept = set(ids)
+        hits = t.restore_batch(draft.ids)  # submit() accepts labels for the pending batch only
+        if hits:
+            kept = {h.id for h in hits}
             return Batch(hits, {i: s for i, s in draft.scores.items() if i in kept}, draft.skipped & kept,
                          note=f"restored the unsaved batch of round {t.round}")
     return Batch(t.next_batch(k, strategy))
@@ -129,8 +126,7 @@ def undo(t) -> Batch:
     t.undo()
     seen_after = set(int(i) for i in t.store.seen_ids(t.row.id))
     ids = sorted(seen_before - seen_after, key=lambda i: (i not in scores, i))
-    hits = _hits(t, ids)
-    t.pending = hits
+    hits = t.restore_batch(ids)
     skipped = {i for i in ids if i not in scores}
     return Batch(hits, scores, skipped, note=f"undid round {undone}: its {len(scores)} labels are back on the cards")
 
@@ -149,14 +145,6 @@ def save(t, path: str) -> Path:
 
 def predictions(t, limit: int):
     return t.predict(threshold=0.0, limit=limit)
-
-
-def _hits(t, ids: list[int]) -> list[Hit]:
-    import numpy as np
-
-    ids_arr = np.asarray(ids, dtype=np.int64)
-    scores = t.collection.index.matrix()[ids_arr] @ t.weights + t.bias
-    return t.collection.hits(ids_arr, scores)
 
 
 # -- drafts: the batch on screen, written as the user scores, so a dropped SSH session loses nothing --
