@@ -238,7 +238,7 @@ def _one_run(trainer, labeler, method: Method, seed: int, rounds: int, eval_spli
         if not hits:
             break  # the pool is exhausted
         scores = labeler.scores(hits)
-        trainer = timer("submit", _submit, trainer, scores)
+        timer("submit", trainer.submit, scores)
         ev = timer("evaluate", trainer.evaluate, split=eval_split)
         in_class = sum(1 for h in hits if h.label == target)
         n_labels += len(hits)
@@ -248,24 +248,6 @@ def _one_run(trainer, labeler, method: Method, seed: int, rounds: int, eval_spli
         tick()
     tick(rounds - (len(rows) - 1))  # rounds skipped on an exhausted pool still count as done
     return rows
-
-
-def _submit(trainer, scores: dict[int, float]):
-    """``trainer.submit``, tolerating the fit="article" crash of localq.trainer at 0a1afed.
-
-    That ``submit`` raises UnboundLocalError *after* its round is committed in SQLite, so
-    reopening the classifier gives exactly the state a working ``submit`` leaves.
-    TODO: drop this once Trainer.submit is fixed (reported to the lead).
-    """
-    from localq.trainer import Trainer
-
-    try:
-        trainer.submit(scores)
-    except UnboundLocalError:
-        if trainer.settings.fit != "article":
-            raise
-        trainer = Trainer.open(trainer.collection, trainer.name)
-    return trainer
 
 
 def cleanup(collection) -> int:
