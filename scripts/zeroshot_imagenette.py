@@ -20,22 +20,16 @@ import numpy as np
 
 from localq.encoders import load_encoder
 from localq.imageio import read_image
+from localq.bench.datasets import synset_word
 from localq.metrics import average_precision, precision_at_k
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT / ".." / "shared" / "datasets" / "imagenette" / "val"
-CLASSES = {  # synset folder -> class name, from ../shared/datasets/README.md
-    "n01440764": "tench",
-    "n02102040": "English springer",
-    "n02979186": "cassette player",
-    "n03000684": "chain saw",
-    "n03028079": "church",
-    "n03394916": "French horn",
-    "n03417042": "garbage truck",
-    "n03425413": "gas pump",
-    "n03445777": "golf ball",
-    "n03888257": "parachute",
-}
+# synset folder -> class name (timm's WordNet table; matches ../shared/datasets/README.md)
+CLASSES = {s: synset_word(s) for s in (
+    "n01440764", "n02102040", "n02979186", "n03000684", "n03028079",
+    "n03394916", "n03417042", "n03425413", "n03445777", "n03888257",
+)}
 PROMPT = "a photo of a {}"
 
 

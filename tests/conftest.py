@@ -12,6 +12,19 @@ import pytest
 SHARED_DATASETS = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets"
 IMAGENETTE = SHARED_DATASETS / "imagenette"
 
+IMAGENETTE_CLASSES = {  # synset folder -> class name (../shared/datasets/README.md)
+    "n01440764": "tench",
+    "n02102040": "English springer",
+    "n02979186": "cassette player",
+    "n03000684": "chain saw",
+    "n03028079": "church",
+    "n03394916": "French horn",
+    "n03417042": "garbage truck",
+    "n03425413": "gas pump",
+    "n03445777": "golf ball",
+    "n03888257": "parachute",
+}
+
 needs_imagenette = pytest.mark.skipif(
     not IMAGENETTE.is_dir(), reason=f"Imagenette not found at {IMAGENETTE} (../shared is absent on this machine)"
 )

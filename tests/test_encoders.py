@@ -8,22 +8,12 @@ from PIL import Image
 from localq.encoders import Encoder, load_encoder
 from localq.errors import EncoderUnavailable
 
+from conftest import IMAGENETTE_CLASSES
+
 torch = pytest.importorskip("torch")
 
 DATASETS = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets"
 IMAGENETTE_VAL = DATASETS / "imagenette" / "val"
-IMAGENETTE_CLASSES = {
-    "n01440764": "tench",
-    "n02102040": "English springer",
-    "n02979186": "cassette player",
-    "n03000684": "chain saw",
-    "n03028079": "church",
-    "n03394916": "French horn",
-    "n03417042": "garbage truck",
-    "n03425413": "gas pump",
-    "n03445777": "golf ball",
-    "n03888257": "parachute",
-}
 PROMPTS = [f"a photo of a {name}" for name in IMAGENETTE_CLASSES.values()]
 
 
