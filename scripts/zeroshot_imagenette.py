@@ -18,9 +18,9 @@ from pathlib import Path
 import localq  # noqa: F401  (runtime tuning before numpy/torch load)
 import numpy as np
 
+from localq.bench.datasets import synset_word
 from localq.encoders import load_encoder
 from localq.imageio import read_image
-from localq.bench.datasets import synset_word
 from localq.metrics import average_precision, precision_at_k
 
 ROOT = Path(__file__).resolve().parents[1]
