@@ -101,6 +101,7 @@ class BenchResult:
     config: dict
     rows: list[Row]
     timing: dict[str, float]  # seconds per phase, summed over the run
+    ceiling: dict = field(default_factory=dict)  # the full-supervision fit's chosen L2
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -178,12 +179,13 @@ def run_benchmark(collection, config: BenchConfig, *, dataset: str,
     if progress:
         progress(0, total)
     full_weights = {}
+    ceiling = {}
     if with_full:
         from localq.bench.supervised import full_supervision
 
         ids = np.array([i for i, _ in pool], dtype=np.int64)
-        full_weights = timer("full_fit", full_supervision, collection.index.matrix(), ids,
-                             [label for _, label in pool], classes)
+        full_weights, ceiling["l2"] = timer("full_fit", full_supervision, collection.index.matrix(), ids,
+                                            [label for _, label in pool], classes)
         tick()
 
     for target in classes:
@@ -198,7 +200,7 @@ def run_benchmark(collection, config: BenchConfig, *, dataset: str,
         if target in full_weights:
             w, b = full_weights[target]
             ap = timer("evaluate", base.evaluate_weights, w, b, split=eval_split)
-            # The softmax logit's zero is not a one-vs-rest threshold: no precision/recall.
+            # Trainer.evaluate_weights reports the AP only.
             out.append(Row(dataset, target, names[target], "full", None, 0, len(pool), ap, None, None, None,
                            sum(1 for _, label in pool if label == target), None))
         collection.store.delete_classifier(base.row.id)
@@ -224,6 +226,7 @@ def run_benchmark(collection, config: BenchConfig, *, dataset: str,
         config={k: v for k, v in asdict(config).items() if k != "names"},
         rows=out, timing={**{k: round(v, 3) for k, v in timer.seconds.items()},
                           **{f"{k}_calls": v for k, v in timer.calls.items()}},
+        ceiling=ceiling,
     )
 
 
