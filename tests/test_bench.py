@@ -14,7 +14,7 @@ import localq.encoders
 from localq.bench.command import bench
 from localq.bench.datasets import class_names, parquet_split
 from localq.bench.labeler import Labeler, MappingError, labeler_for, load_mapping
-from localq.bench.report import summarize, write_reports
+from localq.bench.report import load_result, summarize, write_reports
 from localq.bench.runner import BENCH_PREFIX, BenchConfig, run_benchmark
 from localq.metrics import average_precision
 
@@ -159,6 +159,8 @@ def test_reports_are_written_and_parse(tmp_path):
     assert "| method | 0 labels | 4 labels | 8 labels | 12 labels |" in text
     assert "localq-top (default)" in text and "full supervision (120 labels)" in text
     assert files["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    loaded = load_result(files["json"])
+    assert loaded.rows == result.rows and summarize(loaded) == summarize(result)  # round trip: reports can be redrawn without a rerun
     summary = summarize(result)
     top = [e for e in summary if e["method"] == "localq-top" and e["labels"] == 12][0]
     per_seed = [np.mean([r.ap for r in result.rows if r.method == "localq-top" and r.round == 3 and r.seed == s])

@@ -167,7 +167,7 @@ def plot(result: BenchResult, summary: list[dict], path: Path) -> Path:
     matplotlib.use("Agg")  # no display: files only
     import matplotlib.pyplot as plt
 
-    fig, (ax_ap, ax_pos) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (ax_ap, ax_pos) = plt.subplots(1, 2, figsize=(11, 4.8))
     max_labels = result.config["k"] * result.config["rounds"]
     for m in result.methods:
         name = m["name"]
@@ -195,8 +195,9 @@ def plot(result: BenchResult, summary: list[dict], path: Path) -> Path:
                ylim=(0, 1.02))
     ax_ap.grid(alpha=0.3)
     ax_pos.grid(alpha=0.3)
-    ax_ap.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
+    handles, labels = ax_ap.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))  # room for the legend below the panels
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -221,6 +222,14 @@ def write_reports(result: BenchResult, out_dir: Path, *, budgets=DEFAULT_BUDGETS
     if with_plot:
         paths["png"] = plot(result, summary, out_dir / "curves.png")
     return paths
+
+
+def load_result(path: str | Path) -> BenchResult:
+    """A BenchResult back from its results.json, e.g. to redraw a plot without rerunning."""
+    data = json.loads(Path(path).read_text())
+    rows = [Row(**r) for r in data.pop("rows")]
+    known = {f.name for f in fields(BenchResult)}
+    return BenchResult(rows=rows, **{k: v for k, v in data.items() if k in known and k != "rows"})
 
 
 def _atomic_write(path: Path, text: str) -> None:
