@@ -447,13 +447,17 @@ def history(classifier, split, db, as_json):
     with open_collection(db) as coll:
         trainer = _open_trainer(coll, classifier)
         rows = [{"round": r.round, "labels": r.n_labels, "strategy": r.strategy, "at": r.created_at,
-                 "ap": trainer.evaluate_weights(r.weights, r.bias, split=split)} for r in trainer.history()]
+                 "ap": _ap(trainer.evaluate_weights(r.weights, r.bias, split=split))} for r in trainer.history()]
     if as_json:
         emit_json({"classifier": classifier, "rounds": rows})
         return
     for r in rows:
         ap = f"  AP {r['ap']:.3f}" if r["ap"] is not None else ""
         click.echo(f"round {r['round']:>3}  {r['labels']:>4} labels  {r['strategy'] or '-':<8} {r['at']}{ap}")
+
+
+def _ap(evaluation) -> float | None:
+    return round(evaluation.ap, 4) if evaluation else None
 
 
 @cli.command()

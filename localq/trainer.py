@@ -7,6 +7,7 @@ was submitted, and undo restores the exact earlier state.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -166,6 +167,10 @@ class Trainer:
             self._seen[self.store.seen_ids(self.row.id)] = True
         return self._seen
 
+    def _name_seed(self) -> int:
+        """A seed from the classifier's name: stable whatever other classifiers exist."""
+        return int.from_bytes(hashlib.sha256(self.name.encode()).digest()[:4], "little")
+
     def _reload(self) -> None:
         self._latest_row = None
         self._seen = None
@@ -204,7 +209,7 @@ class Trainer:
         strategy = strategy or self.settings.strategy
         if strategy not in STRATEGIES:
             raise LocalqError(f"unknown strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
-        rng = np.random.default_rng([self.settings.seed, self.row.id, self.round])
+        rng = np.random.default_rng([self.settings.seed, self._name_seed(), self.round])
         ids = select(strategy, self.collection.index, self.weights, self.bias, k, self.unseen_mask(), rng)
         return self._set_pending(ids, strategy)
 
@@ -308,11 +313,13 @@ class Trainer:
         if self.settings.background <= 0:
             return None
         live = self.collection.live_mask()
+        if self.settings.pool_split is not None:  # held-out images must not shape the fit
+            live &= self.collection.split_mask(self.settings.pool_split)
         live[labeled] = False
         n_live = int(live.sum())
         if n_live == 0:
             return None
-        rng = np.random.default_rng([self.settings.seed, self.row.id])
+        rng = np.random.default_rng([self.settings.seed, self._name_seed()])
         want = min(self.settings.background, n_live)
         if n_live <= 4 * want:
             picked = rng.choice(np.flatnonzero(live), size=want, replace=False)
@@ -334,30 +341,25 @@ class Trainer:
         if self.settings.target:
             return self.settings.target
         positives = [i for i, s in self.labels().items() if s > 0]
-        names = self.store.labels_by_id()
-        counts = Counter(names[i] for i in positives if i in names)
+        counts = Counter(label for label in self.collection.labels_of(positives) if label is not None)
         return counts.most_common(1)[0][0] if counts else None
 
     def evaluate(self, split: str | None = None) -> Evaluation | None:
         """AP and precision/recall at the threshold (score > 0) against folder labels."""
         return self._evaluate(self.weights, self.bias, split)
 
-    def evaluate_weights(self, w: np.ndarray, b: float, split: str | None = None) -> float | None:
-        """AP of any weights of this classifier (e.g. an earlier round's)."""
-        ev = self._evaluate(w, b, split)
-        return ev.ap if ev else None
+    def evaluate_weights(self, w: np.ndarray, b: float, split: str | None = None) -> Evaluation | None:
+        """The same measures for any weights of this classifier (e.g. an earlier round's)."""
+        return self._evaluate(w, b, split)
 
     def _evaluate(self, w: np.ndarray, b: float, split: str | None) -> Evaluation | None:
         target = self.target_label()
         if target is None:
             return None
-        rows = self.store.labels_with_split()
-        if split is not None:
-            rows = [r for r in rows if r[2] == split]
-        if not rows:
+        ids, labels = self.collection.labeled_rows(split)
+        if len(ids) == 0:
             return None
-        ids = np.array([r[0] for r in rows], dtype=np.int64)
-        relevant = np.array([r[1] == target for r in rows])
+        relevant = labels == target
         scores = self.collection.index.matrix()[ids] @ w + b
         precision, recall = precision_recall_at(scores, relevant, 0.0)
         return Evaluation(target, average_precision(scores, relevant), precision, recall, 0.0, int(relevant.sum()), len(ids))

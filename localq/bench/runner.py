@@ -199,9 +199,8 @@ def run_benchmark(collection, config: BenchConfig, *, dataset: str,
                            None, 0, None))
         if target in full_weights:
             w, b = full_weights[target]
-            ap = timer("evaluate", base.evaluate_weights, w, b, split=eval_split)
-            # Trainer.evaluate_weights reports the AP only.
-            out.append(Row(dataset, target, names[target], "full", None, 0, len(pool), ap, None, None, None,
+            full = timer("evaluate", base.evaluate_weights, w, b, split=eval_split)
+            out.append(Row(dataset, target, names[target], "full", None, 0, len(pool), full.ap, full.precision, full.recall, None,
                            sum(1 for _, label in pool if label == target), None))
         collection.store.delete_classifier(base.row.id)
         tick()
