@@ -10,13 +10,13 @@ from __future__ import annotations
 import functools
 import json
 import sys
-import time
 from pathlib import Path
 
 import click
 
 from localq import __version__
 from localq.errors import LocalqError
+from localq.progress import ProgressLine
 
 JSON_SCHEMA_VERSION = 1  # bump when a --json field changes meaning or disappears
 
@@ -62,31 +62,6 @@ def open_collection(db, *, create: bool = False):
     from localq.collection import Collection
 
     return Collection.open(db, create=create)
-
-
-class ProgressLine:
-    """`done/total  rate img/s  ETA` on one self-overwriting stderr line."""
-
-    def __init__(self, label: str, enabled: bool):
-        self.label, self.enabled = label, enabled
-        self.start = time.perf_counter()
-        self.last = 0.0
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.perf_counter()
-        if not self.enabled or (now - self.last < 0.2 and done < total):
-            return
-        self.last = now
-        elapsed = now - self.start
-        rate = done / elapsed if elapsed > 0 else 0.0
-        eta = (total - done) / rate if rate > 0 else 0.0
-        width = 30
-        filled = int(width * done / total) if total else width
-        bar = "#" * filled + "-" * (width - filled)
-        click.echo(
-            f"\r{self.label} [{bar}] {done}/{total} {rate:6.1f} img/s ETA {int(eta) // 60}:{int(eta) % 60:02d}",
-            err=True, nl=done >= total,
-        )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

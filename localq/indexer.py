@@ -19,7 +19,7 @@ import numpy as np
 from localq.collection import Collection
 from localq.errors import BadImage
 from localq.imageio import read_image
-from localq.scan import FileEntry, ScanSkip, scan
+from localq.scan import FileEntry, scan
 from localq.store import NewImage
 
 # Saving the FAISS file costs a full write of it; between saves SQLite has every vector

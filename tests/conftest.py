@@ -3,7 +3,6 @@ storage, search and fitting from the (slow) real model; encoder tests use the re
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import click
 
+from localq.progress import ProgressLine
+
 
 def _int_list(_ctx, _param, value: str | None) -> tuple[int, ...]:
     if not value:
@@ -41,28 +43,6 @@ def _command_line(ctx: click.Context) -> str:
             raw = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
             words += [param.opts[0], raw]
     return shlex.join(words)
-
-
-class _Progress:
-    """One self-overwriting stderr line over the whole run: done/total, rate, ETA."""
-
-    def __init__(self, label: str, enabled: bool):
-        self.label, self.enabled = label, enabled
-        self.start = time.perf_counter()
-        self.last = 0.0
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.perf_counter()
-        if not self.enabled or (now - self.last < 0.5 and done < total):
-            return
-        self.last = now
-        elapsed = now - self.start
-        eta = elapsed / done * (total - done) if done else 0.0
-        width = 30
-        filled = int(width * done / total) if total else width
-        click.echo(f"\r{self.label} [{'#' * filled}{'-' * (width - filled)}] {done}/{total} "
-                   f"{int(elapsed) // 60}:{int(elapsed) % 60:02d} elapsed, ETA {int(eta) // 60}:{int(eta) % 60:02d}",
-                   err=True, nl=done >= total)
 
 
 @click.command("bench")
@@ -144,7 +124,7 @@ def _run(ctx, source, db, encoder, weights, rounds, k, seed, repeats, methods, c
 
             spec = encoder or coll.encoder_spec or "lite0"
             enc = load_encoder(spec, weights or (coll.encoder_weights if spec == coll.encoder_spec else None))
-            report = index_source(coll, source, enc, progress=_Progress("indexing", not quiet and not as_json))
+            report = index_source(coll, source, enc, progress=ProgressLine("indexing", not quiet and not as_json))
             if report.interrupted:
                 click.echo("interrupted while indexing: run the same command to resume", err=True)
                 sys.exit(130)
@@ -158,7 +138,7 @@ def _run(ctx, source, db, encoder, weights, rounds, k, seed, repeats, methods, c
         )
         command = _command_line(ctx)
         start = time.perf_counter()
-        result = run_benchmark(coll, config, dataset=name, progress=_Progress("bench", not quiet and not as_json))
+        result = run_benchmark(coll, config, dataset=name, progress=ProgressLine("bench", not quiet and not as_json, unit="runs"))
         seconds = time.perf_counter() - start
     result.timing["total"] = round(seconds, 3)
     out = out or coll.root / "bench" / name
