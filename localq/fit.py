@@ -2,16 +2,28 @@
 
 Two fitters:
 
-- ``fit_linear``: localq's fit. Trains ``nn.Linear(d, 1)`` initialised from the current
-  weights on every label so far, with a logistic loss balanced between positives and
-  negatives, optional unlabeled "background" vectors as weak negatives (for a rare
-  concept almost every unlabeled image is a negative, and a labeling loop that retrieves
-  the top of the ranking sees very few true negatives), and a prior that keeps the
-  weights near the initial query: the component of ``w`` along the prior is free, only
-  the part orthogonal to it is penalised, so the prompt's direction survives while the
-  labels add what it misses.
+- ``fit_linear``: localq's fit, a regularised logistic regression trained as a PyTorch
+  ``nn.Linear(d, 1)`` from the current weights on every label so far. What each part is
+  for (each was measured on CIFAR-10 and Imagenette with the built-in encoder, see
+  ``scripts/research_fit.py``):
+
+  * positives and negatives each carry half of the loss, whatever their counts: a loop
+    that retrieves the top of a ranking sees many positives and few negatives;
+  * ``background``, a bounded sample of unlabeled vectors, joins the negatives. For a
+    rare concept almost every unlabeled image is a negative, and without them the loop
+    never learns what the rest of the collection looks like. Some of them are positives
+    all the same, so each is down-weighted by the current classifier's probability that
+    it is one (positive-unlabeled learning);
+  * the prior is a Gaussian around the start query: ``w`` is pulled toward
+    ``mu * prior``, where ``mu`` makes the prompt alone give logits of standard
+    deviation ``prior_strength`` over the background. Its pull fades as labels
+    accumulate (``ridge * ref_labels / n``), so 10 labels cannot undo a good prompt and
+    100 labels can overrule a poor one;
+  * vectors are centred on the background mean for the optimiser only (the returned
+    ``(w, b)`` applies to raw vectors): Adam converges far faster on centred inputs.
+
 - ``fit_article_baseline``: the original article's fit, kept for the benchmark: MSE on
-  ``tanh(w.x + b)`` against +-1 scores of the latest batch only, plain SGD.
+  ``tanh(w.x + b)`` against the scores of the latest batch only, plain SGD.
 
 Cost depends on the number of labels and on the (bounded) background sample, never on
 the size of the collection.
@@ -20,6 +32,14 @@ the size of the collection.
 from __future__ import annotations
 
 import numpy as np
+
+# Defaults chosen by the label-efficiency study (scripts/research_fit.py).
+DEFAULT_LR = 0.1
+DEFAULT_ITERS = 100
+DEFAULT_PRIOR_STRENGTH = 1.0
+DEFAULT_RIDGE = 4.5e-4  # L2 weight on (w - mu * prior) at REF_LABELS labels
+REF_LABELS = 50
+DEFAULT_BACKGROUND_SHARE = 0.5  # of the negative half of the loss, when labeled negatives exist
 
 
 def _check_inputs(x, y, w0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -32,6 +52,8 @@ def _check_inputs(x, y, w0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         raise ValueError(f"w0 has dim {w0.shape[0]} but vectors have dim {x.shape[1]}")
     if not np.all(np.isfinite(y)) or np.any(np.abs(y) > 1):
         raise ValueError("scores must be finite and within [-1, 1]")
+    if not np.all(np.isfinite(w0)):
+        raise ValueError("the current weights are not finite")
     return x, y, w0
 
 
@@ -45,9 +67,51 @@ def _linear(w0: np.ndarray, b0: float):
     return layer
 
 
-def _weights_out(layer) -> tuple[np.ndarray, float]:
-    w = layer.weight.detach().reshape(-1).numpy().astype(np.float32, copy=True)
-    return w, float(layer.bias.detach().item())
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * z))  # overflow-free
+
+
+def _sample_weights(y, background, w0, b0, background_share, pu):
+    """Per-row loss weights (summing to 1) for the labeled rows then the background rows."""
+    pos, neg = y > 0, y < 0
+    neutral = ~(pos | neg)
+    n_bg = 0 if background is None else len(background)
+    w_lab = np.zeros(len(y), np.float64)
+    w_bg = np.zeros(n_bg, np.float64)
+    if pos.any():
+        w_lab[pos] = 0.5 / pos.sum()
+    if neg.any() and n_bg:
+        w_lab[neg] = 0.5 * (1.0 - background_share) / neg.sum()
+        w_bg[:] = 0.5 * background_share / n_bg
+    elif neg.any():
+        w_lab[neg] = 0.5 / neg.sum()
+    elif n_bg:
+        w_bg[:] = 0.5 / n_bg
+    if neutral.any():
+        w_lab[neutral] = 0.5 / len(y)  # a neutral label counts like one ordinary label
+    if n_bg and pu:
+        # An unlabeled vector the current classifier believes positive is probably one:
+        # it should not teach "negative". Keep the background's total weight.
+        total = w_bg.sum()
+        w_bg *= 1.0 - _sigmoid(background @ w0 + b0)
+        if w_bg.sum() > 0:
+            w_bg *= total / w_bg.sum()
+    weights = np.concatenate([w_lab, w_bg])
+    return (weights / weights.sum()).astype(np.float32)
+
+
+def prior_mean(prior, background, x, prior_strength: float) -> np.ndarray | None:
+    """``mu * prior`` with ``mu`` = prior_strength / std of the prompt's scores over the
+    background (or the labeled vectors), so the prompt alone gives logits of standard
+    deviation ``prior_strength`` whatever the encoder's cosine range."""
+    if prior is None or prior_strength <= 0:
+        return None
+    q = np.asarray(prior, dtype=np.float32).ravel()
+    q = q / max(float(np.linalg.norm(q)), 1e-12)
+    ref = background if background is not None and len(background) > 1 else x
+    spread = float(np.std(ref @ q)) if len(ref) > 1 else 0.0
+    spread = max(spread, 1e-3)  # a prompt that scores everything alike still counts a little
+    return (prior_strength / spread * q).astype(np.float32)
 
 
 def fit_linear(
@@ -57,73 +121,63 @@ def fit_linear(
     b0: float,
     *,
     prior,
-    prior_strength: float,
-    lr: float,
-    iters: int,
+    prior_strength: float = DEFAULT_PRIOR_STRENGTH,
+    lr: float = DEFAULT_LR,
+    iters: int = DEFAULT_ITERS,
     background=None,
-    background_weight: float = 0.1,
-    balance: bool = True,
+    background_weight: float = DEFAULT_BACKGROUND_SHARE,
+    ridge: float = DEFAULT_RIDGE,
+    positive_unlabeled: bool = True,
 ) -> tuple[np.ndarray, float]:
     """Fit ``Linear(d, 1)`` from ``(w0, b0)`` on all labels; returns ``(w, bias)``.
 
     ``y`` in [-1, 1] becomes the soft target ``(y + 1) / 2`` of a logistic loss, so 0
-    (neutral) asks for a score near the threshold. With ``balance`` the positives and
-    the negatives each carry half of the labeled loss, whatever their counts.
-    ``background`` rows are negatives whose total weight is ``background_weight`` times
-    the labeled weight. ``prior_strength`` multiplies the squared norm of the part of
-    ``w`` orthogonal to ``prior``, plus any negative component along it (or of all of
-``w`` when ``prior`` is None).
-    Deterministic: full-batch Adam from a fixed start, no sampling.
+    (neutral) asks for a score near the threshold. ``background`` (optional, [m, d],
+    keep m bounded, ~1000) are unlabeled vectors used as weak negatives; together they
+    take ``background_weight`` of the negative half of the loss. ``prior_strength`` is
+    the prompt's weight (0 = no prior); see the module docstring. Deterministic:
+    full-batch Adam from a fixed start, no sampling.
     """
     import torch
 
     x, y, w0 = _check_inputs(x, y, w0)
     if iters <= 0 or x.shape[0] == 0:
         return w0.copy(), float(b0)
+    if background is not None:
+        background = np.ascontiguousarray(background, dtype=np.float32)
+        if background.ndim != 2 or background.shape[1] != x.shape[1] or len(background) == 0:
+            background = None
 
-    targets = (y + 1.0) / 2.0
-    weights = np.ones_like(y)
-    if balance:
-        pos, neg = y > 0, y < 0
-        # Each side carries half the loss; neutral labels count like one ordinary label.
-        if pos.any():
-            weights[pos] = 0.5 * len(y) / pos.sum()
-        if neg.any():
-            weights[neg] = 0.5 * len(y) / neg.sum()
-    weights /= weights.sum()
-    if background is not None and len(background) and background_weight > 0:
-        bg = np.ascontiguousarray(background, dtype=np.float32)
-        x = np.concatenate([x, bg])
-        targets = np.concatenate([targets, np.zeros(len(bg), np.float32)])
-        weights = np.concatenate([weights, np.full(len(bg), background_weight / len(bg), np.float32)])
+    weights = _sample_weights(y, background, w0, float(b0), float(np.clip(background_weight, 0, 1)),
+                              positive_unlabeled)
+    rows = x if background is None else np.concatenate([x, background])
+    targets = np.concatenate([(y + 1.0) / 2.0, np.zeros(len(rows) - len(y), np.float32)])
+    # Centre for the optimiser only: w.x + b == w.(x - c) + (b + w.c).
+    centre = (background if background is not None else x).mean(axis=0)
+    mean_w = prior_mean(prior, background, x, prior_strength)
+    # The prior counts for less as labels accumulate (a posterior, not a fixed penalty).
+    l2 = ridge * REF_LABELS / max(len(y), 1)
 
-    xt = torch.from_numpy(x)
+    xt = torch.from_numpy(np.ascontiguousarray(rows - centre))
     tt = torch.from_numpy(targets.astype(np.float32))
-    wt = torch.from_numpy(weights.astype(np.float32))
-    q = None
-    if prior is not None:
-        q = torch.from_numpy(np.asarray(prior, dtype=np.float32).ravel())
-        q = q / q.norm().clamp_min(1e-12)
+    wt = torch.from_numpy(weights)
+    mt = torch.from_numpy(mean_w) if mean_w is not None else torch.zeros(x.shape[1])
 
-    layer = _linear(w0, b0)
+    layer = _linear(w0, float(b0) + float(w0 @ centre))
+    weight, bias = layer.weight, layer.bias
     opt = torch.optim.Adam(layer.parameters(), lr=lr)
-    for _ in range(iters):
-        opt.zero_grad()
-        logits = layer(xt).squeeze(1)
-        loss = (torch.nn.functional.binary_cross_entropy_with_logits(logits, tt, reduction="none") * wt).sum()
-        w = layer.weight.reshape(-1)
-        if q is not None:
-            along = w @ q
-            off_prior = w - along * q
-            # The prompt says its direction is positive: a negative coefficient along
-            # it is penalised like any deviation, a positive one is free.
-            against = torch.clamp(along, max=0.0)
-            loss = loss + prior_strength * (off_prior @ off_prior + against * against)
-        else:
-            loss = loss + prior_strength * (w @ w)
-        loss.backward()
-        opt.step()
-    return _weights_out(layer)
+    # The logistic loss's gradient is written out rather than taken by autograd: two
+    # matrix-vector products per step and nothing else, ~3x faster at these sizes.
+    with torch.no_grad():
+        for _ in range(iters):
+            w = weight.view(-1)
+            residual = (torch.sigmoid(xt @ w + bias) - tt) * wt
+            weight.grad = (xt.T @ residual + (2.0 * l2) * (w - mt)).view(1, -1)
+            bias.grad = residual.sum().view(1)
+            opt.step()
+    w = layer.weight.detach().reshape(-1).numpy().astype(np.float32, copy=True)
+    b = float(layer.bias.detach().item()) - float(w @ centre)
+    return w, b
 
 
 def fit_article_baseline(x, y, w0, b0: float, *, lr: float = 0.01, iters: int = 50) -> tuple[np.ndarray, float]:
@@ -144,4 +198,5 @@ def fit_article_baseline(x, y, w0, b0: float, *, lr: float = 0.01, iters: int = 
         loss = torch.mean((torch.tanh(layer(xt).squeeze(1)) - yt) ** 2)
         loss.backward()
         opt.step()
-    return _weights_out(layer)
+    w = layer.weight.detach().reshape(-1).numpy().astype(np.float32, copy=True)
+    return w, float(layer.bias.detach().item())

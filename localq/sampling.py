@@ -1,13 +1,22 @@
 """Batch selection: which unseen images a round shows the labeler.
 
-- ``top``: the article's choice, the k highest ``w.x`` (exploitation: finds positives).
-- ``boundary``: the k images nearest the decision boundary ``w.x + b = 0`` (uncertainty
-  sampling: teaches the threshold).
-- ``diverse``: the top candidates, then a greedy max-marginal-relevance pick so that
-  near-duplicates do not fill the batch.
+- ``top``: the article's choice, the k highest ``w.x``. It finds positives, but they are
+  the ones the query already ranks first, near-copies of each other, so they teach the
+  classifier little (measured: ~100% batch precision, yet the worst AP of the four).
+- ``boundary``: the k images whose score ``w.x + b`` is nearest the decision threshold
+  (uncertainty sampling): what the classifier is least sure of, positives it ranks too
+  low and negatives it ranks too high. The default: the best AP per label measured.
+- ``diverse``: k images drawn at random among the likely positives, each with
+  probability proportional to ``sigmoid(w.x + b)``, near-duplicates of an image already
+  drawn skipped. The batch spreads over the whole positive region instead of piling up
+  at its top.
 - ``random``: uniform over the allowed images (the benchmark's control).
 
-Every strategy except ``random`` reads only the ``candidates`` best images of one
+A query that has never been fitted (unit norm and zero bias, as a prompt or an example
+image starts) has no calibrated threshold, so ``boundary`` and ``diverse`` then draw k
+at random among its ``warmup_pool`` best images: mostly positives, of several kinds.
+
+Every strategy except ``random`` reads only the best ``candidates`` images of one
 filtered search, so a round costs one search whatever the strategy.
 """
 
@@ -16,10 +25,14 @@ from __future__ import annotations
 import numpy as np
 
 STRATEGIES = ("top", "boundary", "diverse", "random")
-DEFAULT_STRATEGY = "top"
+DEFAULT_STRATEGY = "boundary"
 
-# How many of the best-ranked allowed images the boundary and diverse strategies look at.
+# How many of the best-ranked allowed images boundary and diverse look at.
 DEFAULT_CANDIDATES = 10_000
+# An unfitted query draws its batch among this many of its best images, per label asked.
+WARMUP_POOL_PER_LABEL = 100
+# Cosine above which two images count as near-duplicates for ``diverse``.
+NEAR_DUPLICATE = 0.95
 
 
 def _unit(w) -> np.ndarray:
@@ -30,44 +43,56 @@ def _unit(w) -> np.ndarray:
     return w / n
 
 
-def _top(index, w, k, allowed) -> np.ndarray:
-    ids, _ = index.search(_unit(w), k, allowed)
+def is_unfitted(w, b: float) -> bool:
+    """True for a start query (unit vector, zero bias) that no fit has calibrated yet."""
+    return float(b) == 0.0 and abs(float(np.linalg.norm(w)) - 1.0) < 1e-4
+
+
+def _search(index, w, n, allowed) -> np.ndarray:
+    ids, _ = index.search(_unit(w), n, allowed)
     return np.asarray(ids, dtype=np.int64)
 
 
-def _candidates(index, w, b, k, allowed, candidates) -> tuple[np.ndarray, np.ndarray]:
-    """The best ``candidates`` allowed ids with their raw scores ``w.x + b``."""
-    n = max(k, candidates)
-    ids, _ = index.search(_unit(w), n, allowed)
-    ids = np.asarray(ids, dtype=np.int64)
+def _raw_scores(index, ids, w, b) -> np.ndarray:
     vecs = np.asarray(index.matrix()[ids], dtype=np.float32)
-    raw = vecs @ np.asarray(w, dtype=np.float32).ravel() + np.float32(b)
-    return ids, raw
+    return vecs @ np.asarray(w, dtype=np.float32).ravel() + np.float32(b)
+
+
+def _warmup(index, w, k, allowed, rng, pool) -> np.ndarray:
+    ids = _search(index, w, max(k, pool), allowed)
+    return np.sort(rng.choice(ids, size=k, replace=False))
 
 
 def _boundary(index, w, b, k, allowed, candidates) -> np.ndarray:
-    ids, raw = _candidates(index, w, b, k, allowed, candidates)
-    order = np.argsort(np.abs(raw), kind="stable")[:k]
+    ids = _search(index, w, max(k, candidates), allowed)
+    order = np.argsort(np.abs(_raw_scores(index, ids, w, b)), kind="stable")[:k]
     return ids[order]
 
 
-def _diverse(index, w, b, k, allowed, candidates, relevance_weight) -> np.ndarray:
-    n_cand = min(max(k, candidates), max(20 * k, 200))
-    ids, raw = _candidates(index, w, b, k, allowed, n_cand)
+def _diverse(index, w, b, k, allowed, rng, candidates) -> np.ndarray:
+    ids = _search(index, w, max(k, candidates), allowed)
     if len(ids) <= k:
         return ids
-    vecs = np.asarray(index.matrix()[ids], dtype=np.float32)
-    # Relevance on the same scale as cosine similarity (both roughly in [-1, 1]).
-    rel = (raw - raw.min()) / max(float(raw.max() - raw.min()), 1e-12)
-    chosen = [int(np.argmax(rel))]
-    max_sim = vecs @ vecs[chosen[0]]
-    for _ in range(k - 1):
-        gain = relevance_weight * rel - (1.0 - relevance_weight) * max_sim
-        gain[chosen] = -np.inf
-        nxt = int(np.argmax(gain))
-        chosen.append(nxt)
-        max_sim = np.maximum(max_sim, vecs @ vecs[nxt])
-    return ids[np.asarray(chosen)]
+    z = _raw_scores(index, ids, w, b).astype(np.float64)
+    p = 0.5 * (1.0 + np.tanh(0.5 * z)) + 1e-12
+    # Draw in order of exponential race keys: a weighted sample without replacement in
+    # one pass, so skipped near-duplicates are simply passed over.
+    order = np.argsort(rng.exponential(size=len(ids)) / p, kind="stable")
+    vecs = index.matrix()
+    chosen: list[int] = []
+    chosen_vecs = []
+    for i in order:
+        v = np.asarray(vecs[ids[i]], dtype=np.float32)
+        if chosen_vecs and float(np.max(np.stack(chosen_vecs) @ v)) > NEAR_DUPLICATE:
+            continue
+        chosen.append(int(ids[i]))
+        chosen_vecs.append(v)
+        if len(chosen) == k:
+            return np.asarray(chosen, dtype=np.int64)
+    # Everything left is a near-duplicate of the batch: fill with the likeliest of them.
+    taken = set(chosen)
+    rest = [int(ids[i]) for i in order if int(ids[i]) not in taken]
+    return np.asarray(chosen + rest[: k - len(chosen)], dtype=np.int64)
 
 
 def _random(k, allowed, rng) -> np.ndarray:
@@ -85,9 +110,13 @@ def select(
     rng: np.random.Generator,
     *,
     candidates: int = DEFAULT_CANDIDATES,
-    relevance_weight: float = 0.5,
+    warmup_pool: int | None = None,
 ) -> np.ndarray:
-    """Ids (int64) of ``min(k, allowed.sum())`` distinct allowed images to label next."""
+    """Ids (int64) of ``min(k, allowed.sum())`` distinct allowed images to label next.
+
+    ``index`` follows the VectorIndex contract (``search``, ``matrix``, ``ntotal``);
+    ``allowed`` is a bool mask over its rows; ``rng`` drives the random strategies.
+    """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown sampling strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     allowed = np.asarray(allowed, dtype=bool)
@@ -96,10 +125,13 @@ def select(
     k = min(int(k), int(allowed.sum()))
     if k <= 0:
         return np.empty(0, dtype=np.int64)
+    if strategy == "random":
+        return _random(k, allowed, rng)
     if strategy == "top":
-        return _top(index, w, k, allowed)
+        return _search(index, w, k, allowed)
+    if is_unfitted(w, b):
+        pool = WARMUP_POOL_PER_LABEL * k if warmup_pool is None else warmup_pool
+        return _warmup(index, w, k, allowed, rng, pool)
     if strategy == "boundary":
         return _boundary(index, w, b, k, allowed, candidates)
-    if strategy == "diverse":
-        return _diverse(index, w, b, k, allowed, candidates, relevance_weight)
-    return _random(k, allowed, rng)
+    return _diverse(index, w, b, k, allowed, rng, candidates)

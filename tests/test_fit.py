@@ -38,8 +38,8 @@ def run_loop(x, labels, target, q0, rounds=4, k=10):
         seen[batch] = True
         xs.append(x[batch])
         ys.append(np.where(labels[batch] == target, 1.0, -1.0))
-        w, b = fit_linear(np.concatenate(xs), np.concatenate(ys), w, b,
-                          prior=q0, prior_strength=0.01, lr=0.05, iters=100)
+        background = x[np.random.default_rng(len(xs)).choice(len(x), 200, replace=False)]
+        w, b = fit_linear(np.concatenate(xs), np.concatenate(ys), w, b, prior=q0, background=background)
     return w, b
 
 
@@ -57,13 +57,14 @@ def test_prior_pulls_toward_the_initial_query_as_strength_grows():
     x, labels, centres = clusters(seed=1)
     # The prompt is half right: it mixes the target cluster 3 with cluster 0.
     q0 = unit(centres[0] + 0.5 * centres[3])
-    y = np.where(labels == 3, 1.0, -1.0).astype(np.float32)
+    labeled = np.random.default_rng(0).choice(len(x), 30, replace=False)
+    y = np.where(labels[labeled] == 3, 1.0, -1.0).astype(np.float32)
     cosines = []
-    for strength in (0.0, 0.1, 10.0):
-        w, _ = fit_linear(x, y, q0, 0.0, prior=q0, prior_strength=strength, lr=0.05, iters=200)
+    for strength in (0.0, 1.0, 3.0, 10.0):
+        w, _ = fit_linear(x[labeled], y, q0, 0.0, prior=q0, prior_strength=strength, background=x[:300])
         cosines.append(cos(w, q0))
-    assert cosines[0] < cosines[1] < cosines[2]
-    assert cosines[2] > 0.95
+    assert cosines == sorted(cosines)
+    assert cosines[0] < 0.3 and cosines[3] > 0.6
 
 
 def test_fit_is_deterministic():
@@ -114,3 +115,18 @@ def test_article_baseline_moves_toward_the_labels():
     before = np.mean((np.tanh(x[batch] @ q0) - y) ** 2)
     after = np.mean((np.tanh(x[batch] @ w + b) - y) ** 2)
     assert after < before
+
+
+def test_background_that_looks_positive_is_not_taught_as_negative():
+    # Half the background is the target cluster: positive-unlabeled weighting keeps the
+    # current classifier's likely positives from being taught as negatives.
+    x, labels, centres = clusters(seed=7)
+    target = 1
+    q0 = unit(centres[target])
+    lab = np.flatnonzero(labels == target)[:10]
+    bg = np.concatenate([x[labels == target][50:150], x[labels == 4][:100]])
+    aps = []
+    for pu in (True, False):
+        w, _ = fit_linear(x[lab], np.ones(10), 5.0 * q0, -1.0, prior=q0, background=bg, positive_unlabeled=pu)
+        aps.append(average_precision(x @ w, labels == target))
+    assert aps[0] > aps[1] + 0.05

@@ -84,7 +84,8 @@ def test_diverse_avoids_near_duplicates():
     idx = FakeIndex(np.concatenate([dups, base[1:]]))
     allowed = np.ones(idx.ntotal, dtype=bool)
     top = select("top", idx, w, 0.0, 5, allowed, rng)
-    diverse = select("diverse", idx, w, 0.0, 5, allowed, rng)
+    # A fitted classifier (not a unit start query) that calls everything positive.
+    diverse = select("diverse", idx, 20 * w, 5.0, 5, allowed, rng)
     assert (top < 10).all()
     assert (diverse < 10).sum() <= 2
 
@@ -103,3 +104,24 @@ def test_unknown_strategy_and_bad_mask_are_errors(index):
         select("best", index, np.ones(16), 0.0, 3, allowed, np.random.default_rng(0))
     with pytest.raises(ValueError):
         select("top", index, np.ones(16), 0.0, 3, allowed[:-1], np.random.default_rng(0))
+
+
+def test_an_unfitted_query_draws_its_first_batch_among_its_best_images(index):
+    w = index.matrix()[0].copy()  # a unit start query with zero bias: never fitted
+    allowed = np.ones(index.ntotal, dtype=bool)
+    best = set(np.argsort(-(index.matrix() @ w))[:40].tolist())
+    for strategy in ("boundary", "diverse"):
+        ids = select(strategy, index, w, 0.0, 10, allowed, np.random.default_rng(3), warmup_pool=40)
+        assert set(ids.tolist()) <= best
+
+
+def test_diverse_prefers_likely_positives():
+    rng = np.random.default_rng(5)
+    vecs = unit_rows(rng.normal(size=(400, 8)))
+    idx = FakeIndex(vecs)
+    w = 10.0 * unit_rows(rng.normal(size=(1, 8)))[0]
+    b = -5.0  # roughly the top tenth of the vectors score above the threshold
+    allowed = np.ones(idx.ntotal, dtype=bool)
+    picked = np.concatenate([select("diverse", idx, w, b, 10, allowed, np.random.default_rng(s)) for s in range(20)])
+    p = 1 / (1 + np.exp(-(vecs @ w + b)))
+    assert p[picked].mean() > 2 * p.mean()
