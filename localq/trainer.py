@@ -16,7 +16,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from localq import classifier_file
+from localq import classifier_file, fit
 from localq.collection import Collection, Hit
 from localq.errors import ClassifierNotFound, InvalidScores, LocalqError, NothingToUndo
 from localq.fit import fit_article_baseline, fit_linear
@@ -34,11 +34,13 @@ FIT_MODES = ("all-labels", "article")
 class Settings:
     k: int = 10
     strategy: str = DEFAULT_STRATEGY
-    lr: float = 0.05
-    iters: int = 100
-    prior_strength: float = 0.1  # pull toward the start query; 0 lets the query drift freely
-    background: int = 512  # unlabeled images sampled as weak negatives (bounded: fit cost stays flat)
-    background_weight: float = 0.1
+    # Fit defaults come from the label-efficiency study (localq/fit.py explains each).
+    lr: float = fit.DEFAULT_LR
+    iters: int = fit.DEFAULT_ITERS
+    prior_strength: float = fit.DEFAULT_PRIOR_STRENGTH  # pull toward the start query; 0 lets it drift
+    ridge: float = fit.DEFAULT_RIDGE
+    background: int = 1000  # unlabeled images sampled as weak negatives (bounded: fit cost stays flat)
+    background_weight: float = fit.DEFAULT_BACKGROUND_SHARE
     seed: int = 0
     target: str | None = None  # class label evaluated against; inferred from positives when None
     pool_split: str | None = None  # retrieve only images of this split (e.g. train), keeping val held out
@@ -210,7 +212,13 @@ class Trainer:
         if strategy not in STRATEGIES:
             raise LocalqError(f"unknown strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
         rng = np.random.default_rng([self.settings.seed, self._name_seed(), self.round])
-        ids = select(strategy, self.collection.index, self.weights, self.bias, k, self.unseen_mask(), rng)
+        w, b = self.weights, self.bias
+        if self.round == 0 and self.row.source != "file":
+            # No fit has calibrated the start query yet: sampling.select recognises an
+            # unfitted query as a unit vector with zero bias (our start bias only sets the
+            # prediction threshold) and draws a warm-up batch among its best images.
+            w, b = _unit(w), 0.0
+        ids = select(strategy, self.collection.index, w, b, k, self.unseen_mask(), rng)
         return self._set_pending(ids, strategy)
 
     def restore_batch(self, ids: Sequence[int]) -> list[Hit]:
@@ -305,6 +313,7 @@ class Trainer:
         w, b = fit_linear(
             x, y, self.weights, self.bias, prior=self.prior, prior_strength=s.prior_strength,
             lr=s.lr, iters=s.iters, background=self._background(ids), background_weight=s.background_weight,
+            ridge=s.ridge,
         )
         return np.asarray(w, np.float32), float(b)
 
