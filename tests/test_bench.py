@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from localq.sampling import DEFAULT_STRATEGY
 from click.testing import CliRunner
 
 import localq.encoders
@@ -101,10 +103,11 @@ def test_loop_ap_matches_an_independent_evaluation(tmp_path):
     result = run_benchmark(coll, small_config(rounds=2, seeds=(0,), classes=("1",), methods=("localq-top",)),
                            dataset="synthetic")
     # Replay the same run by hand through the core API and score it with metrics directly.
-    from localq.bench.runner import trainer_seed
+    from localq.bench.runner import BENCH_PREFIX, trainer_seed
 
-    t = Trainer.create(coll, "replay", prompt="a photo of a 1",
-                       settings=Settings(k=4, pool_split="train", target="1", seed=trainer_seed(0, "1")))
+    # Same name as the benchmark's classifier: the background sample is seeded by it.
+    t = Trainer.create(coll, f"{BENCH_PREFIX}localq-top/1/0", prompt="a photo of a 1",
+                       settings=Settings(k=4, strategy="top", pool_split="train", target="1", seed=trainer_seed(0, "1")))
     for _ in range(2):
         t.submit({h.id: 1.0 if h.label == "1" else -1.0 for h in t.next_batch()})
     rows = coll.store.labels_with_split()
@@ -157,7 +160,7 @@ def test_reports_are_written_and_parse(tmp_path):
     assert len(rows) == len(result.rows) and float(rows[0]["ap"]) == pytest.approx(result.rows[0].ap)
     text = files["markdown"].read_text()
     assert "| method | 0 labels | 4 labels | 8 labels | 12 labels |" in text
-    assert "localq-top (default)" in text and "full supervision (120 labels)" in text
+    assert f"localq-{DEFAULT_STRATEGY} (default)" in text and "full supervision (120 labels)" in text
     assert files["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     loaded = load_result(files["json"])
     assert loaded.rows == result.rows and summarize(loaded) == summarize(result)  # round trip: reports can be redrawn without a rerun
