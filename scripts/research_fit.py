@@ -1,0 +1,139 @@
+"""Ablation study behind localq's fit and sampling defaults (not a timed test).
+
+Runs the simulated-labeler loop (each class in turn the target, +1 / -1 labels, k per
+round, starting from "a photo of a {class}") on a folder data set embedded once with
+the built-in encoder, and prints mean +- sd AP on the held-out split at 10/20/50/100
+labels for localq's default and for variants that each remove one of its parts:
+
+    python scripts/research_fit.py ../shared/datasets/cifar10 --pool train --eval test
+    python scripts/research_fit.py ../shared/datasets/imagenette --pool train --eval val
+
+Embeddings are cached in --cache (CIFAR-10's 60k images take ~10-40 minutes on 2 CPU
+cores, depending on load); later runs cost only the loops (~1-2 minutes per variant).
+``localq bench`` is the user-facing benchmark; this script exists to show why each part
+of the method is there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import localq  # noqa: F401  (process tuning before numpy/torch load)
+import numpy as np
+
+from localq.fit import fit_article_baseline, fit_linear
+from localq.metrics import average_precision
+from localq.sampling import DEFAULT_STRATEGY, select
+from localq.vector_index import VectorIndex
+
+BUDGETS = (10, 20, 50, 100)
+BACKGROUND = 512  # the trainer's background sample
+
+# name -> (strategy, fit_linear keyword overrides, background size, article loop?)
+VARIANTS = {
+    f"localq default ({DEFAULT_STRATEGY})": (DEFAULT_STRATEGY, {}, BACKGROUND, False),
+    "sampling: top": ("top", {}, BACKGROUND, False),
+    "sampling: diverse": ("diverse", {}, BACKGROUND, False),
+    "sampling: random": ("random", {}, BACKGROUND, False),
+    "no positive-unlabeled weighting": (DEFAULT_STRATEGY, {"positive_unlabeled": False}, BACKGROUND, False),
+    "no prior (prior_strength 0)": (DEFAULT_STRATEGY, {"prior_strength": 0.0}, BACKGROUND, False),
+    "no background": (DEFAULT_STRATEGY, {}, 0, False),
+    "article loop (top, last batch, tanh MSE, SGD)": ("top", {}, 0, True),
+}
+
+
+def embed_split(root: Path, split: str, cache: Path, encoder) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    import torch
+    from PIL import Image
+
+    out = cache / f"{root.name}_{split}_{encoder.model_id.replace('/', '_')}.npz"
+    if out.exists():
+        data = np.load(out)
+        return data["x"], data["y"], [str(c) for c in data["classes"]]
+    classes = sorted(p.name for p in (root / split).iterdir() if p.is_dir())
+    files = [(f, i) for i, c in enumerate(classes) for f in sorted((root / split / c).iterdir())]
+    chunks, start = [], time.time()
+    for i in range(0, len(files), 64):
+        batch = torch.stack([encoder.preprocess(Image.open(f)) for f, _ in files[i : i + 64]])
+        chunks.append(encoder.encode_batch(batch))
+        print(f"\rembedding {root.name}/{split}: {i + len(batch)}/{len(files)} "
+              f"({(i + len(batch)) / (time.time() - start):.0f} img/s)", end="", file=sys.stderr)
+    print(file=sys.stderr)
+    x, y = np.concatenate(chunks), np.array([c for _, c in files])
+    cache.mkdir(parents=True, exist_ok=True)
+    np.savez(out, x=x, y=y, classes=np.array(classes))
+    return x, y, classes
+
+
+def run_loop(index, pool_y, x_eval, y_eval, q0, target, variant, seed, rounds, k):
+    strategy, fit_kw, n_background, article = variant
+    pool = index.matrix()
+    rng = np.random.default_rng(seed)
+    seen = np.zeros(index.ntotal, bool)
+    w, b = q0.copy(), 0.0
+    labeled, scores, aps = [], [], {}
+    for _ in range(rounds):
+        ids = select(strategy, index, w, b, k, ~seen, rng)
+        seen[ids] = True
+        batch_scores = np.where(pool_y[ids] == target, 1.0, -1.0).astype(np.float32)
+        labeled += ids.tolist()
+        scores += batch_scores.tolist()
+        if article:
+            w, b = fit_article_baseline(pool[ids], batch_scores, w, b)
+        else:
+            unseen = np.flatnonzero(~seen)
+            background = pool[rng.choice(unseen, min(n_background, unseen.size), replace=False)]
+            w, b = fit_linear(pool[labeled], np.asarray(scores, np.float32), w, b, prior=q0,
+                              background=background if n_background else None, **fit_kw)
+        if len(labeled) in BUDGETS:
+            aps[len(labeled)] = average_precision(x_eval @ w, y_eval == target)
+    return aps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("root", type=Path, help="folder data set: ROOT/<split>/<class>/<image>")
+    parser.add_argument("--pool", default="train")
+    parser.add_argument("--eval", default="test")
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "localq-research")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("-k", type=int, default=10)
+    args = parser.parse_args()
+
+    import torch
+
+    from localq.bench.datasets import class_names
+    from localq.encoders import load_encoder
+
+    torch.set_num_threads(1)  # the fits are small; a second thread only adds overhead
+    encoder = load_encoder("lite0")
+    x_pool, y_pool, classes = embed_split(args.root, args.pool, args.cache, encoder)
+    x_eval, y_eval, eval_classes = embed_split(args.root, args.eval, args.cache, encoder)
+    assert classes == eval_classes, "pool and eval splits must have the same class folders"
+    names = class_names(classes)
+    queries = encoder.encode_texts([f"a photo of a {names[c]}" for c in classes])
+
+    with tempfile.TemporaryDirectory() as tmp:
+        index = VectorIndex.open(Path(tmp) / "pool.faiss", x_pool.shape[1])
+        index.add(x_pool)
+        seeds = [int(s) for s in args.seeds.split(",")]
+        zero_shot = [average_precision(x_eval @ q, y_eval == c) for c, q in enumerate(queries)]
+        print(f"| method | {' | '.join(f'{n} labels' for n in BUDGETS)} |")
+        print(f"|---|{'---|' * len(BUDGETS)}")
+        print(f"| zero-shot (no labels) | {' | '.join(f'{np.mean(zero_shot):.3f}' for _ in BUDGETS)} |")
+        for name, variant in VARIANTS.items():
+            start = time.time()
+            runs = [run_loop(index, y_pool, x_eval, y_eval, queries[c], c, variant, s, args.rounds, args.k)
+                    for s in seeds for c in range(len(classes))]
+            cells = [f"{np.mean([r[n] for r in runs]):.3f} ± {np.std([r[n] for r in runs]):.3f}"
+                     for n in BUDGETS]
+            print(f"| {name} | {' | '.join(cells)} |  <!-- {time.time() - start:.0f}s -->", flush=True)
+
+
+if __name__ == "__main__":
+    main()
