@@ -367,7 +367,11 @@ class Store:
         return [RoundRow(r, from_blob(w), b, s, n, t) for r, w, b, s, n, t in rows]
 
     def latest_round(self, classifier_id: int) -> RoundRow:
-        return self.rounds(classifier_id)[-1]
+        """The newest round only: reading every round's weights grows with the history."""
+        r, w, b, s, n, t = self.conn.execute(
+            "SELECT round, weights, bias, strategy, n_labels, created_at FROM rounds WHERE classifier_id = ?"
+            " ORDER BY round DESC LIMIT 1", (classifier_id,)).fetchone()
+        return RoundRow(r, from_blob(w), b, s, n, t)
 
     def commit_round(self, classifier_id: int, round_no: int, scores: dict[int, float], seen: Iterable[int],
                      weights: np.ndarray, bias: float, strategy: str | None) -> None:
