@@ -172,6 +172,7 @@ class TrainApp(App):
             self.notify(f"{type(exc).__name__}: {exc}", title=f"{label} failed", severity="error", timeout=10)
         finally:
             screen.frozen = False
+            screen.refresh_bindings()  # the footer hid "x skip" while frozen; focus may not move to redraw it
             screen.status_line.busy = None
 
     async def refresh_status(self) -> None:
