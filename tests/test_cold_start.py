@@ -212,3 +212,27 @@ def test_k_must_be_positive(colours):
     _, trainer = colours
     with pytest.raises(LocalqError, match="k=0"):
         trainer.batch_for_prompt("red", k=0)
+
+
+def test_train_adds_examples_before_the_ui_opens(tmp_path, colour_folder, monkeypatch):
+    import localq.encoders
+    import localq.tui.app
+    from click.testing import CliRunner
+
+    from localq.cli import cli
+
+    monkeypatch.setattr(localq.encoders, "load_encoder", lambda spec="lite0", weights=None: ColorEncoder(), raising=False)
+    opened = []
+    monkeypatch.setattr(localq.tui.app, "run_train", lambda coll, trainer, **kw: opened.append(trainer.round))
+    runner, db = CliRunner(), str(tmp_path / "c")
+    assert runner.invoke(cli, ["index", str(colour_folder), "--labels", "--db", db]).exit_code == 0
+    fox = write_image(tmp_path / "fox.png", (230, 30, 20))
+    result = runner.invoke(cli, ["train", "blue", "--name", "reds", "--example", str(fox), "--example", "0", "--db", db])
+    assert result.exit_code == 0, result.output
+    assert opened == [2] and "added" in result.output
+    with Collection.open(db) as coll:
+        history = [r.strategy for r in Trainer.open(coll, "reds").history()]
+    assert history == [None, "example:fox.png", "example:0"]
+    bad = runner.invoke(cli, ["train", "--classifier", "reds", "--example", str(tmp_path / "nope.jpg"), "--db", db])
+    assert bad.exit_code == 1 and bad.output.strip().splitlines()[-1].startswith("error: no image file at")
+    assert opened == [2]  # the UI did not open
