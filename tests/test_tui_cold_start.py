@@ -131,6 +131,10 @@ async def test_an_example_file_is_indexed_labeled_and_a_bad_path_is_a_notice(blu
         assert app.status.round == 1 and app.batch_round == 1 and app.status.positives == 1
         assert labels(app)[:4] == ["red"] * 4  # more like the example: the red ones
         assert any(n.endswith("showing more like it") for n in notices(app))
+        await pilot.press("u")  # undo drops the example's round and puts it back on a card, +1
+        await settle(pilot)
+        new_id = reopen(blues, "blues").collection.id_of_path(fox)
+        assert reopen(blues, "blues").round == 0 and [(c.hit.id, c.score) for c in cards(app)] == [(new_id, 1.0)]
 
 
 @pytest.mark.asyncio
