@@ -5,7 +5,6 @@ encoder, so "red" retrieves red images and a red file is near the red ones."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
