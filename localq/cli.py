@@ -267,17 +267,22 @@ def _open_trainer(coll, name: str):
 @click.option("--strategy", type=click.Choice(["top", "boundary", "diverse", "random"]), help="How each batch is chosen.")
 @click.option("--thumbnails", type=click.Choice(["auto", "halfblock", "sixel", "kitty"]), default="auto", show_default=True,
               envvar="LOCALQ_THUMBNAILS", help="Image protocol; halfblock always works over SSH.")
+@click.option("--example", "examples", multiple=True, metavar="PATH|ID",
+              help="Label this image +1 (a file is indexed into the collection) before the UI opens; a round each.")
 @db_option
 @friendly_errors
-def train(prompt, images, from_classifier, from_file, name, k, strategy, thumbnails, db):
+def train(prompt, images, from_classifier, from_file, name, k, strategy, thumbnails, examples, db):
     """Open the labeling UI: retrieve, score, fit, repeat.
 
     \b
     Example:
       localq train "a photo of a dog"
-      localq train --classifier a-photo-of-a-dog
+      localq train --classifier a-photo-of-a-dog --example ~/Pictures/my-dog.jpg
     """
     trainer = _start_or_open(db, prompt, images, from_classifier, from_file, name, k, strategy)
+    for item in examples:  # a person breaking a cold start, as the UI's "a" key does
+        row = trainer.add_example(item)
+        click.echo(f"added {item} as a positive example (round {row.round})", err=True)
     from localq.tui.app import run_train
 
     run_train(trainer.collection, trainer, k=k, strategy=strategy, thumbnails=thumbnails)

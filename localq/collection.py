@@ -164,6 +164,14 @@ class Collection:
             )
         return self._labels[1:]
 
+    def split_of(self, image_id: int) -> str | None:
+        rows = self.store.images([image_id])
+        return rows[0].split if rows else None
+
+    def id_of_path(self, path: str | Path) -> int | None:
+        """The live image indexed from ``path`` (resolved as the indexer stores it), if any."""
+        return self.store.live_id_for_path(str(Path(path).expanduser().resolve()))
+
     def allowed_mask(self, exclude_seen_of: int | None | bool = False) -> np.ndarray:
         """Live images, minus those seen by classifier ``exclude_seen_of`` (True = by any)."""
         mask = self.live_mask()

@@ -44,3 +44,11 @@ class ClassifierMismatch(LocalqError):
 
 class NothingToUndo(LocalqError):
     """Undo was asked for on a classifier with no labeled round."""
+
+
+class ImageNotFound(LocalqError):
+    """An image id that is not (or no longer) in the collection, or a path with no file."""
+
+
+class InvalidPrompt(LocalqError):
+    """A text prompt that cannot be searched for (empty)."""

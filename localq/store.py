@@ -232,6 +232,10 @@ class Store:
         rows = self.conn.execute("SELECT id, label, split FROM images WHERE deleted = 0 AND label IS NOT NULL ORDER BY id")
         return rows.fetchall()
 
+    def live_id_for_path(self, path: str) -> int | None:
+        row = self.conn.execute("SELECT id FROM images WHERE path = ? AND deleted = 0", (path,)).fetchone()
+        return row[0] if row else None
+
     def live_vector_for_hash(self, digest: str) -> np.ndarray | None:
         """Identical content already embedded: reuse its vector instead of re-encoding."""
         row = self.conn.execute(

@@ -23,6 +23,7 @@ from textual.widgets import Footer
 from textual.worker import Worker
 
 from localq.errors import LocalqError
+from localq.tui import cold_start
 from localq.tui import core as ops
 from localq.tui.core import Batch, Core, Draft, Status
 from localq.tui.screens import ConfirmScreen, GridScreen, HelpScreen, PredictionsScreen, PreviewScreen, SaveScreen
@@ -32,7 +33,7 @@ from localq.tui.widgets import Card, StatusLine
 DRAFT_DELAY_S = 0.3  # coalesce a burst of key presses into one small file write
 
 
-class BatchScreen(GridScreen):
+class BatchScreen(cold_start.ColdStartActions, GridScreen):
     BINDINGS = [
         # Short names: the whole footer fits in 80 columns.
         # Priority, like the card keys: "3 f" typed fast fits with the 3 in it, in key order.
@@ -43,6 +44,7 @@ class BatchScreen(GridScreen):
         Binding("r", "reset_seen", "reset", priority=True),
         Binding("w", "save", "save", priority=True),
         Binding("v", "predictions", "preds", priority=True),
+        *cold_start.BINDINGS,  # t prompt, m like, a example
         Binding("q", "quit", "quit", priority=True),
         Binding("question_mark", "help", "keys", key_display="?", show=False, priority=True),  # named in the status line
     ]
@@ -101,6 +103,7 @@ f / enter    fit + next batch          u            undo the last round
 p / space    preview (j/k, esc)        s            next strategy
 r            reset seen flags          w            save the classifier
 v            predictions               q            quit, saving scores
+""" + cold_start.KEYS_HELP + """
 
 Cards start unset; unset cards get no label and may come back later;
 skipped ones get no label and are not shown again."""
@@ -169,6 +172,7 @@ class TrainApp(App):
             self.notify(f"{type(exc).__name__}: {exc}", title=f"{label} failed", severity="error", timeout=10)
         finally:
             screen.frozen = False
+            screen.refresh_bindings()  # the footer hid "x skip" while frozen; focus may not move to redraw it
             screen.status_line.busy = None
 
     async def refresh_status(self) -> None:
@@ -272,6 +276,7 @@ class TrainApp(App):
         await self.refresh_status()
         self.batch_round = self.status.round
         await self.show_batch(batch)
+        cold_start.after_fit(self, scores)
 
     def undo(self) -> None:
         scores, _ = self.entries()

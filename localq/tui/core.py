@@ -31,6 +31,7 @@ class Status:
     ap: float | None = None
     target: str | None = None
     prompt: str | None = None
+    hint: str | None = None  # "no positives yet: ..." while the loop is cold (tui/cold_start.py)
 
 
 @dataclass
@@ -80,11 +81,13 @@ class Core:
 # -- operations: each runs on the core thread with the trainer as first argument ---------------
 
 def status(t) -> Status:
+    from localq.tui.cold_start import hint
+
     pos, neg = t.label_counts()
     ev = t.evaluate()
     return Status(
         name=t.name, round=t.round, positives=pos, negatives=neg, strategy=t.settings.strategy, k=t.settings.k,
-        ap=ev.ap if ev else None, target=ev.target if ev else None, prompt=t.row.prompt,
+        ap=ev.ap if ev else None, target=ev.target if ev else None, prompt=t.row.prompt, hint=hint(t.summary()),
     )
 
 

@@ -321,6 +321,8 @@ class StatusLine(Widget):
             text.append(f"+{s.positives}", style="green3")
             text.append(" / ")
             text.append(f"−{s.negatives}", style="red3")
+            if s.hint:  # before AP and strategy: a narrow terminal truncates those first
+                text.append(f"  {s.hint}", style="bold yellow")
             if s.ap is not None:
                 text.append(f"  AP {s.ap:.3f}", style="bold")
                 text.append(f" ({s.target})", style="dim")
