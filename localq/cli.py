@@ -45,10 +45,17 @@ def friendly_errors(f):
 
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
+        import sqlite3
+
         try:
             return f(*args, **kwargs)
         except LocalqError as exc:
             click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        except sqlite3.Error as exc:  # damage found mid-command, after the database opened
+            from localq.store import sqlite_failure
+
+            click.echo(f"error: {sqlite_failure(_db_path(kwargs.get('db')), exc)}", err=True)
             sys.exit(1)
 
     return wrapper
@@ -61,7 +68,13 @@ def emit_json(payload: dict) -> None:
 def open_collection(db, *, create: bool = False):
     from localq.collection import Collection
 
-    return Collection.open(db, create=create)
+    return Collection.open(db, create=create, on_wait=lambda message: click.echo(message + " ...", err=True))
+
+
+def _db_path(db) -> Path:
+    from localq import paths
+
+    return paths.collection_dir(db) / paths.DB_FILE
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
