@@ -160,7 +160,7 @@ class Collection:
         # the file never records more rows than SQLite holds by then.
         n = self.store.n_rows()
         if index is not None and index_path.exists():
-            problem = self._disagreement(index, n)
+            problem = self.index_disagreement(index, n)
             if problem:
                 index = None
         if index is None:
@@ -172,7 +172,7 @@ class Collection:
             self._save_if_free(index)
         return index
 
-    def _disagreement(self, index: VectorIndex, n: int) -> str | None:
+    def index_disagreement(self, index: VectorIndex, n: int) -> str | None:
         """Why the FAISS file does not mirror a state of SQLite's vectors (None: it does)."""
         state, name = index.state, index.path.name
         if state is None:
