@@ -161,7 +161,11 @@ def m003_vector_digests(db: sqlite_utils.Database) -> None:
 def m004_classifier_versions(db: sqlite_utils.Database) -> None:
     # Bumped by every write to a classifier's rounds, labels, seen flags or settings, so a
     # Trainer in another process notices that its in-memory state is stale.
+    # ``incarnation`` tells a classifier from a later one of the same name (SQLite reuses
+    # the id of a deleted row).
     db.conn.execute("ALTER TABLE classifiers ADD COLUMN version INTEGER NOT NULL DEFAULT 0")
+    db.conn.execute("ALTER TABLE classifiers ADD COLUMN incarnation TEXT")
+    db.conn.execute("UPDATE classifiers SET incarnation = lower(hex(randomblob(8)))")
 
 
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
@@ -451,7 +455,8 @@ class Store:
                 # Checked under the write lock: another process may have created it meanwhile.
                 raise LocalqError(f"classifier {name!r} exists: open it, or choose another name")
             cur = c.execute(
-                "INSERT INTO classifiers(name, created_at, source, prompt, prior, round, settings) VALUES (?, ?, ?, ?, ?, 0, ?)",
+                "INSERT INTO classifiers(name, created_at, source, prompt, prior, round, settings, incarnation)"
+                " VALUES (?, ?, ?, ?, ?, 0, ?, lower(hex(randomblob(8))))",
                 (name, _now(), source, prompt, to_blob(prior), json.dumps(settings)),
             )
             c.execute(
@@ -478,10 +483,10 @@ class Store:
             c.execute("UPDATE classifiers SET settings = ?, version = version + 1 WHERE id = ?",
                       (json.dumps(settings), classifier_id))
 
-    def classifier_version(self, classifier_id: int) -> int | None:
-        """Changes so far to this classifier (None: it no longer exists)."""
-        row = self.conn.execute("SELECT version FROM classifiers WHERE id = ?", (classifier_id,)).fetchone()
-        return row[0] if row else None
+    def classifier_version(self, classifier_id: int) -> tuple[str, int] | None:
+        """(incarnation, changes so far) of this classifier; None if it no longer exists."""
+        row = self.conn.execute("SELECT incarnation, version FROM classifiers WHERE id = ?", (classifier_id,)).fetchone()
+        return (row[0], row[1]) if row else None
 
     def delete_classifier(self, classifier_id: int) -> None:
         with self.transaction() as c:

@@ -185,8 +185,8 @@ class Trainer:
     def _catch_up(self) -> bool:
         """Under the write lock: reload if another process changed this classifier; True if it had."""
         version = self.store.classifier_version(self.row.id)
-        if version is None:
-            raise StaleClassifier(f"classifier {self.name!r} was deleted by another process")
+        if version is None or self._version is None or version[0] != self._version[0]:
+            raise StaleClassifier(f"classifier {self.name!r} was deleted (or replaced) by another process; reopen it")
         if version == self._version:
             return False
         self.row = self.store.classifier(self.name) or self.row
