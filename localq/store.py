@@ -190,7 +190,8 @@ def sqlite_failure(path: Path, exc: sqlite3.Error) -> LocalqError:
     if name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_IOERR")) or "readonly" in msg \
             or "unable to open" in msg:
         return CollectionUnwritable(
-            f"cannot use {path}: {msg}; check that the collection directory is a writable directory"
+            f"cannot use {path}: {msg}; localq needs write access to the collection directory and its files, "
+            "even to search (SQLite keeps its write-ahead log and shared memory there)"
         )
     return DatabaseDamaged(
         f"collection database {path} is damaged ({msg}): restore it from a backup, or move it aside "
