@@ -333,3 +333,22 @@ def test_lock_timeout_is_a_typed_error_in_the_core(tmp_path):
             coll.store.reset_seen()
     assert len(messages) == 1 and "waiting" in messages[0]
     np.testing.assert_equal(len(snapshot(db).vectors), 4)
+
+
+@concurrency
+def test_a_sqlite_writer_outside_localq_is_waited_for_not_a_traceback(tmp_path):
+    """busy_timeout is honoured: a transaction held for 2 s elsewhere delays a write, never fails it."""
+    import sqlite3
+
+    folder = write_folder(tmp_path / "pics", 4, seed=8)
+    db = tmp_path / "coll"
+    assert run_cli("index", folder, "--db", db, "-q").returncode == 0
+    other = sqlite3.connect(db / "localq.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    proc = popen_cli("reset", "--db", db)
+    time.sleep(2)
+    assert proc.poll() is None
+    other.execute("COMMIT")
+    other.close()
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "cleared" in stdout, stderr
