@@ -45,10 +45,17 @@ def friendly_errors(f):
 
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
+        import sqlite3
+
         try:
             return f(*args, **kwargs)
         except LocalqError as exc:
             click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        except sqlite3.Error as exc:  # damage found mid-command, after the database opened
+            from localq.store import sqlite_failure
+
+            click.echo(f"error: {sqlite_failure(_db_path(kwargs.get('db')), exc)}", err=True)
             sys.exit(1)
 
     return wrapper
@@ -61,7 +68,13 @@ def emit_json(payload: dict) -> None:
 def open_collection(db, *, create: bool = False):
     from localq.collection import Collection
 
-    return Collection.open(db, create=create)
+    return Collection.open(db, create=create, on_wait=lambda message: click.echo(message + " ...", err=True))
+
+
+def _db_path(db) -> Path:
+    from localq import paths
+
+    return paths.collection_dir(db) / paths.DB_FILE
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -455,6 +468,60 @@ def undo(classifier, db):
         trainer = _open_trainer(coll, classifier)
         trainer.undo()
         click.echo(f"{classifier} is back at round {trainer.round}")
+
+
+@cli.command()
+@db_option
+@json_option
+@friendly_errors
+def check(db, as_json):
+    """Check the collection: SQLite integrity, every FAISS row against SQLite, vector
+    norms, classifiers' rounds, labels and seen flags. Exit 1 if anything is wrong.
+
+    \b
+    Example:
+      localq check
+    """
+    from localq.integrity import check as run_check
+
+    with open_collection(db) as coll:
+        report = run_check(coll)
+    _print_integrity(report, as_json)
+    if not report.ok:
+        sys.exit(1)
+
+
+@cli.command()
+@db_option
+@json_option
+@friendly_errors
+def repair(db, as_json):
+    """Rebuild what is derived from the database (the FAISS file, the vector digests,
+    round counters, orphan seen flags, temp files). Never deletes labels or rounds.
+
+    \b
+    Example:
+      localq repair && localq check
+    """
+    from localq.integrity import repair as run_repair
+
+    with open_collection(db) as coll:
+        report = run_repair(coll)
+    _print_integrity(report, as_json)
+    if not report.ok:
+        sys.exit(1)
+
+
+def _print_integrity(report, as_json: bool) -> None:
+    if as_json:
+        emit_json({"ok": report.ok, "repaired": report.repaired,
+                   "findings": [{"ok": f.ok, "topic": f.topic, "detail": f.detail} for f in report.findings]})
+        return
+    for line in report.repaired:
+        click.echo(f"repaired  {line}")
+    for f in report.findings:
+        click.echo(f"{'ok' if f.ok else 'PROBLEM':<8}  {f.topic:<12} {f.detail}")
+    click.echo("collection is consistent" if report.ok else "problems found (see above)", err=True)
 
 
 def find_demo_data() -> Path | None:

@@ -2,20 +2,39 @@
 
 This is the object every driver (CLI, TUI, benchmark) opens first. It keeps the FAISS
 file consistent with SQLite (the source of truth) and knows which encoder built it.
+
+Consistency between processes (docs/ARCHITECTURE.md, "Ids"):
+- writers hold the collection's write lock (locking.py) and catch their in-memory FAISS
+  index up with SQLite before appending, so row i is always image i;
+- the FAISS file records the (rows, digest) of the SQLite vectors it mirrors and a CRC
+  of its own rows; a file whose record is missing, unknown to SQLite or contradicted by
+  its content is rebuilt from SQLite, never used;
+- a reader's view is the rows its index holds: every mask is sized to them, so rows a
+  concurrent indexer commits meanwhile are ignored until the next write or open.
 """
 
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 from localq import paths
-from localq.errors import CollectionNotFound, EncoderMismatch, IndexCorrupt
+from localq.errors import (
+    CollectionNotFound, CollectionUnwritable, DatabaseDamaged, EncoderMismatch, IndexCorrupt,
+)
+from localq.locking import OnWait, WriteLock
 from localq.store import Store
 from localq.vector_index import VectorIndex
+
+# Rows compared with SQLite each time a FAISS file is opened (first, last and random
+# ones): a cheap guard on top of the digest and CRC checks.
+SPOT_CHECK_ROWS = 16
+_REBUILD_CHUNK = 65536
 
 
 @dataclass(frozen=True)
@@ -27,9 +46,11 @@ class Hit:
 
 
 class Collection:
-    def __init__(self, root: Path, store: Store):
+    def __init__(self, root: Path, store: Store, lock: WriteLock | None = None):
         self.root = root
         self.store = store
+        self.lock = lock if lock is not None else (store.lock or WriteLock(root))
+        store.lock = self.lock
         meta = store.meta()
         self.model_id: str | None = meta.get("model_id")
         self.dim: int | None = int(meta["dim"]) if "dim" in meta else None
@@ -39,17 +60,36 @@ class Collection:
         self._encoder = None
         self._live: np.ndarray | None = None  # cached: reading 1M ids from SQLite costs ~0.2 s
         self._labels: tuple | None = None  # (n_rows, ids, labels, splits) of folder-labeled images
+        self.index_problem: str | None = None  # why the FAISS file was not used as it was, if it wasn't
 
     # -- opening ------------------------------------------------------------------------
     @classmethod
-    def open(cls, root: str | Path | None = None, *, create: bool = False) -> "Collection":
+    def open(cls, root: str | Path | None = None, *, create: bool = False, on_wait: OnWait | None = None) -> "Collection":
+        """Open (or with ``create``, start) the collection at ``root``.
+
+        ``on_wait(message)`` is called once when a write has to wait for another process."""
         root = paths.collection_dir(root)
         db_path = root / paths.DB_FILE
+        _refuse_damaged_location(root, db_path)
         if not db_path.exists() and not create:
             raise CollectionNotFound(
                 f"no collection at {root}: run `localq index PATH --db {root}` first (or set LOCALQ_HOME)"
             )
-        return cls(root, Store(db_path))
+        if create:
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise CollectionUnwritable(f"cannot create collection directory {root}: {exc.strerror or exc}") from None
+        lock = WriteLock(root, on_wait)
+        return cls(root, Store(db_path, lock), lock)
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold the write lock, with the in-memory index caught up with every committed row."""
+        with self.lock.hold():
+            if self._index is not None:
+                self.sync_index()
+            yield
 
     def close(self) -> None:
         self.store.close()
@@ -63,18 +103,27 @@ class Collection:
     def bind_encoder(self, encoder) -> None:
         """Record the encoder on a new collection; refuse a different one on an existing one."""
         if self.model_id is None:
-            self.store.set_meta(
-                model_id=encoder.model_id, dim=encoder.dim, encoder_spec=encoder.encoder_spec,
-                encoder_weights=encoder.weights or "", created_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            )
-            self.model_id, self.dim = encoder.model_id, encoder.dim
-            self.encoder_spec, self.encoder_weights = encoder.encoder_spec, encoder.weights
-        elif encoder.model_id != self.model_id:
+            with self.lock.hold():  # another process may be binding this new collection too
+                meta = self.store.meta()
+                if "model_id" in meta:
+                    self.model_id, self.dim = meta["model_id"], int(meta["dim"])
+                    self.encoder_spec, self.encoder_weights = meta.get("encoder_spec"), meta.get("encoder_weights") or None
+                else:
+                    self._record_encoder(encoder)
+        if encoder.model_id != self.model_id:
             raise EncoderMismatch(
                 f"collection {self.root} was built with {self.model_id}, not {encoder.model_id}: "
                 f"use --encoder {self.encoder_spec} or another --db"
             )
         self._encoder = encoder
+
+    def _record_encoder(self, encoder) -> None:
+        self.store.set_meta(
+            model_id=encoder.model_id, dim=encoder.dim, encoder_spec=encoder.encoder_spec,
+            encoder_weights=encoder.weights or "", created_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        )
+        self.model_id, self.dim = encoder.model_id, encoder.dim
+        self.encoder_spec, self.encoder_weights = encoder.encoder_spec, encoder.weights
 
     def encoder(self):
         """The encoder that built this collection, loaded on first use (it is slow to load)."""
@@ -92,34 +141,122 @@ class Collection:
         if self._index is None:
             if self.dim is None:
                 raise CollectionNotFound(f"collection {self.root} is empty: index some images first")
-            index_path = self.root / paths.INDEX_FILE
-            try:
-                self._index = VectorIndex.open(index_path, self.dim)
-            except IndexCorrupt:
-                # SQLite holds every vector: a damaged FAISS file is rebuilt, not fatal.
-                index_path.unlink()
-                self._index = VectorIndex.open(index_path, self.dim)
-            rows_before = self._index.ntotal
-            self.sync_index()
-            if self._index.ntotal != rows_before:
-                self._index.save()
+            self._index = self._load_index()
         return self._index
 
+    def rows(self) -> int:
+        """Rows in this process's view (its FAISS index): every mask has this length."""
+        return self.index.ntotal
+
+    def _load_index(self) -> VectorIndex:
+        index_path = self.root / paths.INDEX_FILE
+        problem = None
+        try:
+            index = VectorIndex.open(index_path, self.dim)
+        except (IndexCorrupt, EncoderMismatch) as exc:
+            # SQLite holds every vector and its dim: a damaged FAISS file is rebuilt, not fatal.
+            index, problem = None, str(exc)
+        # SQLite is read after the file: writers commit SQLite before they save FAISS, so
+        # the file never records more rows than SQLite holds by then.
+        n = self.store.n_rows()
+        if index is not None and index_path.exists():
+            problem = self.index_disagreement(index, n)
+            if problem:
+                index = None
+        if index is None:
+            index = VectorIndex.empty(index_path, self.dim)
+        self.index_problem = problem
+        caught_up = index.ntotal < n
+        self._append_from_store(index, n)
+        if problem or caught_up:
+            self._save_if_free(index)
+        return index
+
+    def index_disagreement(self, index: VectorIndex, n: int) -> str | None:
+        """Why the FAISS file does not mirror a state of SQLite's vectors (None: it does)."""
+        state, name = index.state, index.path.name
+        if state is None:
+            return f"{name} does not record which database state it mirrors (an older localq wrote it, or something else did)"
+        if state.get("rows") != index.ntotal or state.get("dim") != self.dim:
+            return f"{name} holds {index.ntotal} rows of {index.dim}-d, its record says {state.get('rows')} of {state.get('dim')}-d"
+        if index.ntotal > n:
+            return f"{name} holds {index.ntotal} rows, the database {n}"
+        if state.get("digest") is None or state.get("digest") != self.store.vectors_digest(index.ntotal):
+            return f"{name} mirrors another state of the database than this one (its digest is unknown here)"
+        if state.get("crc") != index.content_crc():
+            return f"{name} is damaged: its vectors do not match the checksum it was saved with"
+        bad = self._rows_differing(index, _spot_rows(index.ntotal, SPOT_CHECK_ROWS))
+        if bad:
+            return f"{name} row {bad[0]} differs from the database"
+        return None
+
+    def _rows_differing(self, index: VectorIndex, ids: np.ndarray) -> list[int]:
+        if len(ids) == 0:
+            return []
+        try:
+            stored = self.store.vectors(ids)
+        except KeyError as missing:  # an id without a vector row
+            return [int(missing.args[0])]
+        m = index.matrix()
+        return [int(i) for i, v in zip(ids, stored) if not np.array_equal(m[i], v)]
+
+    def _append_from_store(self, index: VectorIndex, n: int) -> None:
+        """Append SQLite's vectors for rows ``index.ntotal .. n - 1`` (a missing one as zeros)."""
+        for start in range(index.ntotal, n, _REBUILD_CHUNK):
+            stop = min(start + _REBUILD_CHUNK, n)
+            block = np.zeros((stop - start, self.dim), dtype=np.float32)
+            for i, v in self.store.vectors_from(start, stop):
+                if v.shape == (self.dim,) and np.isfinite(v).all():
+                    block[i - start] = v
+            index.add(block)
+
+    def _save_if_free(self, index: VectorIndex) -> None:
+        # Persist a repaired or caught-up index only when no writer is busy (readers never
+        # wait) and the collection is writable; otherwise the fix lives in memory only.
+        if not self.lock.try_acquire():
+            return
+        try:
+            index.save(self._index_state(index))
+        except (OSError, IndexCorrupt):
+            pass
+        finally:
+            self.lock.release()
+
+    def _index_state(self, index: VectorIndex) -> dict:
+        return {"digest": self.store.vectors_digest(index.ntotal)}
+
     def sync_index(self) -> None:
-        """Bring the FAISS file level with SQLite after a run that was killed mid-way."""
-        index, rows = self._index, self.store.n_rows()
+        """Bring the in-memory index level with SQLite: rows other processes (or a run
+        killed mid-way) committed since it was loaded."""
+        index, rows = self.index, self.store.n_rows()
         if index.ntotal > rows:
-            index.truncate(rows)
+            # SQLite lost rows this index has (a restored backup): start again from it.
+            self._index = VectorIndex.empty(index.path, self.dim)
+            index = self._index
         if index.ntotal < rows:
-            missing = [v for _, v in self.store.vectors_from(index.ntotal)]
-            index.add(np.stack(missing).astype(np.float32))
-        if index.ntotal != rows:
-            raise RuntimeError(f"vector index holds {index.ntotal} rows, store {rows}")
+            self._append_from_store(index, rows)
+            self.images_changed()
+
+    def save_index(self) -> None:
+        """Write the FAISS file (under the write lock), recording the SQLite state it mirrors."""
+        with self.writing():
+            self.index.save(self._index_state(self.index))
+
+    def rebuild_index(self) -> None:
+        """Throw the FAISS rows away and rebuild them from SQLite (``localq repair``)."""
+        with self.writing():
+            index = VectorIndex.empty(self.root / paths.INDEX_FILE, self.dim)
+            self._append_from_store(index, self.store.n_rows())
+            index.save(self._index_state(index))
+            self._index = index
+            self.index_problem = None
+            self.images_changed()
 
     def live_mask(self) -> np.ndarray:
         """A fresh copy of the mask of live (not deleted) rows."""
-        if self._live is None or len(self._live) != self.store.n_rows():
-            self._live = self.store.live_mask()
+        n = self.rows()
+        if self._live is None or len(self._live) != n:
+            self._live = self.store.live_mask(n)
         return self._live.copy()
 
     def images_changed(self) -> None:
@@ -129,7 +266,7 @@ class Collection:
 
     def split_mask(self, split: str) -> np.ndarray:
         """Rows whose folder split is ``split`` (e.g. train)."""
-        mask = np.zeros(self.store.n_rows(), dtype=bool)
+        mask = np.zeros(self.rows(), dtype=bool)
         ids, _, splits = self._labeled()
         mask[ids[splits == split]] = True
         return mask
@@ -154,10 +291,11 @@ class Collection:
 
     def _labeled(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         # Cached like the live mask: evaluation runs every round and SQLite reads cost ~50 ms at 60k.
-        if self._labels is None or self._labels[0] != self.store.n_rows():
-            rows = self.store.labels_with_split()
+        n = self.rows()
+        if self._labels is None or self._labels[0] != n:
+            rows = [r for r in self.store.labels_with_split() if r[0] < n]
             self._labels = (
-                self.store.n_rows(),
+                n,
                 np.array([r[0] for r in rows], dtype=np.int64),
                 np.array([r[1] for r in rows], dtype=object),
                 np.array([r[2] for r in rows], dtype=object),
@@ -176,7 +314,8 @@ class Collection:
         """Live images, minus those seen by classifier ``exclude_seen_of`` (True = by any)."""
         mask = self.live_mask()
         if exclude_seen_of is not False:
-            mask[self.store.seen_ids(None if exclude_seen_of is True else exclude_seen_of)] = False
+            seen = self.store.seen_ids(None if exclude_seen_of is True else exclude_seen_of)
+            mask[seen[seen < len(mask)]] = False
         return mask
 
     def hits(self, ids: np.ndarray, scores: np.ndarray) -> list[Hit]:
@@ -216,3 +355,33 @@ class Collection:
             "bytes": sizes,
             "bytes_total": sum(sizes.values()),
         }
+
+
+def _spot_rows(n: int, count: int) -> np.ndarray:
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    rng = np.random.default_rng()
+    return np.unique(np.concatenate([[0, n - 1], rng.integers(0, n, size=count)])).astype(np.int64)
+
+
+def _refuse_damaged_location(root: Path, db_path: Path) -> None:
+    """One clear line, instead of a silently new collection, when the place looks wrong."""
+    if root.exists() and not root.is_dir():
+        raise CollectionUnwritable(f"{root} is a file, not a collection directory: give --db a directory")
+    if db_path.exists() and not db_path.is_file():
+        raise DatabaseDamaged(f"{db_path} is not a file: move it away, or use another --db")
+    data = [name for name in (paths.INDEX_FILE, "tui-drafts") if (root / name).exists()]
+    wal = Path(str(db_path) + "-wal")
+    wal_has_data = wal.exists() and wal.stat().st_size > 0
+    if not data or wal_has_data:
+        return
+    if not db_path.exists():
+        raise DatabaseDamaged(
+            f"{db_path} is missing but {root} still holds {', '.join(data)}: restore localq.db from a "
+            "backup, or move the directory aside to start a new collection"
+        )
+    if db_path.stat().st_size == 0:
+        raise DatabaseDamaged(
+            f"{db_path} is empty (0 bytes) but {root} still holds {', '.join(data)}: the classifiers and "
+            "labels are gone from it; restore localq.db from a backup, or move the directory aside to start anew"
+        )

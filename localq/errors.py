@@ -52,3 +52,19 @@ class ImageNotFound(LocalqError):
 
 class InvalidPrompt(LocalqError):
     """A text prompt that cannot be searched for (empty)."""
+
+
+class CollectionBusy(LocalqError):
+    """Another process held the collection's write lock for longer than the timeout."""
+
+
+class CollectionUnwritable(LocalqError):
+    """The collection directory (or its parent) cannot be written: permissions, a file in its place."""
+
+
+class DatabaseDamaged(LocalqError):
+    """localq.db is unreadable, truncated, not a database, or empty where data is expected."""
+
+
+class StaleClassifier(LocalqError):
+    """Another process changed this classifier since it was loaded; it has been reloaded."""

@@ -3,6 +3,11 @@
 New and changed files are embedded in batches; unchanged ones cost a stat; deleted ones
 are tombstoned. Each batch commits its rows and vectors in one SQLite transaction, so a
 run stopped by Ctrl-C or kill -9 resumes on the next run with nothing lost or doubled.
+
+Files are read and embedded without any lock; each batch is committed under the
+collection's write lock, after catching the FAISS rows up with SQLite and re-checking
+its paths, so two runs at once (even on the same folder) never misalign ids and rows
+nor insert one path twice.
 """
 
 from __future__ import annotations
@@ -76,7 +81,6 @@ def index_paths(
     store.record_skips([(s.path, s.reason, None, None) for s in scan_skips])
 
     todo, replaces = _plan(collection, roots, entries, scan_skips, report)
-    index = collection.index
     last_save = time.perf_counter()
     try:
         done = 0
@@ -88,12 +92,12 @@ def index_paths(
             if progress:
                 progress(done, len(todo))
             if time.perf_counter() - last_save > SAVE_INTERVAL_S:
-                index.save()
+                collection.save_index()
                 last_save = time.perf_counter()
     except KeyboardInterrupt:
         report.interrupted = True
     finally:
-        index.save()
+        collection.save_index()
         report.seconds = time.perf_counter() - start
     return report
 
@@ -150,7 +154,7 @@ def _batches(items: list, size: int):
 def _embed_batch(collection: Collection, encoder, batch: list[FileEntry], replaces: dict[str, int], report: IndexReport):
     store = collection.store
     rows: list[NewImage] = []
-    tensors, reused_vectors, skips = [], {}, []
+    tensors, reused_vectors, skips, touches = [], {}, [], []
     for entry in batch:
         try:
             data = Path(entry.path).read_bytes()
@@ -162,8 +166,7 @@ def _embed_batch(collection: Collection, encoder, batch: list[FileEntry], replac
         if old_id is not None:
             old = store.images([old_id])[0]
             if old.hash == digest:  # only the stat changed
-                store.touch(old_id, entry.size, entry.mtime)  # live set unchanged
-                report.touched += 1
+                touches.append((entry, old_id))
                 continue
         try:
             # A second read of a file just hashed is served from the page cache.
@@ -178,10 +181,6 @@ def _embed_batch(collection: Collection, encoder, batch: list[FileEntry], replac
             reused_vectors[len(rows) - 1] = vector
         else:
             tensors.append((len(rows) - 1, encoder.preprocess(image)))
-    store.record_skips(skips)
-    report.skipped += [(p, r) for p, r, _, _ in skips]
-    if not rows:
-        return
     vectors = np.zeros((len(rows), collection.dim), dtype=np.float32)
     if tensors:
         import torch
@@ -190,10 +189,40 @@ def _embed_batch(collection: Collection, encoder, batch: list[FileEntry], replac
         report.embedded += len(tensors)
     for i, v in reused_vectors.items():
         vectors[i] = v
-    replaced = [replaces[r.path] for r in rows if r.path in replaces]
-    store.add_images(rows, vectors, replaces=replaced)
-    collection.index.add(vectors)
+    with collection.writing():
+        _commit_batch(collection, rows, vectors, replaces, touches, skips, report)
+    report.reused += len(reused_vectors)
+
+
+def _commit_batch(collection, rows, vectors, replaces, touches, skips, report) -> None:
+    """Under the write lock, with the index caught up: what another run committed since
+    this one planned wins where it already did the work."""
+    store = collection.store
+    current = store.live_rows_for([r.path for r in rows] + [e.path for e, _ in touches])
+    for entry, old_id in touches:
+        row = current.get(entry.path)
+        if row is not None and row.id == old_id:
+            store.touch(old_id, entry.size, entry.mtime)
+        report.touched += 1
+    keep, replaced = [], []
+    for i, new in enumerate(rows):
+        row = current.get(new.path)
+        if row is not None and row.id != replaces.get(new.path) and row.hash == new.hash:
+            report.unchanged += 1  # another run indexed this very file meanwhile
+            continue
+        keep.append(i)
+        if row is not None:
+            replaced.append(row.id)  # tombstoned in the same transaction as the new row is added
+    store.record_skips(skips)
+    report.skipped += [(p, r) for p, r, _, _ in skips]
+    if not keep:
+        return
+    rows, vectors = [rows[i] for i in keep], vectors[keep]
+    index = collection.index
+    ids = store.add_images(rows, vectors, replaces=replaced)
+    if ids[0] == index.ntotal:
+        index.add(vectors)
+    collection.sync_index()  # rows follow ids whatever happened: appended from SQLite if not above
     collection.images_changed()
     report.added += len(rows) - len(replaced)
     report.replaced += len(replaced)
-    report.reused += len(reused_vectors)

@@ -7,16 +7,21 @@ transaction, so a process killed at any point leaves either all of it or none.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import sqlite_utils
+
+from localq.errors import (
+    CollectionBusy, CollectionUnwritable, DatabaseDamaged, LocalqError, StaleClassifier,
+)
 
 
 @dataclass(frozen=True)
@@ -140,44 +145,131 @@ def m002_classifiers(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [m001_initial, m002_classifiers]
+def m003_vector_digests(db: sqlite_utils.Database) -> None:
+    # A running digest of every vector, one entry per committed batch (end_row = rows so
+    # far). The FAISS file records the (rows, digest) it mirrors; a file whose pair is not
+    # in this table mirrors some other state and is rebuilt (see vector_state.py).
+    db["vector_digests"].create({"end_row": int, "digest": str}, pk="end_row")
+    h, n = hashlib.sha256(b""), 0
+    for (blob,) in db.conn.execute("SELECT vector FROM vectors ORDER BY id"):
+        h.update(blob)
+        n += 1
+    if n:  # the rows so far count as one batch
+        db.conn.execute("INSERT INTO vector_digests(end_row, digest) VALUES (?, ?)", (n, h.hexdigest()[:32]))
+
+
+def m004_classifier_versions(db: sqlite_utils.Database) -> None:
+    # Bumped by every write to a classifier's rounds, labels, seen flags or settings, so a
+    # Trainer in another process notices that its in-memory state is stale.
+    # ``incarnation`` tells a classifier from a later one of the same name (SQLite reuses
+    # the id of a deleted row).
+    db.conn.execute("ALTER TABLE classifiers ADD COLUMN version INTEGER NOT NULL DEFAULT 0")
+    db.conn.execute("ALTER TABLE classifiers ADD COLUMN incarnation TEXT")
+    db.conn.execute("UPDATE classifiers SET incarnation = lower(hex(randomblob(8)))")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    m001_initial, m002_classifiers, m003_vector_digests, m004_classifier_versions,
+]
+
+
+def chain_digest(previous: str, blobs: Iterable[bytes]) -> str:
+    """The digest chain: sha256(previous digest || the batch's vectors as little-endian f4)."""
+    h = hashlib.sha256(previous.encode())
+    for b in blobs:
+        h.update(b)
+    return h.hexdigest()[:32]
+
+
+def sqlite_failure(path: Path, exc: sqlite3.Error) -> LocalqError:
+    """A one-line, actionable error for what SQLite raised on ``path``."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    msg = str(exc)
+    if name.startswith("SQLITE_BUSY") or "locked" in msg:
+        return CollectionBusy(f"{path} stayed locked by another process ({msg}); try again when it finishes")
+    if name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_IOERR")) or "readonly" in msg \
+            or "unable to open" in msg:
+        return CollectionUnwritable(
+            f"cannot use {path}: {msg}; localq needs write access to the collection directory and its files, "
+            "even to search (SQLite keeps its write-ahead log and shared memory there)"
+        )
+    return DatabaseDamaged(
+        f"collection database {path} is damaged ({msg}): restore it from a backup, or move it aside "
+        f"(mv {path} {path}.broken) and re-index into a new collection; `localq check` says what else is affected"
+    )
+
+
+# How long a statement waits for another connection's write lock before failing. Writers
+# also hold the collection's file lock (locking.py), so this only covers readers racing a
+# commit and processes that bypass the lock.
+BUSY_TIMEOUT_S = 60.0
 
 
 class Store:
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(path), timeout=30, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")  # readers (TUI, CLI) never block a writer
-        conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL is durable across process kills
-        conn.execute("PRAGMA foreign_keys=ON")
+    def __init__(self, path: Path, lock=None):
+        """``lock``: the collection's WriteLock; every write transaction holds it."""
         self.path = path
-        self.db = sqlite_utils.Database(conn)
-        self.conn = conn
-        self._migrate()
+        self.lock = lock
+        try:
+            conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise sqlite_failure(path, exc) from None
+        try:
+            conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+            self._set_wal(conn)  # readers (TUI, CLI) never block a writer
+            conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL is durable across process kills
+            conn.execute("PRAGMA foreign_keys=ON")
+            self.db = sqlite_utils.Database(conn)
+            self.conn = conn
+            self._migrate()
+        except sqlite3.Error as exc:
+            conn.close()
+            raise sqlite_failure(path, exc) from None
+
+    @staticmethod
+    def _set_wal(conn: sqlite3.Connection) -> None:
+        # Switching to WAL needs an exclusive lock and SQLite does not run the busy
+        # handler for it: two processes creating one collection at once would see
+        # "database is locked" at once. Retry for as long as the busy timeout.
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def close(self) -> None:
         self.conn.close()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """All writes inside commit together or not at all."""
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
+        """All writes inside commit together or not at all, under the collection's write lock."""
+        with self.lock.hold() if self.lock is not None else nullcontext():
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
 
     def _migrate(self) -> None:
-        self.db["_migrations"].create({"name": str, "applied_at": str}, pk="name", if_not_exists=True)
-        done = {row["name"] for row in self.db["_migrations"].rows}
-        for step in MIGRATIONS:
-            if step.__name__ in done:
-                continue
+        if self._pending_migrations():
             with self.transaction():
-                step(self.db)
-                self.db["_migrations"].insert({"name": step.__name__, "applied_at": _now()})
+                # Re-read under the lock: another process may have migrated meanwhile.
+                self.db["_migrations"].create({"name": str, "applied_at": str}, pk="name", if_not_exists=True)
+                for step in self._pending_migrations():
+                    step(self.db)
+                    self.db["_migrations"].insert({"name": step.__name__, "applied_at": _now()})
+
+    def _pending_migrations(self) -> list:
+        if "_migrations" not in self.db.table_names():
+            return list(MIGRATIONS)
+        done = {r[0] for r in self.conn.execute("SELECT name FROM _migrations")}
+        return [step for step in MIGRATIONS if step.__name__ not in done]
 
     # -- metadata ---------------------------------------------------------------
     def meta(self) -> dict[str, str]:
@@ -216,9 +308,13 @@ class Store:
         sql = f"SELECT id, path, hash, size, mtime, width, height, label, split, deleted FROM images {where}"
         return [ImageRow(*r[:9], bool(r[9])) for r in self.conn.execute(sql, list(params))]
 
-    def live_mask(self) -> np.ndarray:
-        mask = np.zeros(self.n_rows(), dtype=bool)
-        ids = np.fromiter((r[0] for r in self.conn.execute("SELECT id FROM images WHERE deleted = 0")), dtype=np.int64)
+    def live_mask(self, n: int | None = None) -> np.ndarray:
+        """Live rows among the first ``n`` (default: all): a reader sizes every mask to
+        the rows its FAISS snapshot holds, whatever a concurrent indexer has added since."""
+        n = self.n_rows() if n is None else n
+        mask = np.zeros(n, dtype=bool)
+        ids = np.fromiter(
+            (r[0] for r in self.conn.execute("SELECT id FROM images WHERE deleted = 0 AND id < ?", (n,))), dtype=np.int64)
         mask[ids] = True
         return mask
 
@@ -260,9 +356,35 @@ class Store:
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)",
                 [(i, m.path, m.hash, m.size, m.mtime, m.width, m.height, m.label, m.split, now) for i, m in zip(ids, images)],
             )
-            c.executemany("INSERT INTO vectors(id, vector) VALUES (?, ?)", [(i, to_blob(v)) for i, v in zip(ids, vectors)])
+            blobs = [to_blob(v) for v in vectors]
+            c.executemany("INSERT INTO vectors(id, vector) VALUES (?, ?)", list(zip(ids, blobs)))
+            if ids:
+                c.execute("INSERT INTO vector_digests(end_row, digest) VALUES (?, ?)",
+                          (ids[-1] + 1, chain_digest(self._digest_at(c, start) or "", blobs)))
             c.executemany("DELETE FROM skipped WHERE path = ?", [(m.path,) for m in images])
         return ids
+
+    def vectors_digest(self, end_row: int) -> str | None:
+        """The digest of vectors ``0 .. end_row - 1`` if a batch ended there (None if not)."""
+        return self._digest_at(self.conn, end_row)
+
+    @staticmethod
+    def _digest_at(conn, end_row: int) -> str | None:
+        if end_row == 0:
+            return ""
+        row = conn.execute("SELECT digest FROM vector_digests WHERE end_row = ?", (end_row,)).fetchone()
+        return row[0] if row else None
+
+    def vector_digests(self) -> list[tuple[int, str]]:
+        return self.conn.execute("SELECT end_row, digest FROM vector_digests ORDER BY end_row").fetchall()
+
+    def live_rows_for(self, paths: Iterable[str]) -> dict[str, ImageRow]:
+        """Live rows of these paths now (another process may have indexed them meanwhile)."""
+        out: dict[str, ImageRow] = {}
+        for chunk in _chunks(list(paths), 900):
+            marks = ",".join("?" * len(chunk))
+            out.update({r.path: r for r in self._image_rows(f"WHERE deleted = 0 AND path IN ({marks})", chunk)})
+        return out
 
     def tombstone(self, ids: Iterable[int]) -> None:
         with self.transaction() as c:
@@ -273,8 +395,10 @@ class Store:
         with self.transaction() as c:
             c.execute("UPDATE images SET size = ?, mtime = ? WHERE id = ?", (size, mtime, image_id))
 
-    def vectors_from(self, start_id: int) -> Iterator[tuple[int, np.ndarray]]:
-        for i, blob in self.conn.execute("SELECT id, vector FROM vectors WHERE id >= ? ORDER BY id", (start_id,)):
+    def vectors_from(self, start_id: int, stop_id: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        stop = self.n_rows() if stop_id is None else stop_id
+        for i, blob in self.conn.execute(
+                "SELECT id, vector FROM vectors WHERE id >= ? AND id < ? ORDER BY id", (start_id, stop)):
             yield i, from_blob(blob)
 
     def vectors(self, ids: Iterable[int]) -> np.ndarray:
@@ -320,7 +444,9 @@ class Store:
     def reset_seen(self, classifier_id: int | None = None) -> int:
         with self.transaction() as c:
             if classifier_id is None:
+                c.execute("UPDATE classifiers SET version = version + 1")
                 return c.execute("DELETE FROM seen").rowcount
+            c.execute("UPDATE classifiers SET version = version + 1 WHERE id = ?", (classifier_id,))
             return c.execute("DELETE FROM seen WHERE classifier_id = ?", (classifier_id,)).rowcount
 
     def count_seen(self) -> int:
@@ -330,8 +456,12 @@ class Store:
     def create_classifier(self, name: str, *, source: str, prompt: str | None, prior: np.ndarray,
                           weights: np.ndarray, bias: float, settings: dict) -> ClassifierRow:
         with self.transaction() as c:
+            if c.execute("SELECT 1 FROM classifiers WHERE name = ?", (name,)).fetchone():
+                # Checked under the write lock: another process may have created it meanwhile.
+                raise LocalqError(f"classifier {name!r} exists: open it, or choose another name")
             cur = c.execute(
-                "INSERT INTO classifiers(name, created_at, source, prompt, prior, round, settings) VALUES (?, ?, ?, ?, ?, 0, ?)",
+                "INSERT INTO classifiers(name, created_at, source, prompt, prior, round, settings, incarnation)"
+                " VALUES (?, ?, ?, ?, ?, 0, ?, lower(hex(randomblob(8))))",
                 (name, _now(), source, prompt, to_blob(prior), json.dumps(settings)),
             )
             c.execute(
@@ -355,7 +485,13 @@ class Store:
 
     def update_settings(self, classifier_id: int, settings: dict) -> None:
         with self.transaction() as c:
-            c.execute("UPDATE classifiers SET settings = ? WHERE id = ?", (json.dumps(settings), classifier_id))
+            c.execute("UPDATE classifiers SET settings = ?, version = version + 1 WHERE id = ?",
+                      (json.dumps(settings), classifier_id))
+
+    def classifier_version(self, classifier_id: int) -> tuple[str, int] | None:
+        """(incarnation, changes so far) of this classifier; None if it no longer exists."""
+        row = self.conn.execute("SELECT incarnation, version FROM classifiers WHERE id = ?", (classifier_id,)).fetchone()
+        return (row[0], row[1]) if row else None
 
     def delete_classifier(self, classifier_id: int) -> None:
         with self.transaction() as c:
@@ -382,6 +518,7 @@ class Store:
         """A round's labels, seen flags and fitted weights, all or nothing."""
         now = _now()
         with self.transaction() as c:
+            self._expect_round(c, classifier_id, round_no - 1)
             c.executemany(
                 "INSERT INTO labels(classifier_id, round, image_id, score, at) VALUES (?, ?, ?, ?, ?)",
                 [(classifier_id, round_no, int(i), float(s), now) for i, s in scores.items()],
@@ -397,13 +534,26 @@ class Store:
                 "INSERT INTO rounds(classifier_id, round, weights, bias, strategy, n_labels, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (classifier_id, round_no, to_blob(weights), float(bias), strategy, n_labels, now),
             )
-            c.execute("UPDATE classifiers SET round = ? WHERE id = ?", (round_no, classifier_id))
+            c.execute("UPDATE classifiers SET round = ?, version = version + 1 WHERE id = ?", (round_no, classifier_id))
 
     def undo_round(self, classifier_id: int, round_no: int) -> None:
+        """Drop round ``round_no``, refused unless it is the latest (checked in the transaction)."""
         with self.transaction() as c:
+            self._expect_round(c, classifier_id, round_no)
             for table in ("labels", "seen", "rounds"):
                 c.execute(f"DELETE FROM {table} WHERE classifier_id = ? AND round = ?", (classifier_id, round_no))
-            c.execute("UPDATE classifiers SET round = ? WHERE id = ?", (round_no - 1, classifier_id))
+            c.execute("UPDATE classifiers SET round = ?, version = version + 1 WHERE id = ?", (round_no - 1, classifier_id))
+
+    @staticmethod
+    def _expect_round(c, classifier_id: int, round_no: int) -> None:
+        # The last line of defence against a writer working from a stale view: the
+        # Trainer checks first and reloads; this catches anything that slipped past.
+        row = c.execute("SELECT name, round FROM classifiers WHERE id = ?", (classifier_id,)).fetchone()
+        if row is None:
+            raise StaleClassifier("the classifier was deleted by another process")
+        if row[1] != round_no:
+            raise StaleClassifier(
+                f"classifier {row[0]!r} is at round {row[1]}, not {round_no}: another process changed it; reopen it")
 
     def current_labels(self, classifier_id: int) -> dict[int, float]:
         """Each image's most recent label for this classifier."""

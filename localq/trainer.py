@@ -19,7 +19,7 @@ import numpy as np
 from localq import classifier_file, fit
 from localq.collection import Collection, Hit
 from localq.errors import (BadImage, ClassifierNotFound, EncoderMismatch, ImageNotFound, InvalidPrompt, InvalidScores,
-                           LocalqError, NothingToUndo)
+                           LocalqError, NothingToUndo, StaleClassifier)
 from localq.fit import fit_article_baseline, fit_linear
 from localq.metrics import average_precision, precision_recall_at
 from localq.sampling import DEFAULT_STRATEGY, STRATEGIES, select
@@ -85,6 +85,9 @@ class Trainer:
         # round at 1M images costs one search and not several full-table reads.
         self._latest_row: RoundRow | None = None
         self._seen: np.ndarray | None = None
+        # The classifier's change counter when the mirrors above were read: another
+        # process that writes to it bumps the counter, and every write here checks it.
+        self._version = self.store.classifier_version(row.id)
 
     # -- creating and opening ---------------------------------------------------------
     @classmethod
@@ -113,11 +116,8 @@ class Trainer:
         settings = settings or Settings()
         if settings.strategy not in STRATEGIES:
             raise LocalqError(f"unknown strategy {settings.strategy!r}: choose one of {', '.join(STRATEGIES)}")
-        existing = collection.store.classifier(name)
-        if existing is not None:
-            if not replace:
-                raise LocalqError(f"classifier {name!r} exists: open it, or choose another name")
-            collection.store.delete_classifier(existing.id)
+        if collection.store.classifier(name) is not None and not replace:
+            raise LocalqError(f"classifier {name!r} exists: open it, or choose another name")
         bias = None
         if prompt:
             source, query = "prompt", collection.encoder().encode_texts([prompt])[0]
@@ -132,9 +132,13 @@ class Trainer:
         query = np.asarray(query, np.float32)
         if bias is None:
             bias = _start_bias(collection, query)
-        row = collection.store.create_classifier(
-            name, source=source, prompt=prompt, prior=_unit(query), weights=query, bias=bias, settings=asdict(settings),
-        )
+        with collection.writing():  # the existence check and the creation, with no process in between
+            existing = collection.store.classifier(name)
+            if existing is not None and replace:
+                collection.store.delete_classifier(existing.id)
+            row = collection.store.create_classifier(
+                name, source=source, prompt=prompt, prior=_unit(query), weights=query, bias=bias, settings=asdict(settings),
+            )
         return cls(collection, row)
 
     # -- state ----------------------------------------------------------------------------
@@ -164,10 +168,11 @@ class Trainer:
         return self._latest_row
 
     def _seen_mask(self) -> np.ndarray:
-        n = self.store.n_rows()
+        n = self.collection.rows()
         if self._seen is None or len(self._seen) != n:
             self._seen = np.zeros(n, dtype=bool)
-            self._seen[self.store.seen_ids(self.row.id)] = True
+            seen = self.store.seen_ids(self.row.id)
+            self._seen[seen[seen < n]] = True
         return self._seen
 
     def _name_seed(self) -> int:
@@ -177,6 +182,22 @@ class Trainer:
     def _reload(self) -> None:
         self._latest_row = None
         self._seen = None
+
+    def _catch_up(self) -> bool:
+        """Under the write lock: reload if another process changed this classifier; True if it had."""
+        version = self.store.classifier_version(self.row.id)
+        if version is None or self._version is None or version[0] != self._version[0]:
+            raise StaleClassifier(f"classifier {self.name!r} was deleted (or replaced) by another process; reopen it")
+        if version == self._version:
+            return False
+        self.row = self.store.classifier(self.name) or self.row
+        self.settings = Settings.from_dict(self.row.settings)
+        self._reload()
+        self._version = version
+        return True
+
+    def _wrote(self) -> None:
+        self._version = self.store.classifier_version(self.row.id)
 
     def history(self) -> list[RoundRow]:
         return self.store.rounds(self.row.id)
@@ -196,8 +217,12 @@ class Trainer:
                 raise LocalqError(f"unknown fit {value!r}: choose one of {', '.join(FIT_MODES)}")
             if key == "strategy" and value not in STRATEGIES:
                 raise LocalqError(f"unknown strategy {value!r}: choose one of {', '.join(STRATEGIES)}")
-            setattr(self.settings, key, value)
-        self.store.update_settings(self.row.id, asdict(self.settings))
+        with self.collection.writing():
+            self._catch_up()
+            for key, value in changes.items():
+                setattr(self.settings, key, value)
+            self.store.update_settings(self.row.id, asdict(self.settings))
+            self._wrote()
 
     # -- the loop ------------------------------------------------------------------------------
     def unseen_mask(self) -> np.ndarray:
@@ -239,7 +264,15 @@ class Trainer:
 
         ``seen`` defaults to the pending batch (so images left unscored are not offered
         again); without a pending batch, to the scored ids.
+
+        Another process may have written rounds meanwhile: the classifier is reloaded and
+        these labels become the round after its latest one (nothing typed is dropped).
         """
+        with self.collection.writing():
+            self._catch_up()
+            return self._submit(scores, seen)
+
+    def _submit(self, scores: dict, seen: Iterable[int] | None) -> RoundRow:
         scores = self._validate(scores)
         if seen is None:
             seen = [h.id for h in self.pending] or list(scores)
@@ -260,6 +293,7 @@ class Trainer:
         self.pending = []
         self._latest_row = None  # re-read: n_labels and created_at come from the transaction
         self._seen_mask()[list(seen)] = True
+        self._wrote()
         return self._latest()
 
     def relabel(self, image_id: int, score: float) -> RoundRow:
@@ -272,18 +306,29 @@ class Trainer:
 
     def undo(self) -> RoundRow:
         """Drop the last round: its labels, seen flags and weights."""
-        if self.round == 0:
-            raise NothingToUndo(f"classifier {self.name!r} has no labeled round to undo")
-        self.store.undo_round(self.row.id, self.round)
-        self.pending = []
-        self._reload()
+        with self.collection.writing():
+            if self._catch_up():
+                # Undoing now would drop a round this object never showed: refuse once.
+                raise StaleClassifier(
+                    f"classifier {self.name!r} was changed by another process and is now at round "
+                    f"{self.round}; nothing was undone (undo again to drop round {self.round})")
+            if self.round == 0:
+                raise NothingToUndo(f"classifier {self.name!r} has no labeled round to undo")
+            self.store.undo_round(self.row.id, self.round)
+            self.pending = []
+            self._reload()
+            self._wrote()
         return self._latest()
 
     def reset_seen(self) -> int:
         """Make every image retrievable again for this classifier; labels stay."""
-        self.pending = []
-        self._seen = None
-        return self.store.reset_seen(self.row.id)
+        with self.collection.writing():
+            self._catch_up()
+            self.pending = []
+            self._seen = None
+            n = self.store.reset_seen(self.row.id)
+            self._wrote()
+        return n
 
     def _validate(self, scores: dict) -> dict[int, float]:
         if not scores:
@@ -544,7 +589,7 @@ def _example_vectors(collection: Collection, images: Sequence[int | str | Path])
     from localq.imageio import open_image
 
     vectors = []
-    n_rows = collection.store.n_rows()
+    n_rows = collection.rows()
     for item in images:
         if isinstance(item, (int, np.integer)) or (isinstance(item, str) and item.isdigit() and not Path(item).exists()):
             image_id = int(item)

@@ -28,7 +28,11 @@ and a cache keyed on the mask object would then go stale.
 
 from __future__ import annotations
 
+import json
 import os
+import struct
+import tempfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +47,11 @@ _GATHER_BELOW_FRACTION = 0.3
 # the gathered rows each stay under this many bytes.
 _SCORE_BLOCK_BYTES = 64 << 20
 
+# After FAISS's own bytes, save() appends a trailer: JSON state, its length, this magic.
+# FAISS reads an IndexFlat up to its last vector and ignores what follows.
+_TRAILER_MAGIC = b"LQSTATE1"
+_TRAILER_MAX = 1 << 16
+
 _EMPTY_IDS = np.empty(0, dtype=np.int64)
 _EMPTY_SCORES = np.empty(0, dtype=np.float32)
 
@@ -56,10 +65,13 @@ def _faiss():
 class VectorIndex:
     """A FAISS ``IndexFlatIP`` persisted at ``path``; see the module docstring."""
 
-    def __init__(self, path: Path, index, dim: int):
+    def __init__(self, path: Path, index, dim: int, state: dict | None = None):
         self.path = Path(path)
         self._index = index
         self.dim = dim
+        # What the file says it mirrors (rows, digest, crc of its vectors), as save()
+        # wrote it; None for a new index or a file without a trailer.
+        self.state = state
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -70,11 +82,13 @@ class VectorIndex:
         path = Path(path)
         if not path.exists():
             return cls(path, faiss.IndexFlatIP(dim), dim)
+        if not path.is_file():
+            raise IndexCorrupt(f"vector index {path} is not a regular file; move it away to rebuild it from the database")
         try:
             # read_index already returns the concrete class; wrapping it in
             # downcast_index would leave a non-owning wrapper over a freed object.
             index = faiss.read_index(str(path))
-        except RuntimeError as exc:
+        except (RuntimeError, OSError, MemoryError) as exc:
             raise IndexCorrupt(
                 f"vector index {path} is unreadable; delete it to rebuild it from the database"
             ) from exc
@@ -88,7 +102,12 @@ class VectorIndex:
                 f"vector index {path} holds {index.d}-d vectors but the encoder makes {dim}-d "
                 "ones; use the collection's own encoder or index into a new --db"
             )
-        return cls(path, index, dim)
+        return cls(path, index, dim, _read_trailer(path))
+
+    @classmethod
+    def empty(cls, path: Path, dim: int) -> "VectorIndex":
+        """A new index with no rows, to be saved at ``path`` (whatever is there now)."""
+        return cls(Path(path), _faiss().IndexFlatIP(dim), dim)
 
     @property
     def ntotal(self) -> int:
@@ -107,15 +126,40 @@ class VectorIndex:
         if len(vectors):
             self._index.add(vectors)
 
-    def save(self) -> None:
-        """Write atomically: a crash leaves either the old file or the new one, whole."""
+    def content_crc(self) -> int:
+        """CRC-32 of the vectors (about 2.4 GB/s: 0.1 s per 100k 512-d rows)."""
+        m = self.matrix()
+        return zlib.crc32(memoryview(np.ascontiguousarray(m)).cast("B")) if m.size else 0
+
+    def save(self, state: dict | None = None) -> None:
+        """Write atomically: a crash leaves either the old file or the new one, whole.
+
+        ``state`` (what the rows mirror) is stored in a trailer with the rows' count and
+        CRC. Each call writes its own temporary file, so processes never share one."""
         faiss = _faiss()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        faiss.write_index(self._index, str(tmp))
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        if self.path.exists() and not self.path.is_file():
+            raise IndexCorrupt(f"cannot save the vector index: {self.path} is not a regular file; move it away")
+        state = {**(state or {}), "rows": self.ntotal, "dim": self.dim, "crc": self.content_crc()}
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name + ".", suffix=".tmp")
+        os.close(fd)
+        try:
+            # mkstemp makes the file 0600: keep the mode the index file had (0644 if new).
+            os.chmod(tmp, self.path.stat().st_mode & 0o777 if self.path.exists() else 0o644)
+            faiss.write_index(self._index, tmp)
+            trailer = json.dumps(state, sort_keys=True).encode()
+            with open(tmp, "ab") as f:
+                f.write(trailer + struct.pack("<Q", len(trailer)) + _TRAILER_MAGIC)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        self.state = state
         # Make the rename itself durable.
         dir_fd = os.open(self.path.parent, os.O_RDONLY)
         try:
@@ -278,6 +322,27 @@ class VectorIndex:
         scores = np.nan_to_num(scores, nan=-np.inf)
         top = np.argpartition(scores, -k)[-k:]
         return _sorted_best_first(ids[top], scores[top])
+
+
+def _read_trailer(path: Path) -> dict | None:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            if size < 16:
+                return None
+            f.seek(size - 16)
+            tail = f.read(16)
+            if tail[8:] != _TRAILER_MAGIC:
+                return None
+            (length,) = struct.unpack("<Q", tail[:8])
+            if length > min(_TRAILER_MAX, size - 16):
+                return None
+            f.seek(size - 16 - length)
+            state = json.loads(f.read(length))
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
 
 
 def _sorted_best_first(ids: np.ndarray, scores: np.ndarray):

@@ -51,7 +51,7 @@ def build(root: Path, n: int, dim: int, seed: int = 0) -> Collection:
                 for i in range(m)]
         coll.store.add_images(rows, x)
         print(f"  built {start + m}/{n}", end="\r", flush=True)
-    coll.index.save()  # opening the index catches it up from SQLite
+    coll.save_index()  # opening the index catches it up from SQLite; saving records the state it mirrors
     print()
     return coll
 

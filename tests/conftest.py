@@ -133,6 +133,6 @@ def synthetic_collection(root: Path, *, clusters: int = 5, per_cluster: int = 20
     coll.bind_encoder(VectorEncoder(dim))
     rows = [NewImage(f"/synthetic/{i}.png", f"h{i}", 1, 0.0, 1, 1, str(labels[i]), "train") for i in range(len(x))]
     ids = coll.store.add_images(rows, x)
-    coll.index.save()  # opening the index catches it up from SQLite
+    coll.save_index()  # opening the index catches it up from SQLite; saving records the state it mirrors
     assert ids == list(range(len(x)))
     return coll, centres

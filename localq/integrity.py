@@ -1,0 +1,261 @@
+"""`localq check` and `localq repair`: is a collection whole, and fix what can be fixed.
+
+``check`` reads everything and writes nothing: SQLite's own integrity check, ids and
+vectors (dense ids, one finite unit-length vector per image, the digest chain the FAISS
+file is matched against), every FAISS row against SQLite, and the classifiers' rounds,
+labels and seen flags against each other.
+
+``repair`` holds the write lock and changes only what is derived from other data:
+the FAISS file (rebuilt from SQLite), the digest chain (recomputed from the vectors), a
+classifier's round counter (set to its latest stored round), seen flags naming images or
+classifiers that no longer exist, and temporary files of killed runs. It never deletes
+a label or a round, and it refuses to touch a database SQLite itself reports damaged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from localq import paths
+from localq.collection import Collection
+from localq.errors import DatabaseDamaged, EncoderMismatch, IndexCorrupt
+from localq.store import chain_digest, from_blob
+from localq.vector_index import VectorIndex
+
+NORM_TOLERANCE = 1e-3
+_CHUNK = 65536
+
+
+@dataclass(frozen=True)
+class Finding:
+    ok: bool
+    topic: str  # sqlite, images, vectors, faiss, classifiers, files
+    detail: str
+
+
+@dataclass
+class Report:
+    findings: list[Finding] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(f.ok for f in self.findings)
+
+    def add(self, ok: bool, topic: str, detail: str) -> None:
+        self.findings.append(Finding(ok, topic, detail))
+
+
+def check(coll: Collection) -> Report:
+    report = Report()
+    if not _sqlite_ok(coll, report):
+        return report  # the rest would read damaged pages
+    _check_images(coll, report)
+    if coll.dim is not None:
+        _check_vectors_and_faiss(coll, report)
+    _check_classifiers(coll, report)
+    _check_leftovers(coll, report)
+    return report
+
+
+def repair(coll: Collection) -> Report:
+    """Fix what is derived (see the module docstring), then check again."""
+    done: list[str] = []
+    with coll.writing():
+        problems = _integrity_problems(coll)
+        if problems:
+            raise DatabaseDamaged(
+                f"SQLite reports {coll.store.path} damaged ({problems[0]}); repair rebuilds only what SQLite "
+                "holds, so restore localq.db from a backup first (or try `sqlite3 localq.db .recover`)"
+            )
+        c = coll.store.conn
+        if coll.dim is not None:
+            digest = _recomputed_digest(coll)
+            if digest != _recorded_digest(coll):
+                n = coll.store.n_rows()
+                with coll.store.transaction() as tx:  # the rows so far become one batch, as in m003
+                    tx.execute("DELETE FROM vector_digests")
+                    if n:
+                        tx.execute("INSERT INTO vector_digests(end_row, digest) VALUES (?, ?)", (n, digest))
+                done.append("recomputed the vector digest chain from the stored vectors")
+            coll.rebuild_index()
+            done.append(f"rebuilt {paths.INDEX_FILE} from the database ({coll.index.ntotal} rows)")
+        for cid, name, counter, latest in c.execute(
+                "SELECT c.id, c.name, c.round, (SELECT max(round) FROM rounds r WHERE r.classifier_id = c.id) FROM classifiers c"
+        ).fetchall():
+            if latest is not None and counter != latest:
+                with coll.store.transaction() as tx:
+                    tx.execute("UPDATE classifiers SET round = ?, version = version + 1 WHERE id = ?", (latest, cid))
+                done.append(f"classifier {name!r}: round counter {counter} set to its latest stored round {latest}")
+        with coll.store.transaction() as tx:
+            n = tx.execute(
+                "DELETE FROM seen WHERE image_id NOT IN (SELECT id FROM images)"
+                " OR classifier_id NOT IN (SELECT id FROM classifiers)").rowcount
+        if n:
+            done.append(f"dropped {n} seen flags of images or classifiers that no longer exist")
+        for tmp in _leftover_temp_files(coll):  # saves happen under the lock we hold: none is being written
+            tmp.unlink(missing_ok=True)
+            done.append(f"removed {tmp.name}, left by a killed run")
+    report = check(coll)
+    report.repaired = done
+    return report
+
+
+# -- checks ---------------------------------------------------------------------------------
+
+def _integrity_problems(coll: Collection) -> list[str]:
+    rows = [r[0] for r in coll.store.conn.execute("PRAGMA integrity_check(20)")]
+    return [] if rows == ["ok"] else rows
+
+
+def _sqlite_ok(coll: Collection, report: Report) -> bool:
+    problems = _integrity_problems(coll)
+    fk = coll.store.conn.execute("PRAGMA foreign_key_check").fetchall()
+    if problems:
+        report.add(False, "sqlite", f"integrity_check: {'; '.join(problems[:3])}")
+        return False
+    report.add(not fk, "sqlite", "integrity_check ok" + (f"; {len(fk)} foreign-key violations" if fk else ""))
+    return True
+
+
+def _check_images(coll: Collection, report: Report) -> None:
+    c = coll.store.conn
+    n_rows = coll.store.n_rows()
+    n_images = c.execute("SELECT count(*) FROM images").fetchone()[0]
+    missing = c.execute("SELECT count(*) FROM images WHERE id NOT IN (SELECT id FROM vectors)").fetchone()[0]
+    extra = c.execute("SELECT count(*) FROM vectors WHERE id NOT IN (SELECT id FROM images)").fetchone()[0]
+    ok = n_images == n_rows and not missing and not extra
+    detail = f"{coll.store.count_live()} live images, {n_rows} rows"
+    if n_images != n_rows:
+        detail += f"; ids are not dense ({n_images} images for {n_rows} positions)"
+    if missing:
+        detail += f"; {missing} images without a vector"
+    if extra:
+        detail += f"; {extra} vectors without an image"
+    report.add(ok, "images", detail)
+
+
+def _check_vectors_and_faiss(coll: Collection, report: Report) -> None:
+    store, dim, n = coll.store, coll.dim, coll.store.n_rows()
+    index_path = coll.root / paths.INDEX_FILE
+    faiss_index, faiss_problem = None, None
+    try:
+        faiss_index = VectorIndex.open(index_path, dim)
+    except (IndexCorrupt, EncoderMismatch) as exc:
+        faiss_problem = str(exc)
+    if faiss_index is not None and index_path.exists():
+        faiss_problem = coll.index_disagreement(faiss_index, n)
+    elif faiss_index is not None:
+        faiss_problem = f"{index_path.name} is missing"
+
+    bad_shape, not_finite, bad_norm, faiss_diff = [], [], [], []
+    matrix = faiss_index.matrix() if faiss_index is not None and not faiss_problem else None
+    for start in range(0, n, _CHUNK):
+        stop = min(start + _CHUNK, n)
+        for i, blob in store.conn.execute("SELECT id, vector FROM vectors WHERE id >= ? AND id < ? ORDER BY id",
+                                           (start, stop)):
+            v = from_blob(blob)
+            if v.shape != (dim,):
+                bad_shape.append(i)
+                continue
+            if not np.isfinite(v).all():
+                not_finite.append(i)
+            elif abs(float(np.linalg.norm(v)) - 1.0) > NORM_TOLERANCE:
+                bad_norm.append(i)
+            if matrix is not None and i < len(matrix) and not np.array_equal(matrix[i], v):
+                faiss_diff.append(i)
+    detail = f"{n} vectors of {dim}-d"
+    for what, ids in (("wrong length", bad_shape), ("NaN or infinite", not_finite),
+                      (f"norm off 1 by more than {NORM_TOLERANCE:g}", bad_norm)):
+        if ids:
+            detail += f"; {len(ids)} {what} (ids {_few(ids)}): re-index those files"
+    report.add(not (bad_shape or not_finite or bad_norm), "vectors", detail)
+
+    recorded, recomputed = _recorded_digest(coll), _recomputed_digest(coll)
+    report.add(recorded == recomputed, "vectors",
+               "digest chain matches the stored vectors" if recorded == recomputed
+               else "digest chain does not match the stored vectors (changed outside localq?): `localq repair` recomputes it")
+
+    if faiss_problem:
+        report.add(False, "faiss", f"{faiss_problem}: it would be rebuilt on open; `localq repair` rebuilds and saves it")
+    elif faiss_diff:
+        report.add(False, "faiss", f"{len(faiss_diff)} rows differ from the database (ids {_few(faiss_diff)}): `localq repair`")
+    elif faiss_index.ntotal < n:
+        report.add(True, "faiss", f"{faiss_index.ntotal} rows match the database; {n - faiss_index.ntotal} newer rows "
+                                  "are caught up from it on open (the next write or `localq repair` saves them)")
+    else:
+        report.add(True, "faiss", f"{faiss_index.ntotal} rows, every one equal to the database's")
+
+
+def _recorded_digest(coll: Collection) -> str | None:
+    return coll.store.vectors_digest(coll.store.n_rows())
+
+
+def _recomputed_digest(coll: Collection) -> str:
+    """Replays the chain over the batch boundaries SQLite recorded (one batch if none)."""
+    store, n = coll.store, coll.store.n_rows()
+    ends = [end for end, _ in store.vector_digests() if end <= n] or [n]
+    if ends[-1] != n:
+        ends.append(n)
+    digest, start = "", 0
+    for end in ends:
+        blobs = (b for (b,) in store.conn.execute(
+            "SELECT vector FROM vectors WHERE id >= ? AND id < ? ORDER BY id", (start, end)))
+        digest, start = chain_digest(digest, blobs), end
+    return digest if n else ""
+
+
+def _check_classifiers(coll: Collection, report: Report) -> None:
+    c, dim = coll.store.conn, coll.dim
+    classifiers = c.execute("SELECT id, name, round FROM classifiers ORDER BY name").fetchall()
+    problems = []
+    for cid, name, counter in classifiers:
+        rounds = [r[0] for r in c.execute("SELECT round FROM rounds WHERE classifier_id = ? ORDER BY round", (cid,))]
+        if rounds != list(range(len(rounds))) or not rounds:
+            problems.append(f"{name!r}: rounds {_few(rounds)} are not 0..n")
+        elif counter != rounds[-1]:
+            problems.append(f"{name!r}: round counter {counter}, latest stored round {rounds[-1]}")
+        for rnd, blob, bias in c.execute("SELECT round, weights, bias FROM rounds WHERE classifier_id = ?", (cid,)):
+            w = from_blob(blob)
+            if (dim is not None and w.shape != (dim,)) or not np.isfinite(w).all() or bias is None \
+                    or not np.isfinite(bias):
+                problems.append(f"{name!r}: round {rnd} has weights of {w.shape} or a non-finite value")
+        late = c.execute("SELECT count(*) FROM labels WHERE classifier_id = ? AND round NOT IN "
+                         "(SELECT round FROM rounds WHERE classifier_id = ?)", (cid, cid)).fetchone()[0]
+        if late:
+            problems.append(f"{name!r}: {late} labels of a round that does not exist")
+    checks = (
+        ("labels of images that do not exist", "SELECT count(*) FROM labels WHERE image_id NOT IN (SELECT id FROM images)"),
+        ("labels of classifiers that do not exist",
+         "SELECT count(*) FROM labels WHERE classifier_id NOT IN (SELECT id FROM classifiers)"),
+        ("labels outside [-1, 1]", "SELECT count(*) FROM labels WHERE NOT (score BETWEEN -1 AND 1)"),
+        ("seen flags of images or classifiers that do not exist",
+         "SELECT count(*) FROM seen WHERE image_id NOT IN (SELECT id FROM images)"
+         " OR classifier_id NOT IN (SELECT id FROM classifiers)"),
+    )
+    for what, sql in checks:
+        count = c.execute(sql).fetchone()[0]
+        if count:
+            problems.append(f"{count} {what}")
+    n_labels = c.execute("SELECT count(*) FROM labels").fetchone()[0]
+    detail = f"{len(classifiers)} classifiers, {n_labels} labels"
+    report.add(not problems, "classifiers", detail + ("; " + "; ".join(problems) if problems else ""))
+
+
+def _leftover_temp_files(coll: Collection) -> list[Path]:
+    return sorted(coll.root.glob(paths.INDEX_FILE + ".*.tmp")) + sorted(coll.root.glob(paths.INDEX_FILE + ".tmp"))
+
+
+def _check_leftovers(coll: Collection, report: Report) -> None:
+    leftovers = _leftover_temp_files(coll)
+    if leftovers:
+        # Not an error: a running writer may own one; repair (under the lock) removes them.
+        report.add(True, "files", f"{len(leftovers)} temporary index files ({leftovers[0].name}...): "
+                                  "`localq repair` removes those left by killed runs")
+
+
+def _few(ids: list) -> str:
+    return ", ".join(str(i) for i in ids[:5]) + (", ..." if len(ids) > 5 else "")

@@ -1,0 +1,105 @@
+"""Shared pieces of the reliability suite: real subprocesses, collections, before/after snapshots."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+TEST_CLI = Path(__file__).resolve().parent / "localq_test_cli.py"
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+def env() -> dict:
+    e = dict(os.environ)
+    e["PYTHONPATH"] = str(REPO) + os.pathsep + e.get("PYTHONPATH", "")
+    return e
+
+
+def cli_args(*args, as_nobody: bool = False) -> list[str]:
+    cmd = [sys.executable, str(TEST_CLI), *map(str, args)]
+    # CI runs as root, whose permission override would make every permission test pass
+    # vacuously: drop to an unprivileged user (already one when not root).
+    return NOBODY + cmd if as_nobody and os.geteuid() == 0 else cmd
+
+
+def run_cli(*args, as_nobody: bool = False, timeout: float = 300, extra_env: dict | None = None):
+    return subprocess.run(cli_args(*args, as_nobody=as_nobody), capture_output=True, text=True,
+                          env={**env(), **(extra_env or {})}, timeout=timeout, cwd="/")
+
+
+def popen_cli(*args, extra_env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen(cli_args(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**env(), **(extra_env or {})}, cwd="/")
+
+
+def popen_python(code: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env(), cwd="/")
+
+
+def assert_one_line_error(proc, *needles: str) -> None:
+    """Exit 1 and exactly one line on stderr, starting with "error:", no traceback."""
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 1, (proc.returncode, proc.stderr)
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+def write_folder(root: Path, n: int, seed: int, prefix: str = "img") -> Path:
+    """``n`` PNGs of distinct random colours (each its own nearest neighbour)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        colour = tuple(int(c) for c in rng.integers(0, 256, size=3))
+        Image.new("RGB", (8, 8), colour).save(root / f"{prefix}{i:03d}.png")
+    return root
+
+
+@dataclass
+class Snapshot:
+    """What must never be lost: labels, rounds (with weights) and vectors, from SQLite."""
+
+    labels: list
+    rounds: list
+    vectors: dict
+
+    def assert_kept_in(self, other: "Snapshot") -> None:
+        assert other.labels == self.labels, "labels changed"
+        assert other.rounds == self.rounds, "rounds changed"
+        assert other.vectors.keys() == self.vectors.keys(), "vectors lost or added"
+        for i, v in self.vectors.items():
+            assert other.vectors[i] == v, f"vector {i} changed"
+
+
+def snapshot(db_dir: Path) -> Snapshot:
+    conn = sqlite3.connect(f"file:{db_dir / 'localq.db'}?mode=ro", uri=True)
+    try:
+        labels = conn.execute("SELECT classifier_id, round, image_id, score FROM labels ORDER BY 1, 2, 3").fetchall()
+        rounds = conn.execute("SELECT classifier_id, round, weights, bias FROM rounds ORDER BY 1, 2").fetchall()
+        vectors = dict(conn.execute("SELECT id, vector FROM vectors").fetchall())
+    finally:
+        conn.close()
+    return Snapshot(labels, rounds, vectors)
+
+
+def faiss_matches_sqlite(db_dir: Path) -> None:
+    """Every FAISS row in the saved file equals SQLite's vector of the same id, and the counts match."""
+    import faiss
+
+    index = faiss.read_index(str(db_dir / "vectors.faiss"))
+    vectors = snapshot(db_dir).vectors
+    assert index.ntotal == len(vectors) == max(vectors) + 1
+    m = faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d).reshape(index.ntotal, index.d)
+    for i, blob in vectors.items():
+        np.testing.assert_array_equal(m[i], np.frombuffer(blob, dtype="<f4"))

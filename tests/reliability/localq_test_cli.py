@@ -1,0 +1,21 @@
+"""Test-only entry point: the real `localq` CLI with the tests' tiny ColorEncoder.
+
+Subprocess tests run ``python tests/reliability/localq_test_cli.py ARGS`` so that real
+processes race on a real collection without loading a neural network. Nothing in the
+package refers to this file."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for conftest.ColorEncoder
+
+import localq.encoders  # noqa: E402
+from conftest import ColorEncoder  # noqa: E402
+
+localq.encoders.load_encoder = lambda spec="lite0", weights=None: ColorEncoder()
+
+from localq.cli import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.argv[0] = "localq"
+    main()
