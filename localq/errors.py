@@ -44,3 +44,11 @@ class ClassifierMismatch(LocalqError):
 
 class NothingToUndo(LocalqError):
     """Undo was asked for on a classifier with no labeled round."""
+
+
+class InvalidName(LocalqError):
+    """A classifier name outside the safe slug character set (see localq.names)."""
+
+
+class InvalidClassifierFile(LocalqError):
+    """A classifier file whose weights or bias are not a usable linear layer."""

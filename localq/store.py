@@ -18,6 +18,8 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import sqlite_utils
 
+from localq.pathcodec import from_db, to_db
+
 
 @dataclass(frozen=True)
 class ImageRow:
@@ -214,7 +216,7 @@ class Store:
 
     def _image_rows(self, where: str, params: Iterable = ()) -> list[ImageRow]:
         sql = f"SELECT id, path, hash, size, mtime, width, height, label, split, deleted FROM images {where}"
-        return [ImageRow(*r[:9], bool(r[9])) for r in self.conn.execute(sql, list(params))]
+        return [ImageRow(r[0], from_db(r[1]), *r[2:9], bool(r[9])) for r in self.conn.execute(sql, list(params))]
 
     def live_mask(self) -> np.ndarray:
         mask = np.zeros(self.n_rows(), dtype=bool)
@@ -254,10 +256,10 @@ class Store:
             c.executemany(
                 "INSERT INTO images(id, path, hash, size, mtime, width, height, label, split, deleted, added_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)",
-                [(i, m.path, m.hash, m.size, m.mtime, m.width, m.height, m.label, m.split, now) for i, m in zip(ids, images)],
+                [(i, to_db(m.path), m.hash, m.size, m.mtime, m.width, m.height, m.label, m.split, now) for i, m in zip(ids, images)],
             )
             c.executemany("INSERT INTO vectors(id, vector) VALUES (?, ?)", [(i, to_blob(v)) for i, v in zip(ids, vectors)])
-            c.executemany("DELETE FROM skipped WHERE path = ?", [(m.path,) for m in images])
+            c.executemany("DELETE FROM skipped WHERE path = ?", [(to_db(m.path),) for m in images])
         return ids
 
     def tombstone(self, ids: Iterable[int]) -> None:
@@ -291,18 +293,19 @@ class Store:
                 "INSERT INTO skipped(path, reason, size, mtime, at) VALUES (?, ?, ?, ?, ?)"
                 " ON CONFLICT(path) DO UPDATE SET reason = excluded.reason, size = excluded.size,"
                 " mtime = excluded.mtime, at = excluded.at",
-                [(p, r, s, m, now) for p, r, s, m in skips],
+                # A reason quoting a decoder's message may carry a name's undecodable bytes.
+                [(to_db(p), r.encode("utf-8", "backslashreplace").decode("utf-8"), s, m, now) for p, r, s, m in skips],
             )
 
     def forget_skips(self, paths: Iterable[str]) -> None:
         with self.transaction() as c:
-            c.executemany("DELETE FROM skipped WHERE path = ?", [(p,) for p in paths])
+            c.executemany("DELETE FROM skipped WHERE path = ?", [(to_db(p),) for p in paths])
 
     def skipped(self) -> list[Skip]:
-        return [Skip(*r) for r in self.conn.execute("SELECT path, reason, at FROM skipped ORDER BY path")]
+        return [Skip(from_db(p), r, at) for p, r, at in self.conn.execute("SELECT path, reason, at FROM skipped ORDER BY path")]
 
     def skip_stats(self) -> dict[str, tuple[int | None, float | None]]:
-        return {p: (s, m) for p, s, m in self.conn.execute("SELECT path, size, mtime FROM skipped")}
+        return {from_db(p): (s, m) for p, s, m in self.conn.execute("SELECT path, size, mtime FROM skipped")}
 
     # -- seen flags ---------------------------------------------------------------
     def seen_ids(self, classifier_id: int | None = None) -> np.ndarray:
