@@ -338,7 +338,8 @@ def _start_or_open(db, prompt, images, from_classifier, from_file, name, k, stra
     if from_classifier:
         trainer = Trainer.open(coll, from_classifier)
     else:
-        name = name or slug(prompt or (Path(from_file).stem if from_file else "examples"))
+        # An explicit --name must be valid as given ('' too); only a missing one is derived.
+        name = check_name(name) if name is not None else slug(prompt or (Path(from_file).stem if from_file else "examples"))
         if coll.store.classifier(name) is not None:
             trainer = Trainer.open(coll, name)
             click.echo(f"continuing classifier {printable(name)!r} (round {trainer.round})", err=True)

@@ -215,7 +215,10 @@ def test_cli_usage_errors_are_one_line_exit_2(runner, db, args):
     assert "--help" in line
 
 
-def test_cli_bad_classifier_file_is_one_line_exit_1(runner, db, tmp_path):
+def test_cli_bad_classifier_file_is_one_line_exit_1(runner, db, tmp_path, monkeypatch):
+    import localq.tui.app
+
+    monkeypatch.setattr(localq.tui.app, "run_train", lambda *a, **k: pytest.fail("the labeling UI opened"))
     for weight, bias in ((np.ones((2, 8)), [0.0]), (np.ones((1, DIM)), [np.nan]), (np.zeros((1, DIM)), [0.0])):
         path = write_classifier(tmp_path / "bad.safetensors", weight, bias)
         assert_one_error_line(invoke(runner, "train", "--from-file", path, "--db", db))

@@ -188,3 +188,19 @@ def test_property_printable_is_one_safe_line(value):
     text = value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
     if text.isprintable() and not any(0xD800 <= ord(c) < 0xE000 for c in text) and "\u202e" not in text:
         assert shown == text  # ordinary names, accents and emoji included, are shown as they are
+
+
+@pytest.mark.parametrize("name", ["../../X", "/abs/X", "", "a\nb", os.fsdecode(b"\xff")])
+def test_cli_train_refuses_a_hostile_name_before_the_ui(runner, tmp_path, monkeypatch, name):
+    import localq.tui.app
+
+    def no_ui(*_a, **_k):
+        raise AssertionError("the labeling UI opened: the name was accepted")
+
+    monkeypatch.setattr(localq.tui.app, "run_train", no_ui)
+    write_image(tmp_path / "p" / "red.png", (220, 20, 20))
+    assert invoke(runner, "index", tmp_path / "p", "--db", tmp_path / "db", "-q").exit_code == 0
+    line = assert_one_error_line(invoke(runner, "train", "red", "--name", name, "--db", tmp_path / "db"))
+    assert "invalid classifier name" in line
+    with Collection.open(tmp_path / "db") as coll:
+        assert coll.store.classifiers() == []
