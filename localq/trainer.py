@@ -375,7 +375,8 @@ class Trainer:
 
     def predict(self, threshold: float = 0.0, paths: Sequence[str | Path] = (), *, split: str | None = None,
                 limit: int | None = None) -> list[Prediction]:
-        """Positives (score > threshold) sorted by score: over new files, or the collection (one split of it)."""
+        """Positives (score > threshold) sorted by score: over new files, or the collection (one split of it).
+        Undecodable files are left out (``predict_files`` also returns which, and why)."""
         if paths:
             preds, _ = self.predict_files(paths, threshold)
         else:
