@@ -19,9 +19,16 @@ from pathlib import Path
 
 import numpy as np
 
-from localq.errors import ClassifierMismatch, LocalqError
+from localq.errors import ClassifierMismatch, InvalidClassifierFile, LocalqError
 
 FORMAT = "localq-classifier/1"
+
+# A fitted localq classifier has a weight norm of order 1-100 (a unit start query plus
+# what the labels add) and a bias of the same order. Far beyond that, w·x overflows
+# float32 or the file is not a classifier at all.
+MAX_WEIGHT_NORM = 1e6
+MAX_ABS_BIAS = 1e6
+MAX_DIM = 1 << 16
 
 
 @dataclass
@@ -90,21 +97,25 @@ def _load_safetensors(path: Path) -> ClassifierFile:
 
     with safe_open(str(path), framework="numpy") as f:
         meta = dict(f.metadata() or {})
-        weight = f.get_tensor("weight").reshape(-1).astype(np.float32)
-        bias = float(f.get_tensor("bias").reshape(-1)[0]) if "bias" in f.keys() else 0.0
+        if "weight" not in f.keys():
+            raise InvalidClassifierFile(f"{path} has no 'weight' tensor: it is not a localq classifier file")
+        weight = f.get_tensor("weight")
+        bias = f.get_tensor("bias") if "bias" in f.keys() else np.zeros(1, np.float32)
+    weight, bias = checked_layer(weight, bias, str(path))
+    declared = meta.get("dim")
+    if declared is not None and declared != str(weight.shape[0]):
+        raise InvalidClassifierFile(f"{path} says dim {declared} but holds {weight.shape[0]} weights")
     return ClassifierFile(weight, bias, meta.pop("model_id", None), meta)
 
 
 def _load_npy(path: Path) -> ClassifierFile:
     weight = np.load(path, allow_pickle=False)
-    if weight.ndim == 2 and weight.shape[0] == 1:
-        weight = weight[0]
-    if weight.ndim != 1:
-        raise LocalqError(f"{path} holds an array of shape {weight.shape}, not one weight vector")
     sidecar = path.with_suffix(".json")
     meta = json.loads(sidecar.read_text()) if sidecar.exists() else {}
-    bias = float(meta.pop("bias", 0.0))
-    return ClassifierFile(weight.astype(np.float32), bias, meta.pop("model_id", None), meta)
+    if not isinstance(meta, dict):
+        raise InvalidClassifierFile(f"{sidecar} is not a JSON object")
+    weight, bias = checked_layer(weight, meta.pop("bias", 0.0), str(path))
+    return ClassifierFile(weight, bias, meta.pop("model_id", None), meta)
 
 
 def _load_state_dict(path: Path) -> ClassifierFile:
@@ -113,10 +124,46 @@ def _load_state_dict(path: Path) -> ClassifierFile:
     state = torch.load(path, map_location="cpu", weights_only=True)  # refuses pickled code
     if isinstance(state, torch.nn.Module):
         state = state.state_dict()
-    keys = [k for k in state if k.endswith("weight")]
-    if len(keys) != 1 or state[keys[0]].ndim != 2 or state[keys[0]].shape[0] != 1:
-        raise LocalqError(f"{path} is not the state dict of a Linear(dim, 1) layer")
-    weight = state[keys[0]].detach().float().numpy().reshape(-1)
+    keys = [k for k in state if k.endswith("weight")] if isinstance(state, dict) else []
+    if len(keys) != 1 or not isinstance(state[keys[0]], torch.Tensor) or state[keys[0]].ndim != 2 \
+            or state[keys[0]].shape[0] != 1:
+        raise InvalidClassifierFile(f"{path} is not the state dict of a Linear(dim, 1) layer")
+    weight = state[keys[0]].detach().float().numpy()
     bias_key = keys[0][: -len("weight")] + "bias"
-    bias = float(state[bias_key].reshape(-1)[0]) if bias_key in state else 0.0
+    bias = state[bias_key].detach().float().numpy() if bias_key in state else 0.0
+    weight, bias = checked_layer(weight, bias, str(path))
     return ClassifierFile(weight, bias, None, {})
+
+
+def checked_layer(weight, bias, source: str) -> tuple[np.ndarray, float]:
+    """(weight [dim] float32, bias float) of a Linear(dim, 1) layer, or InvalidClassifierFile.
+
+    The weight must be exactly [1, dim] or [dim] (a [2, 640] tensor is two layers, not
+    one 1280-d vector), finite, non-zero and of a sane norm; the bias one finite number
+    (SQLite would store a NaN bias as NULL)."""
+    try:
+        w = np.asarray(weight)
+        b = np.asarray(bias)
+    except Exception as exc:  # noqa: BLE001 - whatever the file held, say so in one line
+        raise InvalidClassifierFile(f"{source}: weights are not numbers ({exc})") from None
+    if w.dtype.kind not in "fiu" or b.dtype.kind not in "fiu":
+        raise InvalidClassifierFile(f"{source}: weights of type {w.dtype} are not real numbers")
+    if w.ndim == 2 and w.shape[0] == 1:
+        w = w[0]
+    if w.ndim != 1 or not 1 <= w.shape[0] <= MAX_DIM:
+        raise InvalidClassifierFile(f"{source}: weight of shape {list(np.shape(weight))} is not [1, dim] or [dim]")
+    if b.size != 1:
+        raise InvalidClassifierFile(f"{source}: bias of shape {list(b.shape)} is not one number")
+    with np.errstate(all="ignore"):
+        w64 = w.astype(np.float64)
+        norm = float(np.linalg.norm(w64)) if np.isfinite(w64).all() else float("nan")
+        b = float(b.reshape(-1)[0])
+    if not np.isfinite(norm):
+        raise InvalidClassifierFile(f"{source}: the weights hold NaN or infinite values")
+    if norm == 0.0:
+        raise InvalidClassifierFile(f"{source}: the weights are all zero")
+    if norm > MAX_WEIGHT_NORM or np.abs(w64).max() > np.finfo(np.float32).max:
+        raise InvalidClassifierFile(f"{source}: the weight norm {norm:.3g} is absurdly large (at most {MAX_WEIGHT_NORM:g})")
+    if not np.isfinite(b) or abs(b) > MAX_ABS_BIAS:
+        raise InvalidClassifierFile(f"{source}: the bias {b!r} is not a finite number of at most {MAX_ABS_BIAS:g}")
+    return w.astype(np.float32), b

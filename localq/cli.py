@@ -15,7 +15,10 @@ from pathlib import Path
 import click
 
 from localq import __version__
+from localq.display import printable
 from localq.errors import LocalqError
+from localq.names import check_name
+from localq.names import slug as slug  # noqa: PLC0414  (kept importable from here)
 from localq.progress import ProgressLine
 
 JSON_SCHEMA_VERSION = 1  # bump when a --json field changes meaning or disappears
@@ -50,7 +53,7 @@ def friendly_errors(f):
         try:
             return f(*args, **kwargs)
         except LocalqError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {printable(exc)}", err=True)
             sys.exit(1)
         except sqlite3.Error as exc:  # damage found mid-command, after the database opened
             from localq.store import sqlite_failure
@@ -59,6 +62,49 @@ def friendly_errors(f):
             sys.exit(1)
 
     return wrapper
+
+
+class OneLineError(click.ClickException):
+    """A click error shown as one `error:` line, like every error localq raises itself."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file=None) -> None:
+        click.echo(f"error: {printable(self.format_message())}", err=True)
+
+
+class LocalqGroup(click.Group):
+    """Turns click's multi-line usage errors (bad option values, missing arguments) into
+    one line that names the help to read. Usage errors keep click's exit status 2."""
+
+    def make_context(self, *args, **kwargs):
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.ClickException as exc:
+            raise _one_line(exc) from None
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as exc:
+            raise _one_line(exc) from None
+
+
+def _one_line(exc: click.ClickException) -> click.ClickException:
+    if isinstance(exc, OneLineError):
+        return exc
+    message = exc.format_message()
+    ctx = getattr(exc, "ctx", None)
+    if isinstance(exc, click.UsageError) and ctx is not None:
+        message += f" (see `{ctx.command_path} --help`)"
+    return OneLineError(message, exc.exit_code)
+
+
+def count_option(*decls, default=None, **kwargs):
+    """An option holding a count: an integer of at least 1 (`-k -5` is an error, not an empty result)."""
+    return click.option(*decls, type=click.IntRange(min=1), default=default, **kwargs)
 
 
 def emit_json(payload: dict) -> None:
@@ -77,7 +123,7 @@ def _db_path(db) -> Path:
     return paths.collection_dir(db) / paths.DB_FILE
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LocalqGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="localq")
 def cli():
     """Train image classifiers by vector search, offline.
@@ -94,7 +140,7 @@ def cli():
 @db_option
 @encoder_options
 @click.option("--labels", "with_labels", is_flag=True, help="Read class label and split from split/class/file folder names.")
-@click.option("--batch-size", default=32, show_default=True, help="Images per encoder batch.")
+@count_option("--batch-size", default=32, show_default=True, help="Images per encoder batch.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @json_option
 @friendly_errors
@@ -125,11 +171,11 @@ def index(paths, db, encoder, weights, with_labels, batch_size, quiet, as_json):
             f"{report.added} added, {report.replaced} changed, {report.removed} removed, "
             f"{report.unchanged + report.touched} unchanged, {len(report.skipped)} skipped"
             + (f" (+{report.skipped_known} known bad)" if report.skipped_known else "")
-            + f"; {total} images in {coll.root}"
+            + f"; {total} images in {printable(coll.root)}"
             + (f"; {report.embedded} embedded at {report.rate:.1f} img/s" if report.embedded else "")
         )
         for path, reason in report.skipped[:20]:
-            click.echo(f"  skipped {path}: {reason}", err=True)
+            click.echo(f"  skipped {printable(path)}: {printable(reason)}", err=True)
         if len(report.skipped) > 20:
             click.echo(f"  ... and {len(report.skipped) - 20} more (localq skipped)", err=True)
     if report.interrupted:
@@ -151,7 +197,7 @@ def _report_dict(report) -> dict:
 @cli.command()
 @click.argument("text", required=False)
 @click.option("--image", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Search by an example image instead of text.")
-@click.option("-k", default=10, show_default=True, help="Number of results.")
+@count_option("-k", default=10, show_default=True, help="Number of results.")
 @click.option("--unseen", is_flag=True, help="Exclude images already seen (by --classifier, or by any classifier).")
 @click.option("--classifier", metavar="NAME", help="With --unseen: whose seen flags to use.")
 @db_option
@@ -175,7 +221,7 @@ def search(text, image, k, unseen, classifier, db, as_json):
                    "results": [{"id": h.id, "score": round(h.score, 6), "path": h.path, "label": h.label} for h in hits]})
         return
     for rank, h in enumerate(hits, 1):
-        click.echo(f"{rank:3d}  {h.score:+.4f}  {h.path}" + (f"  [{h.label}]" if h.label else ""))
+        click.echo(f"{rank:3d}  {h.score:+.4f}  {printable(h.path)}" + (f"  [{printable(h.label)}]" if h.label else ""))
 
 
 def _seen_scope(coll, unseen: bool, classifier: str | None):
@@ -189,7 +235,7 @@ def _seen_scope(coll, unseen: bool, classifier: str | None):
 def _classifier_id(coll, name: str) -> int:
     from localq.errors import ClassifierNotFound
 
-    row = coll.store.classifier(name)
+    row = coll.store.classifier(check_name(name))
     if row is None:
         raise ClassifierNotFound(f"no classifier named {name!r}: see `localq classifiers`")
     return row.id
@@ -211,7 +257,7 @@ def stats(db, as_json):
     if as_json:
         emit_json(info)
         return
-    click.echo(f"collection  {info['path']}")
+    click.echo(f"collection  {printable(info['path'])}")
     click.echo(f"model       {info['model_id']} ({info['encoder']}), dim {info['dim']}")
     click.echo(f"images      {info['images']} (seen {info['seen']}, skipped files {info['skipped']})")
     click.echo(f"classifiers {info['classifiers']}")
@@ -240,7 +286,7 @@ def reset(classifier, db):
     with open_collection(db) as coll:
         cid = _classifier_id(coll, classifier) if classifier else None
         n = coll.store.reset_seen(cid)
-    click.echo(f"cleared {n} seen flags" + (f" of {classifier}" if classifier else ""))
+    click.echo(f"cleared {n} seen flags" + (f" of {printable(classifier)}" if classifier else ""))
 
 
 @cli.command()
@@ -260,7 +306,7 @@ def skipped(db, as_json):
         emit_json({"skipped": [{"path": s.path, "reason": s.reason, "at": s.at} for s in rows]})
         return
     for s in rows:
-        click.echo(f"{s.path}\t{s.reason}")
+        click.echo(f"{printable(s.path)}\t{printable(s.reason)}")
     click.echo(f"{len(rows)} skipped", err=True)
 
 
@@ -276,7 +322,7 @@ def _open_trainer(coll, name: str):
 @click.option("--classifier", "from_classifier", metavar="NAME", help="Continue an existing classifier.")
 @click.option("--from-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Start from a classifier file (.safetensors, .npy, torch .pt).")
 @click.option("--name", metavar="NAME", help="Name of a new classifier (default: from the prompt).")
-@click.option("-k", type=int, help="Images per batch (default 10).")
+@count_option("-k", help="Images per batch (default 10).")
 @click.option("--strategy", type=click.Choice(["top", "boundary", "diverse", "random"]), help="How each batch is chosen.")
 @click.option("--thumbnails", type=click.Choice(["auto", "halfblock", "sixel", "kitty"]), default="auto", show_default=True,
               envvar="LOCALQ_THUMBNAILS", help="Image protocol; halfblock always works over SSH.")
@@ -310,21 +356,17 @@ def _start_or_open(db, prompt, images, from_classifier, from_file, name, k, stra
     if from_classifier:
         trainer = Trainer.open(coll, from_classifier)
     else:
-        name = name or slug(prompt or (Path(from_file).stem if from_file else "examples"))
+        # An explicit --name must be valid as given ('' too); only a missing one is derived.
+        name = check_name(name) if name is not None else slug(prompt or (Path(from_file).stem if from_file else "examples"))
         if coll.store.classifier(name) is not None:
             trainer = Trainer.open(coll, name)
-            click.echo(f"continuing classifier {name!r} (round {trainer.round})", err=True)
+            click.echo(f"continuing classifier {printable(name)!r} (round {trainer.round})", err=True)
         else:
             settings = Settings(**{key: v for key, v in (("k", k), ("strategy", strategy)) if v})
             trainer = Trainer.create(coll, name, prompt=prompt, images=images, weights_file=from_file, settings=settings)
     if k or strategy:
         trainer.update_settings(**{key: v for key, v in (("k", k), ("strategy", strategy)) if v})
     return trainer
-
-
-def slug(text: str) -> str:
-    keep = "".join(c.lower() if c.isalnum() else "-" for c in text)
-    return "-".join(part for part in keep.split("-") if part)[:60] or "classifier"
 
 
 @cli.command()
@@ -355,8 +397,8 @@ def classifiers(db, as_json):
         return
     for r in rows:
         ap = f"  AP {r['ap']:.3f} ({r['target']})" if r["ap"] is not None else ""
-        click.echo(f"{r['name']:<28} round {r['round']:>3}  +{r['labels_positive']}/-{r['labels_negative']}  "
-                   f"{r['strategy']:<8} {r['source']}: {r['prompt']}{ap}")
+        click.echo(f"{printable(r['name']):<28} round {r['round']:>3}  +{r['labels_positive']}/-{r['labels_negative']}  "
+                   f"{r['strategy']:<8} {r['source']}: {printable(r['prompt'])}{ap}")
     if not rows:
         click.echo("no classifiers yet: start one with `localq train \"a prompt\"`", err=True)
 
@@ -366,7 +408,7 @@ def classifiers(db, as_json):
 @click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @click.option("--threshold", type=float, default=0.0, show_default=True, help="Predict positive above this score (w·x + b).")
 @click.option("--split", help="Only collection images of this split (e.g. val).")
-@click.option("--limit", type=int, help="At most this many positives.")
+@count_option("--limit", help="At most this many positives.")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV output: path,score,label.")
 @db_option
 @json_option
@@ -386,7 +428,13 @@ def predict(classifier, paths, threshold, split, limit, as_csv, db, as_json):
         files += [str(f) for f in sorted(p.rglob("*")) if is_image_path(f)] if p.is_dir() else [str(p)]
     with open_collection(db) as coll:
         trainer = _open_trainer(coll, classifier)
-        preds = trainer.predict(threshold=threshold, paths=files, split=split, limit=limit)
+        if files:  # one undecodable file is left out with a note, never fatal to the others
+            preds, bad = trainer.predict_files(files, threshold)
+            preds = preds[:limit] if limit else preds
+        else:
+            preds, bad = trainer.predict(threshold=threshold, split=split, limit=limit), []
+    for path, reason in bad:
+        click.echo(f"skipped {printable(path)}: {printable(reason)}", err=True)
     if as_json:
         emit_json({"classifier": classifier, "threshold": threshold,
                    "predictions": [{"id": p.id, "path": p.path, "score": round(p.score, 6), "label": p.label} for p in preds]})
@@ -395,10 +443,11 @@ def predict(classifier, paths, threshold, split, limit, as_csv, db, as_json):
 
         writer = csv.writer(sys.stdout)
         writer.writerow(["path", "score", "label"])
-        writer.writerows([(p.path, f"{p.score:.6f}", p.label or "") for p in preds])
+        # Escaped like every printed path (a terminal or a pipe); --json carries names losslessly.
+        writer.writerows([(printable(p.path), f"{p.score:.6f}", printable(p.label or "")) for p in preds])
     else:
         for p in preds:
-            click.echo(f"{p.score:+.4f}  {p.path}" + (f"  [{p.label}]" if p.label else ""))
+            click.echo(f"{p.score:+.4f}  {printable(p.path)}" + (f"  [{printable(p.label)}]" if p.label else ""))
         click.echo(f"{len(preds)} positive above {threshold}", err=True)
 
 
@@ -417,11 +466,12 @@ def export(classifier, out_dir, fmt, db):
     """
     from localq.export import export_classifier
 
+    check_name(classifier)  # before it becomes the default folder name
     with open_collection(db) as coll:
         trainer = _open_trainer(coll, classifier)
         written = export_classifier(trainer, out_dir or Path(f"{classifier}-export"), fmt=fmt)
     for path in written:
-        click.echo(str(path))
+        click.echo(printable(path))
 
 
 @cli.command()
@@ -467,7 +517,7 @@ def undo(classifier, db):
     with open_collection(db) as coll:
         trainer = _open_trainer(coll, classifier)
         trainer.undo()
-        click.echo(f"{classifier} is back at round {trainer.round}")
+        click.echo(f"{printable(classifier)} is back at round {trainer.round}")
 
 
 @cli.command()
@@ -561,7 +611,7 @@ def demo(folder, prompt, index_only, db):
         )
     db = db or paths.user_data_dir() / "demo"
     with open_collection(db, create=True) as coll:
-        click.echo(f"indexing {source} into {coll.root} (only new files are embedded)", err=True)
+        click.echo(f"indexing {printable(source)} into {printable(coll.root)} (only new files are embedded)", err=True)
         enc = load_encoder(coll.encoder_spec or "lite0", coll.encoder_weights)
         report = index_paths(coll, [source], enc, with_labels=folder is None, progress=ProgressLine("indexing", True))
         if report.interrupted:

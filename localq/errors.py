@@ -68,3 +68,11 @@ class DatabaseDamaged(LocalqError):
 
 class StaleClassifier(LocalqError):
     """Another process changed this classifier since it was loaded; it has been reloaded."""
+
+
+class InvalidName(LocalqError):
+    """A classifier name outside the safe slug character set (see localq.names)."""
+
+
+class InvalidClassifierFile(LocalqError):
+    """A classifier file whose weights or bias are not a usable linear layer."""

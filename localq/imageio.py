@@ -4,33 +4,75 @@ person would see it (EXIF orientation applied, alpha on white) or raises
 
 Reasons are a fixed vocabulary so that skips can be counted by kind:
 "empty file", "not an image", "truncated image", "decompression bomb: WxH",
-"unreadable: <errno text>", "corrupt image: <detail>".
+"extreme aspect ratio: WxH", "not a regular file: <kind>", "file too large: N bytes",
+"too large to decode", "unreadable: <errno text>", "corrupt image: <detail>".
+
+Which files are images is decided by suffix, in one place (``IMAGE_EXTENSIONS``); files
+whose suffix says image or video but that localq cannot decode (``UNSUPPORTED_EXTENSIONS``)
+are listed by `localq skipped` with the reason; every other file is not an image and
+is passed over silently.
 """
 
 from __future__ import annotations
 
+import io
 import os
+import stat
 import struct
 import warnings
 from dataclasses import dataclass
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError, features
 
 from localq.errors import BadImage
 
+# HEIC/HEIF (what phones write) decode through the pillow-heif plugin, AVIF through
+# Pillow itself where it was built with libavif (Pillow >= 11.3 wheels are).
+HEIF_EXTENSIONS = frozenset({".heic", ".heif", ".hif"})
+_HAVE_HEIF = find_spec("pillow_heif") is not None
+_HAVE_AVIF = bool(features.check_module("avif")) if "avif" in features.modules else False
+
 # Suffixes (lower case, with the dot) that the folder scanner treats as images.
-# Everything Pillow decodes out of the box that people keep photos in.
+# Everything Pillow decodes that people keep photos in.
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".dib", ".gif", ".tif", ".tiff"}
+    | (HEIF_EXTENSIONS if _HAVE_HEIF else set())
+    | ({".avif"} if _HAVE_AVIF else set())
 )
+
+# Suffixes of images and videos localq does not decode: recorded as skipped with this
+# reason, so that a photo folder's SVGs, raw files and clips are accounted for.
+_UNSUPPORTED_KINDS = {
+    "SVG vector drawing": (".svg", ".svgz"),
+    "HEIC/HEIF (install pillow-heif)": tuple(sorted(HEIF_EXTENSIONS)),
+    "AVIF (this Pillow was built without libavif)": (".avif",),
+    "camera raw": (".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".orf", ".rw2",
+                   ".raf", ".pef", ".srw", ".x3f", ".raw", ".3fr", ".erf", ".kdc", ".mrw"),
+    "layered or vector document": (".psd", ".psb", ".xcf", ".ai", ".eps", ".kra"),
+    "JPEG XL": (".jxl",),
+    "video": (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".3gp", ".mts", ".m2ts", ".wmv", ".mpg", ".mpeg"),
+}
+UNSUPPORTED_EXTENSIONS = {
+    suffix: f"unsupported format: {kind}"
+    for kind, suffixes in _UNSUPPORTED_KINDS.items() for suffix in suffixes if suffix not in IMAGE_EXTENSIONS
+}
+
+# A file this big is not a photo (and reading it to hash it would take its size in RAM).
+MAX_FILE_BYTES = 2 << 30
 
 # Refuse images whose declared size exceeds this many pixels before decoding them.
 # It equals the point where Pillow itself raises (2 x its 89.5M warning limit), so a
 # 200 MP phone panorama just passes (~600 MB of RGB while decoding) while a PNG that
 # claims 100k x 100k pixels is refused from its header alone.
 MAX_PIXELS = 2 * 89_478_485
+
+# A pixel-count limit alone misses thin images: a 138-byte 20000x1 PNG is 20k pixels,
+# but the encoder scales its short side up to ~224 px, i.e. 4.5M x 224 pixels (5 GB).
+# Panoramas stay under ~30:1; beyond this the image is refused from its header.
+MAX_ASPECT_RATIO = 100
 
 # JPEG orientations 5-8 are rotations by 90 or 270 degrees: width and height swap.
 _SWAPS_AXES = {5, 6, 7, 8}
@@ -48,31 +90,82 @@ def is_image_path(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
-def read_image(
-    path: str | os.PathLike, target_size: int | None = None, *, max_pixels: int | None = None
-) -> DecodedImage:
-    """Decode ``path`` to RGB. With ``target_size`` (the encoder's input side), large
-    JPEGs are decoded at a reduced DCT scale that still leaves at least twice that
-    many pixels on each side: a 4000x3000 photo decodes ~10x faster this way."""
-    limit = MAX_PIXELS if max_pixels is None else max_pixels
+def unsupported_reason(path: str | os.PathLike) -> str | None:
+    """The skip reason for an image or video file localq cannot decode, else None."""
+    return UNSUPPORTED_EXTENSIONS.get(Path(path).suffix.lower())
+
+
+_FILE_KINDS = ((stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "fifo"), (stat.S_ISCHR, "character device"),
+               (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"))
+
+
+def not_regular_reason(mode: int) -> str | None:
+    """Why a file of this st_mode is refused (a FIFO would block a read forever, a
+    device like /dev/zero never ends), or None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), "special file")
+    return f"not a regular file: {kind}"
+
+
+def open_regular(path: str | os.PathLike):
+    """A binary file object for ``path`` if it is a regular file of sane size, else
+    BadImage. The type is checked with stat before opening (opening some devices has
+    effects) and again on the open descriptor, which O_NONBLOCK keeps from hanging if
+    the file was swapped for a FIFO in between."""
     try:
-        fh = open(path, "rb")
+        reason = not_regular_reason(os.stat(path).st_mode)
+        if reason:
+            raise BadImage(reason)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         raise BadImage(f"unreadable: {exc.strerror or exc}") from exc
+    fh = os.fdopen(fd, "rb")
+    try:
+        st = os.fstat(fd)
+        reason = not_regular_reason(st.st_mode)
+        if reason:
+            raise BadImage(reason)
+        if st.st_size > MAX_FILE_BYTES:
+            raise BadImage(f"file too large: {st.st_size} bytes")
+        os.set_blocking(fd, True)
+    except BaseException:
+        fh.close()
+        raise
+    return fh
+
+
+def read_file(path: str | os.PathLike) -> bytes:
+    """The bytes of a regular file (see ``open_regular``), or BadImage."""
+    with open_regular(path) as fh:
+        try:
+            return fh.read(MAX_FILE_BYTES + 1)
+        except OSError as exc:
+            raise BadImage(f"unreadable: {exc.strerror or exc}") from exc
+
+
+def read_image(
+    source: str | os.PathLike | bytes, target_size: int | None = None, *, max_pixels: int | None = None
+) -> DecodedImage:
+    """Decode a file (a path, or its bytes already read) to RGB. With ``target_size``
+    (the encoder's input side), large JPEGs are decoded at a reduced DCT scale that still
+    leaves at least twice that many pixels on each side: a 4000x3000 photo decodes ~10x
+    faster this way."""
+    limit = MAX_PIXELS if max_pixels is None else max_pixels
+    _register_plugins()
+    fh = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else open_regular(source)
     width = height = 0
     with fh:
         try:
-            if os.fstat(fh.fileno()).st_size == 0:
+            if fh.seek(0, io.SEEK_END) == 0:
                 raise BadImage("empty file")
+            fh.seek(0)
             with warnings.catch_warnings():
                 # Pillow warns between its two limits; we apply our own limit below.
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 img = Image.open(fh)
             width, height = img.size
-            if width * height > limit:
-                raise BadImage(f"decompression bomb: {width}x{height}")
-            if width < 1 or height < 1:
-                raise BadImage("corrupt image: zero size")
+            check_size(width, height, limit)
             orientation = _orientation(img)
             if orientation in _SWAPS_AXES:
                 width, height = height, width
@@ -83,6 +176,8 @@ def read_image(
                 img.load()
         except BadImage:
             raise
+        except MemoryError as exc:  # a size the header checks let through still must not kill the run
+            raise BadImage("too large to decode") from exc
         except UnidentifiedImageError as exc:
             raise BadImage("not an image") from exc
         except Image.DecompressionBombError as exc:
@@ -98,6 +193,35 @@ def read_image(
     return DecodedImage(to_rgb(img), width, height)
 
 
+def check_size(width: int, height: int, max_pixels: int = MAX_PIXELS) -> None:
+    """Refuse, from the header's size alone, what would take unbounded memory to use."""
+    if width < 1 or height < 1:
+        raise BadImage("corrupt image: zero size")
+    if width * height > max_pixels:
+        raise BadImage(f"decompression bomb: {width}x{height}")
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise BadImage(f"extreme aspect ratio: {width}x{height}")
+
+
+_plugins_registered = False
+
+
+def _register_plugins() -> None:
+    """Register pillow-heif's HEIC/HEIF opener on first use (importing it costs ~50 ms
+    that `localq --help` should not pay)."""
+    global _plugins_registered
+    if _plugins_registered:
+        return
+    _plugins_registered = True
+    if _HAVE_HEIF:
+        try:
+            from pillow_heif import register_heif_opener
+
+            register_heif_opener()
+        except Exception:  # a broken plugin install must not stop JPEGs: HEIC files then skip as "not an image"
+            pass
+
+
 def open_image(path: str | os.PathLike, target_size: int | None = None) -> Image.Image:
     """The RGB image at ``path``; raises ``BadImage`` for anything undecodable."""
     return read_image(path, target_size).image
@@ -105,10 +229,11 @@ def open_image(path: str | os.PathLike, target_size: int | None = None) -> Image
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """(width, height) as displayed, from the header only (no pixel decoding)."""
+    _register_plugins()
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), open_regular(path) as fh:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(fh) as img:
                 width, height = img.size
                 if _orientation(img) in _SWAPS_AXES:
                     width, height = height, width

@@ -23,7 +23,7 @@ import numpy as np
 
 from localq.collection import Collection
 from localq.errors import BadImage
-from localq.imageio import read_image
+from localq.imageio import read_file, read_image
 from localq.scan import FileEntry, scan
 from localq.store import NewImage
 
@@ -77,8 +77,12 @@ def index_paths(
     for item in scan([Path(r) for r in roots], with_labels=with_labels):
         (entries if isinstance(item, FileEntry) else scan_skips).append(item)
     report.scanned = len(entries)
-    report.skipped += [(s.path, s.reason) for s in scan_skips]
-    store.record_skips([(s.path, s.reason, None, None) for s in scan_skips])
+    known_skips = store.skip_stats()
+    # A FIFO or an SVG skipped before, unchanged since, is counted, not reported again.
+    new_skips = [s for s in scan_skips if s.size is None or known_skips.get(s.path) != (s.size, s.mtime)]
+    report.skipped_known += len(scan_skips) - len(new_skips)
+    report.skipped += [(s.path, s.reason) for s in new_skips]
+    store.record_skips([(s.path, s.reason, s.size, s.mtime) for s in new_skips])
 
     todo, replaces = _plan(collection, roots, entries, scan_skips, report)
     last_save = time.perf_counter()
@@ -157,9 +161,9 @@ def _embed_batch(collection: Collection, encoder, batch: list[FileEntry], replac
     tensors, reused_vectors, skips, touches = [], {}, [], []
     for entry in batch:
         try:
-            data = Path(entry.path).read_bytes()
-        except OSError as exc:
-            skips.append((entry.path, f"unreadable: {exc.strerror or exc}", entry.size, entry.mtime))
+            data = read_file(entry.path)  # regular files only: never blocks on a FIFO swapped in
+        except BadImage as exc:
+            skips.append((entry.path, exc.reason, entry.size, entry.mtime))
             continue
         digest = file_digest(data)
         old_id = replaces.get(entry.path)
@@ -169,18 +173,22 @@ def _embed_batch(collection: Collection, encoder, batch: list[FileEntry], replac
                 touches.append((entry, old_id))
                 continue
         try:
-            # A second read of a file just hashed is served from the page cache.
-            decoded = read_image(entry.path, getattr(encoder, "image_size", None))
+            # Decoded from the bytes just hashed: what is embedded is what was hashed.
+            decoded = read_image(data, getattr(encoder, "image_size", None))
+            image, width, height = decoded.image, decoded.width, decoded.height
+            vector = store.live_vector_for_hash(digest)
+            tensor = encoder.preprocess(image) if vector is None else None
         except BadImage as exc:
             skips.append((entry.path, exc.reason, entry.size, entry.mtime))
             continue
-        image, width, height = decoded.image, decoded.width, decoded.height
+        except MemoryError:
+            skips.append((entry.path, "too large to decode", entry.size, entry.mtime))
+            continue
         rows.append(NewImage(entry.path, digest, entry.size, entry.mtime, width, height, entry.label, entry.split))
-        vector = store.live_vector_for_hash(digest)
         if vector is not None:
             reused_vectors[len(rows) - 1] = vector
         else:
-            tensors.append((len(rows) - 1, encoder.preprocess(image)))
+            tensors.append((len(rows) - 1, tensor))
     vectors = np.zeros((len(rows), collection.dim), dtype=np.float32)
     if tensors:
         import torch

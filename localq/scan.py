@@ -1,7 +1,9 @@
 """Walk folders and list the image files in them.
 
-Unreadable directories and broken symlinks are reported as skips, never raised, so one
-bad corner of a photo collection cannot abort an indexing run.
+Unreadable directories, broken symlinks, FIFOs, devices and sockets (refused from stat,
+never opened), and images or videos of a format localq cannot decode are reported as
+skips, never raised, so one bad corner of a photo collection cannot abort an indexing
+run. Which suffixes count as images is decided in ``localq.imageio``.
 """
 
 import os
@@ -9,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from localq.imageio import IMAGE_EXTENSIONS
+from localq.imageio import IMAGE_EXTENSIONS, not_regular_reason, unsupported_reason
 
 
 @dataclass(frozen=True)
@@ -25,11 +27,14 @@ class FileEntry:
 class ScanSkip:
     path: str
     reason: str
+    size: int | None = None  # with mtime: lets a re-run recognise a file it skipped before
+    mtime: float | None = None
 
 
 def labels_from_path(path: Path, root: Path) -> tuple[str | None, str | None]:
     """Read ``split/class/file`` or ``class/file`` under ``root`` as (label, split)."""
     parts = path.relative_to(root).parts[:-1]
+    parts = tuple(_text(p) for p in parts)
     if not parts:
         return None, None
     if len(parts) == 1:
@@ -37,12 +42,19 @@ def labels_from_path(path: Path, root: Path) -> tuple[str | None, str | None]:
     return parts[-1], parts[-2]
 
 
+def _text(name: str) -> str:
+    """A folder name as valid UTF-8 text: its undecodable bytes as '\\xff' (a label is a
+    class name, not a path, so a readable stand-in is all it needs to be)."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def scan(roots: list[Path], *, with_labels: bool = False) -> Iterator[FileEntry | ScanSkip]:
     """Yield a FileEntry per image file (sorted, deterministic) and a ScanSkip per problem."""
     for root in roots:
         root = Path(root).expanduser().absolute()
-        if root.is_file():
-            yield from _entry(root, root.parent, with_labels=False)
+        if os.path.lexists(root) and not root.is_dir():  # one file named on the command line
+            reason = unsupported_reason(root)
+            yield _skip(root, reason) if reason else next(_entry(root, root.parent, with_labels=False))
             continue
         if not root.is_dir():
             yield ScanSkip(str(root), "no such file or directory")
@@ -69,6 +81,16 @@ def _walk(directory: Path, root: Path, with_labels: bool) -> Iterator[FileEntry 
             yield from _walk(path, root, with_labels)
         elif path.suffix.lower() in IMAGE_EXTENSIONS:
             yield from _entry(path, root, with_labels)
+        elif reason := unsupported_reason(path):
+            yield _skip(path, reason)
+
+
+def _skip(path: Path, reason: str) -> ScanSkip:
+    try:
+        st = path.stat()
+        return ScanSkip(str(path), reason, st.st_size, st.st_mtime)
+    except OSError:
+        return ScanSkip(str(path), reason)
 
 
 def _entry(path: Path, root: Path, with_labels: bool) -> Iterator[FileEntry | ScanSkip]:
@@ -77,6 +99,10 @@ def _entry(path: Path, root: Path, with_labels: bool) -> Iterator[FileEntry | Sc
     except OSError as exc:
         reason = "broken symlink" if path.is_symlink() else f"unreadable: {exc.strerror or exc}"
         yield ScanSkip(str(path), reason)
+        return
+    reason = not_regular_reason(st.st_mode)
+    if reason:  # recorded under the name found, not its target: a link to /dev/zero is the link
+        yield ScanSkip(str(path), reason, st.st_size, st.st_mtime)
         return
     label, split = labels_from_path(path, root) if with_labels else (None, None)
     yield FileEntry(str(path.resolve()), st.st_size, st.st_mtime, label, split)

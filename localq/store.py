@@ -22,6 +22,7 @@ import sqlite_utils
 from localq.errors import (
     CollectionBusy, CollectionUnwritable, DatabaseDamaged, LocalqError, StaleClassifier,
 )
+from localq.pathcodec import from_db, to_db
 
 
 @dataclass(frozen=True)
@@ -306,7 +307,7 @@ class Store:
 
     def _image_rows(self, where: str, params: Iterable = ()) -> list[ImageRow]:
         sql = f"SELECT id, path, hash, size, mtime, width, height, label, split, deleted FROM images {where}"
-        return [ImageRow(*r[:9], bool(r[9])) for r in self.conn.execute(sql, list(params))]
+        return [ImageRow(r[0], from_db(r[1]), *r[2:9], bool(r[9])) for r in self.conn.execute(sql, list(params))]
 
     def live_mask(self, n: int | None = None) -> np.ndarray:
         """Live rows among the first ``n`` (default: all): a reader sizes every mask to
@@ -329,7 +330,7 @@ class Store:
         return rows.fetchall()
 
     def live_id_for_path(self, path: str) -> int | None:
-        row = self.conn.execute("SELECT id FROM images WHERE path = ? AND deleted = 0", (path,)).fetchone()
+        row = self.conn.execute("SELECT id FROM images WHERE path = ? AND deleted = 0", (to_db(path),)).fetchone()
         return row[0] if row else None
 
     def live_vector_for_hash(self, digest: str) -> np.ndarray | None:
@@ -354,14 +355,14 @@ class Store:
             c.executemany(
                 "INSERT INTO images(id, path, hash, size, mtime, width, height, label, split, deleted, added_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)",
-                [(i, m.path, m.hash, m.size, m.mtime, m.width, m.height, m.label, m.split, now) for i, m in zip(ids, images)],
+                [(i, to_db(m.path), m.hash, m.size, m.mtime, m.width, m.height, m.label, m.split, now) for i, m in zip(ids, images)],
             )
             blobs = [to_blob(v) for v in vectors]
             c.executemany("INSERT INTO vectors(id, vector) VALUES (?, ?)", list(zip(ids, blobs)))
             if ids:
                 c.execute("INSERT INTO vector_digests(end_row, digest) VALUES (?, ?)",
                           (ids[-1] + 1, chain_digest(self._digest_at(c, start) or "", blobs)))
-            c.executemany("DELETE FROM skipped WHERE path = ?", [(m.path,) for m in images])
+            c.executemany("DELETE FROM skipped WHERE path = ?", [(to_db(m.path),) for m in images])
         return ids
 
     def vectors_digest(self, end_row: int) -> str | None:
@@ -383,7 +384,8 @@ class Store:
         out: dict[str, ImageRow] = {}
         for chunk in _chunks(list(paths), 900):
             marks = ",".join("?" * len(chunk))
-            out.update({r.path: r for r in self._image_rows(f"WHERE deleted = 0 AND path IN ({marks})", chunk)})
+            out.update({r.path: r for r in self._image_rows(f"WHERE deleted = 0 AND path IN ({marks})",
+                                                             [to_db(p) for p in chunk])})
         return out
 
     def tombstone(self, ids: Iterable[int]) -> None:
@@ -419,18 +421,19 @@ class Store:
                 "INSERT INTO skipped(path, reason, size, mtime, at) VALUES (?, ?, ?, ?, ?)"
                 " ON CONFLICT(path) DO UPDATE SET reason = excluded.reason, size = excluded.size,"
                 " mtime = excluded.mtime, at = excluded.at",
-                [(p, r, s, m, now) for p, r, s, m in skips],
+                # A reason quoting a decoder's message may carry a name's undecodable bytes.
+                [(to_db(p), r.encode("utf-8", "backslashreplace").decode("utf-8"), s, m, now) for p, r, s, m in skips],
             )
 
     def forget_skips(self, paths: Iterable[str]) -> None:
         with self.transaction() as c:
-            c.executemany("DELETE FROM skipped WHERE path = ?", [(p,) for p in paths])
+            c.executemany("DELETE FROM skipped WHERE path = ?", [(to_db(p),) for p in paths])
 
     def skipped(self) -> list[Skip]:
-        return [Skip(*r) for r in self.conn.execute("SELECT path, reason, at FROM skipped ORDER BY path")]
+        return [Skip(from_db(p), r, at) for p, r, at in self.conn.execute("SELECT path, reason, at FROM skipped ORDER BY path")]
 
     def skip_stats(self) -> dict[str, tuple[int | None, float | None]]:
-        return {p: (s, m) for p, s, m in self.conn.execute("SELECT path, size, mtime FROM skipped")}
+        return {from_db(p): (s, m) for p, s, m in self.conn.execute("SELECT path, size, mtime FROM skipped")}
 
     # -- seen flags ---------------------------------------------------------------
     def seen_ids(self, classifier_id: int | None = None) -> np.ndarray:

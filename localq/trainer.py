@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import numbers
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from localq.errors import (BadImage, ClassifierNotFound, EncoderMismatch, ImageN
                            LocalqError, NothingToUndo, StaleClassifier)
 from localq.fit import fit_article_baseline, fit_linear
 from localq.metrics import average_precision, precision_recall_at
+from localq.names import check_name
 from localq.sampling import DEFAULT_STRATEGY, STRATEGIES, select
 from localq.store import ClassifierRow, RoundRow
 
@@ -46,6 +48,7 @@ class Settings:
     target: str | None = None  # class label evaluated against; inferred from positives when None
     pool_split: str | None = None  # retrieve only images of this split (e.g. train), keeping val held out
     fit: str = "all-labels"  # or "article": the original's fit on the latest batch only (a baseline)
+    seed_name: str | None = None  # text the per-classifier random seed is drawn from (default: the name)
 
     @classmethod
     def from_dict(cls, data: dict) -> "Settings":
@@ -92,7 +95,7 @@ class Trainer:
     # -- creating and opening ---------------------------------------------------------
     @classmethod
     def open(cls, collection: Collection, name: str) -> "Trainer":
-        row = collection.store.classifier(name)
+        row = collection.store.classifier(check_name(name))
         if row is None:
             known = ", ".join(c.name for c in collection.store.classifiers()) or "none yet"
             raise ClassifierNotFound(f"no classifier named {name!r} (known: {known})")
@@ -111,6 +114,7 @@ class Trainer:
         replace: bool = False,
     ) -> "Trainer":
         """Start a classifier from a text prompt, example images (ids or files) or a classifier file."""
+        check_name(name)
         if sum(bool(x) for x in (prompt, images, weights_file)) != 1:
             raise LocalqError("start a classifier from exactly one of: a prompt, example images, a classifier file")
         settings = settings or Settings()
@@ -177,7 +181,8 @@ class Trainer:
 
     def _name_seed(self) -> int:
         """A seed from the classifier's name: stable whatever other classifiers exist."""
-        return int.from_bytes(hashlib.sha256(self.name.encode()).digest()[:4], "little")
+        key = self.settings.seed_name or self.name
+        return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "little")
 
     def _reload(self) -> None:
         self._latest_row = None
@@ -276,7 +281,9 @@ class Trainer:
         scores = self._validate(scores)
         if seen is None:
             seen = [h.id for h in self.pending] or list(scores)
-        seen = set(int(i) for i in seen) | set(scores)
+        live = self.collection.live_mask()
+        # A pending image deleted since by another `localq index` is simply not marked.
+        seen = {i for i in (_checked_id(i, None) for i in seen) if 0 <= i < len(live) and live[i]} | set(scores)
         if self.settings.fit == "article":
             w, b = fit_article_baseline(
                 self.collection.index.matrix()[np.fromiter(scores, dtype=np.int64)],
@@ -331,21 +338,14 @@ class Trainer:
         return n
 
     def _validate(self, scores: dict) -> dict[int, float]:
-        if not scores:
-            raise InvalidScores("no scores given")
-        live = self.collection.live_mask()
-        n_rows = len(live)
+        if not isinstance(scores, dict) or not scores:
+            raise InvalidScores("no scores given: pass a dict of image id -> score in [-1, 1]")
         batch = {h.id for h in self.pending}
+        live = self.collection.live_mask()
         clean = {}
         for key, value in scores.items():
-            try:
-                image_id, score = int(key), float(value)
-            except (TypeError, ValueError):
-                raise InvalidScores(f"score {value!r} for image {key!r} is not a number") from None
-            if math.isnan(score) or not -1.0 <= score <= 1.0:
-                raise InvalidScores(f"score {value!r} for image {image_id} is outside [-1, 1]")
-            if not 0 <= image_id < n_rows or not live[image_id]:
-                raise InvalidScores(f"image id {image_id} is not in the collection")
+            image_id = _checked_id(key, live)
+            score = _checked_score(value, image_id)
             if batch and image_id not in batch:
                 raise InvalidScores(f"image id {image_id} is not in the current batch")
             clean[image_id] = score
@@ -421,16 +421,10 @@ class Trainer:
 
     def predict(self, threshold: float = 0.0, paths: Sequence[str | Path] = (), *, split: str | None = None,
                 limit: int | None = None) -> list[Prediction]:
-        """Positives (score > threshold) sorted by score: over new files, or the collection (one split of it)."""
+        """Positives (score > threshold) sorted by score: over new files, or the collection (one split of it).
+        Undecodable files are left out (``predict_files`` also returns which, and why)."""
         if paths:
-            from localq.imageio import open_image
-
-            encoder = self.collection.encoder()
-            out = []
-            for batch in _chunks(list(paths), 32):
-                vectors = encoder.encode_images([open_image(p) for p in batch])
-                out += [Prediction(None, str(p), float(v @ self.weights + self.bias)) for p, v in zip(batch, vectors)]
-            preds = [p for p in out if p.score > threshold]
+            preds, _ = self.predict_files(paths, threshold)
         else:
             scores = self.score_all()
             mask = self.collection.live_mask() & (scores > threshold)
@@ -442,6 +436,29 @@ class Trainer:
             preds = [Prediction(int(i), rows[int(i)].path, float(scores[i]), rows[int(i)].label) for i in ids]
         preds.sort(key=lambda p: -p.score)
         return preds[:limit] if limit else preds
+
+    def predict_files(self, paths: Sequence[str | Path], threshold: float = 0.0
+                      ) -> tuple[list[Prediction], list[tuple[str, str]]]:
+        """Positives among files outside the collection, best first, and the (path, reason)
+        of each file that could not be decoded: one bad file never costs the others."""
+        from localq.errors import BadImage
+        from localq.imageio import open_image
+
+        encoder = self.collection.encoder()
+        out, skipped = [], []
+        for batch in _chunks(list(paths), 32):
+            images, kept = [], []
+            for p in batch:
+                try:
+                    images.append(open_image(p, getattr(encoder, "image_size", None)))
+                    kept.append(str(p))
+                except BadImage as exc:
+                    skipped.append((str(p), exc.reason))
+            if images:
+                vectors = encoder.encode_images(images)
+                out += [Prediction(None, p, float(v @ self.weights + self.bias)) for p, v in zip(kept, vectors)]
+        preds = sorted((p for p in out if p.score > threshold), key=lambda p: -p.score)
+        return preds, skipped
 
     # -- files ---------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
@@ -569,6 +586,32 @@ class LoopSummary:
     def cold(self) -> bool:
         """Labeled at least once and no positives yet, or the last COLD_ROUNDS rounds brought none."""
         return self.rounds > 0 and (self.positives == 0 or self.rounds_without_positive >= COLD_ROUNDS)
+
+
+def _checked_id(key: object, live: np.ndarray | None) -> int:
+    """An image id as an int: ints and integral floats only (2.7 or True would label
+    another image than the caller meant); with ``live``, of a live image."""
+    if isinstance(key, (bool, np.bool_)) or not isinstance(key, numbers.Real):
+        raise InvalidScores(f"image id {key!r} is not an integer")
+    if not isinstance(key, numbers.Integral) and not (math.isfinite(key) and float(key).is_integer()):
+        raise InvalidScores(f"image id {key!r} is not an integer")
+    image_id = int(key)
+    if live is not None and (not 0 <= image_id < len(live) or not live[image_id]):
+        raise InvalidScores(f"image id {image_id} is not in the collection")
+    return image_id
+
+
+def _checked_score(value: object, image_id: int) -> float:
+    """A label score as a finite float in [-1, 1]; bools, strings and 10**400 are refused."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise InvalidScores(f"score {value!r} for image {image_id} is not a number")
+    try:
+        score = float(value)
+    except (OverflowError, ValueError, TypeError):
+        raise InvalidScores(f"score for image {image_id} is outside [-1, 1]") from None
+    if not (math.isfinite(score) and -1.0 <= score <= 1.0):
+        raise InvalidScores(f"score {score!r} for image {image_id} is outside [-1, 1]")
+    return score
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

@@ -103,11 +103,12 @@ def test_loop_ap_matches_an_independent_evaluation(tmp_path):
     result = run_benchmark(coll, small_config(rounds=2, seeds=(0,), classes=("1",), methods=("localq-top",)),
                            dataset="synthetic")
     # Replay the same run by hand through the core API and score it with metrics directly.
-    from localq.bench.runner import BENCH_PREFIX, trainer_seed
+    from localq.bench.runner import bench_name, bench_seed_name, trainer_seed
 
-    # Same name as the benchmark's classifier: the background sample is seeded by it.
-    t = Trainer.create(coll, f"{BENCH_PREFIX}localq-top/1/0", prompt="a photo of a 1",
-                       settings=Settings(k=4, strategy="top", pool_split="train", target="1", seed=trainer_seed(0, "1")))
+    # Same seed name as the benchmark's classifier: the background sample is seeded by it.
+    t = Trainer.create(coll, bench_name("localq-top", "1", 0), prompt="a photo of a 1",
+                       settings=Settings(k=4, strategy="top", pool_split="train", target="1", seed=trainer_seed(0, "1"),
+                                         seed_name=bench_seed_name("localq-top", "1", 0)))
     for _ in range(2):
         t.submit({h.id: 1.0 if h.label == "1" else -1.0 for h in t.next_batch()})
     rows = coll.store.labels_with_split()

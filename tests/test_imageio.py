@@ -84,7 +84,7 @@ def test_missing_file(tmp_path):
 
 def test_directory_with_image_name(tmp_path):
     (tmp_path / "folder.jpg").mkdir()
-    assert _reason(tmp_path / "folder.jpg") == "unreadable: Is a directory"
+    assert _reason(tmp_path / "folder.jpg") == "not a regular file: directory"  # refused from stat, never opened
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")

@@ -3,7 +3,7 @@
 Each labeling run is an ordinary classifier driven through the core API (``Trainer``:
 ``create`` from the prompt, ``next_batch``, ``submit``, ``evaluate``), so the numbers
 measure exactly what a person gets from the UI or the CLI. Bench classifiers are named
-``bench/<method>/<class>/<seed>`` and deleted when their run ends.
+``bench.<method>.<class>.<seed>`` and deleted when their run ends.
 
 Methods (at equal label budgets, k labels a round):
 
@@ -29,7 +29,7 @@ from localq.bench.datasets import BenchDataError, class_names
 from localq.bench.labeler import labeler_for
 from localq.errors import LocalqError
 
-BENCH_PREFIX = "bench/"
+BENCH_PREFIX = "bench."
 EVAL_SPLITS = ("val", "validation", "valid", "test")  # tried in this order when none is given
 DEFAULT_PROMPT = "a photo of a {class}"
 
@@ -133,6 +133,21 @@ def resolve_methods(names: tuple[str, ...] | list[str]) -> list[Method]:
     return [known[n] for n in known if n in names]  # canonical order
 
 
+def bench_name(method: str, target: str, seed: int | None = None) -> str:
+    """A valid classifier name for one benchmark run (runs are sequential and deleted after,
+    so two targets that slug alike cannot collide)."""
+    from localq.names import slug
+
+    tail = "" if seed is None else f".{seed}"
+    return f"{BENCH_PREFIX}{slug(method, 'method')[:24]}.{slug(target, 'target')[:24]}{tail}"
+
+
+def bench_seed_name(method: str, target: str, seed: int) -> str:
+    """What a run's background sample is seeded from: the benchmark's classifier name
+    before names were restricted to slugs, so earlier reports reproduce exactly."""
+    return f"bench/{method}/{target}/{seed}"
+
+
 def trainer_seed(seed: int, target: str) -> int:
     """A per-(seed, class) seed: classes draw independent random batches, and running a
     subset of the classes gives each the same numbers as the full run."""
@@ -191,8 +206,9 @@ def run_benchmark(collection, config: BenchConfig, *, dataset: str,
     for target in classes:
         prompt = config.prompt.replace("{class}", names[target])
         # Zero-shot, and the ceiling measured by the same evaluation code.
-        base = timer("create", Trainer.create, collection, f"{BENCH_PREFIX}zero-shot/{target}", prompt=prompt,
-                     settings=Settings(pool_split=config.pool_split, target=target), replace=True)
+        base = timer("create", Trainer.create, collection, bench_name("zero-shot", target), prompt=prompt,
+                     settings=Settings(pool_split=config.pool_split, target=target,
+                                       seed_name=f"bench/zero-shot/{target}"), replace=True)
         ev = timer("evaluate", base.evaluate, split=eval_split)
         if any(m.kind == "zero-shot" for m in methods):
             out.append(Row(dataset, target, names[target], "zero-shot", None, 0, 0, ev.ap, ev.precision, ev.recall,
@@ -209,8 +225,9 @@ def run_benchmark(collection, config: BenchConfig, *, dataset: str,
         for method in loops:
             for seed in config.seeds:
                 settings = Settings(k=config.k, strategy=method.strategy, fit=method.fit, pool_split=config.pool_split,
-                                    target=target, seed=trainer_seed(seed, target))
-                trainer = timer("create", Trainer.create, collection, f"{BENCH_PREFIX}{method.name}/{target}/{seed}",
+                                    target=target, seed=trainer_seed(seed, target),
+                                    seed_name=bench_seed_name(method.name, target, seed))
+                trainer = timer("create", Trainer.create, collection, bench_name(method.name, target, seed),
                                 prompt=prompt, settings=settings, replace=True)
                 try:
                     out += _one_run(trainer, labeler, method, seed, config.rounds, eval_split, dataset,
@@ -254,7 +271,7 @@ def _one_run(trainer, labeler, method: Method, seed: int, rounds: int, eval_spli
 
 def cleanup(collection) -> int:
     """Delete bench classifiers left behind by a run that was killed mid-way."""
-    stale = [c for c in collection.store.classifiers() if c.name.startswith(BENCH_PREFIX)]
+    stale = [c for c in collection.store.classifiers() if c.name.startswith((BENCH_PREFIX, "bench/"))]  # + pre-slug runs
     for c in stale:
         collection.store.delete_classifier(c.id)
     return len(stale)

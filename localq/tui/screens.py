@@ -12,6 +12,7 @@ from textual.containers import Grid, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Input, Static
 
+from localq.display import printable
 from localq.tui.widgets import Card, ScoreControl, StatusLine, Thumbnail, format_score, snap
 
 MIN_CARD_WIDTH = 24  # cells, border included: 3 columns at 80x24
@@ -175,7 +176,7 @@ class PreviewScreen(Screen):
         self.big.path = card.hit.path
         hit = card.hit
         info = Text.assemble(
-            (f"{self.index + 1}/{len(self.items)}  ", "dim"), (hit.path, "bold"),
+            (f"{self.index + 1}/{len(self.items)}  ", "dim"), (printable(hit.path), "bold"),
             (f"  id {hit.id}" if hit.id is not None else "", "dim"),
             (f"  model {hit.score:+.3f}" if hit.score is not None else "", ""),
         )

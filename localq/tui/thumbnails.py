@@ -263,4 +263,6 @@ def resolve_protocol(requested: str) -> tuple[str, str | None]:
 
 
 def file_name(path: str) -> str:
-    return Path(path).name
+    from localq.display import printable
+
+    return printable(Path(path).name)  # escapes and undecodable bytes shown, never sent to the terminal
