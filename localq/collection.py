@@ -179,8 +179,17 @@ class Collection:
         ids, scores = self.index.search(np.asarray(query, np.float32), k, self.allowed_mask(unseen))
         return self.hits(ids, scores)
 
+    def text_vector(self, text: str) -> np.ndarray:
+        """The prompt's vector in this collection's space; a repeated prompt comes from the
+        on-disk prompt cache without loading the encoder."""
+        from localq import prompt_cache
+
+        if self.model_id is None:
+            raise CollectionNotFound(f"collection {self.root} is empty: index some images first")
+        return prompt_cache.text_vector(self.model_id, text, lambda t: self.encoder().encode_texts([t])[0])
+
     def search_text(self, text: str, k: int = 10, *, unseen: bool | int = False) -> list[Hit]:
-        return self.search(self.encoder().encode_texts([text])[0], k, unseen=unseen)
+        return self.search(self.text_vector(text), k, unseen=unseen)
 
     def search_image(self, path: str | Path, k: int = 10, *, unseen: bool | int = False) -> list[Hit]:
         from localq.imageio import open_image

@@ -119,7 +119,7 @@ class Trainer:
             collection.store.delete_classifier(existing.id)
         bias = None
         if prompt:
-            source, query = "prompt", collection.encoder().encode_texts([prompt])[0]
+            source, query = "prompt", collection.text_vector(prompt)
         elif images:
             source, query = "images", _unit(_example_vectors(collection, images).mean(axis=0))
             prompt = ", ".join(str(i) for i in images)
