@@ -277,10 +277,35 @@ def train(prompt, images, from_classifier, from_file, name, k, strategy, thumbna
       localq train "a photo of a dog"
       localq train --classifier a-photo-of-a-dog
     """
+    _import_ui_meanwhile()
     trainer = _start_or_open(db, prompt, images, from_classifier, from_file, name, k, strategy)
+    from localq.background import BackgroundIndexer, pending
     from localq.tui.app import run_train
 
-    run_train(trainer.collection, trainer, k=k, strategy=strategy, thumbnails=thumbnails)
+    coll = trainer.collection
+    unfinished = pending(coll)  # a demo quit mid-way: resume its indexing behind the UI
+    background = None
+    if unfinished:
+        background = BackgroundIndexer(coll.root, unfinished["roots"], coll.encoder(),
+                                       with_labels=bool(unfinished.get("with_labels"))).start()
+    try:
+        run_train(coll, trainer, k=k, strategy=strategy, thumbnails=thumbnails, background=background)
+    finally:
+        if background is not None:
+            background.stop()
+
+
+def _import_ui_meanwhile() -> None:
+    """Import Textual (~1 s) on a thread while the collection opens and the prompt is encoded."""
+    import threading
+
+    def load():
+        try:
+            import localq.tui.app  # noqa: F401
+        except Exception:  # the real import below reports it
+            pass
+
+    threading.Thread(target=load, name="localq-import-ui", daemon=True).start()
 
 
 def _start_or_open(db, prompt, images, from_classifier, from_file, name, k, strategy):
@@ -479,6 +504,7 @@ def demo(folder, prompt, index_only, db):
       localq demo ~/Pictures --prompt "a photo of a beach"
     """
     from localq import paths
+    from localq.background import BackgroundIndexer
     from localq.encoders import load_encoder
     from localq.indexer import index_paths
 
@@ -489,19 +515,26 @@ def demo(folder, prompt, index_only, db):
         )
     db = db or paths.user_data_dir() / "demo"
     with open_collection(db, create=True) as coll:
-        click.echo(f"indexing {source} into {coll.root} (only new files are embedded)", err=True)
         enc = load_encoder(coll.encoder_spec or "lite0", coll.encoder_weights)
-        report = index_paths(coll, [source], enc, with_labels=folder is None, progress=ProgressLine("indexing", True))
-        if report.interrupted:
-            click.echo("interrupted: run `localq demo` again to resume", err=True)
-            sys.exit(130)
-        click.echo(f"{coll.store.count_live()} images, {len(report.skipped)} skipped", err=True)
-    if index_only:
-        return
-    trainer = _start_or_open(db, prompt, (), None, None, None, None, None)
-    from localq.tui.app import run_train
+        if index_only:
+            click.echo(f"indexing {source} into {coll.root} (only new files are embedded)", err=True)
+            report = index_paths(coll, [source], enc, with_labels=folder is None, progress=ProgressLine("indexing", True))
+            if report.interrupted:
+                click.echo("interrupted: run `localq demo` again to resume", err=True)
+                sys.exit(130)
+            click.echo(f"{coll.store.count_live()} images, {len(report.skipped)} skipped", err=True)
+            return
+        coll.bind_encoder(enc)  # a new collection knows its vector space before the first image lands
+    # The UI opens at once; new files are indexed behind it (spread over the folders first).
+    _import_ui_meanwhile()
+    background = BackgroundIndexer(db, [source], enc, with_labels=folder is None).start()
+    try:
+        trainer = _start_or_open(db, prompt, (), None, None, None, None, None)
+        from localq.tui.app import run_train
 
-    run_train(trainer.collection, trainer, k=None, strategy=None, thumbnails="auto")
+        run_train(trainer.collection, trainer, k=None, strategy=None, thumbnails="auto", background=background)
+    finally:
+        background.stop()
 
 
 from localq.bench.command import bench as _bench_command  # noqa: E402  (click-only import)

@@ -235,8 +235,9 @@ class Store:
         return [ImageRow(*r[:9], bool(r[9])) for r in self.conn.execute(sql, list(params))]
 
     def live_mask(self) -> np.ndarray:
-        mask = np.zeros(self.n_rows(), dtype=bool)
         ids = np.fromiter((r[0] for r in self.conn.execute("SELECT id FROM images WHERE deleted = 0")), dtype=np.int64)
+        # Sized after reading the ids: a writer on another connection may add rows in between.
+        mask = np.zeros(max(self.n_rows(), int(ids.max()) + 1 if len(ids) else 0), dtype=bool)
         mask[ids] = True
         return mask
 

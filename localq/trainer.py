@@ -163,7 +163,7 @@ class Trainer:
         return self._latest_row
 
     def _seen_mask(self) -> np.ndarray:
-        n = self.store.n_rows()
+        n = self.collection.n_rows
         if self._seen is None or len(self._seen) != n:
             self._seen = np.zeros(n, dtype=bool)
             self._seen[self.store.seen_ids(self.row.id)] = True
@@ -209,6 +209,7 @@ class Trainer:
         """The next k unseen images to label, chosen by the strategy; never a seen one."""
         k = self.settings.k if k is None else k
         strategy = strategy or self.settings.strategy
+        self.collection.refresh()  # retrieve from rows a background indexer added meanwhile
         if strategy not in STRATEGIES:
             raise LocalqError(f"unknown strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
         rng = np.random.default_rng([self.settings.seed, self._name_seed(), self.round])

@@ -29,6 +29,7 @@ and a cache keyed on the mask object would then go stale.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -111,7 +112,8 @@ class VectorIndex:
         """Write atomically: a crash leaves either the old file or the new one, whole."""
         faiss = _faiss()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
+        # A name per writer: a background indexer and the UI may save the same file at once.
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
         faiss.write_index(self._index, str(tmp))
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())

@@ -13,6 +13,7 @@ still matches (after a dropped SSH session, say).
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from pathlib import Path
 from typing import Callable
@@ -115,8 +116,9 @@ class TrainApp(App):
 
     def __init__(self, open_trainer: Callable[[], object], root: Path, *, k: int | None = None,
                  strategy: str | None = None, thumbnails: str = "auto", colors: str | None = None,
-                 cache: ThumbnailCache | None = None):
+                 cache: ThumbnailCache | None = None, background=None):
         super().__init__()
+        self.background = background  # a localq.background.BackgroundIndexer still filling the collection
         self.core = Core(open_trainer, root)
         self.root = Path(root)
         self.k = k
@@ -245,7 +247,20 @@ class TrainApp(App):
     def start(self) -> None:
         if self.protocol_note:
             self.notify(self.protocol_note, severity="warning", timeout=5)
+        if self.background is not None:
+            self._show_indexing()
+            self._indexing_timer = self.set_interval(0.5, self._show_indexing)
         self.run_job("opening the collection", self._start())
+
+    def _show_indexing(self) -> None:
+        """Background indexing progress on the status line; each next batch sees the new rows."""
+        progress = self.background.progress()
+        try:
+            self.batch_screen.status_line.extra = progress.describe()
+        except StopIteration:  # torn down
+            return
+        if progress.finished:
+            self._indexing_timer.stop()
 
     async def _start(self) -> None:
         # The first fit imports torch (seconds on a busy machine): do it while the user looks at the first batch.
@@ -373,12 +388,15 @@ class TrainApp(App):
                 message = f"labels kept as a draft for next time: {exc}"
         else:
             self.write_draft()  # skips alone are not a round: keep them for next time
+        if self.background is not None:
+            self.batch_screen.status_line.busy = "stopping the indexer (everything indexed is saved)"
+            await asyncio.to_thread(self.background.stop)
         self.exit(message=message)
 
     async def on_unmount(self) -> None:
-        import asyncio
-
         self.cache.close()
+        if self.background is not None:
+            await asyncio.to_thread(self.background.stop)
         await asyncio.to_thread(self.core.close)
 
 
@@ -389,18 +407,26 @@ def _import_torch() -> None:
         pass
 
 
-def run_train(collection, trainer, *, k: int | None, strategy: str | None, thumbnails: str = "auto") -> None:
+def run_train(collection, trainer, *, k: int | None, strategy: str | None, thumbnails: str = "auto",
+              background=None) -> None:
     """Open the labeling UI on ``trainer`` (a classifier of ``collection``) and run it until quit.
 
     The app opens its own connection to the collection on its core thread (SQLite
-    connections are per thread); ``collection`` stays open for the caller to close."""
-    root = Path(collection.root)
+    connections are per thread); ``collection`` stays open for the caller to close.
+    ``background``: a started BackgroundIndexer; the first batch waits for its first
+    few hundred images, later batches retrieve from whatever is indexed by then."""
     name = trainer.name
+    TrainApp(trainer_opener(collection, name, background), Path(collection.root), k=k, strategy=strategy,
+             thumbnails=thumbnails, background=background).run()
 
+
+def trainer_opener(collection, name: str, background=None) -> Callable[[], object]:
     def open_trainer():
-        from localq.collection import Collection
         from localq.trainer import Trainer
 
-        return Trainer.open(Collection.open(root), name)
+        if background is not None:
+            background.wait_for()
+        # The caller's vector index is already in memory: the core thread takes it over.
+        return Trainer.open(collection.reopen(), name)
 
-    TrainApp(open_trainer, root, k=k, strategy=strategy, thumbnails=thumbnails).run()
+    return open_trainer
