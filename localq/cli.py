@@ -82,10 +82,12 @@ def cli():
 @encoder_options
 @click.option("--labels", "with_labels", is_flag=True, help="Read class label and split from split/class/file folder names.")
 @click.option("--batch-size", default=32, show_default=True, help="Images per encoder batch.")
+@click.option("--decode-threads", default=1, show_default=True, type=click.IntRange(0, 8),
+              help="Threads decoding the next batch while the model runs (0: decode in turn with it).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @json_option
 @friendly_errors
-def index(paths, db, encoder, weights, with_labels, batch_size, quiet, as_json):
+def index(paths, db, encoder, weights, with_labels, batch_size, decode_threads, quiet, as_json):
     """Embed every image under PATHS into the collection.
 
     Re-running embeds only new or changed files and drops deleted ones; an interrupted
@@ -102,8 +104,10 @@ def index(paths, db, encoder, weights, with_labels, batch_size, quiet, as_json):
     with open_collection(db, create=True) as coll:
         spec = encoder or coll.encoder_spec or "lite0"
         enc = load_encoder(spec, weights if weights else (coll.encoder_weights if spec == coll.encoder_spec else None))
+        getattr(enc, "model", None)  # a lazily loaded CNN loads now, outside the timed run (as before)
         progress = ProgressLine("indexing", enabled=not quiet and not as_json)
-        report = index_paths(coll, list(paths), enc, with_labels=with_labels, batch_size=batch_size, progress=progress)
+        report = index_paths(coll, list(paths), enc, with_labels=with_labels, batch_size=batch_size, progress=progress,
+                             decode_workers=decode_threads)
         total = coll.store.count_live()
     if as_json:
         emit_json({"collection": str(coll.root), "images": total, **_report_dict(report)})

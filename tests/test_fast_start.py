@@ -177,3 +177,118 @@ def test_spread_order_interleaves_folders_deterministically():
     order = [e.path for e in spread_order(entries)]
     assert order == ["/p/a/0.jpg", "/p/b/0.jpg", "/p/c/0.jpg", "/p/a/1.jpg", "/p/c/1.jpg", "/p/a/2.jpg"]
     assert spread_order(entries) == spread_order(entries)
+
+
+# -- indexing behind the labeling UI -------------------------------------------------------------
+
+class GatedEncoder(ColorEncoder):
+    """Embeds ``free`` batches, then waits until ``gate`` is set: the test decides how far indexing got."""
+
+    def __init__(self, free: int):
+        self.free = threading.Semaphore(free)
+        self.gate = threading.Event()
+
+    def encode_batch(self, batch):
+        if not self.gate.is_set() and not self.free.acquire(blocking=False):
+            self.gate.wait()
+        return super().encode_batch(batch)
+
+
+def _photos(root: Path, per_class: int = 20) -> Path:
+    for name, rgb in (("red", (220, 20, 20)), ("green", (20, 200, 30)), ("blue", (30, 40, 210))):
+        for i in range(per_class):
+            write_image(root / name / f"{name}{i:02d}.png", tuple(max(0, c - i) for c in rgb))
+    return root
+
+
+def _ui(tmp_path, encoder, warmup: int = 8):
+    from localq.background import BackgroundIndexer
+    from localq.trainer import Settings, Trainer
+    from localq.tui.app import TrainApp, trainer_opener
+
+    photos, root = _photos(tmp_path / "photos"), tmp_path / "coll"
+    with Collection.open(root, create=True) as coll:
+        coll.bind_encoder(encoder)
+    background = BackgroundIndexer(root, [photos], encoder, with_labels=True, batch_size=4, warmup=warmup).start()
+    coll = Collection.open(root)
+    coll.bind_encoder(encoder)
+    Trainer.create(coll, "reds", prompt="red", settings=Settings(k=6))
+    app = TrainApp(trainer_opener(coll, "reds", background), root, thumbnails="halfblock", colors="truecolor",
+                   background=background)
+    return app, background, root
+
+
+async def _until(pilot, condition, what: str):
+    for _ in range(1500):  # a hang guard, not a timing test
+        if condition():
+            return
+        await pilot.pause(0.02)
+    raise AssertionError(f"never happened: {what}")
+
+
+@pytest.mark.asyncio
+async def test_the_ui_opens_while_indexing_and_later_batches_see_new_rows(tmp_path, cache):
+    pytest.importorskip("textual")
+    import asyncio
+
+    from test_tui import cards, settle
+
+    encoder = GatedEncoder(free=2)  # 2 batches of 4 = the 8-image warm-up, then indexing waits
+    app, background, root = _ui(tmp_path, encoder)
+    try:
+        async with app.run_test(size=(100, 40)) as pilot:
+            await settle(pilot)
+            first = [c.hit.id for c in cards(app)]
+            assert len(first) == 6 and max(first) < 8
+            assert await app.core.call(lambda t: t.collection.n_rows) == 8
+            status = app.batch_screen.status_line
+            await _until(pilot, lambda: status.extra.startswith("indexing 8/60"), "progress on the status line")
+            encoder.gate.set()
+            await asyncio.to_thread(background.wait_for, 60)
+            await pilot.press("3", "f")
+            await settle(pilot)
+            second = [c.hit.id for c in cards(app)]
+            # Only 2 of the first 8 images are still unseen: the new batch comes from the new rows.
+            assert len(second) == 6 and sum(i >= 8 for i in second) >= 4
+            assert await app.core.call(lambda t: t.collection.n_rows) == 60
+            await _until(pilot, lambda: status.extra == "indexed 60/60", "the finished count")
+            await pilot.press("q")
+            await _until(pilot, lambda: not app.is_running, "quit")
+    finally:
+        encoder.gate.set()
+        background.stop()
+
+
+@pytest.mark.asyncio
+async def test_quitting_mid_way_loses_nothing_and_the_next_run_resumes(tmp_path, cache):
+    pytest.importorskip("textual")
+    from localq.background import BackgroundIndexer, pending
+    from test_tui import settle
+
+    encoder = GatedEncoder(free=2)
+    app, background, root = _ui(tmp_path, encoder)
+    try:
+        async with app.run_test(size=(100, 40)) as pilot:
+            await settle(pilot)
+            await pilot.press("q")
+            await _until(pilot, background._stop.is_set, "the indexer asked to stop")
+            encoder.gate.set()  # the batch in flight lands; no further one starts
+            await _until(pilot, lambda: not app.is_running, "quit")
+    finally:
+        encoder.gate.set()
+        background.stop()
+    assert background.report.interrupted
+    with Collection.open(root) as coll:
+        indexed = coll.store.count_live()
+        assert 8 <= indexed < 60
+        unfinished = pending(coll)
+        assert unfinished == {"roots": [str((tmp_path / "photos").resolve())], "with_labels": True}
+    # What `localq train` does when it finds an unfinished run: resume it.
+    again = BackgroundIndexer(root, unfinished["roots"], ColorEncoder(), with_labels=True, batch_size=4).start()
+    again.wait_for(10**9)
+    again.stop()
+    assert again.report.added == 60 - indexed and not again.report.interrupted
+    with Collection.open(root) as coll:
+        paths = [r.path for r in coll.store.live_files().values()]
+        assert len(paths) == len(set(paths)) == 60 == coll.index.ntotal
+        assert pending(coll) is None
