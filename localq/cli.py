@@ -498,9 +498,11 @@ def find_demo_data() -> Path | None:
 @click.option("--db", "db", metavar="DIR", help="Collection directory (default: <user data dir>/demo).")
 @friendly_errors
 def demo(folder, prompt, index_only, db):
-    """Index Imagenette (or FOLDER) and open the labeling UI on it.
+    """Open the labeling UI on Imagenette (or FOLDER) at once, indexing it behind the UI.
 
     Imagenette is looked for in ./data/imagenette and ../shared/datasets/imagenette.
+    Indexing starts with a sample spread over every folder; quitting mid-way keeps
+    what is indexed, and the next demo (or `localq train`) resumes it.
 
     \b
     Example:

@@ -106,11 +106,12 @@ def index_paths(
     last_save = time.perf_counter()
     image_size = getattr(encoder, "image_size", None)
     prepare = lambda entry: _prepare(entry, encoder, image_size, old_hashes.get(entry.path))  # noqa: E731
+    prepared = prepared_batches(_batches(todo, batch_size), prepare, decode_workers)
     try:
         done = 0
         if progress:
             progress(0, len(todo))
-        for batch in prepared_batches(_batches(todo, batch_size), prepare, decode_workers):
+        for batch in prepared:
             _embed_batch(collection, encoder, batch, replaces, report)
             done += len(batch)
             if progress:
@@ -124,6 +125,7 @@ def index_paths(
     except KeyboardInterrupt:
         report.interrupted = True
     finally:
+        prepared.close()  # stops and joins the decode thread whatever ended the loop
         index.save()
         report.seconds = time.perf_counter() - start
     return report

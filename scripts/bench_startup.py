@@ -8,8 +8,8 @@ first batch of the labeling UI on screen):
 - `localq search TEXT` with a prompt never seen before, and with a repeated one
   (the second hits the prompt-vector cache);
 - `localq train PROMPT` on an indexed collection, to the first batch on screen;
-- `localq demo` on a fresh collection (Imagenette, indexed in the background), to the
-  first batch on screen. The baseline indexes all 13,394 images first (the issue
+- `localq demo FOLDER` on a fresh collection (Imagenette, indexed in the background),
+  to the first batch on screen. The baseline indexes all 13,394 images first (the issue
   measured 313 s), so it is not rerun unless --baseline-demo is given.
 
 The UI runs in a pseudo-terminal of 160x48; a small wrapper (the same for both
@@ -115,29 +115,32 @@ def time_to_first_batch(args: list[str], env: dict, cwd: Path, timeout: float) -
     return seconds
 
 
-def measure(checkout: Path, name: str, runs: int, collection: Path, work: Path) -> list[float]:
+def measure(checkout: Path, name: str, runs: int, collection: Path, work: Path, demo_data: Path) -> list[float]:
     env = env_for(checkout)
+    # Run from inside the checkout: `python -m` and `-c` put the working directory first
+    # on sys.path, so from anywhere else the other checkout's localq would be imported.
+    cwd = checkout
     py = [sys.executable, "-m", "localq"]
     out = []
     for i in range(runs):
         if name == "help":
-            out.append(timed(py + ["--help"], env, ROOT))
+            out.append(timed(py + ["--help"], env, cwd))
         elif name == "search-new":
-            out.append(timed(py + ["search", f"a photo of a golf ball {uuid.uuid4().hex[:8]}", "--db", str(collection)], env, ROOT))
+            out.append(timed(py + ["search", f"a photo of a golf ball {uuid.uuid4().hex[:8]}", "--db", str(collection)], env, cwd))
         elif name == "search-cached":
-            timed(py + ["search", "a photo of a church", "--db", str(collection)], env, ROOT)  # fills the cache
-            out.append(timed(py + ["search", "a photo of a church", "--db", str(collection)], env, ROOT))
+            timed(py + ["search", "a photo of a church", "--db", str(collection)], env, cwd)  # fills the cache
+            out.append(timed(py + ["search", "a photo of a church", "--db", str(collection)], env, cwd))
         elif name == "train":
             db = work / f"train-{checkout.name}-{i}"
             shutil.copytree(collection, db)  # the UI writes a classifier and a round: never into the original
             try:
-                out.append(time_to_first_batch(["train", "a photo of a dog", "--db", str(db)], env, ROOT, 120))
+                out.append(time_to_first_batch(["train", "a photo of a dog", "--db", str(db)], env, cwd, 120))
             finally:
                 shutil.rmtree(db, ignore_errors=True)
         elif name == "demo":
             db = work / f"demo-{checkout.name}-{i}"
             try:
-                out.append(time_to_first_batch(["demo", "--db", str(db)], env, ROOT, 600))
+                out.append(time_to_first_batch(["demo", str(demo_data), "--db", str(db)], env, cwd, 600))
             finally:
                 shutil.rmtree(db, ignore_errors=True)
         print(f"  {checkout.name} {name} run {i + 1}: {out[-1]:.2f} s", file=sys.stderr, flush=True)
@@ -151,6 +154,8 @@ def main() -> int:
     parser.add_argument("--collection", type=Path, default=DEFAULT_COLLECTION,
                         help="an indexed collection (copied before `train` writes to it)")
     parser.add_argument("--only", nargs="*", choices=list(TARGETS))
+    parser.add_argument("--demo-data", type=Path, default=ROOT / ".." / "shared" / "datasets" / "imagenette",
+                        help="the folder `localq demo FOLDER` indexes (default: Imagenette, 13,394 images)")
     parser.add_argument("--baseline-demo", action="store_true", help="also run the baseline demo (minutes)")
     parser.add_argument("--json", type=Path, help="write the raw seconds here")
     args = parser.parse_args()
@@ -164,7 +169,8 @@ def main() -> int:
             for label, checkout in (("baseline", args.baseline), ("this", ROOT)):
                 if checkout is None or (label == "baseline" and name == "demo" and not args.baseline_demo):
                     continue
-                results[name][label] = measure(checkout.resolve(), name, args.runs, args.collection, Path(tmp))
+                results[name][label] = measure(checkout.resolve(), name, args.runs, args.collection.resolve(), Path(tmp),
+                                               args.demo_data.resolve())
 
     print(f"\nmedians of {args.runs} whole processes, seconds (load average at end "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)\n")

@@ -424,9 +424,10 @@ def trainer_opener(collection, name: str, background=None) -> Callable[[], objec
     def open_trainer():
         from localq.trainer import Trainer
 
-        if background is not None:
-            background.wait_for()
         # The caller's vector index is already in memory: the core thread takes it over.
-        return Trainer.open(collection.reopen(), name)
+        coll = collection.reopen()
+        if background is not None and coll.store.count_live() < background.warmup:
+            background.wait_for()  # a first batch from a handful of images would mean little
+        return Trainer.open(coll, name)
 
     return open_trainer
