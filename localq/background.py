@@ -106,8 +106,7 @@ class BackgroundIndexer:
                 self._error = "another localq process is indexing this collection"
                 return
             # Load the CNN while the folders are scanned (seconds each; the scan waits on the disk).
-            warm = threading.Thread(target=lambda: getattr(self.encoder, "model", None), daemon=True)
-            warm.start()
+            threading.Thread(target=self._load_model, name="localq-load-model", daemon=True).start()
             with Collection.open(self.root, create=True) as coll:
                 record_pending(coll, self.roots, self.with_labels)
                 self.report = index_paths(
@@ -126,6 +125,12 @@ class BackgroundIndexer:
             with self._changed:
                 self._finished = True
                 self._changed.notify_all()
+
+    def _load_model(self) -> None:
+        try:
+            getattr(self.encoder, "model", None)
+        except Exception:  # the first batch loads it again and reports what is wrong
+            pass
 
     def _progress(self, done: int, total: int) -> None:
         with self._changed:

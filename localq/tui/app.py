@@ -31,6 +31,7 @@ from localq.tui.thumbnails import ThumbnailCache, detect_colors, resolve_protoco
 from localq.tui.widgets import Card, StatusLine
 
 DRAFT_DELAY_S = 0.3  # coalesce a burst of key presses into one small file write
+TORCH_WARMUP_DELAY_S = 2.0  # after the first batch is shown; a person takes longer to score it
 
 
 class BatchScreen(GridScreen):
@@ -263,8 +264,6 @@ class TrainApp(App):
             self._indexing_timer.stop()
 
     async def _start(self) -> None:
-        # The first fit imports torch (seconds on a busy machine): do it while the user looks at the first batch.
-        threading.Thread(target=_import_torch, name="localq-warm", daemon=True).start()
         if self.strategy_override:
             await self.core.call(ops.set_strategy, self.strategy_override)
         await self.refresh_status()
@@ -273,6 +272,9 @@ class TrainApp(App):
         batch = await self.core.call(ops.first_batch, self.k, None, draft)
         self.batch_round = self.status.round
         await self.show_batch(batch)
+        # The first fit imports torch (seconds on a busy machine): do it while the user looks
+        # at the first batch, once its thumbnails are drawn (the import holds the GIL a lot).
+        self.set_timer(TORCH_WARMUP_DELAY_S, lambda: threading.Thread(target=_import_torch, daemon=True).start())
 
     def fit(self) -> None:
         scores, seen = self.entries()
