@@ -141,10 +141,12 @@ def cli():
 @encoder_options
 @click.option("--labels", "with_labels", is_flag=True, help="Read class label and split from split/class/file folder names.")
 @count_option("--batch-size", default=32, show_default=True, help="Images per encoder batch.")
+@click.option("--decode-threads", default=1, show_default=True, type=click.IntRange(0, 8),
+              help="Threads decoding the next batch while the model runs (0: decode in turn with it).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @json_option
 @friendly_errors
-def index(paths, db, encoder, weights, with_labels, batch_size, quiet, as_json):
+def index(paths, db, encoder, weights, with_labels, batch_size, decode_threads, quiet, as_json):
     """Embed every image under PATHS into the collection.
 
     Re-running embeds only new or changed files and drops deleted ones; an interrupted
@@ -161,8 +163,10 @@ def index(paths, db, encoder, weights, with_labels, batch_size, quiet, as_json):
     with open_collection(db, create=True) as coll:
         spec = encoder or coll.encoder_spec or "lite0"
         enc = load_encoder(spec, weights if weights else (coll.encoder_weights if spec == coll.encoder_spec else None))
+        getattr(enc, "model", None)  # a lazily loaded CNN loads now, outside the timed run (as before)
         progress = ProgressLine("indexing", enabled=not quiet and not as_json)
-        report = index_paths(coll, list(paths), enc, with_labels=with_labels, batch_size=batch_size, progress=progress)
+        report = index_paths(coll, list(paths), enc, with_labels=with_labels, batch_size=batch_size, progress=progress,
+                             decode_workers=decode_threads)
         total = coll.store.count_live()
     if as_json:
         emit_json({"collection": str(coll.root), "images": total, **_report_dict(report)})
@@ -338,13 +342,38 @@ def train(prompt, images, from_classifier, from_file, name, k, strategy, thumbna
       localq train "a photo of a dog"
       localq train --classifier a-photo-of-a-dog --example ~/Pictures/my-dog.jpg
     """
+    _import_ui_meanwhile()
     trainer = _start_or_open(db, prompt, images, from_classifier, from_file, name, k, strategy)
     for item in examples:  # a person breaking a cold start, as the UI's "a" key does
         row = trainer.add_example(item)
         click.echo(f"added {item} as a positive example (round {row.round})", err=True)
+    from localq.background import BackgroundIndexer, pending
     from localq.tui.app import run_train
 
-    run_train(trainer.collection, trainer, k=k, strategy=strategy, thumbnails=thumbnails)
+    coll = trainer.collection
+    unfinished = pending(coll)  # a demo quit mid-way: resume its indexing behind the UI
+    background = None
+    if unfinished:
+        background = BackgroundIndexer(coll.root, unfinished["roots"], coll.encoder(),
+                                       with_labels=bool(unfinished.get("with_labels"))).start()
+    try:
+        run_train(coll, trainer, k=k, strategy=strategy, thumbnails=thumbnails, background=background)
+    finally:
+        if background is not None:
+            background.stop()
+
+
+def _import_ui_meanwhile() -> None:
+    """Import Textual (~1 s) on a thread while the collection opens and the prompt is encoded."""
+    import threading
+
+    def load():
+        try:
+            import localq.tui.app  # noqa: F401
+        except Exception:  # the real import below reports it
+            pass
+
+    threading.Thread(target=load, name="localq-import-ui", daemon=True).start()
 
 
 def _start_or_open(db, prompt, images, from_classifier, from_file, name, k, strategy):
@@ -591,9 +620,11 @@ def find_demo_data() -> Path | None:
 @click.option("--db", "db", metavar="DIR", help="Collection directory (default: <user data dir>/demo).")
 @friendly_errors
 def demo(folder, prompt, index_only, db):
-    """Index Imagenette (or FOLDER) and open the labeling UI on it.
+    """Open the labeling UI on Imagenette (or FOLDER) at once, indexing it behind the UI.
 
     Imagenette is looked for in ./data/imagenette and ../shared/datasets/imagenette.
+    Indexing starts with a sample spread over every folder; quitting mid-way keeps
+    what is indexed, and the next demo (or `localq train`) resumes it.
 
     \b
     Example:
@@ -601,6 +632,7 @@ def demo(folder, prompt, index_only, db):
       localq demo ~/Pictures --prompt "a photo of a beach"
     """
     from localq import paths
+    from localq.background import BackgroundIndexer
     from localq.encoders import load_encoder
     from localq.indexer import index_paths
 
@@ -611,19 +643,26 @@ def demo(folder, prompt, index_only, db):
         )
     db = db or paths.user_data_dir() / "demo"
     with open_collection(db, create=True) as coll:
-        click.echo(f"indexing {printable(source)} into {printable(coll.root)} (only new files are embedded)", err=True)
         enc = load_encoder(coll.encoder_spec or "lite0", coll.encoder_weights)
-        report = index_paths(coll, [source], enc, with_labels=folder is None, progress=ProgressLine("indexing", True))
-        if report.interrupted:
-            click.echo("interrupted: run `localq demo` again to resume", err=True)
-            sys.exit(130)
-        click.echo(f"{coll.store.count_live()} images, {len(report.skipped)} skipped", err=True)
-    if index_only:
-        return
-    trainer = _start_or_open(db, prompt, (), None, None, None, None, None)
-    from localq.tui.app import run_train
+        if index_only:
+            click.echo(f"indexing {printable(source)} into {printable(coll.root)} (only new files are embedded)", err=True)
+            report = index_paths(coll, [source], enc, with_labels=folder is None, progress=ProgressLine("indexing", True))
+            if report.interrupted:
+                click.echo("interrupted: run `localq demo` again to resume", err=True)
+                sys.exit(130)
+            click.echo(f"{coll.store.count_live()} images, {len(report.skipped)} skipped", err=True)
+            return
+        coll.bind_encoder(enc)  # a new collection knows its vector space before the first image lands
+    # The UI opens at once; new files are indexed behind it (spread over the folders first).
+    _import_ui_meanwhile()
+    background = BackgroundIndexer(db, [source], enc, with_labels=folder is None).start()
+    try:
+        trainer = _start_or_open(db, prompt, (), None, None, None, None, None)
+        from localq.tui.app import run_train
 
-    run_train(trainer.collection, trainer, k=None, strategy=None, thumbnails="auto")
+        run_train(trainer.collection, trainer, k=None, strategy=None, thumbnails="auto", background=background)
+    finally:
+        background.stop()
 
 
 from localq.bench.command import bench as _bench_command  # noqa: E402  (click-only import)

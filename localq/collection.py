@@ -94,6 +94,14 @@ class Collection:
     def close(self) -> None:
         self.store.close()
 
+    def reopen(self) -> "Collection":
+        """The same collection for another thread (SQLite connections are per thread),
+        sharing this one's loaded vector index instead of reading it again (0.5 s for
+        Imagenette). Hand it over: only the new object should be used afterwards."""
+        other = Collection.open(self.root)
+        other._index = self._index
+        return other
+
     def __enter__(self) -> "Collection":
         return self
 
@@ -252,6 +260,13 @@ class Collection:
             self.index_problem = None
             self.images_changed()
 
+    def refresh(self) -> bool:
+        """Take in rows committed by another connection (a background indexer). True if any."""
+        if self._index is None or self.store.n_rows() == self._index.ntotal:
+            return False
+        self.sync_index()
+        return True
+
     def live_mask(self) -> np.ndarray:
         """A fresh copy of the mask of live (not deleted) rows."""
         n = self.rows()
@@ -326,8 +341,17 @@ class Collection:
         ids, scores = self.index.search(np.asarray(query, np.float32), k, self.allowed_mask(unseen))
         return self.hits(ids, scores)
 
+    def text_vector(self, text: str) -> np.ndarray:
+        """The prompt's vector in this collection's space; a repeated prompt comes from the
+        on-disk prompt cache without loading the encoder."""
+        from localq import prompt_cache
+
+        if self.model_id is None:
+            raise CollectionNotFound(f"collection {self.root} is empty: index some images first")
+        return prompt_cache.text_vector(self.model_id, text, lambda t: self.encoder().encode_texts([t])[0])
+
     def search_text(self, text: str, k: int = 10, *, unseen: bool | int = False) -> list[Hit]:
-        return self.search(self.encoder().encode_texts([text])[0], k, unseen=unseen)
+        return self.search(self.text_vector(text), k, unseen=unseen)
 
     def search_image(self, path: str | Path, k: int = 10, *, unseen: bool | int = False) -> list[Hit]:
         from localq.imageio import open_image

@@ -8,13 +8,22 @@ Files are read and embedded without any lock; each batch is committed under the
 collection's write lock, after catching the FAISS rows up with SQLite and re-checking
 its paths, so two runs at once (even on the same folder) never misalign ids and rows
 nor insert one path twice.
+
+Reading, hashing, decoding and preprocessing the next batch run on a decode thread
+(bounded queue, see ``prepared_batches``) while the current batch goes through the
+model: Pillow, hashlib and torch release the GIL. SQLite stays on the calling thread
+(connections are per thread), as does everything that decides what a file becomes, so
+the rows, ids and vectors are exactly those of the sequential loop (decode_workers=0).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import queue
+import threading
 import time
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -54,6 +63,12 @@ class IndexReport:
 
 Progress = Callable[[int, int], None]
 
+# Decode threads beside the model's own: on 2 cores one keeps the model fed; see
+# scripts/bench_index.py --decode-workers for the measurement.
+DEFAULT_DECODE_WORKERS = 1
+QUEUE_DEPTH = 2  # prepared batches waiting: enough to absorb a slow file, bounded memory
+ORDERS = ("scan", "spread")
+
 
 def file_digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
@@ -67,7 +82,16 @@ def index_paths(
     with_labels: bool = False,
     batch_size: int = 32,
     progress: Progress | None = None,
+    decode_workers: int = DEFAULT_DECODE_WORKERS,
+    order: str = "scan",
+    stop: threading.Event | None = None,
 ) -> IndexReport:
+    """Index ``roots`` into ``collection``. ``order="spread"`` embeds files round-robin
+    over their folders (class folders, days of photos), so the first minutes of a long
+    run already cover everything; it is deterministic, so a resumed run continues the
+    same sequence. Setting ``stop`` ends the run after the batch in progress, like Ctrl-C."""
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS}")
     start = time.perf_counter()
     collection.bind_encoder(encoder)
     store = collection.store
@@ -84,13 +108,18 @@ def index_paths(
     report.skipped += [(s.path, s.reason) for s in new_skips]
     store.record_skips([(s.path, s.reason, s.size, s.mtime) for s in new_skips])
 
-    todo, replaces = _plan(collection, roots, entries, scan_skips, report)
+    todo, replaces, old_hashes = _plan(collection, roots, entries, scan_skips, report)
+    if order == "spread":
+        todo = spread_order(todo)
     last_save = time.perf_counter()
+    image_size = getattr(encoder, "image_size", None)
+    prepare = lambda entry: _prepare(entry, encoder, image_size, old_hashes.get(entry.path))  # noqa: E731
+    prepared = prepared_batches(_batches(todo, batch_size), prepare, decode_workers)
     try:
         done = 0
         if progress:
             progress(0, len(todo))
-        for batch in _batches(todo, batch_size):
+        for batch in prepared:
             _embed_batch(collection, encoder, batch, replaces, report)
             done += len(batch)
             if progress:
@@ -98,9 +127,13 @@ def index_paths(
             if time.perf_counter() - last_save > SAVE_INTERVAL_S:
                 collection.save_index()
                 last_save = time.perf_counter()
+            if stop is not None and stop.is_set():
+                report.interrupted = True
+                break
     except KeyboardInterrupt:
         report.interrupted = True
     finally:
+        prepared.close()  # stops and joins the decode thread whatever ended the loop
         collection.save_index()
         report.seconds = time.perf_counter() - start
     return report
@@ -113,6 +146,7 @@ def _plan(collection, roots, entries, scan_skips, report):
     known_skips = store.skip_stats()
     todo: list[FileEntry] = []
     replaces: dict[str, int] = {}
+    old_hashes: dict[str, str] = {}
     for entry in entries:
         row = live.get(entry.path)
         if row is not None:
@@ -120,6 +154,7 @@ def _plan(collection, roots, entries, scan_skips, report):
                 report.unchanged += 1
                 continue
             replaces[entry.path] = row.id
+            old_hashes[entry.path] = row.hash
         elif known_skips.get(entry.path) == (entry.size, entry.mtime):
             report.skipped_known += 1
             continue
@@ -139,7 +174,20 @@ def _plan(collection, roots, entries, scan_skips, report):
         report.removed = len(gone)
     gone_skips = [p for p in known_skips if not os.path.lexists(p)]
     store.forget_skips(gone_skips)
-    return todo, replaces
+    return todo, replaces, old_hashes
+
+
+def spread_order(entries: list[FileEntry]) -> list[FileEntry]:
+    """Round-robin over parent folders (each folder in scan order, folders sorted): the
+    first n files cover every folder about evenly. Deterministic for the same files."""
+    by_folder: dict[str, list[FileEntry]] = defaultdict(list)
+    for entry in entries:
+        by_folder[os.path.dirname(entry.path)].append(entry)
+    queues = [by_folder[k] for k in sorted(by_folder)]
+    out: list[FileEntry] = []
+    for i in range(max((len(q) for q in queues), default=0)):
+        out += [q[i] for q in queues if i < len(q)]
+    return out
 
 
 def _root_prefix(root) -> str:
@@ -155,40 +203,122 @@ def _batches(items: list, size: int):
         yield items[i:i + size]
 
 
-def _embed_batch(collection: Collection, encoder, batch: list[FileEntry], replaces: dict[str, int], report: IndexReport):
+@dataclass
+class Prepared:
+    """One file read, hashed and (unless its content is known unchanged) decoded and
+    preprocessed, off the main thread."""
+
+    entry: FileEntry
+    digest: str | None = None
+    error: str | None = None  # skip reason: unreadable, or undecodable
+    width: int = 0
+    height: int = 0
+    tensor: object = None  # the encoder's input, CHW
+
+
+def _prepare(entry: FileEntry, encoder, image_size: int | None, old_hash: str | None) -> Prepared:
+    try:
+        data = read_file(entry.path)  # regular files only: never blocks on a FIFO swapped in
+    except BadImage as exc:
+        return Prepared(entry, error=exc.reason)
+    item = Prepared(entry, digest=file_digest(data))
+    if item.digest == old_hash:
+        return item  # only the stat changed: nothing to decode
+    try:
+        # Decoded from the bytes just hashed: what is embedded is what was hashed.
+        decoded = read_image(data, image_size)
+    except BadImage as exc:
+        item.error = exc.reason
+        return item
+    except MemoryError:
+        item.error = "too large to decode"
+        return item
+    item.width, item.height = decoded.width, decoded.height
+    item.tensor = encoder.preprocess(decoded.image)
+    return item
+
+
+def prepared_batches(batches, prepare: Callable, workers: int = DEFAULT_DECODE_WORKERS):
+    """Yield ``[prepare(x) for x in batch]`` for each batch, in order, computed ahead by
+    ``workers`` threads (0: inline, the sequential loop) through a bounded queue. Closing
+    the generator (a break, an exception, Ctrl-C) stops the threads before returning."""
+    if workers <= 0:
+        for batch in batches:
+            yield [prepare(x) for x in batch]
+        return
+    ready: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
+    stop = threading.Event()
+    done = object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        pool = None
+        try:
+            if workers > 1:
+                from concurrent.futures import ThreadPoolExecutor
+
+                pool = ThreadPoolExecutor(workers, thread_name_prefix="localq-decode")
+            for batch in batches:
+                if stop.is_set():
+                    return
+                items = list(pool.map(prepare, batch)) if pool else [prepare(x) for x in batch]
+                if not put(items):
+                    return
+            put(done)
+        except BaseException as exc:  # handed to the consumer, raised there
+            put(exc)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True)
+
+    thread = threading.Thread(target=produce, name="localq-decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = ready.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _embed_batch(collection: Collection, encoder, batch: list[Prepared], replaces: dict[str, int], report: IndexReport):
     store = collection.store
     rows: list[NewImage] = []
     tensors, reused_vectors, skips, touches = [], {}, [], []
-    for entry in batch:
-        try:
-            data = read_file(entry.path)  # regular files only: never blocks on a FIFO swapped in
-        except BadImage as exc:
-            skips.append((entry.path, exc.reason, entry.size, entry.mtime))
+    for item in batch:
+        entry = item.entry
+        if item.digest is None:
+            skips.append((entry.path, item.error, entry.size, entry.mtime))
             continue
-        digest = file_digest(data)
+        digest = item.digest
         old_id = replaces.get(entry.path)
         if old_id is not None:
             old = store.images([old_id])[0]
             if old.hash == digest:  # only the stat changed
                 touches.append((entry, old_id))
                 continue
-        try:
-            # Decoded from the bytes just hashed: what is embedded is what was hashed.
-            decoded = read_image(data, getattr(encoder, "image_size", None))
-            image, width, height = decoded.image, decoded.width, decoded.height
-            vector = store.live_vector_for_hash(digest)
-            tensor = encoder.preprocess(image) if vector is None else None
-        except BadImage as exc:
-            skips.append((entry.path, exc.reason, entry.size, entry.mtime))
+        if item.error is not None:
+            skips.append((entry.path, item.error, entry.size, entry.mtime))
             continue
-        except MemoryError:
-            skips.append((entry.path, "too large to decode", entry.size, entry.mtime))
-            continue
-        rows.append(NewImage(entry.path, digest, entry.size, entry.mtime, width, height, entry.label, entry.split))
+        rows.append(NewImage(entry.path, digest, entry.size, entry.mtime, item.width, item.height, entry.label, entry.split))
+        vector = store.live_vector_for_hash(digest)
         if vector is not None:
             reused_vectors[len(rows) - 1] = vector
         else:
-            tensors.append((len(rows) - 1, tensor))
+            tensors.append((len(rows) - 1, item.tensor))
     vectors = np.zeros((len(rows), collection.dim), dtype=np.float32)
     if tensors:
         import torch

@@ -30,3 +30,12 @@ def collection_dir(explicit: str | os.PathLike | None = None) -> Path:
     if env:
         return Path(env).expanduser()
     return user_data_dir() / "default"
+
+
+def cache_dir() -> Path:
+    """Where derived data that can be recomputed lives (class-name table, prompt vectors)."""
+    explicit = os.environ.get("LOCALQ_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "localq"

