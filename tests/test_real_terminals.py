@@ -157,8 +157,15 @@ def screenshot(display: str) -> np.ndarray:
     return px[..., order].copy()
 
 
-def run_terminal(protocol: str, root: Path, workdir: Path, timeout: float = 90.0):
-    """Open `localq train` in the terminal; returns (screenshot, cell size) once the thumbnails are drawn."""
+def drawn(shot: np.ndarray, cards, cell: tuple[int, int]) -> bool:
+    """Every thumbnail's cells hold something other than a flat background."""
+    cw, ch = cell
+    return all(shot[y * ch:(y + h) * ch, x * cw:(x + w) * cw].std() > 10 for _, (x, y, w, h) in cards)
+
+
+def run_terminal(protocol: str, root: Path, workdir: Path, cards, timeout: float = 120.0):
+    """Open `localq train` in the terminal; returns (screenshot, cell size) once the thumbnails are drawn
+    and the screen has stopped changing."""
     xvfb, display = start_xvfb()
     cell_file = workdir / f"cell-{protocol}.txt"
     script = workdir / f"run-{protocol}.sh"
@@ -183,8 +190,8 @@ def run_terminal(protocol: str, root: Path, workdir: Path, timeout: float = 90.0
             if not cell_file.exists() or not cell_file.read_text().strip():
                 continue
             shot = screenshot(display)
-            if last is not None and np.array_equal(shot, last) and shot.std() > 20:
-                cell = tuple(int(v) for v in cell_file.read_text().split())
+            cell = tuple(int(v) for v in cell_file.read_text().split())
+            if last is not None and np.array_equal(shot, last) and drawn(shot, cards, cell):
                 return shot, cell
             last = shot
         if last is not None:
@@ -208,10 +215,13 @@ def _grey(a: np.ndarray) -> np.ndarray:
     return a[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
 
 
-def _detail(g: np.ndarray) -> np.ndarray:
-    from PIL import Image, ImageFilter
-
-    blurred = np.asarray(Image.fromarray(g.astype(np.float32), "F").filter(ImageFilter.GaussianBlur(2)))
+def _detail(g: np.ndarray, r: int = 2) -> np.ndarray:
+    """``g`` minus its (2r+1)-pixel box blur: the fine detail that half-blocks cannot carry."""
+    padded = np.pad(g, r, mode="edge")
+    c = padded.cumsum(0).cumsum(1)
+    c = np.pad(c, ((1, 0), (1, 0)))
+    n = 2 * r + 1
+    blurred = (c[n:, n:] - c[:-n, n:] - c[n:, :-n] + c[:-n, :-n]) / (n * n)
     return g - blurred
 
 
@@ -239,8 +249,11 @@ def halfblock_picture(img, cols: int, rows: int, cell: tuple[int, int]) -> np.nd
     return out
 
 
-def compare(shot: np.ndarray, cards, cell: tuple[int, int]) -> list[dict]:
-    """Per thumbnail: detail correlation of the screenshot and of half-blocks with the source."""
+def compare(shot: np.ndarray, cards, cell: tuple[int, int], slack: int = 4) -> list[dict]:
+    """Per thumbnail: detail correlation of the screenshot and of half-blocks with the source.
+
+    The terminal's window may sit a pixel or two off the screen's corner (an X border), so
+    the screenshot is compared at the best of the shifts within ``slack`` pixels."""
     from PIL import Image
 
     from localq.tui.graphics import fit_canvas
@@ -251,15 +264,27 @@ def compare(shot: np.ndarray, cards, cell: tuple[int, int]) -> list[dict]:
         src = Image.open(path)
         canvas = np.asarray(fit_canvas(src, w * cw, h * ch))
         ys, xs = np.nonzero(canvas[..., 3])  # where the photo is in its cells
-        box = (slice(ys.min() + 2, ys.max() - 1), slice(xs.min() + 2, xs.max() - 1))
-        region = shot[y * ch:(y + h) * ch, x * cw:(x + w) * cw]
+        top, bottom, left, right = ys.min() + 2, ys.max() - 1, xs.min() + 2, xs.max() - 1
+        source = _detail(_grey(canvas))[top:bottom, left:right]
+        screen_grey = _grey(shot)
+        best = (-2.0, 0, 0)
+        for dy in range(-slack, slack + 1):
+            for dx in range(-slack, slack + 1):
+                y0, x0 = y * ch + top + dy, x * cw + left + dx
+                if y0 - 3 < 0 or x0 - 3 < 0:
+                    continue
+                # detail of a slightly larger window, cropped back: no edge effects from the blur
+                window = _detail(screen_grey[y0 - 3:y0 + (bottom - top) + 3, x0 - 3:x0 + (right - left) + 3])[3:-3, 3:-3]
+                best = max(best, (_corr(window, source), dy, dx))
+        corr, dy, dx = best
+        y0, x0 = y * ch + top + dy, x * cw + left + dx
         half = halfblock_picture(src, w, h, cell)
-        source = _detail(_grey(canvas))[box]
         results.append({
             "path": Path(path).name,
-            "screen": _corr(_detail(_grey(region))[box], source),
-            "halfblock": _corr(_detail(_grey(half))[box], source),
-            "screen_plain": _corr(_grey(region)[box], _grey(canvas)[box]),
+            "screen": corr,
+            "halfblock": _corr(_detail(_grey(half))[top:bottom, left:right], source),
+            "screen_plain": _corr(screen_grey[y0:y0 + bottom - top, x0:x0 + right - left], _grey(canvas)[top:bottom, left:right]),
+            "shift": (dx, dy),
         })
     return results
 
@@ -268,12 +293,13 @@ def check_terminal(protocol: str, tmp_path: Path, save: Path | None = None) -> l
     root = make_collection(tmp_path)
     cards = layout(root)
     assert len(cards) == 10
-    shot, cell = run_terminal(protocol, root, tmp_path)
+    shot, cell = run_terminal(protocol, root, tmp_path, cards)
+    results = compare(shot, cards, cell)
     if save is not None:
         from PIL import Image
 
-        Image.fromarray(shot[: ROWS * cell[1], : COLS * cell[0]]).save(save / f"train-160x48-{protocol}.png")
-    results = compare(shot, cards, cell)
+        dx, dy = results[0]["shift"]  # the window's offset on the X screen (its border)
+        Image.fromarray(shot[dy:dy + ROWS * cell[1], dx:dx + COLS * cell[0]]).save(save / f"train-160x48-{protocol}.png")
     for r in results:
         print(f"{protocol} {r['path']}: detail corr screen {r['screen']:.3f} vs half-blocks {r['halfblock']:.3f}"
               f" (plain corr {r['screen_plain']:.3f})")
@@ -284,10 +310,10 @@ def check_terminal(protocol: str, tmp_path: Path, save: Path | None = None) -> l
 def test_thumbnails_show_the_photos_pixels(protocol, tmp_path):
     require(protocol)
     results = check_terminal(protocol, tmp_path)
-    for r in results:
-        assert r["screen"] > 0.7, r  # the photo's own fine detail is on screen
-        assert r["screen"] > r["halfblock"] + 0.3, r  # ... which half-blocks cannot show
-        assert r["screen_plain"] > 0.9, r
+    for r in results:  # measured: 0.98-0.997 on screen (kitty and sixel), about 0.0 for half-blocks
+        assert r["screen"] > 0.8, r  # the photo's own fine detail is on screen
+        assert r["screen"] > r["halfblock"] + 0.5, r  # ... which half-blocks cannot show
+        assert r["screen_plain"] > 0.95, r
 
 
 if __name__ == "__main__":
@@ -295,6 +321,6 @@ if __name__ == "__main__":
 
     out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(".")
     for name in sys.argv[2:] or ["kitty", "sixel"]:
-        with tempfile.TemporaryDirectory(delete=False) if sys.version_info >= (3, 12) else tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp:
             os.environ["LOCALQ_HOME"] = tmp
             check_terminal(name, Path(tmp), save=out)

@@ -103,8 +103,7 @@ def _query(stdin, stdout) -> dict:
     buf = ""
     try:
         tty.setraw(fd)
-        stdout.write("\x1b[16t\x1b[?1;1;0S\x1b[c")
-        stdout.flush()
+        os.write(stdout.fileno(), b"\x1b[16t\x1b[?1;1;0S\x1b[c")
         deadline = time.monotonic() + QUERY_TIMEOUT_S
         while not _DA1.search(buf):
             left = deadline - time.monotonic()
