@@ -119,8 +119,8 @@ def test_resolve_never_probes_without_a_terminal_and_honours_the_switch():
     assert forced.protocol == SIXEL and forced.cell == (10, 20)  # VT340 cell when nothing is known
     assert resolve("bogus", {}, s, s).note.startswith("unknown thumbnail protocol")
     assert parse_answers("\x1b[?63;1;2;4;6;9;15;22c") == {"da1": ["63", "1", "2", "4", "6", "9", "15", "22"]}
-    assert parse_answers("\x1b[6;17;8t\x1b[?1;0;1024S\x1b[?62;22c") == {"da1": ["62", "22"], "cell": (8, 17),
-                                                                         "colors": 1024}
+    assert parse_answers("\x1b[6;17;8t\x1b[?1;0;1024S\x1b[?2;0;1000;1000S\x1b[?62;22c") == {
+        "da1": ["62", "22"], "cell": (8, 17), "colors": 1024, "max_pixels": (1000, 1000)}
 
 
 def answering_terminal(answer: bytes):
@@ -140,7 +140,7 @@ def answering_terminal(answer: bytes):
 
 
 @pytest.mark.parametrize("answer,env,expected", [
-    (b"\x1b[6;15;8t\x1b[?1;0;256S\x1b[?63;1;2;4;6;9;15;22c", {"TERM": "xterm"}, SIXEL),  # xterm -ti vt340
+    (b"\x1b[6;15;8t\x1b[?1;0;256S\x1b[?2;0;1000;1000S\x1b[?63;1;2;4;6;9;15;22c", {"TERM": "xterm"}, SIXEL),  # xterm -ti vt340
     (b"\x1b[?62;22c", {"TERM": "xterm-256color"}, HALFBLOCK),  # no attribute 4: no sixel
     (b"\x1b[?62;22c", {"TERM": "xterm-kitty"}, KITTY),
     (b"\x1b[?62;4c", {"TERM": "tmux-256color", "TMUX": "/tmp/tmux-0/default,1,0"}, HALFBLOCK),  # no passthrough
@@ -150,6 +150,8 @@ def test_resolve_asks_the_terminal(answer, env, expected):
     try:
         found = resolve("auto", env, tty, tty)
         assert found.protocol == expected
+        if expected == SIXEL:
+            assert found.max_pixels == (1000, 1000) and found.colors == 256
         if "TMUX" not in env:
             assert b"\x1b[c" in asked[0]  # DA1 was asked, and the answer ended the wait
     finally:
@@ -233,6 +235,19 @@ async def test_kitty_places_each_thumbnail_once_and_follows_screens(photo_root):
                 row, col, *_ , c, r = map(int, moved[pid])
                 assert (col - 1, row - 1, c, r) == (x, y, w, h)
         assert len(moved) >= len(placed) - 1
+
+
+def test_sixel_images_fit_the_terminals_largest_image(tmp_path):
+    from localq.tui.graphics import Painter
+    from localq.tui.thumbnails import ThumbnailCache
+
+    path = tmp_path / "wide.png"
+    Image.new("RGB", (1600, 900), (90, 140, 200)).save(path)
+    cache = ThumbnailCache()
+    painter = Painter(TerminalGraphics(SIXEL, (8, 16), 256, (1000, 1000)), cache, lambda s: None)
+    prepared = painter.prepare(painter.key(str(path), 160, 44, False))  # a 1280x704 preview
+    assert prepared.canvas.size == (1000 // 8 * 8, 704) and prepared.offset == ((1280 - 1000) // 2 // 8 * 8, 0)
+    cache.close()
 
 
 @pytest.mark.asyncio

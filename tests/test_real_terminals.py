@@ -7,7 +7,7 @@ source fitted to the same pixels must be high, and far higher than what the half
 rendering of the same card reaches (half-blocks have 2 pixels per cell: no fine detail).
 The layout (where each card's thumbnail is) comes from the same app run under Pilot.
 
-Needs Debian's xvfb, x11-apps (xwd), xterm and kitty (kitty: OpenGL via Mesa llvmpipe).
+Needs Debian's xvfb, x11-apps (xwd), xdotool (keys), xterm and kitty (kitty: OpenGL via Mesa llvmpipe).
 In CI (CI=true) a missing terminal fails; elsewhere the test is skipped with the reason.
 
     python tests/test_real_terminals.py docs/screenshots     # rewrite the README's screenshots
@@ -46,13 +46,13 @@ TERMINALS = {
               "-o", f"initial_window_width={COLS}c", "-o", f"initial_window_height={ROWS}c",
               "-o", "window_padding_width=0", "-o", "placement_strategy=top-left", "-o", "enable_audio_bell=no"],
 }
-NEEDS = {"sixel": ["Xvfb", "xwd", "xterm"], "kitty": ["Xvfb", "xwd", "kitty"]}
+NEEDS = {"sixel": ["Xvfb", "xwd", "xdotool", "xterm"], "kitty": ["Xvfb", "xwd", "xdotool", "kitty"]}
 
 
 def require(protocol: str) -> None:
     missing = [tool for tool in NEEDS[protocol] if shutil.which(tool) is None]
     if missing:
-        message = f"{', '.join(missing)} not installed (Debian: xvfb x11-apps xterm kitty; .ci/run installs them)"
+        message = f"{', '.join(missing)} not installed (Debian: xvfb x11-apps xdotool xterm kitty; .ci/run installs them)"
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)
@@ -96,8 +96,9 @@ def make_collection(tmp_path: Path) -> Path:
     return root
 
 
-def layout(root: Path) -> list[tuple[str, tuple[int, int, int, int]]]:
-    """(path, thumbnail cells x, y, w, h) of each card at 160x48, from the app under Pilot (on a copy)."""
+def layout(root: Path) -> tuple[list[tuple[str, tuple[int, int, int, int]]], tuple[int, int, int, int]]:
+    """(path, thumbnail cells x, y, w, h) of each card at 160x48, and the preview's image cells,
+    from the same app under Pilot (on a copy of the collection)."""
     from localq.collection import Collection
     from localq.trainer import Trainer
     from localq.tui.app import TrainApp
@@ -122,7 +123,10 @@ def layout(root: Path) -> list[tuple[str, tuple[int, int, int, int]]]:
             for card in app.batch_screen.cards():
                 r = app.screen.find_widget(card.thumbnail).region
                 out.append((card.hit.path, (r.x, r.y, r.width, r.height)))
-            return out
+            await pilot.press("p")
+            await pilot.pause(0.2)
+            r = app.screen.find_widget(app.screen.big).region
+            return out, (r.x, r.y, r.width, r.height)
 
     return asyncio.run(run())
 
@@ -163,9 +167,11 @@ def drawn(shot: np.ndarray, cards, cell: tuple[int, int]) -> bool:
     return all(shot[y * ch:(y + h) * ch, x * cw:(x + w) * cw].std() > 10 for _, (x, y, w, h) in cards)
 
 
-def run_terminal(protocol: str, root: Path, workdir: Path, cards, timeout: float = 120.0):
-    """Open `localq train` in the terminal; returns (screenshot, cell size) once the thumbnails are drawn
-    and the screen has stopped changing."""
+def run_terminal(protocol: str, root: Path, workdir: Path, stages, timeout: float = 120.0):
+    """Open `localq train` in the terminal and go through ``stages``: (keys to type, ready(shot, cell)).
+
+    Returns the cell size and, per stage, the screenshot once ``ready`` holds and the screen
+    has stopped changing. Keys go through XTEST (xdotool) to the window under the pointer."""
     xvfb, display = start_xvfb()
     cell_file = workdir / f"cell-{protocol}.txt"
     script = workdir / f"run-{protocol}.sh"
@@ -180,25 +186,36 @@ def run_terminal(protocol: str, root: Path, workdir: Path, cards, timeout: float
                LOCALQ_HOME=str(root))
     term = subprocess.Popen(TERMINALS[protocol] + [str(script)], env=env, cwd=workdir,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    shots, cell, last = [], None, None
     try:
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            time.sleep(2.0)
-            if term.poll() is not None:
-                raise AssertionError(f"{protocol}: the terminal exited with status {term.returncode}")
-            if not cell_file.exists() or not cell_file.read_text().strip():
-                continue
-            shot = screenshot(display)
-            cell = tuple(int(v) for v in cell_file.read_text().split())
-            if last is not None and np.array_equal(shot, last) and drawn(shot, cards, cell):
-                return shot, cell
-            last = shot
+        for n, (keys, ready) in enumerate(stages):
+            if keys:
+                # the pointer on the status line (no hover effects), then the keys, slowly enough to repaint
+                subprocess.run(["xdotool", "mousemove", "40", "3", "sleep", "0.2"]
+                               + [a for k in keys for a in ("key", k, "sleep", "0.3")], env=env, check=True, timeout=30)
+            deadline = time.monotonic() + timeout
+            last = None
+            while True:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{protocol}: stage {n} ({keys}) did not settle within {timeout:.0f} s")
+                time.sleep(1.5)
+                if term.poll() is not None:
+                    raise AssertionError(f"{protocol}: the terminal exited with status {term.returncode}")
+                if not cell_file.exists() or not cell_file.read_text().strip():
+                    continue
+                shot = screenshot(display)
+                cell = tuple(int(v) for v in cell_file.read_text().split())
+                if last is not None and np.array_equal(shot, last) and ready(shot, cell):
+                    shots.append(shot)
+                    break
+                last = shot
+        return cell, shots
+    except AssertionError:
         if last is not None:
             from PIL import Image
 
             Image.fromarray(last).save(workdir / f"last-{protocol}.png")
-        raise AssertionError(f"{protocol}: the screen did not settle within {timeout:.0f} s (last screen: {workdir})")
+        raise
     finally:
         term.terminate()
         try:
@@ -289,20 +306,38 @@ def compare(shot: np.ndarray, cards, cell: tuple[int, int], slack: int = 4) -> l
     return results
 
 
-def check_terminal(protocol: str, tmp_path: Path, save: Path | None = None) -> list[dict]:
+SCORES = ["3", "j", "1", "j", "j", "3"]  # +1, -1, +1: coloured borders; focus ends on the fourth card
+
+
+def check_terminal(protocol: str, tmp_path: Path, save: Path | None = None) -> dict[str, list[dict]]:
+    """The grid, the preview (p), the help modal (?) over the grid, and the grid again (esc)."""
     root = make_collection(tmp_path)
-    cards = layout(root)
+    cards, preview = layout(root)
     assert len(cards) == 10
-    shot, cell = run_terminal(protocol, root, tmp_path, cards)
-    results = compare(shot, cards, cell)
+    stages = [
+        (None, lambda shot, cell: drawn(shot, cards, cell)),
+        (SCORES, lambda shot, cell: drawn(shot, cards, cell)),
+        (["p"], lambda shot, cell: drawn(shot, [(None, preview)], cell)),
+        (["Escape", "question"], lambda shot, cell: True),
+        (["Escape"], lambda shot, cell: drawn(shot, cards, cell)),
+    ]
+    cell, shots = run_terminal(protocol, root, tmp_path, stages)
+    grid, scored, big, modal, again = shots
+    results = {
+        "grid": compare(grid, cards, cell),
+        "preview": compare(big, [(cards[3][0], preview)], cell),
+        "under the modal": compare(modal, cards, cell),
+        "after the modal": compare(again, cards, cell),
+    }
     if save is not None:
         from PIL import Image
 
-        dx, dy = results[0]["shift"]  # the window's offset on the X screen (its border)
-        Image.fromarray(shot[dy:dy + ROWS * cell[1], dx:dx + COLS * cell[0]]).save(save / f"train-160x48-{protocol}.png")
-    for r in results:
-        print(f"{protocol} {r['path']}: detail corr screen {r['screen']:.3f} vs half-blocks {r['halfblock']:.3f}"
-              f" (plain corr {r['screen_plain']:.3f})")
+        dx, dy = results["grid"][0]["shift"]  # the window's offset on the X screen (its border)
+        Image.fromarray(scored[dy:dy + ROWS * cell[1], dx:dx + COLS * cell[0]]).save(save / f"train-160x48-{protocol}.png")
+    for stage, rows in results.items():
+        for r in rows:
+            print(f"{protocol} {stage} {r['path']}: detail corr screen {r['screen']:.3f} vs half-blocks"
+                  f" {r['halfblock']:.3f} (plain corr {r['screen_plain']:.3f})")
     return results
 
 
@@ -310,10 +345,14 @@ def check_terminal(protocol: str, tmp_path: Path, save: Path | None = None) -> l
 def test_thumbnails_show_the_photos_pixels(protocol, tmp_path):
     require(protocol)
     results = check_terminal(protocol, tmp_path)
-    for r in results:  # measured: 0.98-0.997 on screen (kitty and sixel), about 0.0 for half-blocks
+    # measured: 0.98-1.00 on screen (kitty and sixel), about 0.0 for half-blocks of the same cells
+    for r in results["grid"] + results["preview"] + results["after the modal"]:
         assert r["screen"] > 0.8, r  # the photo's own fine detail is on screen
         assert r["screen"] > r["halfblock"] + 0.5, r  # ... which half-blocks cannot show
         assert r["screen_plain"] > 0.95, r
+    # the preview is drawn at the terminal's pixel size: far more pixels than a card
+    for r in results["under the modal"]:
+        assert r["screen"] < 0.5, r  # no image left over the dimmed grid while a modal is up
 
 
 if __name__ == "__main__":

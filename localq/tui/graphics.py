@@ -35,9 +35,10 @@ KITTY_IMAGES_KEPT = 64  # images held in the terminal's memory (kitty's quota is
 
 @dataclass
 class Prepared:
-    canvas: Image.Image  # RGBA, cols*cell_w x rows*cell_h
+    canvas: Image.Image  # RGBA, cols*cell_w x rows*cell_h (smaller if the terminal caps sixel images)
     image_id: int  # kitty's id for the canvas (0 for sixel)
     payload: str  # kitty: the transmission; sixel: the whole canvas encoded
+    offset: tuple[int, int] = (0, 0)  # pixels (whole cells) from the thumbnail's corner to the canvas
 
 
 def pixel_box(width: int, height: int) -> int:
@@ -70,6 +71,7 @@ class Painter:
         self.protocol = setup.protocol
         self.cell = setup.cell
         self.colors = setup.colors
+        self.max_pixels = setup.max_pixels if setup.protocol == SIXEL else None
         self.cache = cache
         self.write = write
         self.prepared = LRU(96)
@@ -95,12 +97,19 @@ class Painter:
         if isinstance(img, Missing):
             found = render_missing(img.reason, cols, rows)
         else:
+            offset = (0, 0)
+            if self.max_pixels and (width > self.max_pixels[0] or height > self.max_pixels[1]):
+                # xterm draws no sixel image over 1000x1000 by default: a preview at 1280x700
+                # would stay blank. Fit into the cap, centred on whole cells.
+                cap_w, cap_h = self.max_pixels[0] // cw * cw, self.max_pixels[1] // ch * ch
+                offset = ((width - min(width, cap_w)) // 2 // cw * cw, (height - min(height, cap_h)) // 2 // ch * ch)
+                width, height = min(width, cap_w), min(height, cap_h)
             canvas = fit_canvas(img, width, height, dim)
             if self.protocol == KITTY:
                 image_id = next(self._ids)
                 found = Prepared(canvas, image_id, kitty.transmit(image_id, canvas))
             else:
-                found = Prepared(canvas, 0, sixel.encode(canvas, self.colors))
+                found = Prepared(canvas, 0, sixel.encode(canvas, self.colors), offset)
         self.prepared.put(key, found)
         return found
 
@@ -190,18 +199,25 @@ class Painter:
 
     def _sixel(self, prepared: Prepared, want: tuple) -> str:
         _, x, y, w, h, source, _ = want
-        sx, sy, sw, sh = source
-        if (sx, sy, sw, sh) == (0, 0, *prepared.canvas.size):
+        sx, sy, sw, sh = source  # the visible part of the thumbnail, in its pixels
+        ox, oy = prepared.offset
+        cw_, ch_ = prepared.canvas.size
+        left, top, right, bottom = max(sx, ox), max(sy, oy), min(sx + sw, ox + cw_), min(sy + sh, oy + ch_)
+        if right <= left or bottom <= top:
+            return ""
+        crop = (left - ox, top - oy, right - ox, bottom - oy)
+        if crop == (0, 0, cw_, ch_):
             data = prepared.payload
         else:  # partly scrolled out: encode the visible part (on the UI thread, but rare and small)
-            key = (id(prepared), source)
+            key = (id(prepared), crop)
             data = self.crops.get(key)
             if data is None:
-                data = sixel.encode(prepared.canvas.crop((sx, sy, sx + sw, sy + sh)), self.colors)
+                data = sixel.encode(prepared.canvas.crop(crop), self.colors)
                 self.crops[key] = data
                 while len(self.crops) > 32:
                     self.crops.popitem(last=False)
-        return f"\x1b[{y + 1};{x + 1}H" + data
+        col, row = x + (left - sx) // self.cell[0], y + (top - sy) // self.cell[1]
+        return f"\x1b[{row + 1};{col + 1}H" + data
 
     def clear(self) -> str:
         """Sequences that remove everything drawn (on exit)."""

@@ -27,6 +27,7 @@ class TerminalGraphics:
     protocol: str  # halfblock | kitty | sixel
     cell: tuple[int, int] = DEFAULT_CELL  # pixels (width, height) of one cell
     colors: int = 256  # sixel colour registers
+    max_pixels: tuple[int, int] | None = None  # the largest sixel image the terminal takes (xterm: 1000x1000)
     note: str | None = None  # said to the user when the request could not be honoured
 
 
@@ -51,7 +52,7 @@ def resolve(requested: str, env=None, stdin=None, stdout=None) -> TerminalGraphi
         protocol = SIXEL if "4" in answers.get("da1", ()) else HALFBLOCK
     cell = cell_size(stdout) or answers.get("cell") or DEFAULT_CELL
     colors = answers.get("colors") or 256
-    return TerminalGraphics(protocol, cell, min(256, max(16, colors)))
+    return TerminalGraphics(protocol, cell, min(256, max(16, colors)), answers.get("max_pixels"))
 
 
 def _kitty_env(env) -> bool:
@@ -84,10 +85,11 @@ def cell_size(stream=None) -> tuple[int, int] | None:
 _DA1 = re.compile(r"\x1b\[\?([\d;]*)c")
 _CELL = re.compile(r"\x1b\[6;(\d+);(\d+)t")
 _REGISTERS = re.compile(r"\x1b\[\?1;0;(\d+)S")
+_GEOMETRY = re.compile(r"\x1b\[\?2;0;(\d+);(\d+)S")
 
 
 def _query(stdin, stdout) -> dict:
-    """Ask cell size (CSI 16t), sixel colour registers (XTSMGRAPHICS) and DA1 in one go.
+    """Ask cell size (CSI 16t), sixel colour registers and largest image (XTSMGRAPHICS) and DA1 in one go.
 
     DA1 goes last: every terminal answers it, so its answer ends the wait."""
     import select
@@ -103,7 +105,7 @@ def _query(stdin, stdout) -> dict:
     buf = ""
     try:
         tty.setraw(fd)
-        os.write(stdout.fileno(), b"\x1b[16t\x1b[?1;1;0S\x1b[c")
+        os.write(stdout.fileno(), b"\x1b[16t\x1b[?1;1;0S\x1b[?2;1;0S\x1b[c")
         deadline = time.monotonic() + QUERY_TIMEOUT_S
         while not _DA1.search(buf):
             left = deadline - time.monotonic()
@@ -118,7 +120,7 @@ def _query(stdin, stdout) -> dict:
 
 
 def parse_answers(buf: str) -> dict:
-    """The terminal's answers in ``buf``: {'da1': [attributes], 'cell': (w, h), 'colors': n}."""
+    """The terminal's answers in ``buf``: {'da1': [attributes], 'cell': (w, h), 'colors': n, 'max_pixels': (w, h)}."""
     out: dict = {}
     if m := _DA1.search(buf):
         out["da1"] = m.group(1).split(";")
@@ -126,4 +128,6 @@ def parse_answers(buf: str) -> dict:
         out["cell"] = (int(m.group(2)), int(m.group(1)))
     if m := _REGISTERS.search(buf):
         out["colors"] = int(m.group(1))
+    if (m := _GEOMETRY.search(buf)) and int(m.group(1)) and int(m.group(2)):
+        out["max_pixels"] = (int(m.group(1)), int(m.group(2)))
     return out
