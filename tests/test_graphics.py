@@ -276,3 +276,56 @@ async def test_sixel_is_redrawn_only_where_textual_rewrote_cells(photo_root):
         await pilot.pause(0.3)
         redrawn = {(int(c) - 1, int(r) - 1) for r, c, _, _ in SIXEL_AT.findall("".join(sent))}
         assert 1 <= len(redrawn) < len(images) + 1
+
+
+def latest_placements(sent: list[str]) -> dict[int, tuple]:
+    """placement id -> its last (col, row, image id, source x, y, w, h, cols, rows), or None once deleted."""
+    out: dict[int, tuple | None] = {}
+    for m in re.finditer(PLACE.pattern + "|" + DELETE.pattern, "".join(sent)):
+        if m.group(1):
+            row, col, image_id, pid, sx, sy, sw, sh, c, r = map(int, m.groups()[:10])
+            out[pid] = (col - 1, row - 1, image_id, sx, sy, sw, sh, c, r)
+        else:
+            out[int(m.group(12))] = None
+    return out
+
+
+@pytest.mark.asyncio
+async def test_kitty_crops_scrolled_thumbnails_and_dims_skipped_ones(photo_root):
+    app, sent = graphics_app(photo_root, KITTY)
+    async with app.run_test(size=(80, 20)) as pilot:  # too small for the batch: the grid scrolls
+        await settle(pilot)
+        app.batch_screen.query_one("#scroll").scroll_to(y=6, animate=False)  # the top row half out of sight
+        await pilot.pause(0.5)
+        await settle(pilot)
+        await pilot.pause(0.2)
+        shown = latest_placements(sent)
+        cropped = 0
+        for card in app.batch_screen.cards():
+            thumb = card.thumbnail
+            if "blue5" in card.hit.path:
+                continue
+            try:
+                geometry = app.screen.find_widget(thumb)
+                visible, region = geometry.visible_region, geometry.region
+            except Exception:
+                visible = None
+            if not visible or not visible.area:
+                assert shown.get(thumb._placement) is None  # scrolled out: no image left behind
+                continue
+            col, row, _, sx, sy, sw, sh, c, r = shown[thumb._placement]
+            assert (col, row, c, r) == (visible.x, visible.y, visible.width, visible.height)
+            assert (sx, sy, sw, sh) == ((visible.x - region.x) * CELL[0], (visible.y - region.y) * CELL[1],
+                                        visible.width * CELL[0], visible.height * CELL[1])
+            cropped += visible.height < region.height
+        assert cropped >= 1  # at least one card is cut by the edge of the scrolled grid
+
+        focused = app.focused.thumbnail._placement
+        before = shown[focused][2]
+        sent.clear()
+        await pilot.press("x")  # skip: Textual dims the card's text, the painter its pixels
+        await pilot.pause(0.5)
+        await settle(pilot)
+        await pilot.pause(0.2)
+        after = latest_placements(sent)[focused]
+        assert after is not None and after[2] != before and TRANSMIT.findall("".join(sent))
