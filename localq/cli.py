@@ -266,7 +266,7 @@ def _open_trainer(coll, name: str):
 @click.option("-k", type=int, help="Images per batch (default 10).")
 @click.option("--strategy", type=click.Choice(["top", "boundary", "diverse", "random"]), help="How each batch is chosen.")
 @click.option("--thumbnails", type=click.Choice(["auto", "halfblock", "sixel", "kitty"]), default="auto", show_default=True,
-              envvar="LOCALQ_THUMBNAILS", help="Image protocol; halfblock always works over SSH.")
+              envvar="LOCALQ_THUMBNAILS", help="Image protocol; auto: kitty or sixel where the terminal draws them, else halfblock (always works).")
 @db_option
 @friendly_errors
 def train(prompt, images, from_classifier, from_file, name, k, strategy, thumbnails, db):
