@@ -246,7 +246,7 @@ def test_sixel_images_fit_the_terminals_largest_image(tmp_path):
     cache = ThumbnailCache()
     painter = Painter(TerminalGraphics(SIXEL, (8, 16), 256, (1000, 1000)), cache, lambda s: None)
     prepared = painter.prepare(painter.key(str(path), 160, 44, False))  # a 1280x704 preview
-    assert prepared.canvas.size == (1000 // 8 * 8, 704) and prepared.offset == ((1280 - 1000) // 2 // 8 * 8, 0)
+    assert prepared.canvas.size == (1280 - 2 * 18 * 8, 704) and prepared.offset == (18 * 8, 0)  # centred, <= 1000
     cache.close()
 
 

@@ -100,10 +100,12 @@ class Painter:
             offset = (0, 0)
             if self.max_pixels and (width > self.max_pixels[0] or height > self.max_pixels[1]):
                 # xterm draws no sixel image over 1000x1000 by default: a preview at 1280x700
-                # would stay blank. Fit into the cap, centred on whole cells.
-                cap_w, cap_h = self.max_pixels[0] // cw * cw, self.max_pixels[1] // ch * ch
-                offset = ((width - min(width, cap_w)) // 2 // cw * cw, (height - min(height, cap_h)) // 2 // ch * ch)
-                width, height = min(width, cap_w), min(height, cap_h)
+                # would stay blank. Shrink the canvas by whole cells on both sides (so that it
+                # stays centred exactly) until it fits the cap.
+                kx = max(0, -(-(width - self.max_pixels[0]) // (2 * cw)))
+                ky = max(0, -(-(height - self.max_pixels[1]) // (2 * ch)))
+                offset = (kx * cw, ky * ch)
+                width, height = max(cw, width - 2 * kx * cw), max(ch, height - 2 * ky * ch)
             canvas = fit_canvas(img, width, height, dim)
             if self.protocol == KITTY:
                 image_id = next(self._ids)
