@@ -329,7 +329,7 @@ def _open_trainer(coll, name: str):
 @count_option("-k", help="Images per batch (default 10).")
 @click.option("--strategy", type=click.Choice(["top", "boundary", "diverse", "random"]), help="How each batch is chosen.")
 @click.option("--thumbnails", type=click.Choice(["auto", "halfblock", "sixel", "kitty"]), default="auto", show_default=True,
-              envvar="LOCALQ_THUMBNAILS", help="Image protocol; halfblock always works over SSH.")
+              envvar="LOCALQ_THUMBNAILS", help="Image protocol; auto: kitty or sixel where the terminal draws them, else halfblock (always works).")
 @click.option("--example", "examples", multiple=True, metavar="PATH|ID",
               help="Label this image +1 (a file is indexed into the collection) before the UI opens; a round each.")
 @db_option

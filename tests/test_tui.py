@@ -431,15 +431,6 @@ def test_cache_decodes_once_and_missing_files_become_placeholders(tmp_path):
     assert "a" not in lru and len(lru) == 2 and box_for(24, 12) == 32 and box_for(150, 40) == 256
 
 
-def test_unsupported_protocols_fall_back_to_halfblocks():
-    from localq.tui.thumbnails import resolve_protocol
-
-    assert resolve_protocol("auto") == ("halfblock", None) == resolve_protocol("halfblock")
-    for name in ("kitty", "sixel"):
-        protocol, note = resolve_protocol(name)
-        assert protocol == "halfblock" and name in note
-
-
 def test_grid_layout_adapts_to_the_terminal():
     assert grid_layout(79, 22, 10) == (3, 12)  # 80x24: 3 columns of square thumbnails, scrolls
     cols, rows = grid_layout(159, 46, 10)

@@ -28,7 +28,8 @@ from localq.tui import cold_start
 from localq.tui import core as ops
 from localq.tui.core import Batch, Core, Draft, Status
 from localq.tui.screens import ConfirmScreen, GridScreen, HelpScreen, PredictionsScreen, PreviewScreen, SaveScreen
-from localq.tui.thumbnails import ThumbnailCache, detect_colors, resolve_protocol
+from localq.tui.terminal import HALFBLOCK, TerminalGraphics
+from localq.tui.thumbnails import ThumbnailCache, detect_colors
 from localq.tui.widgets import Card, StatusLine
 
 DRAFT_DELAY_S = 0.3  # coalesce a burst of key presses into one small file write
@@ -120,16 +121,26 @@ class TrainApp(App):
 
     def __init__(self, open_trainer: Callable[[], object], root: Path, *, k: int | None = None,
                  strategy: str | None = None, thumbnails: str = "auto", colors: str | None = None,
-                 cache: ThumbnailCache | None = None, background=None):
+                 cache: ThumbnailCache | None = None, background=None, graphics: TerminalGraphics | None = None):
+        """``graphics``: what terminal.resolve() found (run_train asks the terminal). Without it,
+        ``thumbnails`` kitty|sixel is taken as said, and auto means half-blocks: nothing is probed."""
         super().__init__()
         self.background = background  # a localq.background.BackgroundIndexer still filling the collection
         self.core = Core(open_trainer, root)
         self.root = Path(root)
         self.k = k
         self.strategy_override = strategy
-        self.protocol, self.protocol_note = resolve_protocol(thumbnails)
+        if graphics is None:
+            graphics = TerminalGraphics(thumbnails if thumbnails in ("kitty", "sixel") else HALFBLOCK)
+        self.graphics = graphics
+        self.protocol, self.protocol_note = graphics.protocol, graphics.note
         self._colors = colors
         self.cache = cache or ThumbnailCache()
+        self.painter = None
+        if graphics.protocol != HALFBLOCK:
+            from localq.tui.graphics import Painter
+
+            self.painter = Painter(graphics, self.cache, self._write_graphics)
         self.status: Status | None = None
         self.batch_round: int | None = None  # the round the cards on screen were fetched for
         self.job: Worker | None = None
@@ -140,6 +151,29 @@ class TrainApp(App):
     @property
     def color_mode(self) -> str:
         return self._colors or detect_colors(self.console.color_system)
+
+    def _write_graphics(self, data: str) -> None:
+        if data and self._driver is not None and not self.is_headless:
+            self._driver.write(data)
+            self._driver.flush()
+
+    def _display(self, screen, renderable) -> None:
+        """Textual's screen update, then the painter's pixels over the cells it rewrote.
+
+        (A private Textual hook: the one place that knows which cells were just rewritten.)"""
+        super()._display(screen, renderable)
+        if self.painter is not None and renderable is not None and self._running and not self._closed:
+            from localq.tui.graphics import touched_regions
+
+            self.painter.after_display(self, touched_regions(renderable))
+
+    def on_resize(self) -> None:
+        if self.painter is not None and self.graphics.protocol != HALFBLOCK and not self.is_headless:
+            from localq.tui.terminal import cell_size
+
+            if self.painter.set_cell(cell_size()):  # a font change: prepare the images at the new size
+                for thumbnail in self.query("Thumbnail"):
+                    thumbnail.watch_path()
 
     def get_default_screen(self) -> BatchScreen:
         return BatchScreen()
@@ -401,6 +435,8 @@ class TrainApp(App):
         self.exit(message=message)
 
     async def on_unmount(self) -> None:
+        if self.painter is not None:
+            self._write_graphics(self.painter.clear())
         self.cache.close()
         if self.background is not None:
             await asyncio.to_thread(self.background.stop)
@@ -422,9 +458,11 @@ def run_train(collection, trainer, *, k: int | None, strategy: str | None, thumb
     connections are per thread); ``collection`` stays open for the caller to close.
     ``background``: a started BackgroundIndexer; the first batch waits for its first
     few hundred images, later batches retrieve from whatever is indexed by then."""
-    name = trainer.name
-    TrainApp(trainer_opener(collection, name, background), Path(collection.root), k=k, strategy=strategy,
-             thumbnails=thumbnails, background=background).run()
+    from localq.tui.terminal import resolve
+
+    graphics = resolve(thumbnails)  # asks the terminal now: once Textual runs, it reads the answers as keys
+    TrainApp(trainer_opener(collection, trainer.name, background), Path(collection.root), k=k, strategy=strategy,
+             thumbnails=thumbnails, background=background, graphics=graphics).run()
 
 
 def trainer_opener(collection, name: str, background=None) -> Callable[[], object]:

@@ -249,19 +249,6 @@ def detect_colors(console_color_system: str | None) -> str:
     return TRUECOLOR if console_color_system == "truecolor" else COLORS_256
 
 
-def resolve_protocol(requested: str) -> tuple[str, str | None]:
-    """The image protocol for ``--thumbnails`` (auto|halfblock|sixel|kitty), and a note for
-    the user when the request cannot be honoured.
-
-    Only half-blocks are drawn: Kitty graphics and sixel paint pixels outside Textual's
-    cell grid (see docs/tui.md, 'Thumbnails', for why they are not hand-rolled here)."""
-    if requested in ("auto", "halfblock"):
-        return "halfblock", None
-    if requested in ("sixel", "kitty"):
-        return "halfblock", f"{requested} images are not drawn yet: showing half-blocks (see docs/tui.md)"
-    return "halfblock", f"unknown thumbnail protocol {requested!r}: showing half-blocks"
-
-
 def file_name(path: str) -> str:
     from localq.display import printable
 

@@ -29,13 +29,17 @@ def format_score(value: float | None) -> str:
 
 
 class Thumbnail(Widget):
-    """An image drawn with half-blocks at whatever size the layout gives it; decoded off the UI thread."""
+    """An image at whatever size the layout gives it, decoded off the UI thread.
+
+    Half-blocks by default; when the app has a graphics painter (kitty or sixel, see
+    graphics.py) the cells stay blank and the painter draws the pixels over them."""
 
     DEFAULT_CSS = """
     Thumbnail { width: 1fr; height: 8; }
     """
 
     path: reactive[str | None] = reactive(None)
+    dimmed: reactive[bool] = reactive(False)
 
     def __init__(self, path: str | None, cache: ThumbnailCache, colors: str = TRUECOLOR, **kwargs):
         super().__init__(**kwargs)
@@ -43,15 +47,36 @@ class Thumbnail(Widget):
         self.color_mode = colors
         self.set_reactive(Thumbnail.path, path)
         self._loading: tuple | None = None
+        self._placement: int | None = None
 
-    def _key(self) -> tuple[str, int, int, int, str] | None:
+    @property
+    def painter(self):
+        return getattr(self.app, "painter", None)
+
+    def _key(self) -> tuple | None:
         w, h = self.size
         if not self.path or w <= 0 or h <= 0:
             return None
+        if self.painter is not None:
+            return self.painter.key(self.path, w, h, self.dimmed)
         return self.path, box_for(w, h), w, h, self.color_mode
 
+    def _cached(self, key: tuple):
+        return self.painter.cached(key) if self.painter is not None else self.cache.cached_lines(*key)
+
+    def prepared(self):
+        """The painter's image for the current path and size, if ready (None otherwise)."""
+        key = self._key()
+        return self._cached(key) if key is not None and self.painter is not None else None
+
     def on_mount(self) -> None:
+        if self.painter is not None:
+            self._placement = self.painter.register(self)
         self._ensure_rendered()
+
+    def on_unmount(self) -> None:
+        if self._placement is not None and self.painter is not None:
+            self.painter.unregister(self._placement)
 
     def on_resize(self) -> None:
         self._ensure_rendered()
@@ -60,21 +85,27 @@ class Thumbnail(Widget):
         self._ensure_rendered()
         self.refresh()
 
+    def watch_dimmed(self) -> None:
+        self.watch_path()
+
     @property
     def ready(self) -> bool:
         key = self._key()
-        return key is None or self.cache.cached_lines(*key) is not None
+        return key is None or self._cached(key) is not None
 
     def _ensure_rendered(self) -> None:
         key = self._key()
-        if key is None or self._loading == key or self.cache.cached_lines(*key) is not None:
+        if key is None or self._loading == key or self._cached(key) is not None:
             return
         self._loading = key
         self.run_worker(self._render(key), group="thumbnail", exclusive=True)
 
     async def _render(self, key: tuple) -> None:
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self.cache.executor, self.cache.render, *key)
+        if self.painter is not None:
+            await loop.run_in_executor(self.cache.executor, self.painter.prepare, key)
+        else:
+            await loop.run_in_executor(self.cache.executor, self.cache.render, *key)
         if self._loading == key:
             self._loading = None
         self.refresh()
@@ -82,8 +113,8 @@ class Thumbnail(Widget):
     def render_line(self, y: int) -> Strip:
         w, _ = self.size
         key = self._key()
-        lines = self.cache.cached_lines(*key) if key else None
-        if lines is None or y >= len(lines):
+        lines = self._cached(key) if key else None
+        if not isinstance(lines, list) or y >= len(lines):  # not ready, or pixels the painter draws
             return Strip.blank(w, self.rich_style)
         return Strip(lines[y], w)
 
@@ -249,6 +280,7 @@ class Card(Widget, can_focus=True):
         self.set_class(s is not None and s < 0, "-negative")
         self.set_class(s is not None and s == 0, "-neutral")
         self.set_class(self.skipped, "-skipped")
+        self.thumbnail.dimmed = self.skipped
 
     def set_value(self, value: float | None) -> None:
         if not self.editable or getattr(self.screen, "frozen", False):
