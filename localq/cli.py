@@ -82,10 +82,11 @@ def cli():
 @encoder_options
 @click.option("--labels", "with_labels", is_flag=True, help="Read class label and split from split/class/file folder names.")
 @click.option("--batch-size", default=32, show_default=True, help="Images per encoder batch.")
+@click.option("--ray", "ray_address", metavar="ADDRESS", help="Embed on Ray (auto, HOST:PORT or local), then ingest (see `localq embed`).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @json_option
 @friendly_errors
-def index(paths, db, encoder, weights, with_labels, batch_size, quiet, as_json):
+def index(paths, db, encoder, weights, with_labels, batch_size, ray_address, quiet, as_json):
     """Embed every image under PATHS into the collection.
 
     Re-running embeds only new or changed files and drops deleted ones; an interrupted
@@ -102,6 +103,20 @@ def index(paths, db, encoder, weights, with_labels, batch_size, quiet, as_json):
     with open_collection(db, create=True) as coll:
         spec = encoder or coll.encoder_spec or "lite0"
         enc = load_encoder(spec, weights if weights else (coll.encoder_weights if spec == coll.encoder_spec else None))
+        if ray_address:
+            from localq.cli_scale import index_with_ray
+
+            reports = index_with_ray(coll, list(paths), enc, with_labels=with_labels, address=ray_address,
+                                     batch_size=batch_size, quiet=quiet or as_json)
+            total = coll.store.count_live()
+            added, replaced = sum(r.added for r in reports), sum(r.replaced for r in reports)
+            skipped = [s for r in reports for s in r.skipped]
+            if as_json:
+                emit_json({"collection": str(coll.root), "images": total, "added": added, "changed": replaced,
+                           "skipped": [{"path": p, "reason": r} for p, r in skipped]})
+            else:
+                click.echo(f"{added} added, {replaced} changed, {len(skipped)} skipped (on Ray); {total} images in {coll.root}")
+            return
         progress = ProgressLine("indexing", enabled=not quiet and not as_json)
         report = index_paths(coll, list(paths), enc, with_labels=with_labels, batch_size=batch_size, progress=progress)
         total = coll.store.count_live()
@@ -507,6 +522,11 @@ def demo(folder, prompt, index_only, db):
 from localq.bench.command import bench as _bench_command  # noqa: E402  (click-only import)
 
 cli.add_command(_bench_command)
+
+from localq.cli_scale import embed as _embed_command, ingest as _ingest_command  # noqa: E402
+
+cli.add_command(_embed_command)
+cli.add_command(_ingest_command)
 
 
 def main() -> None:

@@ -44,3 +44,11 @@ class ClassifierMismatch(LocalqError):
 
 class NothingToUndo(LocalqError):
     """Undo was asked for on a classifier with no labeled round."""
+
+
+class BadShard(LocalqError):
+    """An embedding shard is truncated, misaligned with its metadata, or holds bad rows."""
+
+
+class EmbedFailed(LocalqError):
+    """An embedding job could not run or was cut short; finished shards are kept."""
