@@ -86,7 +86,7 @@ def ingest(shards_dir, db, encoder, weights, with_labels, quiet, as_json):
 
         enc = load_encoder(encoder, weights)
     with open_collection(db, create=True) as coll:
-        progress = ProgressLine("ingesting shards", enabled=not quiet and not as_json)
+        progress = ProgressLine("ingesting shards", enabled=not quiet and not as_json, unit="shard")
         report = ingest_shards(coll, shards_dir, enc, with_labels=with_labels, progress=progress)
         total = coll.store.count_live()
     if as_json:
