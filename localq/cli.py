@@ -104,10 +104,10 @@ def index(paths, db, encoder, weights, with_labels, batch_size, ray_address, qui
         spec = encoder or coll.encoder_spec or "lite0"
         enc = load_encoder(spec, weights if weights else (coll.encoder_weights if spec == coll.encoder_spec else None))
         if ray_address:
-            from localq.cli_scale import index_with_ray
+            from localq.ingest import index_on_ray
 
-            reports = index_with_ray(coll, list(paths), enc, with_labels=with_labels, address=ray_address,
-                                     batch_size=batch_size, quiet=quiet or as_json)
+            reports = index_on_ray(coll, list(paths), enc, with_labels=with_labels, address=ray_address, batch_size=batch_size,
+                                   progress=ProgressLine("embedding", enabled=not quiet and not as_json))
             total = coll.store.count_live()
             added, replaced = sum(r.added for r in reports), sum(r.replaced for r in reports)
             skipped = [s for r in reports for s in r.skipped]

@@ -3,17 +3,12 @@ localq.ingest). Kept out of cli.py, which other commands share; registered there
 
 from __future__ import annotations
 
-import hashlib
-import shutil
 from pathlib import Path
 
 import click
 
 from localq.cli import db_option, emit_json, encoder_options, friendly_errors, json_option, open_collection
 from localq.progress import ProgressLine
-
-EMBED_DIR = "embed-shards"  # inside a collection: where `localq index --ray` embeds to
-
 
 @click.command()
 @click.argument("source", type=click.Path(path_type=Path))
@@ -99,22 +94,3 @@ def ingest(shards_dir, db, encoder, weights, with_labels, quiet, as_json):
         f"{report.added} added, {report.replaced} changed, {report.present} already present, "
         f"{len(report.skipped)} skipped; {total} images in {coll.root}"
     )
-
-
-def index_with_ray(coll, paths, enc, *, with_labels: bool, address: str, batch_size: int, quiet: bool):
-    """`localq index PATHS --ray ADDRESS`: embed each path into shards inside the
-    collection, ingest them, then delete them. A killed run resumes from the shards."""
-    from localq.embed import embed_to_shards
-    from localq.ingest import ingest_shards
-
-    reports = []
-    for path in paths:
-        key = hashlib.sha256(str(Path(path).expanduser().resolve()).encode()).hexdigest()[:16]
-        out = coll.root / EMBED_DIR / key
-        embed_to_shards(
-            path, out, encoder_spec=enc.encoder_spec, weights=enc.weights, ray_address=address,
-            batch_size=batch_size, progress=ProgressLine("embedding", enabled=not quiet),
-        )
-        reports.append(ingest_shards(coll, out, enc, with_labels=with_labels))
-        shutil.rmtree(out)
-    return reports

@@ -139,6 +139,7 @@ def _item(x: FileEntry | ScanSkip) -> dict:
 
 
 def _listed_files(path: Path) -> list[FileEntry | ScanSkip]:
+    shards.require_pyarrow()
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
@@ -220,6 +221,7 @@ def embed_to_shards(
     if dtype not in ("float16", "float32"):
         raise ValueError("dtype must be float16 or float32")
     out = Path(out).expanduser()
+    shards.require_pyarrow()
     probe = EmbedBatch(encoder_spec, weights, encoder_factory).encoder  # fail fast, here
     items = list_source(source)
     plan = plan_shards(items, shard_size)

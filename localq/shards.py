@@ -123,6 +123,7 @@ def write_manifest(root: Path, manifest: dict) -> None:
 def write_shard(root: Path, key: str, vectors: np.ndarray, metadata: dict[str, list], dtype: str) -> None:
     """Write one shard's two files atomically (temp names, fsync, rename). The caller
     records it in the manifest afterwards: until then the shard does not exist."""
+    require_pyarrow()
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -159,6 +160,7 @@ def read_shard(shard: Shard, dim: int | None = None) -> ShardData:
     Checked: the npy is whole and 2-d float16/float32 of ``dim`` columns, the metadata
     exists with an ``image_path`` column and as many rows, and every row not marked
     with a skip reason is finite and of unit length."""
+    require_pyarrow()
     import pyarrow.parquet as pq
 
     try:
@@ -198,6 +200,14 @@ def read_shard(shard: Shard, dim: int | None = None) -> ShardData:
         )
     vectors[skipped] = 0.0
     return ShardData(shard.key, vectors, metadata)
+
+
+def require_pyarrow() -> None:
+    """Shards are parquet: a clear error where pyarrow is not installed."""
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError as exc:
+        raise BadShard("embedding shards need pyarrow: pip install -e '.[ray]' (or pip install pyarrow)") from exc
 
 
 # -- helpers ------------------------------------------------------------------------------
