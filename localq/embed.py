@@ -50,6 +50,7 @@ class EmbedReport:
     embedded: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    first_result_s: float | None = None  # from the start of the run to the first embedded batch back
     engine: str = "in-process"
 
     @property
@@ -251,6 +252,8 @@ def embed_to_shards(
 
     def take(batch: dict[str, np.ndarray]) -> None:
         nonlocal done
+        if report.first_result_s is None:
+            report.first_result_s = time.perf_counter() - start
         for key in np.unique(batch["shard"]):
             sel = np.flatnonzero(batch["shard"] == key)
             pending[key].append({c: np.asarray(v)[sel] for c, v in batch.items()})
