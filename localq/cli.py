@@ -108,7 +108,7 @@ def index(paths, db, encoder, weights, with_labels, batch_size, ray_address, qui
 
             reports = index_on_ray(coll, list(paths), enc, with_labels=with_labels, address=ray_address, batch_size=batch_size,
                                    progress=ProgressLine("embedding", enabled=not quiet and not as_json))
-            total = coll.store.count_live()
+            total = reports[-1].images
             added, replaced = sum(r.added for r in reports), sum(r.replaced for r in reports)
             skipped = [s for r in reports for s in r.skipped]
             if as_json:

@@ -83,9 +83,9 @@ def ingest(shards_dir, db, encoder, weights, with_labels, quiet, as_json):
     with open_collection(db, create=True) as coll:
         progress = ProgressLine("ingesting shards", enabled=not quiet and not as_json, unit="shard")
         report = ingest_shards(coll, shards_dir, enc, with_labels=with_labels, progress=progress)
-        total = coll.store.count_live()
+    total = report.images
     if as_json:
-        emit_json({"collection": str(coll.root), "images": total,
+        emit_json({"collection": str(coll.root),
                    **{k: v for k, v in vars(report).items() if k != "skipped"},
                    "skipped": [{"path": p, "reason": r} for p, r in report.skipped]})
         return

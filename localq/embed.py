@@ -227,6 +227,8 @@ def embed_to_shards(
     items = list_source(source)
     plan = plan_shards(items, shard_size)
     manifest = shards.read_manifest(out)
+    if manifest is None and (out / shards.EMB_DIR).is_dir() and any((out / shards.EMB_DIR).iterdir()):
+        raise BadShard(f"{out} already holds shards that localq did not write (no manifest): use another --out")
     if manifest is not None:
         _check_resume(manifest, plan, probe.model_id, dtype, shard_size, out)
     else:
@@ -345,7 +347,7 @@ def _run_on_ray(rows, address, workers, batch_size, spec, weights, encoder_facto
     try:
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             take(batch)
-    except ray.exceptions.RayError as exc:
+    except (ray.exceptions.RayError, ray.data.exceptions.SystemException) as exc:
         raise EmbedFailed(
             f"the Ray job failed ({type(exc).__name__}: {str(exc).strip().splitlines()[-1][:160]}); "
             "finished shards are kept: run the same command again to resume"

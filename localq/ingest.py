@@ -47,6 +47,7 @@ class IngestReport:
     present: int = 0  # same path and content already live: not added again
     skipped: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    images: int = 0  # live images in the collection afterwards
 
 
 def ingest_shards(
@@ -82,6 +83,7 @@ def ingest_shards(
         if progress:
             progress(n, len(found))
     index.save()
+    report.images = store.count_live()
     report.seconds = time.perf_counter() - start
     return report
 

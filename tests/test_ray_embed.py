@@ -104,3 +104,4 @@ def test_ray_with_the_real_default_encoder(ray_cluster, many_photos, tmp_path):
     a, _ = shard_contents(tmp_path / "local")
     b, _ = shard_contents(tmp_path / "ray")
     assert a.shape == (6, 1280) and np.abs(a - b).max() <= 1e-4
+

@@ -234,3 +234,13 @@ def test_cli_embed_then_ingest(photos, tmp_path, monkeypatch):
     shards.emb_path(tmp_path / "shards", "00003").write_bytes(b"\x93NUMPY")  # truncated
     result = runner.invoke(cli, ["ingest", out, "--db", str(tmp_path / "other"), "-q"])
     assert result.exit_code == 1 and result.output.startswith("error: ") and result.output.count("\n") == 1
+
+
+def test_help_imports_neither_ray_nor_pyarrow_nor_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; from localq.cli import cli; "
+            "print(sorted(m for m in ('ray', 'pyarrow', 'torch', 'faiss') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
