@@ -63,15 +63,15 @@ def rss_mib(pids) -> float:
     return total / 1024
 
 
-def cpu_seconds(pids) -> float:
-    total = 0
+def cpu_seconds(pids) -> dict[int, float]:
+    out = {}
     for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
+            out[pid] = (int(fields[11]) + int(fields[12])) / _CLK  # utime, stime
         except (OSError, IndexError):
             pass
-    return total / _CLK
+    return out
 
 
 def _name(pid: int) -> str:
@@ -122,7 +122,9 @@ def main() -> None:
     biggest = sorted(((rss_mib([p]), _name(p)) for p in workers), reverse=True)[:6]
     cpu0 = cpu_seconds(workers)
     time.sleep(5)
-    idle_cpu = (cpu_seconds(ray_pids() - before) - cpu0) / 5
+    cpu1 = cpu_seconds(ray_pids() - before)
+    # Over the processes alive at both reads (actors exiting meanwhile drop out).
+    idle_cpu = sum(cpu1[p] - cpu0[p] for p in cpu1.keys() & cpu0.keys()) / 5
     ray.shutdown()
 
     uptime = Path("/proc/loadavg").read_text().split()[:3]
