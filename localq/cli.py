@@ -143,10 +143,11 @@ def cli():
 @count_option("--batch-size", default=32, show_default=True, help="Images per encoder batch.")
 @click.option("--decode-threads", default=1, show_default=True, type=click.IntRange(0, 8),
               help="Threads decoding the next batch while the model runs (0: decode in turn with it).")
+@click.option("--ray", "ray_address", metavar="ADDRESS", help="Embed on Ray (auto, HOST:PORT or local), then ingest (see `localq embed`).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @json_option
 @friendly_errors
-def index(paths, db, encoder, weights, with_labels, batch_size, decode_threads, quiet, as_json):
+def index(paths, db, encoder, weights, with_labels, batch_size, decode_threads, ray_address, quiet, as_json):
     """Embed every image under PATHS into the collection.
 
     Re-running embeds only new or changed files and drops deleted ones; an interrupted
@@ -163,6 +164,20 @@ def index(paths, db, encoder, weights, with_labels, batch_size, decode_threads, 
     with open_collection(db, create=True) as coll:
         spec = encoder or coll.encoder_spec or "lite0"
         enc = load_encoder(spec, weights if weights else (coll.encoder_weights if spec == coll.encoder_spec else None))
+        if ray_address:
+            from localq.ingest import index_on_ray
+
+            reports = index_on_ray(coll, list(paths), enc, with_labels=with_labels, address=ray_address, batch_size=batch_size,
+                                   progress=ProgressLine("embedding", enabled=not quiet and not as_json))
+            total = reports[-1].images
+            added, replaced = sum(r.added for r in reports), sum(r.replaced for r in reports)
+            skipped = [s for r in reports for s in r.skipped]
+            if as_json:
+                emit_json({"collection": str(coll.root), "images": total, "added": added, "changed": replaced,
+                           "skipped": [{"path": p, "reason": r} for p, r in skipped]})
+            else:
+                click.echo(f"{added} added, {replaced} changed, {len(skipped)} skipped (on Ray); {total} images in {printable(coll.root)}")
+            return
         getattr(enc, "model", None)  # a lazily loaded CNN loads now, outside the timed run (as before)
         progress = ProgressLine("indexing", enabled=not quiet and not as_json)
         report = index_paths(coll, list(paths), enc, with_labels=with_labels, batch_size=batch_size, progress=progress,
@@ -668,6 +683,11 @@ def demo(folder, prompt, index_only, db):
 from localq.bench.command import bench as _bench_command  # noqa: E402  (click-only import)
 
 cli.add_command(_bench_command)
+
+from localq.cli_scale import embed as _embed_command, ingest as _ingest_command  # noqa: E402
+
+cli.add_command(_embed_command)
+cli.add_command(_ingest_command)
 
 
 def main() -> None:

@@ -76,3 +76,11 @@ class InvalidName(LocalqError):
 
 class InvalidClassifierFile(LocalqError):
     """A classifier file whose weights or bias are not a usable linear layer."""
+
+
+class BadShard(LocalqError):
+    """An embedding shard is truncated, misaligned with its metadata, or holds bad rows."""
+
+
+class EmbedFailed(LocalqError):
+    """An embedding job could not run or was cut short; finished shards are kept."""

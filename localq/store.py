@@ -171,8 +171,16 @@ def m004_classifier_versions(db: sqlite_utils.Database) -> None:
     db.conn.execute("UPDATE classifiers SET incarnation = lower(hex(randomblob(8)))")
 
 
+def m005_ingested_shards(db: sqlite_utils.Database) -> None:
+    # Embedding shards `localq ingest` has taken in (localq.ingest): a re-run skips them.
+    db["ingested_shards"].create(
+        {"source": str, "shard": str, "rows": int, "added": int, "npy_bytes": int, "at": str},
+        pk=("source", "shard"),
+    )
+
+
 MIGRATIONS: list[Callable[["sqlite_utils.Database"], None]] = [
-    m001_initial, m002_classifiers, m003_vector_digests, m004_classifier_versions,
+    m001_initial, m002_classifiers, m003_vector_digests, m004_classifier_versions, m005_ingested_shards,
 ]
 
 
@@ -423,6 +431,17 @@ class Store:
             marks = ",".join("?" * len(chunk))
             out.update({i: from_blob(b) for i, b in self.conn.execute(f"SELECT id, vector FROM vectors WHERE id IN ({marks})", chunk)})
         return np.stack([out[i] for i in ids]) if ids else np.zeros((0, 0), np.float32)
+
+    # -- ingested shards -------------------------------------------------------------
+    def ingested_shards(self, source: str) -> set[str]:
+        return {r[0] for r in self.conn.execute("SELECT shard FROM ingested_shards WHERE source = ?", (source,))}
+
+    def record_ingested_shard(self, source: str, shard: str, rows: int, added: int, npy_bytes: int) -> None:
+        with self.transaction() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO ingested_shards(source, shard, rows, added, npy_bytes, at) VALUES (?, ?, ?, ?, ?, ?)",
+                (source, shard, rows, added, npy_bytes, _now()),
+            )
 
     # -- skipped files --------------------------------------------------------------
     def record_skips(self, skips: list[tuple[str, str, int | None, float | None]]) -> None:

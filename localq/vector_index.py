@@ -6,23 +6,30 @@ Row position == id == SQLite ``images.id``. Rows are never removed from the midd
 a selector (pitfalls 5 and 6).
 
 One query (``search``), measured by ``scripts/bench_search.py``:
-- every row allowed: a plain FAISS flat scan, which runs at the one-pass floor;
-- otherwise FAISS ``IDSelectorArray`` over ``np.flatnonzero(allowed)``. On ``IndexFlat``
-  it is a gather that reads only the allowed rows, so its cost follows the allowed
-  fraction (about 0.5x the floor at 50% seen, 0.01x at 99%) and it never post-filters,
-  so it always returns min(k, allowed) rows. ``IDSelectorBitmap`` tests every id inside
-  the scan and was no faster at 50% seen and about 2x slower at 99%.
-- FAISS runs these on one OpenMP thread: with fewer queries than threads it splits the
-  rows across threads, and on 2 cores that made an unfiltered query 2-3x slower
-  (FAISS-NOTES pitfall 3). The count is per calling thread, and is restored after.
+- when at least ``_SELECTOR_BELOW_FRACTION`` of the rows are allowed: one BLAS
+  matrix-vector product over every row (``X @ q``, the bandwidth floor itself), the
+  disallowed scores set to -inf, and ``argpartition``. On an idle 2-core machine FAISS's
+  flat scan ran at 1.8-2.0x that floor at 1M rows: with one query FAISS either scans on
+  one OpenMP thread, and one core cannot pull the memory bandwidth that OpenBLAS's two
+  threads do, or it splits the rows over threads and synchronises per block, which was
+  slower still (FAISS-NOTES pitfall 3; 1.6-1.9x the floor even with a passive OMP wait
+  policy). The top-k selection costs 5-10% of the product;
+- below that fraction, FAISS ``IDSelectorArray`` over ``np.flatnonzero(allowed)`` on one
+  thread: on ``IndexFlat`` it is a gather that reads only the allowed rows, so its cost
+  follows the allowed fraction (0.02x the floor at 99% seen), where the product above
+  still reads every row. At 50% seen it was 1.3x the floor against 1.1x for the product,
+  and its cost is about 2.6 x allowed-fraction x floor: the two meet near 40% allowed.
+Both return exactly min(k, allowed) rows and never post-filter. On a machine busy with
+other processes the two-thread product suffers most (one of its threads waits for the
+other); the ratios above are from idle runs, the case a labeling session is in.
 
 Batches (``search_many``) use BLAS instead: any selector sends FAISS down its
 sequential per-query path, which was 3x (16 queries) to 10x (500 queries) slower at
 100k rows than matrix products over blocks of rows with the disallowed scores set to
 -inf. When few rows are allowed the blocks are gathered from the allowed rows only.
 
-The derived id array is rebuilt on every call (0.7 ms at 1M rows, under 1% of a
-search) rather than cached: callers clear bits of one mask in place between calls,
+The derived id array of the selector path is rebuilt on every call (0.7 ms at 1M rows,
+under 1% of a search) rather than cached: callers clear bits of one mask in place between calls,
 and a cache keyed on the mask object would then go stale.
 """
 
@@ -38,6 +45,10 @@ from pathlib import Path
 import numpy as np
 
 from localq.errors import EncoderMismatch, IndexCorrupt
+
+# search: below this allowed fraction FAISS's gather over the allowed rows beats one
+# BLAS pass over all of them (module docstring).
+_SELECTOR_BELOW_FRACTION = 0.35
 
 # search_many: below this allowed fraction, copying the allowed rows out (read, write,
 # read again: about 3x their bytes) costs less than one pass over every row.
@@ -204,8 +215,10 @@ class VectorIndex:
         if k <= 0:
             return _EMPTY_IDS.copy(), _EMPTY_SCORES.copy()
         if allowed is None or n_allowed == n:
-            return self._search_faiss(q, k, None)
-        return self._search_faiss(q, k, np.flatnonzero(allowed).astype(np.int64, copy=False))
+            return self._search_blas(q, k, None)
+        if n_allowed < _SELECTOR_BELOW_FRACTION * n:
+            return self._search_faiss(q, k, np.flatnonzero(allowed).astype(np.int64, copy=False))
+        return self._search_blas(q, k, allowed)
 
     def search_many(
         self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
@@ -294,6 +307,20 @@ class VectorIndex:
             )
         return allowed
 
+    def _search_blas(self, q: np.ndarray, k: int, allowed: np.ndarray | None):
+        with np.errstate(over="ignore", invalid="ignore"):
+            scores = self.matrix() @ q
+        if allowed is not None:
+            np.copyto(scores, -np.inf, where=~allowed)
+        top = np.argpartition(scores, -k)[-k:]
+        picked = scores[top]
+        if np.isnan(picked).any() or (allowed is not None and not allowed[top].all()):
+            # Overflowing products (NaN sorts as largest; -inf ties with the masked
+            # rows): the gather path cleans NaN and looks at allowed rows only.
+            ids = None if allowed is None else np.flatnonzero(allowed)
+            return self._search_numpy(q, k, ids)
+        return _sorted_best_first(top, picked)
+
     def _search_faiss(self, q: np.ndarray, k: int, allowed_ids: np.ndarray | None):
         faiss = _faiss()
         params = None
@@ -317,8 +344,9 @@ class VectorIndex:
 
     def _search_numpy(self, q: np.ndarray, k: int, allowed_ids: np.ndarray | None):
         ids = np.arange(self.ntotal) if allowed_ids is None else allowed_ids
+        rows = self.matrix() if allowed_ids is None else self.matrix()[allowed_ids]
         with np.errstate(over="ignore", invalid="ignore"):
-            scores = self.matrix()[ids] @ q
+            scores = rows @ q
         scores = np.nan_to_num(scores, nan=-np.inf)
         top = np.argpartition(scores, -k)[-k:]
         return _sorted_best_first(ids[top], scores[top])

@@ -6,8 +6,11 @@ One query at a time, as a labeling loop asks them, on synthetic 512-d unit vecto
 - near: the query's own nearest ids, which is what labeling what was retrieved produces.
 
 The floor is one NumPy pass over every vector (``X @ q``): any exact method that
-looks at every allowed row cannot beat reading them. Target (issue 2, item 8): at most
-1.5x the floor at every seen fraction.
+looks at every allowed row cannot beat reading them. Targets (issue 12): at most 1.2x
+the floor, and never slower than NumPy masked top-k (``X @ q``, -inf on the seen rows,
+``argpartition``), at every seen fraction. "Never slower" is checked as the median of
+per-round VectorIndex/NumPy ratios <= 1.05: where both run the same product, what is
+left between them is timing noise.
 
 Timing: every method is warmed up, then run in rounds; each round runs all methods
 once in a shuffled order, so drift from other processes on the machine hits them
@@ -30,7 +33,8 @@ import numpy as np
 
 from localq.vector_index import VectorIndex
 
-TARGET = 1.5
+TARGET = 1.2
+VS_NUMPY_NOISE = 1.05
 
 
 def synthetic_index(n: int, dim: int, rng: np.random.Generator) -> tuple[VectorIndex, np.ndarray]:
@@ -101,6 +105,7 @@ def methods_for(index: VectorIndex, q, k, allowed, fraction, with_alternatives: 
     methods.update(
         {
             "flatnonzero(mask)": lambda: np.flatnonzero(allowed),
+            "IDSelectorArray, 1 thread": lambda: faiss_with(index, q, k, array_selector, 1),
             "IDSelectorArray, default threads": lambda: faiss_with(
                 index, q, k, array_selector, None
             ),
@@ -137,6 +142,7 @@ def time_rounds(methods: dict, rounds: int, rng) -> tuple[dict, dict]:
     floor = np.array(times["floor"])
     median_ms = {name: 1e3 * float(np.median(t)) for name, t in times.items()}
     ratio = {name: float(np.median(np.array(t) / floor)) for name, t in times.items()}
+    ratio["vs numpy"] = float(np.median(np.array(times["VectorIndex"]) / np.array(times["numpy"])))
     return median_ms, ratio
 
 
@@ -197,16 +203,23 @@ def main() -> None:
     print("\n## VectorIndex.search, one query, median ms (ratio to the floor)\n")
     print(
         "| n | seen set | seen | floor `X @ q` | VectorIndex.search | numpy masked top-k "
-        f"| same top-k as numpy | ≤ {TARGET}x floor |"
+        f"| VectorIndex / numpy | same top-k as numpy | ≤ {TARGET}x floor | not slower than numpy |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    misses = 0
     for n, label, fraction, ms, ratio, ok in rows:
-        verdict = "PASS" if ratio["VectorIndex"] <= TARGET else "MISS"
+        floor_ok = ratio["VectorIndex"] <= TARGET
+        numpy_ok = ratio["vs numpy"] <= VS_NUMPY_NOISE
+        misses += (not floor_ok) + (not numpy_ok) + (not ok)
         print(
             f"| {n:,} | {label} | {fraction:.0%} | {ms['floor']:.1f} "
             f"| {ms['VectorIndex']:.1f} ({ratio['VectorIndex']:.2f}x) "
-            f"| {ms['numpy']:.1f} ({ratio['numpy']:.2f}x) | {'yes' if ok else 'NO'} | {verdict} |"
+            f"| {ms['numpy']:.1f} ({ratio['numpy']:.2f}x) | {ratio['vs numpy']:.2f} "
+            f"| {'yes' if ok else 'NO'} | {'PASS' if floor_ok else 'MISS'} "
+            f"| {'PASS' if numpy_ok else 'MISS'} |"
         )
+    print(f"\n{misses} miss(es). Timings from a machine busy with other processes are not "
+          "evidence either way: check `uptime` first.")
     if alternatives:
         print("\n## Alternatives measured in the same rounds (not used), ms (ratio to floor)\n")
         print("| n | seen set | seen | method | ms | ratio |")

@@ -238,9 +238,10 @@ def test_overflowing_products_still_return_k_allowed_rows(tmp_path):
     rng = np.random.default_rng(3)
     ix = VectorIndex.open(tmp_path / "huge.faiss", DIM)
     ix.add(rng.standard_normal((500, DIM)).astype(np.float32) * 1e20)
-    allowed = rng.random(500) < 0.3
+    sparse = rng.random(500) < 0.3  # FAISS selector path
+    dense = rng.random(500) < 0.7  # BLAS product path
     q = rng.standard_normal(DIM).astype(np.float32) * 1e20
-    for mask in (None, allowed):
+    for mask in (None, sparse, dense):
         ids, scores = ix.search(q, 20, mask)
         assert len(ids) == 20 and (ids >= 0).all()
         if mask is not None:
@@ -249,3 +250,18 @@ def test_overflowing_products_still_return_k_allowed_rows(tmp_path):
         assert many.shape == (2, 20) and (many >= 0).all()
         if mask is not None:
             assert mask[many].all()
+
+
+@pytest.mark.parametrize("threshold", [0.0, 1.01])
+def test_both_single_query_paths_match_brute_force_at_every_fraction(index, data, monkeypatch, threshold):
+    # 0.0: the BLAS product path for every mask; 1.01: the FAISS selector path for every one.
+    import localq.vector_index as vi
+
+    monkeypatch.setattr(vi, "_SELECTOR_BELOW_FRACTION", threshold)
+    rng, x = data
+    q = rng.standard_normal(DIM).astype(np.float32)
+    for name, allowed in masks(rng, len(x), q, x):
+        ids, scores = index.search(q, 50, allowed)
+        want_ids, want_scores = brute_force(x, q, 50, allowed)
+        assert_same_top_k(ids, scores, want_ids, want_scores, x, q)
+        assert allowed[ids].all(), f"{name}: returned a disallowed id"
