@@ -264,7 +264,7 @@ def _open_trainer(coll, name: str):
 @click.option("--from-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Start from a classifier file (.safetensors, .npy, torch .pt).")
 @click.option("--name", metavar="NAME", help="Name of a new classifier (default: from the prompt).")
 @click.option("-k", type=int, help="Images per batch (default 10).")
-@click.option("--strategy", type=click.Choice(["top", "boundary", "diverse", "random"]), help="How each batch is chosen.")
+@click.option("--strategy", type=click.Choice(["auto", "top", "boundary", "diverse", "random"]), help="How each batch is chosen.")
 @click.option("--thumbnails", type=click.Choice(["auto", "halfblock", "sixel", "kitty"]), default="auto", show_default=True,
               envvar="LOCALQ_THUMBNAILS", help="Image protocol; halfblock always works over SSH.")
 @db_option
