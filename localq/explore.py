@@ -34,6 +34,7 @@ MIN_CLUSTERS = 2
 MAX_CLUSTERS = 64
 KMEANS_ITERS = 20
 KMEANS_SEED = 1234
+KMEANS_REDO = 3  # best of 3 starts: one start can merge two clusters and split another
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ def kmeans(vectors: np.ndarray, n_clusters: int | None = None, *, seed: int = KM
     if c <= 1:
         centroid = _unit_rows(x.mean(axis=0, keepdims=True))
         return Clusters(centroid, np.zeros(n, np.int32), (x @ centroid[0]).astype(np.float32))
-    km = faiss.Kmeans(d, c, niter=KMEANS_ITERS, seed=seed, spherical=True, verbose=False,
+    km = faiss.Kmeans(d, c, niter=KMEANS_ITERS, nredo=KMEANS_REDO, seed=seed, spherical=True, verbose=False,
                       max_points_per_centroid=256)  # subsampled training: seconds even at 1M rows
     km.train(x)
     centroids = _unit_rows(km.centroids)
