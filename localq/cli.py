@@ -342,7 +342,7 @@ def _open_trainer(coll, name: str):
 @click.option("--from-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Start from a classifier file (.safetensors, .npy, torch .pt).")
 @click.option("--name", metavar="NAME", help="Name of a new classifier (default: from the prompt).")
 @count_option("-k", help="Images per batch (default 10).")
-@click.option("--strategy", type=click.Choice(["top", "boundary", "diverse", "random"]), help="How each batch is chosen.")
+@click.option("--strategy", type=click.Choice(["auto", "top", "boundary", "diverse", "random"]), help="How each batch is chosen.")
 @click.option("--thumbnails", type=click.Choice(["auto", "halfblock", "sixel", "kitty"]), default="auto", show_default=True,
               envvar="LOCALQ_THUMBNAILS", help="Image protocol; auto: kitty or sixel where the terminal draws them, else halfblock (always works).")
 @click.option("--example", "examples", multiple=True, metavar="PATH|ID",

@@ -5,12 +5,20 @@
   classifier little (measured: ~100% batch precision, yet the worst AP of the four).
 - ``boundary``: the k images whose score ``w.x + b`` is nearest the decision threshold
   (uncertainty sampling): what the classifier is least sure of, positives it ranks too
-  low and negatives it ranks too high. The default: the best AP per label measured.
+  low and negatives it ranks too high. The best AP per label once positives exist.
 - ``diverse``: k images drawn at random among the likely positives, each with
   probability proportional to ``sigmoid(w.x + b)``, near-duplicates of an image already
   drawn skipped. The batch spreads over the whole positive region instead of piling up
   at its top.
 - ``random``: uniform over the allowed images (the benchmark's control).
+- ``auto`` (the default): reads the situation from the labels so far
+  (:class:`Context`). Before any positive exists, and again whenever the last
+  ``COLD_BATCHES`` batches held no positive, it *explores*: most of the batch covers the
+  collection's k-means clusters (``localq.explore.coverage``: clusters not labeled yet
+  first, ranked softly by the query), the rest exploits the query, so a working prompt
+  is not wasted. Once positives come back it *exploits*: a mix of ``top`` (the query's
+  best, what a working prompt needs) and ``boundary`` (what the classifier is least sure
+  of). The shares were chosen on dev splits (docs/benchmark.md).
 
 A query that has never been fitted (unit norm and zero bias, as a prompt or an example
 image starts) has no calibrated threshold, so ``boundary`` and ``diverse`` then draw k
@@ -22,10 +30,12 @@ filtered search, so a round costs one search whatever the strategy.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
-STRATEGIES = ("top", "boundary", "diverse", "random")
-DEFAULT_STRATEGY = "boundary"
+STRATEGIES = ("auto", "top", "boundary", "diverse", "random")
+DEFAULT_STRATEGY = "auto"
 
 # How many of the best-ranked allowed images boundary and diverse look at.
 DEFAULT_CANDIDATES = 10_000
@@ -33,6 +43,38 @@ DEFAULT_CANDIDATES = 10_000
 WARMUP_POOL_PER_LABEL = 100
 # Cosine above which two images count as near-duplicates for ``diverse``.
 NEAR_DUPLICATE = 0.95
+
+
+# ``auto``: how a batch is shared between exploring and exploiting (see docs/benchmark.md).
+# Chosen with `localq bench --tune` (dev part of Imagenette's train split, mismatched and own
+# prompts, seeds 0-1); the held-out splits were not used. See docs/benchmark.md.
+AUTO_EXPLORE_FIRST = 0.5  # share of the first batch (nothing labeled yet) spent exploring (0.7: worse)
+AUTO_EXPLORE_COLD = 0.9  # share of a batch spent exploring after an all-negative batch (0.7: worse)
+AUTO_TOP_SHARE = 0.3  # while exploiting: share of the batch from the top, the rest at the boundary
+AUTO_TEMPERATURE = 3.0  # how strongly the query ranks the clusters to explore (1: too strongly; 10: no better)
+COLD_BATCHES = 1  # this many batches in a row without a positive bring exploration back
+
+
+@dataclass(frozen=True)
+class Context:
+    """What ``auto`` reads besides the query: the session so far and the collection's clusters."""
+
+    labeled_ids: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    labeled_scores: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))
+    batch_positives: tuple[int, ...] = ()  # positives in each labeled batch so far, oldest first
+    clusters: object | None = None  # localq.explore.Clusters; None: explore by random draws
+    explore_first: float = AUTO_EXPLORE_FIRST
+    explore_cold: float = AUTO_EXPLORE_COLD
+    top_share: float = AUTO_TOP_SHARE
+    temperature: float = AUTO_TEMPERATURE
+
+    def positives(self) -> int:
+        return int(np.sum(np.asarray(self.labeled_scores) > 0))
+
+    def cold(self) -> bool:
+        """No positive yet, or the last COLD_BATCHES batches held none."""
+        recent = self.batch_positives[-COLD_BATCHES:]
+        return self.positives() == 0 or (len(recent) == COLD_BATCHES and not any(recent))
 
 
 def _unit(w) -> np.ndarray:
@@ -95,6 +137,40 @@ def _diverse(index, w, b, k, allowed, rng, candidates) -> np.ndarray:
     return np.asarray(chosen + rest[: k - len(chosen)], dtype=np.int64)
 
 
+def _auto(index, w, b, k, allowed, rng, ctx: Context, candidates, pool) -> np.ndarray:
+    from localq.explore import coverage
+
+    unfitted = is_unfitted(w, b)
+    if ctx.cold():
+        share = ctx.explore_first if len(ctx.batch_positives) == 0 else ctx.explore_cold
+        n_explore = int(round(share * k))
+        if n_explore:
+            if ctx.clusters is not None:
+                explore = coverage(ctx.clusters, allowed, w, ctx.labeled_ids, n_explore, rng,
+                                   temperature=ctx.temperature)
+            else:
+                explore = _random(n_explore, allowed, rng)
+        else:
+            explore = np.empty(0, np.int64)
+        rest = allowed.copy()
+        rest[explore] = False
+        m = min(k - len(explore), int(rest.sum()))
+        if m <= 0:
+            return explore
+        # The exploit part: the query's best (a warm-up draw among them while unfitted).
+        exploit = _warmup(index, w, m, rest, rng, pool) if unfitted else _search(index, w, m, rest)
+        return np.concatenate([exploit, explore]).astype(np.int64)
+    if unfitted:  # positives but no fit (cannot happen from the trainer): treat as a prompt
+        return _warmup(index, w, k, allowed, rng, pool)
+    n_top = int(round(ctx.top_share * k))
+    top = _search(index, w, n_top, allowed) if n_top else np.empty(0, np.int64)
+    rest = allowed.copy()
+    rest[top] = False
+    m = min(k - len(top), int(rest.sum()))
+    edge = _boundary(index, w, b, m, rest, candidates) if m > 0 else np.empty(0, np.int64)
+    return np.concatenate([top, edge]).astype(np.int64)
+
+
 def _random(k, allowed, rng) -> np.ndarray:
     pool = np.flatnonzero(allowed)
     return np.sort(rng.choice(pool, size=min(k, pool.size), replace=False)).astype(np.int64)
@@ -111,11 +187,14 @@ def select(
     *,
     candidates: int = DEFAULT_CANDIDATES,
     warmup_pool: int | None = None,
+    context: Context | None = None,
 ) -> np.ndarray:
     """Ids (int64) of ``min(k, allowed.sum())`` distinct allowed images to label next.
 
     ``index`` follows the VectorIndex contract (``search``, ``matrix``, ``ntotal``);
     ``allowed`` is a bool mask over its rows; ``rng`` drives the random strategies.
+    ``context`` is what ``auto`` reads (labels so far, clusters); without it, ``auto``
+    acts as on a fresh session without clusters.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown sampling strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
@@ -129,8 +208,10 @@ def select(
         return _random(k, allowed, rng)
     if strategy == "top":
         return _search(index, w, k, allowed)
+    pool = WARMUP_POOL_PER_LABEL * k if warmup_pool is None else warmup_pool
+    if strategy == "auto":
+        return _auto(index, w, b, k, allowed, rng, context or Context(), candidates, pool)
     if is_unfitted(w, b):
-        pool = WARMUP_POOL_PER_LABEL * k if warmup_pool is None else warmup_pool
         return _warmup(index, w, k, allowed, rng, pool)
     if strategy == "boundary":
         return _boundary(index, w, b, k, allowed, candidates)

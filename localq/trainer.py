@@ -17,7 +17,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from localq import classifier_file, fit
+from localq import classifier_file, fit, sampling
 from localq.collection import Collection, Hit
 from localq.errors import (BadImage, ClassifierNotFound, EncoderMismatch, ImageNotFound, InvalidPrompt, InvalidScores,
                            LocalqError, NothingToUndo, StaleClassifier)
@@ -49,6 +49,12 @@ class Settings:
     pool_split: str | None = None  # retrieve only images of this split (e.g. train), keeping val held out
     fit: str = "all-labels"  # or "article": the original's fit on the latest batch only (a baseline)
     seed_name: str | None = None  # text the per-classifier random seed is drawn from (default: the name)
+    # The ``auto`` strategy's explore / exploit shares (localq/sampling.py; chosen on dev splits).
+    explore_first: float = sampling.AUTO_EXPLORE_FIRST
+    explore_cold: float = sampling.AUTO_EXPLORE_COLD
+    top_share: float = sampling.AUTO_TOP_SHARE
+    explore_temperature: float = sampling.AUTO_TEMPERATURE
+    exclude_dev: bool = False  # leave the pool split's dev part (localq.devsplit) out: bench --tune
 
     @classmethod
     def from_dict(cls, data: dict) -> "Settings":
@@ -231,9 +237,17 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------------
     def unseen_mask(self) -> np.ndarray:
-        mask = self.collection.live_mask() & ~self._seen_mask()
+        return self._pool_mask() & ~self._seen_mask()
+
+    def _pool_mask(self) -> np.ndarray:
+        """Live images the loop may retrieve or sample as background: the pool split, minus dev."""
+        mask = self.collection.live_mask()
         if self.settings.pool_split is not None:
             mask &= self.collection.split_mask(self.settings.pool_split)
+            if self.settings.exclude_dev:
+                from localq.devsplit import dev_mask
+
+                mask &= ~dev_mask(self.collection, self.settings.pool_split)
         return mask
 
     def next_batch(self, k: int | None = None, strategy: str | None = None) -> list[Hit]:
@@ -250,8 +264,27 @@ class Trainer:
             # unfitted query as a unit vector with zero bias (our start bias only sets the
             # prediction threshold) and draws a warm-up batch among its best images.
             w, b = _unit(w), 0.0
-        ids = select(strategy, self.collection.index, w, b, k, self.unseen_mask(), rng)
+        context = self._auto_context() if strategy == "auto" else None
+        ids = select(strategy, self.collection.index, w, b, k, self.unseen_mask(), rng, context=context)
         return self._set_pending(ids, strategy)
+
+    def _auto_context(self) -> sampling.Context:
+        """What ``auto`` reads: every label so far, positives per labeled round, the clusters."""
+        from localq.explore import collection_clusters
+
+        labels = self.labels()
+        per_round: dict[int, int] = {}
+        for round_no, _image, score in self.store.label_history(self.row.id):
+            per_round[round_no] = per_round.get(round_no, 0) + (score > 0)
+        s = self.settings
+        return sampling.Context(
+            labeled_ids=np.fromiter(labels, dtype=np.int64, count=len(labels)),
+            labeled_scores=np.fromiter(labels.values(), dtype=np.float32, count=len(labels)),
+            batch_positives=tuple(per_round[r] for r in sorted(per_round)),
+            clusters=collection_clusters(self.collection),
+            explore_first=s.explore_first, explore_cold=s.explore_cold, top_share=s.top_share,
+            temperature=s.explore_temperature,
+        )
 
     def restore_batch(self, ids: Sequence[int]) -> list[Hit]:
         """Make ``ids`` the pending batch again (after undo, or a UI draft), dropping seen ones."""
@@ -368,9 +401,7 @@ class Trainer:
         """A fixed random sample of unlabeled images: for a rare concept, mostly negatives."""
         if self.settings.background <= 0:
             return None
-        live = self.collection.live_mask()
-        if self.settings.pool_split is not None:  # held-out images must not shape the fit
-            live &= self.collection.split_mask(self.settings.pool_split)
+        live = self._pool_mask()  # held-out images (eval, and dev when tuning) must not shape the fit
         live[labeled] = False
         n_live = int(live.sum())
         if n_live == 0:

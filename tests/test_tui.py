@@ -61,11 +61,12 @@ def photo_root(tmp_path) -> Path:
     root = tmp_path / "coll"
     with Collection.open(root, create=True) as coll:
         index_paths(coll, [photos], ColorEncoder(), with_labels=True)
-        Trainer.create(coll, "reds", prompt="red", settings=Settings(k=6))
+        # The snapshots show the boundary strategy's batch (the default before auto): the look, not the strategy.
+        Trainer.create(coll, "reds", prompt="red", settings=Settings(k=6, strategy="boundary"))
         # Bias 0 on non-negative colour vectors: every image predicted positive (a full predictions grid).
         red = classifier_file.save(tmp_path / "red.npy", ColorEncoder().encode_texts(["red"])[0], 0.0,
                                    model_id=ColorEncoder.model_id, meta={})
-        Trainer.create(coll, "all", weights_file=red)
+        Trainer.create(coll, "all", weights_file=red, settings=Settings(strategy="boundary"))
     (photos / "blue" / "blue5.png").unlink()  # indexed, then lost: the card must show a placeholder
     return root
 

@@ -39,6 +39,9 @@ def _command_line(ctx: click.Context) -> str:
             words.append(str(value))
         elif param.is_flag:
             words.append(param.opts[0])
+        elif getattr(param, "multiple", False):
+            for item in value:
+                words += [param.opts[0], str(item)]
         else:
             raw = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
             words += [param.opts[0], raw]
@@ -54,13 +57,20 @@ def _command_line(ctx: click.Context) -> str:
 @click.option("--rounds", type=click.IntRange(min=1), default=10, show_default=True, help="Labeling rounds per run.")
 @click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="Labels per round.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="First seed.")
-@click.option("--repeats", type=click.IntRange(min=1), default=2, show_default=True, help="Seeds seed, seed+1, ...: results are mean ± sd over them.")
+@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True, help="Seeds seed, seed+1, ...: results are mean ± sd over them.")
 @click.option("--methods", callback=_str_list, metavar="LIST",
               help="Comma-separated subset of: zero-shot, article, localq-<strategy>, random, full (default: all).")
 @click.option("--classes", callback=_str_list, metavar="LIST", help="Comma-separated class labels (default: all).")
 @click.option("--pool-split", default="train", show_default=True, help="Split the labeler draws from.")
 @click.option("--eval-split", metavar="SPLIT", help="Held-out split for AP (default: val, validation or test).")
-@click.option("--prompt", default="a photo of a {class}", show_default=True, help="Start prompt; {class} is the class name.")
+@click.option("--prompt", default="a photo of a {class}", show_default=True,
+              help="Start prompt; {class} is the class name (a prompt without it, e.g. \"a photo\", is the same vague start for every class).")
+@click.option("--prompt-from", type=click.Choice(["own", "other-class"]), default="own", show_default=True,
+              help="other-class: each class starts from another class's prompt (a mismatched, cold start).")
+@click.option("--tune", is_flag=True,
+              help="Tuning protocol: retrieve from the pool minus its dev part, measure AP on dev; the held-out split is never read.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a trainer setting for every loop (e.g. top_share=0.5); repeatable. For --tune runs.")
 @click.option("--class-names", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="JSON {label: name} for the prompts (WordNet synsets are named automatically).")
 @click.option("--graded", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -73,7 +83,7 @@ def _command_line(ctx: click.Context) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of markdown.")
 @click.pass_context
 def bench(ctx, source, db, encoder, weights, rounds, k, seed, repeats, methods, classes, pool_split, eval_split,
-          prompt, class_names, graded, budgets, name, out, quiet, as_json):
+          prompt, prompt_from, tune, overrides, class_names, graded, budgets, name, out, quiet, as_json):
     """Label-efficiency benchmark: a simulated labeler drives the training loop.
 
     Each class of a labeled collection is the target in turn, starting from PROMPT;
@@ -86,19 +96,38 @@ def bench(ctx, source, db, encoder, weights, rounds, k, seed, repeats, methods, 
     Example:
       localq bench ../shared/datasets/imagenette --db data/collections/imagenette
       localq bench --db data/collections/cifar10 --methods localq-top,random --repeats 3
+      localq bench --db data/collections/cifar10 --prompt-from other-class
+      localq bench --db data/collections/cifar10 --tune --set top_share=0.5 --classes cat,dog
     """
     from localq.errors import LocalqError
 
     try:
         _run(ctx, source, db, encoder, weights, rounds, k, seed, repeats, methods, classes, pool_split, eval_split,
-             prompt, class_names, graded, budgets, name, out, quiet, as_json)
+             prompt, prompt_from, tune, _parse_overrides(overrides), class_names, graded, budgets, name, out, quiet,
+             as_json)
     except LocalqError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
 
 
+def _parse_overrides(items: tuple[str, ...]) -> dict:
+    """KEY=VALUE pairs; values parsed as JSON where they parse (numbers, true/false), else text."""
+    import json
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--set")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
+
+
 def _run(ctx, source, db, encoder, weights, rounds, k, seed, repeats, methods, classes, pool_split, eval_split,
-         prompt, class_names, graded, budgets, name, out, quiet, as_json):
+         prompt, prompt_from, tune, overrides, class_names, graded, budgets, name, out, quiet, as_json):
     import json
 
     from localq import paths
@@ -111,8 +140,8 @@ def _run(ctx, source, db, encoder, weights, rounds, k, seed, repeats, methods, c
     if rounds < 1 or k < 1 or repeats < 1:
         raise click.BadParameter("--rounds, -k and --repeats must be at least 1")
     resolve_methods(methods)  # fail on a typo before any indexing
-    if "{class}" not in prompt:
-        raise click.BadParameter("the prompt must contain {class}", param_hint="--prompt")
+    if not prompt.strip():
+        raise click.BadParameter("the prompt is empty", param_hint="--prompt")
     name = name or (source.resolve().name if source else None)
     if source and not db:
         db = paths.user_data_dir() / "bench" / name
@@ -135,13 +164,14 @@ def _run(ctx, source, db, encoder, weights, rounds, k, seed, repeats, methods, c
             pool_split=pool_split, eval_split=eval_split, prompt=prompt,
             names=load_class_names(class_names) if class_names else {},
             graded=load_mapping(graded) if graded else None,
+            tune=tune, prompt_from=prompt_from, settings=overrides,
         )
         command = _command_line(ctx)
         start = time.perf_counter()
         result = run_benchmark(coll, config, dataset=name, progress=ProgressLine("bench", not quiet and not as_json, unit="runs"))
         seconds = time.perf_counter() - start
     result.timing["total"] = round(seconds, 3)
-    out = out or coll.root / "bench" / name
+    out = out or coll.root / "bench" / (name + ("-tune" if tune else "") + ("-other-class" if prompt_from != "own" else ""))
     written = write_reports(result, out, budgets=budgets, command=command)
     if as_json:
         click.echo(json.dumps({"version": 1, "dataset": name, "seconds": round(seconds, 1),

@@ -18,6 +18,7 @@ import numpy as np
 from localq.bench.runner import BenchResult, Row
 
 DEFAULT_BUDGETS = (10, 20, 50, 100)
+WORSE_THAN_RANDOM = 0.05  # AP margin below random sampling that counts a class as a failure
 FLAT = ("zero-shot", "full")  # methods without rounds: drawn as horizontal lines
 # Marker and line style per method, so that curves lying on top of each other stay visible.
 _STYLES = {"article": ("s", "--"), "random": ("x", "-."), "localq-boundary": ("^", "-"), "localq-diverse": ("v", ":")}
@@ -55,6 +56,58 @@ def summarize(result: BenchResult) -> list[dict]:
     return out
 
 
+def first_positive(result: BenchResult) -> dict[str, dict[tuple[str, int], float]]:
+    """Per loop method, {(class, seed): labels given when the first positive came back}.
+
+    Counted in whole batches (the labeler sees a batch at once); a run that found none
+    within its budget counts as infinity."""
+    out: dict[str, dict[tuple[str, int], float]] = defaultdict(dict)
+    for r in sorted(result.rows, key=lambda r: r.round):
+        if r.seed is None or r.round == 0:
+            continue
+        key = (r.target, r.seed)
+        runs = out[r.method]
+        if key not in runs:
+            runs[key] = float("inf")
+        if r.positives > 0 and runs[key] == float("inf"):
+            runs[key] = float(r.labels)
+    return dict(out)
+
+
+def per_class(result: BenchResult, budget: int) -> dict[str, dict[str, float]]:
+    """{method: {class: AP at ``budget`` labels, mean over the seeds}} (flat methods at any budget)."""
+    cells: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for r in result.rows:
+        if r.labels == budget or r.method in FLAT:
+            cells[(r.method, r.target)].append(r.ap)
+    out: dict[str, dict[str, float]] = defaultdict(dict)
+    for (method, target), aps in cells.items():
+        out[method][target] = float(np.mean(aps))
+    return dict(out)
+
+
+def robustness(result: BenchResult, budget: int) -> dict:
+    """Per loop method against random at ``budget`` labels: the classes more than
+    WORSE_THAN_RANDOM AP below it, and the median labels to the first positive."""
+    table = per_class(result, budget)
+    firsts = first_positive(result)
+    out = {"budget": budget, "methods": {}}
+    for m in result.methods:
+        name = m["name"]
+        if m["kind"] != "loop" or name not in firsts:
+            continue
+        median = float(np.median(list(firsts[name].values())))
+        entry = {"median_labels_to_first_positive": median if np.isfinite(median) else None,  # None: over half never
+                 "runs_without_positive": int(sum(np.isinf(v) for v in firsts[name].values())),
+                 "runs": len(firsts[name])}
+        if "random" in table and name in table:
+            diffs = {c: table[name][c] - table["random"][c] for c in table[name] if c in table["random"]}
+            entry["minus_random"] = diffs
+            entry["classes_worse_than_random"] = sorted(c for c, d in diffs.items() if d < -WORSE_THAN_RANDOM)
+        out["methods"][name] = entry
+    return out
+
+
 def _nanmean(values) -> float | None:
     vals = [v for v in values if v is not None]
     return float(np.mean(vals)) if vals else None
@@ -85,13 +138,28 @@ def markdown(result: BenchResult, summary: list[dict], budgets=DEFAULT_BUDGETS, 
     k = result.config["k"]
     budgets = [b for b in budgets if b % k == 0 and b <= k * result.config["rounds"]]
     seeds = result.config["seeds"]
+    tune = result.protocol == "tune"
+    prompt_from = result.config.get("prompt_from", "own")
+    prompt = f"prompt \"{result.config['prompt']}\"" + (
+        " filled with **another class's name** (each class starts from the next class's prompt: a mismatched, cold start)"
+        if prompt_from == "other-class" else "")
+    pool = (f"pool: split `{result.pool_split}` minus its dev part ({result.pool_size} images); AP measured on the "
+            f"**dev** part `{result.eval_split}` ({result.eval_size} images; a tuning run, never the held-out split)"
+            if tune else
+            f"pool: split `{result.pool_split}` ({result.pool_size} images); AP measured on the held-out split "
+            f"`{result.eval_split}` ({result.eval_size} images)")
+    overrides = result.config.get("settings") or {}
     lines = [
-        f"### {result.dataset}",
+        f"### {result.dataset}" + (" (mismatched prompts)" if prompt_from == "other-class" else "")
+        + (" — dev split" if tune else ""),
         "",
-        f"Encoder `{result.model_id}`; pool: split `{result.pool_split}` ({result.pool_size} images); "
-        f"AP measured on split `{result.eval_split}` ({result.eval_size} images); {len(result.classes)} classes, "
-        f"each the target in turn, prompt \"{result.config['prompt']}\"; {k} labels a round; "
-        f"seeds {', '.join(map(str, seeds))}. Cells: AP averaged over the classes, mean ± sd over the seeds.",
+        f"Encoder `{result.model_id}` (the built-in encoder: EfficientNet-Lite0 with a MiniLM text bridge, not CLIP)"
+        if result.model_id.startswith("lite0") else f"Encoder `{result.model_id}`",
+        "",
+        f"{pool}; {len(result.classes)} classes, each the target in turn, {prompt}; {k} labels a round; "
+        f"seeds {', '.join(map(str, seeds))}"
+        + (f"; settings {', '.join(f'{a}={b}' for a, b in overrides.items())}" if overrides else "")
+        + ". Cells: AP averaged over the classes, mean ± sd over the seeds.",
         "",
     ]
     if command:
@@ -118,8 +186,32 @@ def markdown(result: BenchResult, summary: list[dict], budgets=DEFAULT_BUDGETS, 
             cells = [_fmt(_at(summary, m["name"], b), "positives_per_label") for b in budgets]
             lines.append(f"| {_label(m, result)} | " + " | ".join(cells) + " |")
     lines += _comparisons(result, summary, budgets)
+    lines += _robustness(result, budgets[-1] if budgets else 0)
     lines += _per_class(result, budgets[-1] if budgets else 0)
     return "\n".join(lines) + "\n"
+
+
+def _robustness(result: BenchResult, budget: int) -> list[str]:
+    rob = robustness(result, budget)["methods"]
+    if not rob:
+        return []
+    out = ["", f"Cold starts: labels given until the first positive came back (median over classes x seeds; whole "
+               f"batches; ∞ = none within the budget), and the classes more than {WORSE_THAN_RANDOM} AP below random "
+               f"sampling at {budget} labels (mean over the seeds):", "",
+           "| method | median labels to first positive | runs without a positive | classes > 0.05 below random |",
+           "|---|---|---|---|"]
+    for m in result.methods:
+        e = rob.get(m["name"])
+        if e is None:
+            continue
+        med = e["median_labels_to_first_positive"]
+        med = float("inf") if med is None else med
+        worse = e.get("classes_worse_than_random")
+        worse_txt = "–" if worse is None or m["name"] == "random" else (
+            f"{len(worse)}" + (f" ({', '.join(result.names.get(c, c) for c in worse)})" if worse else ""))
+        out.append(f"| {_label(m, result)} | {'∞' if np.isinf(med) else f'{med:.0f}'} | "
+                   f"{e['runs_without_positive']} of {e['runs']} | {worse_txt} |")
+    return out
 
 
 def _comparisons(result: BenchResult, summary: list[dict], budgets) -> list[str]:
@@ -148,15 +240,20 @@ def _comparisons(result: BenchResult, summary: list[dict], budgets) -> list[str]
 
 def _per_class(result: BenchResult, budget: int) -> list[str]:
     methods = [m["name"] for m in result.methods]
-    cells: dict[tuple[str, str], list[float]] = defaultdict(list)
-    for r in result.rows:
-        if r.labels == budget or r.method in FLAT:
-            cells[(r.target, r.method)].append(r.ap)
+    table = per_class(result, budget)
+    default = next((m["name"] for m in result.methods if m.get("default")), None)
+    vs_random = default is not None and default in table and "random" in table
+    prompts = {r.target: r.prompt for r in result.rows if r.prompt}
+    show_prompt = result.config.get("prompt_from", "own") != "own"
     out = ["", f"Per class, AP at {budget} labels (mean over the seeds):", ""]
-    out += ["| class | " + " | ".join(methods) + " |", "|" + "---|" * (len(methods) + 1)]
+    head = ["class"] + (["prompt"] if show_prompt else []) + methods + ([f"{default} − random"] if vs_random else [])
+    out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for target in result.classes:
-        vals = [f"{np.mean(cells[(target, m)]):.3f}" if cells.get((target, m)) else "–" for m in methods]
-        out.append(f"| {result.names.get(target, target)} | " + " | ".join(vals) + " |")
+        vals = [f"{table[m][target]:.3f}" if target in table.get(m, {}) else "–" for m in methods]
+        if vs_random and target in table[default] and target in table["random"]:
+            vals.append(f"{table[default][target] - table['random'][target]:+.3f}")
+        lead = [result.names.get(target, target)] + ([prompts.get(target, "")] if show_prompt else [])
+        out.append("| " + " | ".join(lead + vals) + " |")
     return out
 
 
@@ -210,7 +307,11 @@ def write_reports(result: BenchResult, out_dir: Path, *, budgets=DEFAULT_BUDGETS
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = summarize(result)
     paths = {"json": out_dir / "results.json", "csv": out_dir / "rounds.csv", "markdown": out_dir / "summary.md"}
-    payload = {"version": 1, "command": command, **result.to_dict(), "summary": summary}
+    budget = max([b for b in budgets if b <= result.config["k"] * result.config["rounds"]] or [0])
+    firsts = {m: {f"{c}/{s}": (v if np.isfinite(v) else None) for (c, s), v in runs.items()}
+              for m, runs in first_positive(result).items()}  # None: no positive within the budget
+    payload = {"version": 1, "command": command, **result.to_dict(), "summary": summary,
+               "robustness": robustness(result, budget), "first_positive": firsts}
     _atomic_write(paths["json"], json.dumps(payload, indent=1, default=str))
     tmp = paths["csv"].with_suffix(".csv.tmp")
     with tmp.open("w", newline="") as f:

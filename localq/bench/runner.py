@@ -14,6 +14,13 @@ Methods (at equal label budgets, k labels a round):
   default settings) with each sampling strategy; the default strategy is flagged;
 - ``random``: uniform random batches with localq's fit (the active-learning control);
 - ``full``: a logistic regression on every label of the pool (the ceiling).
+
+Protocol: a report run retrieves from the pool split and measures AP on the held-out
+split. A tuning run (``tune=True``, ``localq bench --tune``) retrieves from the pool
+minus its dev part (``localq.devsplit``) and measures AP on dev: settings are chosen
+there, and the held-out split is never read for a choice. ``prompt_from="other-class"``
+starts every class from another class's prompt (a fixed derangement): the cold start of
+a concept the prompt misses, measurable on any labeled set.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from localq.errors import LocalqError
 BENCH_PREFIX = "bench."
 EVAL_SPLITS = ("val", "validation", "valid", "test")  # tried in this order when none is given
 DEFAULT_PROMPT = "a photo of a {class}"
+PROMPT_SOURCES = ("own", "other-class")
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,9 @@ class BenchConfig:
     prompt: str = DEFAULT_PROMPT
     names: dict[str, str] = field(default_factory=dict)  # label -> readable class name
     graded: dict[str, dict[str, float]] | None = None  # the graded labeler's mapping
+    tune: bool = False  # retrieve from pool minus dev, measure on dev (never on the eval split)
+    prompt_from: str = "own"  # or "other-class": each class starts from another class's prompt
+    settings: dict = field(default_factory=dict)  # Settings overrides for every loop (e.g. top_share)
 
 
 @dataclass
@@ -84,6 +95,7 @@ class Row:
     batch_precision: float | None  # fraction of this round's batch in the target class
     positives: int  # target-class images labeled so far
     positives_per_label: float | None
+    prompt: str | None = None  # the start prompt of this run (round 0 rows)
 
 
 @dataclass
@@ -102,6 +114,7 @@ class BenchResult:
     rows: list[Row]
     timing: dict[str, float]  # seconds per phase, summed over the run
     ceiling: dict = field(default_factory=dict)  # the full-supervision fit's chosen L2
+    protocol: str = "report"  # "report": AP on the held-out split; "tune": AP on the pool's dev part
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -154,6 +167,26 @@ def trainer_seed(seed: int, target: str) -> int:
     return int(np.random.SeedSequence([seed, zlib.crc32(target.encode())]).generate_state(1)[0])
 
 
+def prompt_class(classes: list[str], target: str, prompt_from: str) -> str:
+    """The class whose name fills the prompt for ``target``: itself, or with "other-class"
+    the next class in sorted order (a cyclic shift: no class keeps its own, deterministic)."""
+    if prompt_from == "own" or len(classes) < 2:
+        return target
+    if prompt_from != "other-class":
+        raise LocalqError(f"unknown prompt source {prompt_from!r}: choose one of {', '.join(PROMPT_SOURCES)}")
+    ordered = sorted(classes)
+    return ordered[(ordered.index(target) + 1) % len(ordered)]
+
+
+def _evaluate(w: np.ndarray, b: float, vectors: np.ndarray, relevant: np.ndarray) -> tuple[float, float, float]:
+    """(AP, precision, recall at score > 0) of ``w.x + b`` over the evaluation rows."""
+    from localq.metrics import average_precision, precision_recall_at
+
+    scores = vectors @ np.asarray(w, np.float32) + np.float32(b)
+    precision, recall = precision_recall_at(scores, relevant, 0.0)
+    return average_precision(scores, relevant), precision, recall
+
+
 def run_benchmark(collection, config: BenchConfig, *, dataset: str,
                   progress: Callable[[int, int], None] | None = None) -> BenchResult:
     from localq.trainer import Settings, Trainer
@@ -169,13 +202,28 @@ def run_benchmark(collection, config: BenchConfig, *, dataset: str,
         raise BenchDataError(f"no held-out split (tried {', '.join(EVAL_SPLITS)}; found {', '.join(sorted(map(str, splits)))})")
     if eval_split == config.pool_split:
         raise BenchDataError("the held-out split must differ from the pool split")
-    eval_size = sum(1 for _, _, s in rows_all if s == eval_split)
+    if config.tune:
+        from localq.devsplit import dev_mask
+
+        dev = dev_mask(collection, config.pool_split)
+        evaluation = [(i, label) for i, label in pool if dev[i]]
+        pool = [(i, label) for i, label in pool if not dev[i]]
+        if not evaluation or not pool:
+            raise BenchDataError(f"split {config.pool_split!r} is too small to carve a dev part out of it")
+        eval_name = f"{config.pool_split}:dev"
+    else:
+        evaluation = [(i, label) for i, label, s in rows_all if s == eval_split]
+        eval_name = eval_split
+    eval_size = len(evaluation)
+    eval_vectors = np.asarray(collection.index.matrix()[np.array([i for i, _ in evaluation], np.int64)], np.float32)
+    eval_labels = np.array([label for _, label in evaluation], dtype=object)
     pool_labels = sorted({label for _, label in pool})
     classes = list(config.classes) or pool_labels
     missing = [c for c in classes if c not in pool_labels]
     if missing:
         raise BenchDataError(f"class {', '.join(missing)} has no image in split {config.pool_split!r}")
-    names = class_names(classes, config.names)
+    names = class_names(sorted(set(classes) | set(pool_labels)), config.names)
+    overrides = _check_settings(config.settings)
     cleanup(collection)
 
     loops = [m for m in methods if m.kind == "loop"]
@@ -204,19 +252,24 @@ def run_benchmark(collection, config: BenchConfig, *, dataset: str,
         tick()
 
     for target in classes:
-        prompt = config.prompt.replace("{class}", names[target])
+        prompt = config.prompt.replace("{class}", names[prompt_class(pool_labels, target, config.prompt_from)])
+        relevant = eval_labels == target
+
+        def evaluate(w, b):
+            return timer("evaluate", _evaluate, w, b, eval_vectors, relevant)
+
         # Zero-shot, and the ceiling measured by the same evaluation code.
         base = timer("create", Trainer.create, collection, bench_name("zero-shot", target), prompt=prompt,
-                     settings=Settings(pool_split=config.pool_split, target=target,
+                     settings=Settings(pool_split=config.pool_split, target=target, exclude_dev=config.tune,
                                        seed_name=f"bench/zero-shot/{target}"), replace=True)
-        ev = timer("evaluate", base.evaluate, split=eval_split)
+        ap, precision, recall = evaluate(base.weights, base.bias)
         if any(m.kind == "zero-shot" for m in methods):
-            out.append(Row(dataset, target, names[target], "zero-shot", None, 0, 0, ev.ap, ev.precision, ev.recall,
-                           None, 0, None))
+            out.append(Row(dataset, target, names[target], "zero-shot", None, 0, 0, ap, precision, recall,
+                           None, 0, None, prompt))
         if target in full_weights:
             w, b = full_weights[target]
-            full = timer("evaluate", base.evaluate_weights, w, b, split=eval_split)
-            out.append(Row(dataset, target, names[target], "full", None, 0, len(pool), full.ap, full.precision, full.recall, None,
+            ap, precision, recall = evaluate(w, b)
+            out.append(Row(dataset, target, names[target], "full", None, 0, len(pool), ap, precision, recall, None,
                            sum(1 for _, label in pool if label == target), None))
         collection.store.delete_classifier(base.row.id)
         tick()
@@ -224,33 +277,48 @@ def run_benchmark(collection, config: BenchConfig, *, dataset: str,
         labeler = labeler_for(target, config.graded, names)
         for method in loops:
             for seed in config.seeds:
-                settings = Settings(k=config.k, strategy=method.strategy, fit=method.fit, pool_split=config.pool_split,
-                                    target=target, seed=trainer_seed(seed, target),
-                                    seed_name=bench_seed_name(method.name, target, seed))
+                settings = Settings(**{**overrides, "k": config.k, "strategy": method.strategy, "fit": method.fit,
+                                       "pool_split": config.pool_split, "target": target,
+                                       "seed": trainer_seed(seed, target), "exclude_dev": config.tune,
+                                       "seed_name": bench_seed_name(method.name, target, seed)})
                 trainer = timer("create", Trainer.create, collection, bench_name(method.name, target, seed),
                                 prompt=prompt, settings=settings, replace=True)
                 try:
-                    out += _one_run(trainer, labeler, method, seed, config.rounds, eval_split, dataset,
-                                    names[target], timer, tick)
+                    out += _one_run(trainer, labeler, method, seed, config.rounds, evaluate, dataset,
+                                    names[target], timer, tick, prompt)
                 finally:
                     collection.store.delete_classifier(trainer.row.id)
 
     return BenchResult(
         dataset=dataset, collection=str(collection.root), model_id=collection.model_id or "",
-        pool_split=config.pool_split, eval_split=eval_split, pool_size=len(pool), eval_size=eval_size,
-        classes=classes, names=names, methods=[asdict(m) for m in methods],
+        pool_split=config.pool_split, eval_split=eval_name, pool_size=len(pool), eval_size=eval_size,
+        classes=classes, names={c: names[c] for c in classes}, methods=[asdict(m) for m in methods],
         config={k: v for k, v in asdict(config).items() if k != "names"},
         rows=out, timing={**{k: round(v, 3) for k, v in timer.seconds.items()},
                           **{f"{k}_calls": v for k, v in timer.calls.items()}},
-        ceiling=ceiling,
+        ceiling=ceiling, protocol="tune" if config.tune else "report",
     )
 
 
-def _one_run(trainer, labeler, method: Method, seed: int, rounds: int, eval_split: str, dataset: str,
-             class_name: str, timer: Timer, tick) -> list[Row]:
+def _check_settings(overrides: dict) -> dict:
+    """Settings overrides for the loops: known fields only, and never the ones the bench sets."""
+    from localq.trainer import Settings
+
+    fixed = {"k", "strategy", "fit", "pool_split", "target", "seed", "exclude_dev"}
+    out = {}
+    for key, value in (overrides or {}).items():
+        if key not in Settings.__dataclass_fields__ or key in fixed:
+            raise LocalqError(f"cannot set {key!r} for the bench loops; settable: "
+                              + ", ".join(k for k in Settings.__dataclass_fields__ if k not in fixed))
+        out[key] = value
+    return out
+
+
+def _one_run(trainer, labeler, method: Method, seed: int, rounds: int, evaluate, dataset: str,
+             class_name: str, timer: Timer, tick, prompt: str) -> list[Row]:
     target = labeler.target
-    ev = timer("evaluate", trainer.evaluate, split=eval_split)
-    rows = [Row(dataset, target, class_name, method.name, seed, 0, 0, ev.ap, ev.precision, ev.recall, None, 0, None)]
+    ap, precision, recall = evaluate(trainer.weights, trainer.bias)
+    rows = [Row(dataset, target, class_name, method.name, seed, 0, 0, ap, precision, recall, None, 0, None, prompt)]
     n_labels = positives = 0
     for round_no in range(1, rounds + 1):
         hits = timer("next_batch", trainer.next_batch)
@@ -258,12 +326,12 @@ def _one_run(trainer, labeler, method: Method, seed: int, rounds: int, eval_spli
             break  # the pool is exhausted
         scores = labeler.scores(hits)
         timer("submit", trainer.submit, scores)
-        ev = timer("evaluate", trainer.evaluate, split=eval_split)
+        ap, precision, recall = evaluate(trainer.weights, trainer.bias)
         in_class = sum(1 for h in hits if h.label == target)
         n_labels += len(hits)
         positives += in_class
-        rows.append(Row(dataset, target, class_name, method.name, seed, round_no, n_labels, ev.ap, ev.precision,
-                        ev.recall, in_class / len(hits), positives, positives / n_labels))
+        rows.append(Row(dataset, target, class_name, method.name, seed, round_no, n_labels, ap, precision,
+                        recall, in_class / len(hits), positives, positives / n_labels))
         tick()
     tick(rounds - (len(rows) - 1))  # rounds skipped on an exhausted pool still count as done
     return rows

@@ -1,0 +1,178 @@
+"""Exploration for a cold start: the collection's clusters, and batches that cover them.
+
+When a prompt means nothing to the encoder, the images it ranks first are all negatives,
+and every strategy that reads only the query's own ranking (``top``, ``boundary``)
+keeps retrieving more of them. A person would then look around the collection. So does
+``auto`` (``localq.sampling``): it spends part of each batch on *coverage*, one typical
+image from each of several k-means clusters of the collection, clusters with no label
+yet first, ranked (softly) by the current query so a weakly working prompt still steers.
+
+- ``kmeans``: spherical k-means centroids (faiss) and every row's cluster;
+- ``collection_clusters``: the same for a collection, computed once per collection size
+  and cached in memory and in a small ``clusters.npz`` file in the collection directory
+  (a missing, stale or unreadable file is simply recomputed; a failed write only costs
+  the next process the recomputation);
+- ``coverage``: pure arrays in, ids out: the explore part of a batch.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+CLUSTERS_FILE = "clusters.npz"
+CLUSTERS_VERSION = 1
+# About one cluster per IMAGES_PER_CLUSTER images, within [MIN, MAX]: enough clusters that
+# a class of a few percent of the collection owns some of them, few enough that a 100-label
+# session can visit most of them.
+IMAGES_PER_CLUSTER = 200
+MIN_CLUSTERS = 2
+MAX_CLUSTERS = 64
+KMEANS_ITERS = 20
+KMEANS_SEED = 1234
+KMEANS_REDO = 3  # best of 3 starts: one start can merge two clusters and split another
+
+
+@dataclass(frozen=True)
+class Clusters:
+    centroids: np.ndarray  # [C, d] float32, unit rows
+    assign: np.ndarray  # [n] int32: every row's nearest centroid
+    closeness: np.ndarray  # [n] float32: each row's cosine to its centroid (how typical it is)
+
+
+def n_clusters_for(n: int) -> int:
+    return int(np.clip(n // IMAGES_PER_CLUSTER, MIN_CLUSTERS, MAX_CLUSTERS)) if n >= MIN_CLUSTERS else max(n, 1)
+
+
+def kmeans(vectors: np.ndarray, n_clusters: int | None = None, *, seed: int = KMEANS_SEED) -> Clusters:
+    """Spherical k-means (inner product on unit vectors) of ``vectors`` [n, d]."""
+    import faiss
+
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    n, d = x.shape
+    c = n_clusters_for(n) if n_clusters is None else int(min(max(n_clusters, 1), n))
+    if c <= 1:
+        centroid = _unit_rows(x.mean(axis=0, keepdims=True))
+        return Clusters(centroid, np.zeros(n, np.int32), (x @ centroid[0]).astype(np.float32))
+    km = faiss.Kmeans(d, c, niter=KMEANS_ITERS, nredo=KMEANS_REDO, seed=seed, spherical=True, verbose=False,
+                      max_points_per_centroid=256)  # subsampled training: seconds even at 1M rows
+    km.train(x)
+    centroids = _unit_rows(km.centroids)
+    assign, closeness = _assign(x, centroids)
+    return Clusters(centroids, assign, closeness)
+
+
+def _assign(x: np.ndarray, centroids: np.ndarray, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    assign = np.empty(len(x), np.int32)
+    closeness = np.empty(len(x), np.float32)
+    for start in range(0, len(x), chunk):
+        sims = x[start:start + chunk] @ centroids.T
+        assign[start:start + chunk] = sims.argmax(axis=1)
+        closeness[start:start + chunk] = sims.max(axis=1)
+    return assign, closeness
+
+
+def _unit_rows(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, np.float32)
+    return (a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+# -- per collection, cached ------------------------------------------------------------------
+_cache: dict[tuple, Clusters] = {}
+_lock = threading.Lock()
+
+
+def collection_clusters(collection) -> Clusters | None:
+    """The clusters of every row of ``collection``'s index (None for an empty collection).
+
+    Keyed by the collection's directory, row count and encoder: adding images recomputes
+    them (a few seconds), labeling never does.
+    """
+    index = collection.index
+    n = int(index.ntotal)
+    if n == 0:
+        return None
+    key = (str(Path(collection.root).resolve()), n, collection.model_id or "")
+    with _lock:
+        hit = _cache.get(key)
+        if hit is not None:
+            return hit
+        path = Path(collection.root) / CLUSTERS_FILE
+        clusters = _load(path, n, key[2]) or kmeans(index.matrix())
+        _save(path, clusters, n, key[2])
+        _cache.clear()  # one collection at a time is the common case; keep memory flat
+        _cache[key] = clusters
+        return clusters
+
+
+def _load(path: Path, n: int, model_id: str) -> Clusters | None:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if int(data["version"]) != CLUSTERS_VERSION or int(data["n_rows"]) != n or str(data["model_id"]) != model_id:
+                return None
+            out = Clusters(data["centroids"].astype(np.float32), data["assign"].astype(np.int32),
+                           data["closeness"].astype(np.float32))
+    except (OSError, KeyError, ValueError):
+        return None
+    return out if len(out.assign) == n and len(out.closeness) == n else None
+
+
+def _save(path: Path, clusters: Clusters, n: int, model_id: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+    try:
+        if path.exists():
+            with np.load(path, allow_pickle=False) as data:
+                if int(data["n_rows"]) == n and str(data["model_id"]) == model_id:
+                    return  # already there
+        np.savez(tmp, version=CLUSTERS_VERSION, n_rows=n, model_id=model_id, centroids=clusters.centroids,
+                 assign=clusters.assign, closeness=clusters.closeness)
+        tmp.replace(path)  # never a half-written file under the real name
+    except (OSError, KeyError, ValueError):
+        tmp.unlink(missing_ok=True)  # read-only collection dir: recomputed next process
+
+
+# -- the explore part of a batch --------------------------------------------------------------
+def coverage(clusters: Clusters, allowed: np.ndarray, query: np.ndarray, labeled_ids: np.ndarray, k: int,
+             rng: np.random.Generator, *, temperature: float = 1.0) -> np.ndarray:
+    """Up to ``k`` allowed ids, one per cluster, from clusters with the fewest labels so far.
+
+    Among clusters labeled equally often, the order is a Gumbel-perturbed ranking by the
+    centroid's standardized score under ``query`` divided by ``temperature``: a working
+    prompt's clusters come first, yet every cluster has a chance, and clusters that were
+    already labeled (the query's negatives) wait until the others were visited. From each
+    chosen cluster, its most typical allowed image (nearest its centroid).
+    """
+    allowed = np.asarray(allowed, bool)
+    if k <= 0 or not allowed.any():
+        return np.empty(0, np.int64)
+    n_c = len(clusters.centroids)
+    visits = np.bincount(clusters.assign[np.asarray(labeled_ids, np.int64)], minlength=n_c) if len(labeled_ids) \
+        else np.zeros(n_c, np.int64)
+    rel = clusters.centroids @ np.asarray(query, np.float32).ravel()
+    rel = (rel - rel.mean()) / max(float(rel.std()), 1e-9)
+    key = rel / max(temperature, 1e-6) + rng.gumbel(size=n_c)
+    order = np.lexsort((-key, visits))  # fewest labels first, then the best key
+
+    # Each cluster's allowed members, most typical first.
+    ids = np.flatnonzero(allowed)
+    members = ids[np.lexsort((-clusters.closeness[ids], clusters.assign[ids]))]
+    first = np.searchsorted(clusters.assign[members], np.arange(n_c + 1))
+    chosen: list[int] = []
+    depth = 0
+    while len(chosen) < min(k, len(ids)):
+        took = False
+        for c in order:
+            i = first[c] + depth
+            if i < first[c + 1]:
+                chosen.append(int(members[i]))
+                took = True
+                if len(chosen) == k:
+                    break
+        if not took:
+            break
+        depth += 1  # more than one image per cluster only once every cluster gave one
+    return np.asarray(chosen, np.int64)

@@ -1,0 +1,157 @@
+"""Cold-start exploration: clusters of a collection and the ``auto`` strategy that uses them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import synthetic_collection
+from localq import classifier_file, explore
+from localq.sampling import Context, select
+from localq.trainer import Settings, Trainer
+from test_sampling import FakeIndex, unit_rows
+
+
+def _blobs(n_clusters=6, per=50, dim=16, spread=0.3, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = unit_rows(rng.standard_normal((n_clusters, dim)))
+    labels = np.repeat(np.arange(n_clusters), per)
+    x = unit_rows(centres[labels] + spread * rng.standard_normal((len(labels), dim)) / np.sqrt(dim))
+    return x, labels, centres
+
+
+def test_kmeans_recovers_well_separated_clusters():
+    x, labels, _ = _blobs()
+    clusters = explore.kmeans(x, 6)
+    assert clusters.centroids.shape == (6, 16) and clusters.assign.shape == (300,)
+    assert np.allclose(np.linalg.norm(clusters.centroids, axis=1), 1.0, atol=1e-5)
+    # Every true cluster maps to one k-means cluster (purity 1 on separated blobs).
+    for c in range(6):
+        assert len(set(clusters.assign[labels == c].tolist())) == 1
+    assert len(set(clusters.assign.tolist())) == 6
+    assert np.allclose(clusters.closeness, np.sum(x * clusters.centroids[clusters.assign], axis=1), atol=1e-5)
+
+
+def test_coverage_takes_one_typical_image_per_unvisited_cluster():
+    x, labels, _ = _blobs()
+    clusters = explore.kmeans(x, 6)
+    allowed = np.ones(len(x), bool)
+    query = clusters.centroids[0]
+    # Clusters 0..3 (by k-means id) already have labels; coverage must go to the other two first.
+    labeled = np.array([np.flatnonzero(clusters.assign == c)[0] for c in range(4)])
+    allowed[labeled] = False
+    ids = explore.coverage(clusters, allowed, query, labeled, 2, np.random.default_rng(0))
+    assert sorted(clusters.assign[ids].tolist()) == [4, 5]
+    for i in ids:  # the most typical allowed member of its cluster
+        members = np.flatnonzero((clusters.assign == clusters.assign[i]) & allowed)
+        assert clusters.closeness[i] == clusters.closeness[members].max()
+    # Asking for more than there are clusters: every cluster once, then second images.
+    many = explore.coverage(clusters, allowed, query, labeled, 9, np.random.default_rng(0))
+    assert len(set(many.tolist())) == 9 and allowed[many].all()
+    assert set(clusters.assign[many[:6]].tolist()) == set(range(6))
+
+
+def test_coverage_ranks_clusters_by_the_query_at_low_temperature():
+    x, labels, _ = _blobs()
+    clusters = explore.kmeans(x, 6)
+    target = 2
+    ids = explore.coverage(clusters, np.ones(len(x), bool), clusters.centroids[target], np.empty(0, np.int64), 1,
+                           np.random.default_rng(0), temperature=0.01)
+    assert clusters.assign[ids[0]] == target
+
+
+def test_collection_clusters_are_cached_in_a_file_and_recomputed_when_stale(tmp_path, monkeypatch):
+    coll, _ = synthetic_collection(tmp_path / "c", clusters=4, per_cluster=100, dim=16)
+    first = explore.collection_clusters(coll)
+    path = Path(coll.root) / explore.CLUSTERS_FILE
+    assert path.exists() and len(first.assign) == 400
+    explore._cache.clear()
+    calls = []
+    real = explore.kmeans
+    monkeypatch.setattr(explore, "kmeans", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    again = explore.collection_clusters(coll)  # read back from the file: no k-means
+    assert calls == [] and np.array_equal(again.assign, first.assign)
+    explore._cache.clear()
+    path.write_bytes(b"not an npz file")  # a corrupt file is recomputed, never an error
+    assert np.array_equal(explore.collection_clusters(coll).assign, first.assign) and calls == [1]
+    explore._cache.clear()
+    np.savez(path, version=explore.CLUSTERS_VERSION, n_rows=399, model_id=coll.model_id,
+             centroids=first.centroids, assign=first.assign[:399], closeness=first.closeness[:399])
+    explore.collection_clusters(coll)  # a stale file (another collection size) is recomputed
+    assert calls == [1, 1]
+
+
+def _cold_trainer(tmp_path, strategy, seed):
+    """A prompt that points away from the target cluster: its best images are all negatives."""
+    coll, centres = synthetic_collection(tmp_path / f"c{strategy}{seed}", clusters=10, per_cluster=300, dim=32,
+                                         spread=0.8, seed=seed)
+    target, away = 3, 0
+    q = centres[away] - centres[target]
+    q = (q / np.linalg.norm(q)).astype(np.float32)
+    path = classifier_file.save(Path(coll.root) / "q.npy", q, 0.0, model_id=coll.model_id, meta={})
+    trainer = Trainer.create(coll, "t", weights_file=path, settings=Settings(strategy=strategy, k=5, target="3"))
+    labels = coll.store.labels_by_id()
+    return trainer, lambda hits: {h.id: 1.0 if labels[h.id] == "3" else -1.0 for h in hits}
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_auto_finds_a_positive_in_a_cold_start_where_boundary_does_not(tmp_path, seed):
+    found = {}
+    for strategy in ("boundary", "auto"):
+        trainer, label = _cold_trainer(tmp_path, strategy, seed)
+        positives = []
+        for _ in range(6):
+            scores = label(trainer.next_batch())
+            positives.append(sum(s > 0 for s in scores.values()))
+            trainer.submit(scores)
+        found[strategy] = (positives, trainer.evaluate().ap)
+    assert sum(found["boundary"][0]) == 0, found
+    assert sum(found["auto"][0]) >= 3 and found["auto"][1] > 0.9, found
+
+
+def test_auto_explores_while_cold_and_exploits_once_positives_come_back():
+    x, labels, _ = _blobs(n_clusters=6, per=50)
+    index = FakeIndex(x)
+    clusters = explore.kmeans(x, 6)
+    allowed = np.ones(len(x), bool)
+    w = 5.0 * clusters.centroids[0]
+    b = -3.0  # a fitted classifier (not a unit start query)
+    k = 10
+    ctx = dict(clusters=clusters, explore_cold=0.7, top_share=0.3)
+    rng = np.random.default_rng(0)
+
+    # Labels so far, all negative: explore (7 of 10 from coverage, spread over the clusters).
+    neg = np.flatnonzero(clusters.assign == 0)[:10]
+    cold = Context(labeled_ids=neg, labeled_scores=-np.ones(10, np.float32), batch_positives=(0,), **ctx)
+    assert cold.cold()
+    ids = select("auto", index, w, b, k, allowed, rng, context=cold)
+    assert len(set(clusters.assign[ids].tolist())) >= 6
+
+    # The last batch held positives: exploit, the query's top 3 and then its boundary.
+    warm = Context(labeled_ids=neg, labeled_scores=np.r_[1.0, -np.ones(9)].astype(np.float32),
+                   batch_positives=(0, 1), **ctx)
+    assert not warm.cold()
+    ids = select("auto", index, w, b, k, allowed, rng, context=warm)
+    top = select("top", index, w, b, 3, allowed, rng)
+    rest = allowed.copy()
+    rest[top] = False
+    edge = select("boundary", index, w, b, 7, rest, rng)
+    assert ids.tolist() == top.tolist() + edge.tolist()
+
+    # Positives exist but the latest batch came back all negative: explore again.
+    relapse = Context(labeled_ids=neg, labeled_scores=np.r_[1.0, -np.ones(9)].astype(np.float32),
+                      batch_positives=(1, 0), **ctx)
+    assert relapse.cold()
+    ids = select("auto", index, w, b, k, allowed, rng, context=relapse)
+    assert len(set(clusters.assign[ids].tolist())) >= 6
+
+
+def test_auto_without_clusters_still_returns_a_full_batch():
+    x, _, _ = _blobs()
+    index = FakeIndex(x)
+    allowed = np.zeros(len(x), bool)
+    allowed[:40] = True
+    ids = select("auto", index, x[0], 0.0, 10, allowed, np.random.default_rng(0))
+    assert len(set(ids.tolist())) == 10 and allowed[ids].all()
