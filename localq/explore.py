@@ -8,10 +8,10 @@ image from each of several k-means clusters of the collection, clusters with no 
 yet first, ranked (softly) by the current query so a weakly working prompt still steers.
 
 - ``kmeans``: spherical k-means centroids (faiss) and every row's cluster;
-- ``collection_clusters``: the same for a collection, computed once per collection size
-  and cached in memory and in a small ``clusters.npz`` file in the collection directory
-  (a missing, stale or unreadable file is simply recomputed; a failed write only costs
-  the next process the recomputation);
+- ``collection_clusters``: the same for a collection, fitted once and extended as it
+  grows, cached in memory and in a small ``clusters.npz`` file in the collection
+  directory (a missing, stale or unreadable file is simply recomputed; a failed write
+  only costs the next process the recomputation);
 - ``coverage``: pure arrays in, ids out: the explore part of a batch.
 """
 
@@ -42,6 +42,7 @@ class Clusters:
     centroids: np.ndarray  # [C, d] float32, unit rows
     assign: np.ndarray  # [n] int32: every row's nearest centroid
     closeness: np.ndarray  # [n] float32: each row's cosine to its centroid (how typical it is)
+    fitted_rows: int = 0  # rows k-means saw (the rest were assigned after); 0: not recorded
 
 
 def n_clusters_for(n: int) -> int:
@@ -57,13 +58,13 @@ def kmeans(vectors: np.ndarray, n_clusters: int | None = None, *, seed: int = KM
     c = n_clusters_for(n) if n_clusters is None else int(min(max(n_clusters, 1), n))
     if c <= 1:
         centroid = _unit_rows(x.mean(axis=0, keepdims=True))
-        return Clusters(centroid, np.zeros(n, np.int32), (x @ centroid[0]).astype(np.float32))
+        return Clusters(centroid, np.zeros(n, np.int32), (x @ centroid[0]).astype(np.float32), n)
     km = faiss.Kmeans(d, c, niter=KMEANS_ITERS, nredo=KMEANS_REDO, seed=seed, spherical=True, verbose=False,
                       max_points_per_centroid=256)  # subsampled training: seconds even at 1M rows
     km.train(x)
     centroids = _unit_rows(km.centroids)
     assign, closeness = _assign(x, centroids)
-    return Clusters(centroids, assign, closeness)
+    return Clusters(centroids, assign, closeness, n)
 
 
 def _assign(x: np.ndarray, centroids: np.ndarray, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
@@ -89,8 +90,10 @@ _lock = threading.Lock()
 def collection_clusters(collection) -> Clusters | None:
     """The clusters of every row of ``collection``'s index (None for an empty collection).
 
-    Keyed by the collection's directory, row count and encoder: adding images recomputes
-    them (a few seconds), labeling never does.
+    Keyed by the collection's directory, row count and encoder; labeling never recomputes
+    them. Rows are only ever appended, so while a collection grows (a background indexer
+    behind the demo's UI) new rows join their nearest centroid, a matrix product; k-means
+    runs again once it has grown by more than REFIT_GROWTH since the last fit.
     """
     index = collection.index
     n = int(index.ntotal)
@@ -102,23 +105,50 @@ def collection_clusters(collection) -> Clusters | None:
         if hit is not None:
             return hit
         path = Path(collection.root) / CLUSTERS_FILE
-        clusters = _load(path, n, key[2]) or kmeans(index.matrix())
-        _save(path, clusters, n, key[2])
+        fitted_rows, earlier = _earlier(key) or _load(path, key[2]) or (0, None)
+        if earlier is not None and len(earlier.assign) == n:
+            clusters = earlier
+        elif earlier is not None and len(earlier.assign) < n <= fitted_rows * REFIT_GROWTH:
+            clusters = _extend(earlier, index.matrix())
+        else:
+            clusters = kmeans(index.matrix())
+            _save(path, clusters, n, key[2])
         _cache.clear()  # one collection at a time is the common case; keep memory flat
         _cache[key] = clusters
         return clusters
 
 
-def _load(path: Path, n: int, model_id: str) -> Clusters | None:
+# Re-fit k-means once the collection has this many times the rows of the last fit.
+REFIT_GROWTH = 1.25
+
+
+def _earlier(key: tuple) -> tuple[int, Clusters] | None:
+    """Clusters cached for fewer rows of the same collection and encoder."""
+    for (root, rows, model_id), clusters in _cache.items():
+        if root == key[0] and model_id == key[2] and rows < key[1]:
+            return clusters.fitted_rows, clusters
+    return None
+
+
+def _extend(clusters: Clusters, x: np.ndarray) -> Clusters:
+    """The same centroids; rows added since they were fitted assigned to the nearest."""
+    old = len(clusters.assign)
+    assign, closeness = _assign(np.ascontiguousarray(x[old:], dtype=np.float32), clusters.centroids)
+    return Clusters(clusters.centroids, np.concatenate([clusters.assign, assign]),
+                    np.concatenate([clusters.closeness, closeness]), clusters.fitted_rows)
+
+
+def _load(path: Path, model_id: str) -> tuple[int, Clusters] | None:
     try:
         with np.load(path, allow_pickle=False) as data:
-            if int(data["version"]) != CLUSTERS_VERSION or int(data["n_rows"]) != n or str(data["model_id"]) != model_id:
+            if int(data["version"]) != CLUSTERS_VERSION or str(data["model_id"]) != model_id:
                 return None
+            n = int(data["n_rows"])
             out = Clusters(data["centroids"].astype(np.float32), data["assign"].astype(np.int32),
-                           data["closeness"].astype(np.float32))
+                           data["closeness"].astype(np.float32), n)
     except (OSError, KeyError, ValueError):
         return None
-    return out if len(out.assign) == n and len(out.closeness) == n else None
+    return (n, out) if len(out.assign) == n and len(out.closeness) == n else None
 
 
 def _save(path: Path, clusters: Clusters, n: int, model_id: str) -> None:

@@ -77,10 +77,15 @@ def test_collection_clusters_are_cached_in_a_file_and_recomputed_when_stale(tmp_
     path.write_bytes(b"not an npz file")  # a corrupt file is recomputed, never an error
     assert np.array_equal(explore.collection_clusters(coll).assign, first.assign) and calls == [1]
     explore._cache.clear()
+    np.savez(path, version=explore.CLUSTERS_VERSION, n_rows=300, model_id=coll.model_id,
+             centroids=first.centroids, assign=first.assign[:300], closeness=first.closeness[:300])
+    explore.collection_clusters(coll)  # fitted on far fewer rows than there are now: recomputed
+    assert calls == [1, 1]
+    explore._cache.clear()
     np.savez(path, version=explore.CLUSTERS_VERSION, n_rows=399, model_id=coll.model_id,
              centroids=first.centroids, assign=first.assign[:399], closeness=first.closeness[:399])
-    explore.collection_clusters(coll)  # a stale file (another collection size) is recomputed
-    assert calls == [1, 1]
+    extended = explore.collection_clusters(coll)  # one row more than fitted: that row is assigned
+    assert calls == [1, 1] and len(extended.assign) == 400
 
 
 def _cold_trainer(tmp_path, strategy, seed):
@@ -155,3 +160,43 @@ def test_auto_without_clusters_still_returns_a_full_batch():
     allowed[:40] = True
     ids = select("auto", index, x[0], 0.0, 10, allowed, np.random.default_rng(0))
     assert len(set(ids.tolist())) == 10 and allowed[ids].all()
+
+
+def test_clusters_extend_while_a_collection_grows_and_refit_past_the_growth_limit(tmp_path):
+    """A background indexer adds rows between rounds: new rows join the nearest centroid
+    instead of k-means running again every round; a quarter more rows refits."""
+    from types import SimpleNamespace
+
+    from localq import explore
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1000, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+
+    class Index:
+        def __init__(self, n):
+            self.ntotal = n
+
+        def matrix(self):
+            return x[:self.ntotal]
+
+    coll = SimpleNamespace(root=tmp_path, model_id="m", index=Index(600))
+    first = explore.collection_clusters(coll)
+    assert first.fitted_rows == 600 and len(first.assign) == 600
+
+    coll.index = Index(700)  # +17%: extended, same centroids
+    grown = explore.collection_clusters(coll)
+    assert grown.fitted_rows == 600 and len(grown.assign) == 700
+    np.testing.assert_array_equal(grown.centroids, first.centroids)
+    np.testing.assert_array_equal(grown.assign[:600], first.assign)
+    np.testing.assert_array_equal(grown.assign[600:], (x[600:700] @ first.centroids.T).argmax(axis=1))
+
+    coll.index = Index(800)  # +33% over the fit: k-means again
+    refit = explore.collection_clusters(coll)
+    assert refit.fitted_rows == 800 and len(refit.assign) == 800
+
+    explore._cache.clear()  # a new process: the file on disk is extended, not refitted
+    coll.index = Index(900)
+    again = explore.collection_clusters(coll)
+    assert again.fitted_rows == 800 and len(again.assign) == 900
+    np.testing.assert_array_equal(again.centroids, refit.centroids)
