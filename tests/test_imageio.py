@@ -87,15 +87,38 @@ def test_directory_with_image_name(tmp_path):
     assert _reason(tmp_path / "folder.jpg") == "not a regular file: directory"  # refused from stat, never opened
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
 def test_unreadable_file(tmp_path):
-    path = tmp_path / "locked.jpg"
-    _noise().save(path)
-    path.chmod(0)
+    if os.geteuid() != 0:
+        path = tmp_path / "locked.jpg"
+        _noise().save(path)
+        path.chmod(0)
+        try:
+            assert _reason(path) == "unreadable: Permission denied"
+        finally:
+            path.chmod(0o644)
+        return
+    # Root (CI) reads any file whatever its mode: read it as the unprivileged user instead,
+    # from a directory that user can reach (pytest's tmp dirs are 0700).
+    import shutil
+    from pathlib import Path
+    import subprocess
+    import sys
+    import tempfile
+
+    public = Path(tempfile.mkdtemp(prefix="localq-imageio-", dir="/tmp"))
     try:
-        assert _reason(path) == "unreadable: Permission denied"
+        public.chmod(0o755)
+        path = public / "locked.jpg"
+        _noise().save(path)
+        path.chmod(0)
+        code = ("import sys; from localq.imageio import read_image; from localq.errors import BadImage\n"
+                "try:\n    read_image(sys.argv[1])\nexcept BadImage as e:\n    print(e.reason)")
+        repo = str(Path(__file__).resolve().parents[1])
+        out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code,
+                              str(path)], capture_output=True, text=True, cwd="/", env={**os.environ, "PYTHONPATH": repo})
+        assert out.stdout.strip() == "unreadable: Permission denied", out.stderr
     finally:
-        path.chmod(0o644)
+        shutil.rmtree(public, ignore_errors=True)
 
 
 # --- orientation and size -------------------------------------------------------------
