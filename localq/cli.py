@@ -75,6 +75,23 @@ class OneLineError(click.ClickException):
         click.echo(f"error: {printable(self.format_message())}", err=True)
 
 
+class FiniteFloat(click.ParamType):
+    """A float that is a number: 'nan' and 'inf' parse as floats but mean nothing as a threshold."""
+
+    name = "number"
+
+    def convert(self, value, param, ctx):
+        import math
+
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{printable(str(value))!r} is not a number", param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{printable(str(value))!r} is not a finite number", param, ctx)
+        return number
+
+
 class LocalqGroup(click.Group):
     """Turns click's multi-line usage errors (bad option values, missing arguments) into
     one line that names the help to read. Usage errors keep click's exit status 2."""
@@ -450,7 +467,7 @@ def classifiers(db, as_json):
 @cli.command()
 @click.argument("classifier")
 @click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
-@click.option("--threshold", type=float, default=0.0, show_default=True, help="Predict positive above this score (w·x + b).")
+@click.option("--threshold", type=FiniteFloat(), default=0.0, show_default=True, help="Predict positive above this score (w·x + b).")
 @click.option("--split", help="Only collection images of this split (e.g. val).")
 @count_option("--limit", help="At most this many positives.")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV output: path,score,label.")

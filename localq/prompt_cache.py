@@ -25,13 +25,13 @@ def cache_path() -> Path:
 
 
 def lookup(model_id: str, prompt: str) -> np.ndarray | None:
-    path = cache_path()
-    if not path.exists():
-        return None
     try:
+        path = cache_path()
+        if not path.is_file():  # raises, rather than answering False, where a parent is not searchable
+            return None
         with _connect(path) as conn:
             row = conn.execute("SELECT vector FROM prompts WHERE model_id = ? AND prompt = ?", (model_id, prompt)).fetchone()
-    except sqlite3.Error:
+    except (OSError, sqlite3.Error):
         return None
     return np.frombuffer(row[0], dtype="<f4").copy() if row else None
 

@@ -141,7 +141,7 @@ class Trainer:
             query, bias = loaded.weight, loaded.bias
         query = np.asarray(query, np.float32)
         if bias is None:
-            bias = _start_bias(collection, query)
+            bias = _start_bias(collection, query, settings)
         with collection.writing():  # the existence check and the creation, with no process in between
             existing = collection.store.classifier(name)
             if existing is not None and replace:
@@ -240,15 +240,7 @@ class Trainer:
         return self._pool_mask() & ~self._seen_mask()
 
     def _pool_mask(self) -> np.ndarray:
-        """Live images the loop may retrieve or sample as background: the pool split, minus dev."""
-        mask = self.collection.live_mask()
-        if self.settings.pool_split is not None:
-            mask &= self.collection.split_mask(self.settings.pool_split)
-            if self.settings.exclude_dev:
-                from localq.devsplit import dev_mask
-
-                mask &= ~dev_mask(self.collection, self.settings.pool_split)
-        return mask
+        return pool_mask(self.collection, self.settings)
 
     def next_batch(self, k: int | None = None, strategy: str | None = None) -> list[Hit]:
         """The next k unseen images to label, chosen by the strategy; never a seen one."""
@@ -652,12 +644,26 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / n if n > 0 else v
 
 
-def _start_bias(collection: Collection, query: np.ndarray) -> float:
-    scores = collection.index.matrix() @ query
-    live = collection.live_mask()
-    if not live.any():
+def pool_mask(collection: Collection, settings: Settings) -> np.ndarray:
+    """Live images a classifier may retrieve or sample as background: its pool split, minus dev."""
+    mask = collection.live_mask()
+    if settings.pool_split is not None:
+        mask &= collection.split_mask(settings.pool_split)
+        if settings.exclude_dev:
+            from localq.devsplit import dev_mask
+
+            mask &= ~dev_mask(collection, settings.pool_split)
+    return mask
+
+
+def _start_bias(collection: Collection, query: np.ndarray, settings: Settings) -> float:
+    # Over the pool only: a held-out split must not shape even the starting threshold,
+    # or a benchmark's round-0 precision and recall would depend on the images it scores.
+    pool = pool_mask(collection, settings)
+    if not pool.any():
         return 0.0
-    return -float(np.quantile(scores[live], 1.0 - START_POSITIVE_FRACTION))
+    scores = collection.index.matrix() @ query  # one pass, no copy of the pool's rows
+    return -float(np.quantile(scores[pool], 1.0 - START_POSITIVE_FRACTION))
 
 
 def _example_vectors(collection: Collection, images: Sequence[int | str | Path]) -> np.ndarray:

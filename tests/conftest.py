@@ -98,11 +98,19 @@ def colour_folder(tmp_path) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def session_cache(tmp_path_factory) -> Path:
+    # One cache per test session: real-encoder tests share the slow-to-build class-text
+    # table, and no run reads vectors a previous run (or the user) left behind.
+    return tmp_path_factory.mktemp("localq-cache")
+
+
 @pytest.fixture(autouse=True)
-def isolated_home(tmp_path, monkeypatch):
-    """Never touch the user's real collection."""
+def isolated_home(tmp_path, monkeypatch, session_cache):
+    """Never touch the user's real collection or cache."""
     monkeypatch.setenv("LOCALQ_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("LOCALQ_CACHE", str(session_cache))
 
 
 class VectorEncoder(ColorEncoder):

@@ -30,12 +30,17 @@ class PromptEncoder:
 
     encoder_spec = "test-prompt"
     weights = None
-    model_id = "test-prompt/v1"
     image_size = 8
 
     def __init__(self, prompts: dict[str, np.ndarray]):
+        import hashlib
+
         self.prompts = prompts
         self.dim = len(next(iter(prompts.values())))
+        # model_id names one vector space (prompt vectors are cached by it), and every
+        # synthetic collection draws its own prompts: the id must tell them apart.
+        digest = hashlib.sha256(b"".join(np.asarray(prompts[k], np.float32).tobytes() for k in sorted(prompts)))
+        self.model_id = f"test-prompt/{digest.hexdigest()[:12]}"
 
     def encode_texts(self, texts):
         return np.stack([_unit(self.prompts[t.split()[-1]]) for t in texts])

@@ -4,8 +4,11 @@ built-in encoder's lazy CNN, the decode pipeline, spread order, background index
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 from pathlib import Path
@@ -292,3 +295,28 @@ async def test_quitting_mid_way_loses_nothing_and_the_next_run_resumes(tmp_path,
         paths = [r.path for r in coll.store.live_files().values()]
         assert len(paths) == len(set(paths)) == 60 == coll.index.ntotal
         assert pending(coll) is None
+
+
+def test_a_cache_behind_an_unsearchable_directory_only_costs_a_recomputation(tmp_path):
+    # The CI failure this guards: a user whose $LOCALQ_CACHE (or home) sits in a directory
+    # they may not enter got a PermissionError traceback from a text search.
+    public = Path(tempfile.mkdtemp(prefix="localq-cache-", dir="/tmp"))
+    try:
+        public.chmod(0o755)
+        locked = public / "locked"
+        (locked / "cache").mkdir(parents=True)
+        prompt_cache.remember("m", "p", np.zeros(3, np.float32))  # a real cache elsewhere, untouched
+        locked.chmod(0)
+        code = ("import numpy as np; from localq import prompt_cache\n"
+                "v = prompt_cache.text_vector('m', 'p', lambda t: np.ones(3, np.float32))\n"
+                "print(v.tolist(), prompt_cache.lookup('m', 'p'))")
+        cmd = [sys.executable, "-c", code]
+        if os.geteuid() == 0:  # root enters any directory: run as the unprivileged user instead
+            cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] + cmd
+        out = subprocess.run(cmd, capture_output=True, text=True, cwd="/",
+                             env={**os.environ, "PYTHONPATH": str(ROOT), "LOCALQ_CACHE": str(locked / "cache")})
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "[1.0, 1.0, 1.0] None"
+    finally:
+        locked.chmod(0o755)
+        shutil.rmtree(public, ignore_errors=True)

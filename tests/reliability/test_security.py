@@ -171,6 +171,15 @@ def test_error_messages_are_one_safe_line(runner, tmp_path):
     assert len(result.stderr.splitlines()) == 1
 
 
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e999", "\x1b[2Jten"])
+def test_a_threshold_that_is_not_a_finite_number_is_a_usage_error(runner, tmp_path, value):
+    # float() accepts 'nan' and 'inf'; a nan threshold would silently predict nothing.
+    result = invoke(runner, "predict", "reds", "--threshold", value, "--db", tmp_path / "db")
+    assert result.exit_code == 2 and "--threshold" in result.stderr
+    assert_terminal_safe(result.output)
+    assert len(result.stderr.splitlines()) == 1
+
+
 def test_tui_file_labels_are_escaped():
     from localq.tui.thumbnails import file_name
 
