@@ -51,16 +51,16 @@ class IndexProgress:
 
 def record_pending(collection: Collection, roots: list[str | Path], with_labels: bool) -> None:
     roots = [str(Path(r).expanduser().resolve()) for r in roots]
-    collection.store.set_meta(**{PENDING_KEY: json.dumps({"roots": roots, "with_labels": with_labels})})
+    collection.set_setting(PENDING_KEY, json.dumps({"roots": roots, "with_labels": with_labels}))
 
 
 def clear_pending(collection: Collection) -> None:
-    collection.store.set_meta(**{PENDING_KEY: ""})
+    collection.set_setting(PENDING_KEY, "")
 
 
 def pending(collection: Collection) -> dict | None:
     """{"roots": [...], "with_labels": bool} of an unfinished run, or None."""
-    raw = collection.store.meta().get(PENDING_KEY)
+    raw = collection.setting(PENDING_KEY)
     try:
         data = json.loads(raw) if raw else None
     except ValueError:

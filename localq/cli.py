@@ -199,7 +199,7 @@ def index(paths, db, encoder, weights, with_labels, batch_size, decode_threads, 
         progress = ProgressLine("indexing", enabled=not quiet and not as_json)
         report = index_paths(coll, list(paths), enc, with_labels=with_labels, batch_size=batch_size, progress=progress,
                              decode_workers=decode_threads)
-        total = coll.store.count_live()
+        total = coll.count_live()
     if as_json:
         emit_json({"collection": str(coll.root), "images": total, **_report_dict(report)})
     else:
@@ -265,16 +265,7 @@ def _seen_scope(coll, unseen: bool, classifier: str | None):
         return False
     if classifier is None:
         return True
-    return _classifier_id(coll, classifier)
-
-
-def _classifier_id(coll, name: str) -> int:
-    from localq.errors import ClassifierNotFound
-
-    row = coll.store.classifier(check_name(name))
-    if row is None:
-        raise ClassifierNotFound(f"no classifier named {name!r}: see `localq classifiers`")
-    return row.id
+    return coll.classifier_id(classifier)
 
 
 @cli.command()
@@ -320,8 +311,7 @@ def reset(classifier, db):
       localq reset --classifier dogs
     """
     with open_collection(db) as coll:
-        cid = _classifier_id(coll, classifier) if classifier else None
-        n = coll.store.reset_seen(cid)
+        n = coll.reset_seen(classifier)
     click.echo(f"cleared {n} seen flags" + (f" of {printable(classifier)}" if classifier else ""))
 
 
@@ -337,7 +327,7 @@ def skipped(db, as_json):
       localq skipped
     """
     with open_collection(db) as coll:
-        rows = coll.store.skipped()
+        rows = coll.skipped()
     if as_json:
         emit_json({"skipped": [{"path": s.path, "reason": s.reason, "at": s.at} for s in rows]})
         return
@@ -419,7 +409,7 @@ def _start_or_open(db, prompt, images, from_classifier, from_file, name, k, stra
     else:
         # An explicit --name must be valid as given ('' too); only a missing one is derived.
         name = check_name(name) if name is not None else slug(prompt or (Path(from_file).stem if from_file else "examples"))
-        if coll.store.classifier(name) is not None:
+        if coll.has_classifier(name):
             trainer = Trainer.open(coll, name)
             click.echo(f"continuing classifier {printable(name)!r} (round {trainer.round})", err=True)
         else:
@@ -441,18 +431,12 @@ def classifiers(db, as_json):
     Example:
       localq classifiers --json
     """
+    from dataclasses import asdict
+
     from localq.trainer import Trainer
 
     with open_collection(db) as coll:
-        rows = []
-        for row in coll.store.classifiers():
-            t = Trainer(coll, row)
-            pos, neg = t.label_counts()
-            ev = t.evaluate()
-            rows.append({"name": row.name, "source": row.source, "prompt": row.prompt, "round": t.round,
-                         "labels_positive": pos, "labels_negative": neg, "seen": len(coll.store.seen_ids(row.id)),
-                         "strategy": t.settings.strategy, "created_at": row.created_at,
-                         "target": ev.target if ev else None, "ap": round(ev.ap, 4) if ev else None})
+        rows = [asdict(state) for state in Trainer.states(coll)]
     if as_json:
         emit_json({"classifiers": rows})
         return
@@ -682,7 +666,7 @@ def demo(folder, prompt, index_only, db):
             if report.interrupted:
                 click.echo("interrupted: run `localq demo` again to resume", err=True)
                 sys.exit(130)
-            click.echo(f"{coll.store.count_live()} images, {len(report.skipped)} skipped", err=True)
+            click.echo(f"{coll.count_live()} images, {len(report.skipped)} skipped", err=True)
             return
         coll.bind_encoder(enc)  # a new collection knows its vector space before the first image lands
     # The UI opens at once; new files are indexed behind it (spread over the folders first).

@@ -23,19 +23,12 @@ from typing import Iterator
 
 import numpy as np
 
-from localq import paths
-from localq.errors import (
-    CollectionNotFound, CollectionUnwritable, DatabaseDamaged, EncoderMismatch, IndexCorrupt,
-)
+from localq import index_mirror, paths
+from localq.errors import ClassifierNotFound, CollectionNotFound, CollectionUnwritable, DatabaseDamaged, EncoderMismatch
 from localq.locking import OnWait, WriteLock
+from localq.names import check_name
 from localq.store import Store
 from localq.vector_index import VectorIndex
-
-# Rows compared with SQLite each time a FAISS file is opened (first, last and random
-# ones): a cheap guard on top of the digest and CRC checks.
-SPOT_CHECK_ROWS = 16
-_REBUILD_CHUNK = 65536
-
 
 @dataclass(frozen=True)
 class Hit:
@@ -157,81 +150,12 @@ class Collection:
         return self.index.ntotal
 
     def _load_index(self) -> VectorIndex:
-        index_path = self.root / paths.INDEX_FILE
-        problem = None
-        try:
-            index = VectorIndex.open(index_path, self.dim)
-        except (IndexCorrupt, EncoderMismatch) as exc:
-            # SQLite holds every vector and its dim: a damaged FAISS file is rebuilt, not fatal.
-            index, problem = None, str(exc)
-        # SQLite is read after the file: writers commit SQLite before they save FAISS, so
-        # the file never records more rows than SQLite holds by then.
-        n = self.store.n_rows()
-        if index is not None and index_path.exists():
-            problem = self.index_disagreement(index, n)
-            if problem:
-                index = None
-        if index is None:
-            index = VectorIndex.empty(index_path, self.dim)
-        self.index_problem = problem
-        caught_up = index.ntotal < n
-        self._append_from_store(index, n)
-        if problem or caught_up:
-            self._save_if_free(index)
+        index, self.index_problem = index_mirror.load(self.store, self.root / paths.INDEX_FILE, self.dim, self.lock)
         return index
 
     def index_disagreement(self, index: VectorIndex, n: int) -> str | None:
-        """Why the FAISS file does not mirror a state of SQLite's vectors (None: it does)."""
-        state, name = index.state, index.path.name
-        if state is None:
-            return f"{name} does not record which database state it mirrors (an older localq wrote it, or something else did)"
-        if state.get("rows") != index.ntotal or state.get("dim") != self.dim:
-            return f"{name} holds {index.ntotal} rows of {index.dim}-d, its record says {state.get('rows')} of {state.get('dim')}-d"
-        if index.ntotal > n:
-            return f"{name} holds {index.ntotal} rows, the database {n}"
-        if state.get("digest") is None or state.get("digest") != self.store.vectors_digest(index.ntotal):
-            return f"{name} mirrors another state of the database than this one (its digest is unknown here)"
-        if state.get("crc") != index.content_crc():
-            return f"{name} is damaged: its vectors do not match the checksum it was saved with"
-        bad = self._rows_differing(index, _spot_rows(index.ntotal, SPOT_CHECK_ROWS))
-        if bad:
-            return f"{name} row {bad[0]} differs from the database"
-        return None
-
-    def _rows_differing(self, index: VectorIndex, ids: np.ndarray) -> list[int]:
-        if len(ids) == 0:
-            return []
-        try:
-            stored = self.store.vectors(ids)
-        except KeyError as missing:  # an id without a vector row
-            return [int(missing.args[0])]
-        m = index.matrix()
-        return [int(i) for i, v in zip(ids, stored) if not np.array_equal(m[i], v)]
-
-    def _append_from_store(self, index: VectorIndex, n: int) -> None:
-        """Append SQLite's vectors for rows ``index.ntotal .. n - 1`` (a missing one as zeros)."""
-        for start in range(index.ntotal, n, _REBUILD_CHUNK):
-            stop = min(start + _REBUILD_CHUNK, n)
-            block = np.zeros((stop - start, self.dim), dtype=np.float32)
-            for i, v in self.store.vectors_from(start, stop):
-                if v.shape == (self.dim,) and np.isfinite(v).all():
-                    block[i - start] = v
-            index.add(block)
-
-    def _save_if_free(self, index: VectorIndex) -> None:
-        # Persist a repaired or caught-up index only when no writer is busy (readers never
-        # wait) and the collection is writable; otherwise the fix lives in memory only.
-        if not self.lock.try_acquire():
-            return
-        try:
-            index.save(self._index_state(index))
-        except (OSError, IndexCorrupt):
-            pass
-        finally:
-            self.lock.release()
-
-    def _index_state(self, index: VectorIndex) -> dict:
-        return {"digest": self.store.vectors_digest(index.ntotal)}
+        """Why ``index`` does not mirror a state of SQLite's vectors (None: it does)."""
+        return index_mirror.disagreement(self.store, index, self.dim, n)
 
     def sync_index(self) -> None:
         """Bring the in-memory index level with SQLite: rows other processes (or a run
@@ -242,20 +166,20 @@ class Collection:
             self._index = VectorIndex.empty(index.path, self.dim)
             index = self._index
         if index.ntotal < rows:
-            self._append_from_store(index, rows)
+            index_mirror.append_from_store(self.store, index, self.dim, rows)
             self.images_changed()
 
     def save_index(self) -> None:
         """Write the FAISS file (under the write lock), recording the SQLite state it mirrors."""
         with self.writing():
-            self.index.save(self._index_state(self.index))
+            index_mirror.save(self.store, self.index)
 
     def rebuild_index(self) -> None:
         """Throw the FAISS rows away and rebuild them from SQLite (``localq repair``)."""
         with self.writing():
             index = VectorIndex.empty(self.root / paths.INDEX_FILE, self.dim)
-            self._append_from_store(index, self.store.n_rows())
-            index.save(self._index_state(index))
+            index_mirror.append_from_store(self.store, index, self.dim, self.store.n_rows())
+            index_mirror.save(self.store, index)
             self._index = index
             self.index_problem = None
             self.images_changed()
@@ -358,6 +282,50 @@ class Collection:
 
         return self.search(self.encoder().encode_images([open_image(path)])[0], k, unseen=unseen)
 
+    # -- what drivers may ask (they never touch the store) -----------------------------
+    def count_live(self) -> int:
+        """Live images committed to SQLite, including rows this process's index has not taken in."""
+        return self.store.count_live()
+
+    def image_rows(self, ids) -> list:
+        """The SQLite rows (path, hash, label, split, ...) of ``ids``."""
+        return self.store.images(ids)
+
+    def folder_labels(self) -> list[tuple[int, str, str | None]]:
+        """(id, folder label, split) of every live image with a folder label."""
+        return self.store.labels_with_split()
+
+    def classifier_rows(self) -> list:
+        return self.store.classifiers()
+
+    def classifier_id(self, name: str) -> int:
+        row = self.store.classifier(check_name(name))
+        if row is None:
+            raise ClassifierNotFound(f"no classifier named {name!r}: see `localq classifiers`")
+        return row.id
+
+    def has_classifier(self, name: str) -> bool:
+        return self.store.classifier(check_name(name)) is not None
+
+    def delete_classifier(self, classifier_id: int) -> None:
+        """Drop a classifier with its rounds, labels and seen flags (one transaction)."""
+        self.store.delete_classifier(classifier_id)
+
+    def reset_seen(self, classifier: str | None = None) -> int:
+        """Clear seen flags of one classifier, or of all: every image becomes retrievable again."""
+        return self.store.reset_seen(self.classifier_id(classifier) if classifier else None)
+
+    def skipped(self) -> list:
+        """Files the indexer could not read, with the reason."""
+        return self.store.skipped()
+
+    def setting(self, key: str) -> str | None:
+        """A collection-wide value kept in SQLite's meta table (e.g. an unfinished index run)."""
+        return self.store.meta().get(key)
+
+    def set_setting(self, key: str, value: str) -> None:
+        self.store.set_meta(**{key: value})
+
     # -- housekeeping ------------------------------------------------------------------
     def stats(self) -> dict:
         meta = self.store.meta()
@@ -379,13 +347,6 @@ class Collection:
             "bytes": sizes,
             "bytes_total": sum(sizes.values()),
         }
-
-
-def _spot_rows(n: int, count: int) -> np.ndarray:
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    rng = np.random.default_rng()
-    return np.unique(np.concatenate([[0, n - 1], rng.integers(0, n, size=count)])).astype(np.int64)
 
 
 def _refuse_damaged_location(root: Path, db_path: Path) -> None:

@@ -31,12 +31,12 @@ def is_dev(content_hash: str, fraction: float = DEV_FRACTION) -> bool:
 
 def dev_mask(collection, split: str, fraction: float = DEV_FRACTION) -> np.ndarray:
     """Bool mask over the collection's rows: the images of ``split`` that belong to dev."""
-    n = collection.store.n_rows()
+    n = collection.rows()
     key = (str(collection.root), n, split, fraction)
     if key not in _cache:
         mask = np.zeros(n, dtype=bool)
         ids = np.flatnonzero(collection.split_mask(split))
-        for row in collection.store.images(ids):
+        for row in collection.image_rows(ids):
             mask[row.id] = is_dev(row.hash, fraction)
         if len(_cache) > 8:
             _cache.clear()

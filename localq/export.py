@@ -24,14 +24,14 @@ def export_classifier(trainer: Trainer, out_dir: Path, *, fmt: str = "safetensor
     targets = {key: _inside(out_dir, file_name) for key, file_name in files.items()}
     model = trainer.save(targets["model"])
     labels = trainer.labels()
-    rows = {r.id: r for r in trainer.store.images(labels)}
+    rows = {r.id: r for r in trainer.collection.image_rows(labels)}
     predicted = trainer.collection.index.matrix()[list(labels)] @ trainer.weights + trainer.bias if labels else []
     records = [
         {"id": i, "path": rows[i].path, "label": score, "classifier_score": round(float(p), 6),
          "class": rows[i].label, "round": None}
         for (i, score), p in zip(labels.items(), predicted) if i in rows
     ]
-    rounds = {image_id: r for r, image_id, _ in trainer.store.label_history(trainer.row.id)}
+    rounds = trainer.label_rounds()
     for rec in records:
         rec["round"] = rounds.get(rec["id"])
     csv_path, jsonl_path = targets["csv"], targets["jsonl"]

@@ -81,6 +81,30 @@ class Prediction:
     label: str | None = None
 
 
+@dataclass(frozen=True)
+class ClassifierState:
+    name: str
+    source: str  # prompt, images or file
+    prompt: str | None
+    round: int
+    labels_positive: int
+    labels_negative: int
+    seen: int
+    strategy: str
+    created_at: str
+    target: str | None  # the folder label it is evaluated against, when the collection has one
+    ap: float | None
+
+
+@dataclass(frozen=True)
+class Undone:
+    """What ``Trainer.undo`` dropped, so a driver can put the round back on screen."""
+
+    round: int
+    scores: dict[int, float]  # the round's labels, by image id
+    released: list[int]  # images the round had marked seen, now retrievable: labeled ones first
+
+
 class Trainer:
     def __init__(self, collection: Collection, row: ClassifierRow):
         self.collection = collection
@@ -220,6 +244,24 @@ class Trainer:
         scores = list(self.labels().values())
         return sum(s > 0 for s in scores), sum(s < 0 for s in scores)
 
+    def label_rounds(self) -> dict[int, int]:
+        """The round in which each labeled image got its current label."""
+        return {image_id: r for r, image_id, _ in self.store.label_history(self.row.id)}
+
+    def state(self, *, with_ap: bool = True) -> "ClassifierState":
+        """Where this classifier stands: what `localq classifiers` lists for it."""
+        pos, neg = self.label_counts()
+        ev = self.evaluate() if with_ap else None
+        return ClassifierState(
+            name=self.name, source=self.row.source, prompt=self.row.prompt, round=self.round,
+            labels_positive=pos, labels_negative=neg, seen=len(self.store.seen_ids(self.row.id)),
+            strategy=self.settings.strategy, created_at=self.row.created_at,
+            target=ev.target if ev else None, ap=round(ev.ap, 4) if ev else None)
+
+    @classmethod
+    def states(cls, collection: Collection) -> list["ClassifierState"]:
+        return [cls(collection, row).state() for row in collection.classifier_rows()]
+
     def update_settings(self, **changes) -> None:
         for key, value in changes.items():
             if key not in Settings.__dataclass_fields__:
@@ -337,7 +379,7 @@ class Trainer:
         finally:
             self.pending = [h for h in pending if h.id != image_id]
 
-    def undo(self) -> RoundRow:
+    def undo(self) -> Undone:
         """Drop the last round: its labels, seen flags and weights."""
         with self.collection.writing():
             if self._catch_up():
@@ -347,11 +389,16 @@ class Trainer:
                     f"{self.round}; nothing was undone (undo again to drop round {self.round})")
             if self.round == 0:
                 raise NothingToUndo(f"classifier {self.name!r} has no labeled round to undo")
-            self.store.undo_round(self.row.id, self.round)
+            undone = self.round
+            # Read under the write lock, so no other writer's round can be mistaken for this one.
+            scores = {int(i): float(v) for r, i, v in self.store.label_history(self.row.id) if r == undone}
+            seen_before = set(self.store.seen_ids(self.row.id).tolist())
+            self.store.undo_round(self.row.id, undone)
+            released = seen_before - set(self.store.seen_ids(self.row.id).tolist())
             self.pending = []
             self._reload()
             self._wrote()
-        return self._latest()
+        return Undone(undone, scores, sorted(released, key=lambda i: (i not in scores, i)))
 
     def reset_seen(self) -> int:
         """Make every image retrievable again for this classifier; labels stay."""

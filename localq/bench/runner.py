@@ -192,7 +192,7 @@ def run_benchmark(collection, config: BenchConfig, *, dataset: str,
     from localq.trainer import Settings, Trainer
 
     methods = resolve_methods(config.methods)
-    rows_all = collection.store.labels_with_split()
+    rows_all = collection.folder_labels()
     pool = [(i, label) for i, label, split in rows_all if split == config.pool_split]
     if not pool:
         raise BenchDataError(f"no labeled images in split {config.pool_split!r}: index split/class/file folders with --labels")
@@ -271,7 +271,7 @@ def run_benchmark(collection, config: BenchConfig, *, dataset: str,
             ap, precision, recall = evaluate(w, b)
             out.append(Row(dataset, target, names[target], "full", None, 0, len(pool), ap, precision, recall, None,
                            sum(1 for _, label in pool if label == target), None))
-        collection.store.delete_classifier(base.row.id)
+        collection.delete_classifier(base.row.id)
         tick()
 
         labeler = labeler_for(target, config.graded, names)
@@ -287,7 +287,7 @@ def run_benchmark(collection, config: BenchConfig, *, dataset: str,
                     out += _one_run(trainer, labeler, method, seed, config.rounds, evaluate, dataset,
                                     names[target], timer, tick, prompt)
                 finally:
-                    collection.store.delete_classifier(trainer.row.id)
+                    collection.delete_classifier(trainer.row.id)
 
     return BenchResult(
         dataset=dataset, collection=str(collection.root), model_id=collection.model_id or "",
@@ -339,7 +339,7 @@ def _one_run(trainer, labeler, method: Method, seed: int, rounds: int, evaluate,
 
 def cleanup(collection) -> int:
     """Delete bench classifiers left behind by a run that was killed mid-way."""
-    stale = [c for c in collection.store.classifiers() if c.name.startswith((BENCH_PREFIX, "bench/"))]  # + pre-slug runs
+    stale = [c for c in collection.classifier_rows() if c.name.startswith((BENCH_PREFIX, "bench/"))]  # + pre-slug runs
     for c in stale:
-        collection.store.delete_classifier(c.id)
+        collection.delete_classifier(c.id)
     return len(stale)

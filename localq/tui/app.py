@@ -471,7 +471,7 @@ def trainer_opener(collection, name: str, background=None) -> Callable[[], objec
 
         # The caller's vector index is already in memory: the core thread takes it over.
         coll = collection.reopen()
-        if background is not None and coll.store.count_live() < background.warmup:
+        if background is not None and coll.count_live() < background.warmup:
             background.wait_for()  # a first batch from a handful of images would mean little
         return Trainer.open(coll, name)
 

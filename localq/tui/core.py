@@ -119,19 +119,11 @@ def submit_only(t, scores: dict[int, float], seen: list[int]) -> int:
 
 def undo(t) -> Batch:
     """Drop the last round and put its images back on screen with the scores they had."""
-    from localq.errors import NothingToUndo
-
-    if t.round == 0:
-        raise NothingToUndo(f"classifier {t.name!r} has no labeled round to undo")
-    undone = t.round
-    seen_before = set(int(i) for i in t.store.seen_ids(t.row.id))
-    scores = {int(i): float(s) for r, i, s in t.store.label_history(t.row.id) if r == undone}
-    t.undo()
-    seen_after = set(int(i) for i in t.store.seen_ids(t.row.id))
-    ids = sorted(seen_before - seen_after, key=lambda i: (i not in scores, i))
-    hits = t.restore_batch(ids)
-    skipped = {i for i in ids if i not in scores}
-    return Batch(hits, scores, skipped, note=f"undid round {undone}: its {len(scores)} labels are back on the cards")
+    undone = t.undo()
+    hits = t.restore_batch(undone.released)
+    skipped = {i for i in undone.released if i not in undone.scores}
+    return Batch(hits, undone.scores, skipped,
+                 note=f"undid round {undone.round}: its {len(undone.scores)} labels are back on the cards")
 
 
 def reset_seen(t) -> int:
