@@ -84,3 +84,9 @@ class BadShard(LocalqError):
 
 class EmbedFailed(LocalqError):
     """An embedding job could not run or was cut short; finished shards are kept."""
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (or its type's name), for a one-line error."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from localq.arrays import unit_rows
+
 CLUSTERS_FILE = "clusters.npz"
 CLUSTERS_VERSION = 1
 # About one cluster per IMAGES_PER_CLUSTER images, within [MIN, MAX]: enough clusters that
@@ -57,12 +59,12 @@ def kmeans(vectors: np.ndarray, n_clusters: int | None = None, *, seed: int = KM
     n, d = x.shape
     c = n_clusters_for(n) if n_clusters is None else int(min(max(n_clusters, 1), n))
     if c <= 1:
-        centroid = _unit_rows(x.mean(axis=0, keepdims=True))
+        centroid = unit_rows(x.mean(axis=0, keepdims=True))
         return Clusters(centroid, np.zeros(n, np.int32), (x @ centroid[0]).astype(np.float32), n)
     km = faiss.Kmeans(d, c, niter=KMEANS_ITERS, nredo=KMEANS_REDO, seed=seed, spherical=True, verbose=False,
                       max_points_per_centroid=256)  # subsampled training: seconds even at 1M rows
     km.train(x)
-    centroids = _unit_rows(km.centroids)
+    centroids = unit_rows(km.centroids)
     assign, closeness = _assign(x, centroids)
     return Clusters(centroids, assign, closeness, n)
 
@@ -75,11 +77,6 @@ def _assign(x: np.ndarray, centroids: np.ndarray, chunk: int = 65536) -> tuple[n
         assign[start:start + chunk] = sims.argmax(axis=1)
         closeness[start:start + chunk] = sims.max(axis=1)
     return assign, closeness
-
-
-def _unit_rows(a: np.ndarray) -> np.ndarray:
-    a = np.asarray(a, np.float32)
-    return (a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
 # -- per collection, cached ------------------------------------------------------------------

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from localq.errors import BadShard
+from localq.errors import BadShard, first_line
 
 MANIFEST = "manifest.json"
 FORMAT = "localq-shards/1"
@@ -166,7 +166,7 @@ def read_shard(shard: Shard, dim: int | None = None) -> ShardData:
     try:
         raw = np.load(shard.vectors, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
-        raise BadShard(f"{shard.vectors} is unreadable or truncated ({_first_line(exc)})") from exc
+        raise BadShard(f"{shard.vectors} is unreadable or truncated ({first_line(exc, 160)})") from exc
     if raw.ndim != 2 or raw.dtype not in (np.float16, np.float32):
         raise BadShard(f"{shard.vectors} holds {raw.dtype} of shape {raw.shape}, not [rows, dim] float16/float32")
     if dim is not None and raw.shape[1] != dim:
@@ -176,7 +176,7 @@ def read_shard(shard: Shard, dim: int | None = None) -> ShardData:
     try:
         table = pq.read_table(shard.metadata)
     except Exception as exc:  # pyarrow raises several types for damaged files
-        raise BadShard(f"{shard.metadata} is unreadable ({_first_line(exc)})") from exc
+        raise BadShard(f"{shard.metadata} is unreadable ({first_line(exc, 160)})") from exc
     if "image_path" not in table.column_names:
         raise BadShard(f"{shard.metadata} has no image_path column (columns: {', '.join(table.column_names)})")
     if table.num_rows != len(raw):
@@ -211,11 +211,6 @@ def require_pyarrow() -> None:
 
 
 # -- helpers ------------------------------------------------------------------------------
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:160] if text else type(exc).__name__
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

