@@ -24,7 +24,8 @@ from typing import Iterator
 import numpy as np
 
 from localq import index_mirror, paths
-from localq.errors import ClassifierNotFound, CollectionNotFound, CollectionUnwritable, DatabaseDamaged, EncoderMismatch
+from localq.folder_labels import FolderLabels
+from localq.errors import ClassifierNotFound, CollectionNotFound, CollectionUnwritable, EncoderMismatch
 from localq.locking import OnWait, WriteLock
 from localq.names import check_name
 from localq.store import Store
@@ -52,7 +53,7 @@ class Collection:
         self._index: VectorIndex | None = None
         self._encoder = None
         self._live: np.ndarray | None = None  # cached: reading 1M ids from SQLite costs ~0.2 s
-        self._labels: tuple | None = None  # (n_rows, ids, labels, splits) of folder-labeled images
+        self._labels: FolderLabels | None = None
         self.index_problem: str | None = None  # why the FAISS file was not used as it was, if it wasn't
 
     # -- opening ------------------------------------------------------------------------
@@ -63,7 +64,7 @@ class Collection:
         ``on_wait(message)`` is called once when a write has to wait for another process."""
         root = paths.collection_dir(root)
         db_path = root / paths.DB_FILE
-        _refuse_damaged_location(root, db_path)
+        paths.refuse_damaged_location(root, db_path)
         if not db_path.exists() and not create:
             raise CollectionNotFound(
                 f"no collection at {root}: run `localq index PATH --db {root}` first (or set LOCALQ_HOME)"
@@ -205,41 +206,22 @@ class Collection:
 
     def split_mask(self, split: str) -> np.ndarray:
         """Rows whose folder split is ``split`` (e.g. train)."""
-        mask = np.zeros(self.rows(), dtype=bool)
-        ids, _, splits = self._labeled()
-        mask[ids[splits == split]] = True
-        return mask
+        return self._folder_labels().split_mask(split)
 
     def labeled_rows(self, split: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(ids, class labels) of live images with a folder label, in one split or all."""
-        ids, labels, splits = self._labeled()
-        if split is None:
-            return ids, labels
-        keep = splits == split
-        return ids[keep], labels[keep]
+        return self._folder_labels().rows(split)
 
     def labels_of(self, ids) -> list[str | None]:
         """Folder labels of ``ids`` (None where an image has none)."""
-        all_ids, labels, _ = self._labeled()
-        ids = np.asarray(ids, dtype=np.int64)
-        if len(all_ids) == 0:
-            return [None] * len(ids)
-        pos = np.minimum(np.searchsorted(all_ids, ids), len(all_ids) - 1)  # all_ids is sorted
-        found = all_ids[pos] == ids
-        return [labels[p] if f else None for p, f in zip(pos, found)]
+        return self._folder_labels().of(ids)
 
-    def _labeled(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _folder_labels(self) -> FolderLabels:
         # Cached like the live mask: evaluation runs every round and SQLite reads cost ~50 ms at 60k.
         n = self.rows()
-        if self._labels is None or self._labels[0] != n:
-            rows = [r for r in self.store.labels_with_split() if r[0] < n]
-            self._labels = (
-                n,
-                np.array([r[0] for r in rows], dtype=np.int64),
-                np.array([r[1] for r in rows], dtype=object),
-                np.array([r[2] for r in rows], dtype=object),
-            )
-        return self._labels[1:]
+        if self._labels is None or self._labels.n_rows != n:
+            self._labels = FolderLabels(n, self.store.labels_with_split())
+        return self._labels
 
     def split_of(self, image_id: int) -> str | None:
         rows = self.store.images([image_id])
@@ -281,6 +263,57 @@ class Collection:
         from localq.imageio import open_image
 
         return self.search(self.encoder().encode_images([open_image(path)])[0], k, unseen=unseen)
+
+    # -- writing images: SQLite and FAISS in step, in one place --------------------------
+    def add_images(self, rows: list, vectors: np.ndarray, *, replaces=()) -> list[int]:
+        """Add images and their vectors (tombstoning ``replaces`` in the same transaction):
+        SQLite first, then the FAISS rows, then the caches, all under the write lock."""
+        with self.writing():  # the index caught up first, so FAISS row i stays image i
+            index = self.index
+            ids = self.store.add_images(rows, vectors, replaces=list(replaces))
+            if ids and ids[0] == index.ntotal:
+                index.add(vectors)
+            self.sync_index()  # had another writer got in between, its rows come from SQLite
+            self.images_changed()
+        return ids
+
+    def remove_images(self, ids) -> None:
+        """Tombstone images: their rows stay (ids are FAISS rows) but never match again."""
+        with self.writing():
+            self.store.tombstone(ids)
+            self.images_changed()
+
+    def touch_image(self, image_id: int, size: int, mtime: float) -> None:
+        """Record a new size and mtime for a file whose content did not change."""
+        self.store.touch(image_id, size, mtime)
+
+    def live_files(self) -> dict:
+        """path -> live image row, for the indexer's plan of what changed."""
+        return self.store.live_files()
+
+    def live_rows_for(self, paths) -> dict:
+        return self.store.live_rows_for(paths)
+
+    def vector_for_content(self, digest: str) -> np.ndarray | None:
+        """A live image's vector with this content hash: a copied file is not embedded again."""
+        return self.store.live_vector_for_hash(digest)
+
+    def record_skips(self, skips: list) -> None:
+        """Files that could not be indexed: (path, reason, size, mtime)."""
+        self.store.record_skips(skips)
+
+    def forget_skips(self, paths) -> None:
+        self.store.forget_skips(paths)
+
+    def skip_stats(self) -> dict:
+        """path -> (size, mtime) of each skipped file, so an unchanged one is not retried."""
+        return self.store.skip_stats()
+
+    def ingested_shards(self, source: str) -> set[str]:
+        return self.store.ingested_shards(source)
+
+    def record_ingested_shard(self, source: str, shard: str, rows: int, added: int, npy_bytes: int) -> None:
+        self.store.record_ingested_shard(source, shard, rows, added, npy_bytes)
 
     # -- what drivers may ask (they never touch the store) -----------------------------
     def count_live(self) -> int:
@@ -327,6 +360,18 @@ class Collection:
         self.store.set_meta(**{key: value})
 
     # -- housekeeping ------------------------------------------------------------------
+    def check(self):
+        """Is the collection whole (localq.integrity): reads everything, writes nothing."""
+        from localq import integrity
+
+        return integrity.check(self, self.store)
+
+    def repair(self):
+        """Rebuild what is derived from other data (localq.integrity), then check again."""
+        from localq import integrity
+
+        return integrity.repair(self, self.store)
+
     def stats(self) -> dict:
         meta = self.store.meta()
         index_file = self.root / paths.INDEX_FILE
@@ -347,26 +392,3 @@ class Collection:
             "bytes": sizes,
             "bytes_total": sum(sizes.values()),
         }
-
-
-def _refuse_damaged_location(root: Path, db_path: Path) -> None:
-    """One clear line, instead of a silently new collection, when the place looks wrong."""
-    if root.exists() and not root.is_dir():
-        raise CollectionUnwritable(f"{root} is a file, not a collection directory: give --db a directory")
-    if db_path.exists() and not db_path.is_file():
-        raise DatabaseDamaged(f"{db_path} is not a file: move it away, or use another --db")
-    data = [name for name in (paths.INDEX_FILE, "tui-drafts") if (root / name).exists()]
-    wal = Path(str(db_path) + "-wal")
-    wal_has_data = wal.exists() and wal.stat().st_size > 0
-    if not data or wal_has_data:
-        return
-    if not db_path.exists():
-        raise DatabaseDamaged(
-            f"{db_path} is missing but {root} still holds {', '.join(data)}: restore localq.db from a "
-            "backup, or move the directory aside to start a new collection"
-        )
-    if db_path.stat().st_size == 0:
-        raise DatabaseDamaged(
-            f"{db_path} is empty (0 bytes) but {root} still holds {', '.join(data)}: the classifiers and "
-            "labels are gone from it; restore localq.db from a backup, or move the directory aside to start anew"
-        )

@@ -94,19 +94,18 @@ def index_paths(
         raise ValueError(f"order must be one of {ORDERS}")
     start = time.perf_counter()
     collection.bind_encoder(encoder)
-    store = collection.store
     report = IndexReport()
 
     entries, scan_skips = [], []
     for item in scan([Path(r) for r in roots], with_labels=with_labels):
         (entries if isinstance(item, FileEntry) else scan_skips).append(item)
     report.scanned = len(entries)
-    known_skips = store.skip_stats()
+    known_skips = collection.skip_stats()
     # A FIFO or an SVG skipped before, unchanged since, is counted, not reported again.
     new_skips = [s for s in scan_skips if s.size is None or known_skips.get(s.path) != (s.size, s.mtime)]
     report.skipped_known += len(scan_skips) - len(new_skips)
     report.skipped += [(s.path, s.reason) for s in new_skips]
-    store.record_skips([(s.path, s.reason, s.size, s.mtime) for s in new_skips])
+    collection.record_skips([(s.path, s.reason, s.size, s.mtime) for s in new_skips])
 
     todo, replaces, old_hashes = _plan(collection, roots, entries, scan_skips, report)
     if order == "spread":
@@ -141,9 +140,8 @@ def index_paths(
 
 def _plan(collection, roots, entries, scan_skips, report):
     """Split scanned files into unchanged / touched / to embed, and tombstone deleted ones."""
-    store = collection.store
-    live = store.live_files()
-    known_skips = store.skip_stats()
+    live = collection.live_files()
+    known_skips = collection.skip_stats()
     todo: list[FileEntry] = []
     replaces: dict[str, int] = {}
     old_hashes: dict[str, str] = {}
@@ -169,11 +167,10 @@ def _plan(collection, roots, entries, scan_skips, report):
         and not any(path.startswith(b) for b in blocked)
     ]
     if gone:
-        store.tombstone(gone)
-        collection.images_changed()
+        collection.remove_images(gone)
         report.removed = len(gone)
     gone_skips = [p for p in known_skips if not os.path.lexists(p)]
-    store.forget_skips(gone_skips)
+    collection.forget_skips(gone_skips)
     return todo, replaces, old_hashes
 
 
@@ -295,7 +292,6 @@ def prepared_batches(batches, prepare: Callable, workers: int = DEFAULT_DECODE_W
 
 
 def _embed_batch(collection: Collection, encoder, batch: list[Prepared], replaces: dict[str, int], report: IndexReport):
-    store = collection.store
     rows: list[NewImage] = []
     tensors, reused_vectors, skips, touches = [], {}, [], []
     for item in batch:
@@ -306,7 +302,7 @@ def _embed_batch(collection: Collection, encoder, batch: list[Prepared], replace
         digest = item.digest
         old_id = replaces.get(entry.path)
         if old_id is not None:
-            old = store.images([old_id])[0]
+            old = collection.image_rows([old_id])[0]
             if old.hash == digest:  # only the stat changed
                 touches.append((entry, old_id))
                 continue
@@ -314,7 +310,7 @@ def _embed_batch(collection: Collection, encoder, batch: list[Prepared], replace
             skips.append((entry.path, item.error, entry.size, entry.mtime))
             continue
         rows.append(NewImage(entry.path, digest, entry.size, entry.mtime, item.width, item.height, entry.label, entry.split))
-        vector = store.live_vector_for_hash(digest)
+        vector = collection.vector_for_content(digest)
         if vector is not None:
             reused_vectors[len(rows) - 1] = vector
         else:
@@ -335,12 +331,11 @@ def _embed_batch(collection: Collection, encoder, batch: list[Prepared], replace
 def _commit_batch(collection, rows, vectors, replaces, touches, skips, report) -> None:
     """Under the write lock, with the index caught up: what another run committed since
     this one planned wins where it already did the work."""
-    store = collection.store
-    current = store.live_rows_for([r.path for r in rows] + [e.path for e, _ in touches])
+    current = collection.live_rows_for([r.path for r in rows] + [e.path for e, _ in touches])
     for entry, old_id in touches:
         row = current.get(entry.path)
         if row is not None and row.id == old_id:
-            store.touch(old_id, entry.size, entry.mtime)
+            collection.touch_image(old_id, entry.size, entry.mtime)
         report.touched += 1
     keep, replaced = [], []
     for i, new in enumerate(rows):
@@ -351,16 +346,11 @@ def _commit_batch(collection, rows, vectors, replaces, touches, skips, report) -
         keep.append(i)
         if row is not None:
             replaced.append(row.id)  # tombstoned in the same transaction as the new row is added
-    store.record_skips(skips)
+    collection.record_skips(skips)
     report.skipped += [(p, r) for p, r, _, _ in skips]
     if not keep:
         return
     rows, vectors = [rows[i] for i in keep], vectors[keep]
-    index = collection.index
-    ids = store.add_images(rows, vectors, replaces=replaced)
-    if ids[0] == index.ntotal:
-        index.add(vectors)
-    collection.sync_index()  # rows follow ids whatever happened: appended from SQLite if not above
-    collection.images_changed()
+    collection.add_images(rows, vectors, replaces=replaced)
     report.added += len(rows) - len(replaced)
     report.replaced += len(replaced)

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 
 from localq import shards
 from localq.collection import Collection
@@ -64,11 +63,10 @@ def ingest_shards(
     found = shards.list_shards(root)
     _bind(collection, root, manifest, encoder)
     source = str(root.resolve())
-    store = collection.store
     collection.index  # opened (and caught up) BEFORE inserting: see Collection.index
     report = IngestReport(shards_total=len(found))
-    done = store.ingested_shards(source)
-    live = {path: row.hash for path, row in store.live_files().items()}
+    done = collection.ingested_shards(source)
+    live = {path: row.hash for path, row in collection.live_files().items()}
     live_ids = {}  # filled lazily: only replacements need the old id
     if progress:
         progress(0, len(found))
@@ -78,12 +76,12 @@ def ingest_shards(
         else:
             data = shards.read_shard(shard, collection.dim)
             added = _ingest_one(collection, data, live, live_ids, with_labels, report)
-            store.record_ingested_shard(source, shard.key, data.rows, added, shard.vectors.stat().st_size)
+            collection.record_ingested_shard(source, shard.key, data.rows, added, shard.vectors.stat().st_size)
             report.shards_ingested += 1
         if progress:
             progress(n, len(found))
     collection.save_index()  # records which SQLite state the file mirrors (see integrity)
-    report.images = store.count_live()
+    report.images = collection.count_live()
     report.seconds = time.perf_counter() - start
     return report
 
@@ -153,16 +151,11 @@ def _ingest_one(collection, data: shards.ShardData, live: dict, live_ids: dict, 
         keep.append(i)
     if rows:
         vectors = data.vectors[keep]
-        with collection.writing():  # the index caught up first, so FAISS rows follow SQLite ids
-            ids = collection.store.add_images(rows, vectors, replaces=replaces)  # one transaction
-            if ids[0] == collection.index.ntotal:
-                collection.index.add(vectors)
-            collection.sync_index()  # another writer got in between: rows come from SQLite
-            collection.images_changed()
+        collection.add_images(rows, vectors, replaces=replaces)  # one transaction, FAISS in step
         for r in rows:
             live[r.path] = r.hash
     if skips:
-        collection.store.record_skips(skips)
+        collection.record_skips(skips)
         report.skipped += [(p, r) for p, r, _, _ in skips]
     report.added += len(rows) - len(replaces)
     report.replaced += len(replaces)
@@ -171,7 +164,7 @@ def _ingest_one(collection, data: shards.ShardData, live: dict, live_ids: dict, 
 
 def _live_id(collection, live_ids: dict, path: str) -> int:
     if path not in live_ids:  # read once, again only for paths added since
-        live_ids.update({p: row.id for p, row in collection.store.live_files().items()})
+        live_ids.update({p: row.id for p, row in collection.live_files().items()})
     return live_ids[path]
 
 

@@ -1,5 +1,8 @@
 """`localq check` and `localq repair`: is a collection whole, and fix what can be fixed.
 
+It reads SQLite below the store's API (PRAGMAs, raw rows), so Collection.check() and
+Collection.repair() hand it the store: drivers call those, never this module.
+
 ``check`` reads everything and writes nothing: SQLite's own integrity check, ids and
 vectors (dense ids, one finite unit-length vector per image, the digest chain the FAISS
 file is matched against), every FAISS row against SQLite, and the classifiers' rounds,
@@ -16,14 +19,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from localq import paths
-from localq.collection import Collection
 from localq.errors import DatabaseDamaged, EncoderMismatch, IndexCorrupt
-from localq.store import chain_digest, from_blob
+from localq.store import Store, chain_digest, from_blob
 from localq.vector_index import VectorIndex
+
+if TYPE_CHECKING:  # Collection calls this module: importing it back would close a circle
+    from localq.collection import Collection
 
 NORM_TOLERANCE = 1e-3
 _CHUNK = 65536
@@ -49,34 +55,34 @@ class Report:
         self.findings.append(Finding(ok, topic, detail))
 
 
-def check(coll: Collection) -> Report:
+def check(coll: Collection, store: Store) -> Report:
     report = Report()
-    if not _sqlite_ok(coll, report):
+    if not _sqlite_ok(coll, store, report):
         return report  # the rest would read damaged pages
-    _check_images(coll, report)
+    _check_images(coll, store, report)
     if coll.dim is not None:
-        _check_vectors_and_faiss(coll, report)
-    _check_classifiers(coll, report)
+        _check_vectors_and_faiss(coll, store, report)
+    _check_classifiers(coll, store, report)
     _check_leftovers(coll, report)
     return report
 
 
-def repair(coll: Collection) -> Report:
+def repair(coll: Collection, store: Store) -> Report:
     """Fix what is derived (see the module docstring), then check again."""
     done: list[str] = []
     with coll.writing():
-        problems = _integrity_problems(coll)
+        problems = _integrity_problems(coll, store)
         if problems:
             raise DatabaseDamaged(
-                f"SQLite reports {coll.store.path} damaged ({problems[0]}); repair rebuilds only what SQLite "
+                f"SQLite reports {store.path} damaged ({problems[0]}); repair rebuilds only what SQLite "
                 "holds, so restore localq.db from a backup first (or try `sqlite3 localq.db .recover`)"
             )
-        c = coll.store.conn
+        c = store.conn
         if coll.dim is not None:
-            digest = _recomputed_digest(coll)
-            if digest != _recorded_digest(coll):
-                n = coll.store.n_rows()
-                with coll.store.transaction() as tx:  # the rows so far become one batch, as in m003
+            digest = _recomputed_digest(coll, store)
+            if digest != _recorded_digest(coll, store):
+                n = store.n_rows()
+                with store.transaction() as tx:  # the rows so far become one batch, as in m003
                     tx.execute("DELETE FROM vector_digests")
                     if n:
                         tx.execute("INSERT INTO vector_digests(end_row, digest) VALUES (?, ?)", (n, digest))
@@ -87,10 +93,10 @@ def repair(coll: Collection) -> Report:
                 "SELECT c.id, c.name, c.round, (SELECT max(round) FROM rounds r WHERE r.classifier_id = c.id) FROM classifiers c"
         ).fetchall():
             if latest is not None and counter != latest:
-                with coll.store.transaction() as tx:
+                with store.transaction() as tx:
                     tx.execute("UPDATE classifiers SET round = ?, version = version + 1 WHERE id = ?", (latest, cid))
                 done.append(f"classifier {name!r}: round counter {counter} set to its latest stored round {latest}")
-        with coll.store.transaction() as tx:
+        with store.transaction() as tx:
             n = tx.execute(
                 "DELETE FROM seen WHERE image_id NOT IN (SELECT id FROM images)"
                 " OR classifier_id NOT IN (SELECT id FROM classifiers)").rowcount
@@ -99,21 +105,21 @@ def repair(coll: Collection) -> Report:
         for tmp in _leftover_temp_files(coll):  # saves happen under the lock we hold: none is being written
             tmp.unlink(missing_ok=True)
             done.append(f"removed {tmp.name}, left by a killed run")
-    report = check(coll)
+    report = check(coll, store)
     report.repaired = done
     return report
 
 
 # -- checks ---------------------------------------------------------------------------------
 
-def _integrity_problems(coll: Collection) -> list[str]:
-    rows = [r[0] for r in coll.store.conn.execute("PRAGMA integrity_check(20)")]
+def _integrity_problems(coll: Collection, store: Store) -> list[str]:
+    rows = [r[0] for r in store.conn.execute("PRAGMA integrity_check(20)")]
     return [] if rows == ["ok"] else rows
 
 
-def _sqlite_ok(coll: Collection, report: Report) -> bool:
-    problems = _integrity_problems(coll)
-    fk = coll.store.conn.execute("PRAGMA foreign_key_check").fetchall()
+def _sqlite_ok(coll: Collection, store: Store, report: Report) -> bool:
+    problems = _integrity_problems(coll, store)
+    fk = store.conn.execute("PRAGMA foreign_key_check").fetchall()
     if problems:
         report.add(False, "sqlite", f"integrity_check: {'; '.join(problems[:3])}")
         return False
@@ -121,14 +127,14 @@ def _sqlite_ok(coll: Collection, report: Report) -> bool:
     return True
 
 
-def _check_images(coll: Collection, report: Report) -> None:
-    c = coll.store.conn
-    n_rows = coll.store.n_rows()
+def _check_images(coll: Collection, store: Store, report: Report) -> None:
+    c = store.conn
+    n_rows = store.n_rows()
     n_images = c.execute("SELECT count(*) FROM images").fetchone()[0]
     missing = c.execute("SELECT count(*) FROM images WHERE id NOT IN (SELECT id FROM vectors)").fetchone()[0]
     extra = c.execute("SELECT count(*) FROM vectors WHERE id NOT IN (SELECT id FROM images)").fetchone()[0]
     ok = n_images == n_rows and not missing and not extra
-    detail = f"{coll.store.count_live()} live images, {n_rows} rows"
+    detail = f"{store.count_live()} live images, {n_rows} rows"
     if n_images != n_rows:
         detail += f"; ids are not dense ({n_images} images for {n_rows} positions)"
     if missing:
@@ -138,8 +144,8 @@ def _check_images(coll: Collection, report: Report) -> None:
     report.add(ok, "images", detail)
 
 
-def _check_vectors_and_faiss(coll: Collection, report: Report) -> None:
-    store, dim, n = coll.store, coll.dim, coll.store.n_rows()
+def _check_vectors_and_faiss(coll: Collection, store: Store, report: Report) -> None:
+    dim, n = coll.dim, store.n_rows()
     index_path = coll.root / paths.INDEX_FILE
     faiss_index, faiss_problem = None, None
     try:
@@ -174,7 +180,7 @@ def _check_vectors_and_faiss(coll: Collection, report: Report) -> None:
             detail += f"; {len(ids)} {what} (ids {_few(ids)}): re-index those files"
     report.add(not (bad_shape or not_finite or bad_norm), "vectors", detail)
 
-    recorded, recomputed = _recorded_digest(coll), _recomputed_digest(coll)
+    recorded, recomputed = _recorded_digest(coll, store), _recomputed_digest(coll, store)
     report.add(recorded == recomputed, "vectors",
                "digest chain matches the stored vectors" if recorded == recomputed
                else "digest chain does not match the stored vectors (changed outside localq?): `localq repair` recomputes it")
@@ -190,13 +196,13 @@ def _check_vectors_and_faiss(coll: Collection, report: Report) -> None:
         report.add(True, "faiss", f"{faiss_index.ntotal} rows, every one equal to the database's")
 
 
-def _recorded_digest(coll: Collection) -> str | None:
-    return coll.store.vectors_digest(coll.store.n_rows())
+def _recorded_digest(coll: Collection, store: Store) -> str | None:
+    return store.vectors_digest(store.n_rows())
 
 
-def _recomputed_digest(coll: Collection) -> str:
+def _recomputed_digest(coll: Collection, store: Store) -> str:
     """Replays the chain over the batch boundaries SQLite recorded (one batch if none)."""
-    store, n = coll.store, coll.store.n_rows()
+    n = store.n_rows()
     ends = [end for end, _ in store.vector_digests() if end <= n] or [n]
     if ends[-1] != n:
         ends.append(n)
@@ -208,8 +214,8 @@ def _recomputed_digest(coll: Collection) -> str:
     return digest if n else ""
 
 
-def _check_classifiers(coll: Collection, report: Report) -> None:
-    c, dim = coll.store.conn, coll.dim
+def _check_classifiers(coll: Collection, store: Store, report: Report) -> None:
+    c, dim = store.conn, coll.dim
     classifiers = c.execute("SELECT id, name, round FROM classifiers ORDER BY name").fetchall()
     problems = []
     for cid, name, counter in classifiers:

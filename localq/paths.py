@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+from localq.errors import CollectionUnwritable, DatabaseDamaged
+
 DB_FILE = "localq.db"
 INDEX_FILE = "vectors.faiss"
 
@@ -39,3 +41,26 @@ def cache_dir() -> Path:
         return Path(explicit).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "localq"
+
+
+def refuse_damaged_location(root: Path, db_path: Path) -> None:
+    """One clear line, instead of a silently new collection, when the place looks wrong."""
+    if root.exists() and not root.is_dir():
+        raise CollectionUnwritable(f"{root} is a file, not a collection directory: give --db a directory")
+    if db_path.exists() and not db_path.is_file():
+        raise DatabaseDamaged(f"{db_path} is not a file: move it away, or use another --db")
+    data = [name for name in (INDEX_FILE, "tui-drafts") if (root / name).exists()]
+    wal = Path(str(db_path) + "-wal")
+    wal_has_data = wal.exists() and wal.stat().st_size > 0
+    if not data or wal_has_data:
+        return
+    if not db_path.exists():
+        raise DatabaseDamaged(
+            f"{db_path} is missing but {root} still holds {', '.join(data)}: restore localq.db from a "
+            "backup, or move the directory aside to start a new collection"
+        )
+    if db_path.stat().st_size == 0:
+        raise DatabaseDamaged(
+            f"{db_path} is empty (0 bytes) but {root} still holds {', '.join(data)}: the classifiers and "
+            "labels are gone from it; restore localq.db from a backup, or move the directory aside to start anew"
+        )

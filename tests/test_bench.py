@@ -13,7 +13,7 @@ from localq.sampling import DEFAULT_STRATEGY
 from click.testing import CliRunner
 
 import localq.encoders
-from localq.bench.command import bench
+from localq.cli.bench import bench
 from localq.bench.datasets import class_names, parquet_split
 from localq.bench.labeler import Labeler, MappingError, labeler_for, load_mapping
 from localq.bench.report import load_result, summarize, write_reports

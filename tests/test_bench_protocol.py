@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 import localq.encoders
-from localq.bench.command import bench
+from localq.cli.bench import bench
 from localq.bench.report import first_positive, robustness, write_reports
 from localq.bench.runner import BENCH_PREFIX, BenchConfig, prompt_class, run_benchmark
 from localq.devsplit import dev_mask, is_dev

@@ -11,5 +11,6 @@ compares the methods at equal label budgets, on a held-out split.
 - ``supervised``: the full-supervision ceiling
 - ``runner``: the loop over classes x methods x seeds x rounds
 - ``report``: JSON, CSV, markdown and PNG learning curves
-- ``command``: the click command registered by ``localq.cli``
+
+A library only: the `localq bench` command that drives it is ``localq.cli.bench``.
 """

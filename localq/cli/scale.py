@@ -1,5 +1,5 @@
 """`localq embed` and `localq ingest`: the CLI side of scaling out (localq.embed,
-localq.ingest). Kept out of cli.py, which other commands share; registered there."""
+localq.ingest)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from localq.cli import db_option, emit_json, encoder_options, friendly_errors, json_option, open_collection
-from localq.progress import ProgressLine
+from localq.cli.common import db_option, emit_json, encoder_options, friendly_errors, json_option, open_collection
+from localq.cli.progress import ProgressLine
 
 @click.command()
 @click.argument("source", type=click.Path(path_type=Path))

@@ -1,5 +1,5 @@
-"""`localq bench`: the click command. Only click is imported at module level, so that
-registering it in ``localq.cli`` keeps `localq --help` instant."""
+"""`localq bench`: the click command driving the ``localq.bench`` library. Only click is
+imported at module level, so that registering it keeps `localq --help` instant."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from localq.progress import ProgressLine
+from localq.cli.progress import ProgressLine
 
 
 def _int_list(_ctx, _param, value: str | None) -> tuple[int, ...]:

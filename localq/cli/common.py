@@ -1,0 +1,134 @@
+"""What every `localq` command shares: the --db, --json and --encoder options, the error
+wrapper that turns a LocalqError into one line on stderr and exit status 1, and the JSON
+envelope. Library code never prints; this is where its errors meet the terminal.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from localq.display import printable
+from localq.errors import LocalqError
+
+JSON_SCHEMA_VERSION = 1  # bump when a --json field changes meaning or disappears
+
+
+def db_option(f):
+    return click.option(
+        "--db", "db", metavar="DIR", envvar="LOCALQ_HOME", show_envvar=True,
+        help="Collection directory (default: the user data dir, e.g. ~/.local/share/localq/default).",
+    )(f)
+
+
+def json_option(f):
+    return click.option("--json", "as_json", is_flag=True, help="Machine-readable output (see README, 'JSON output').")(f)
+
+
+def encoder_options(f):
+    f = click.option("--weights", metavar="PATH", help="Local open_clip checkpoint for --encoder clip:ARCH.")(f)
+    return click.option(
+        "--encoder", metavar="SPEC",
+        help="lite0 (built-in, default for a new collection) or clip:ARCH, e.g. clip:ViT-B-32 with --weights.",
+    )(f)
+
+
+def friendly_errors(f):
+    """One line on stderr and exit 1 for every error localq raises on purpose."""
+
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        import sqlite3
+
+        try:
+            return f(*args, **kwargs)
+        except LocalqError as exc:
+            click.echo(f"error: {printable(exc)}", err=True)
+            sys.exit(1)
+        except sqlite3.Error as exc:  # damage found mid-command, after the database opened
+            from localq.store import sqlite_failure
+
+            click.echo(f"error: {sqlite_failure(_db_path(kwargs.get('db')), exc)}", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+class OneLineError(click.ClickException):
+    """A click error shown as one `error:` line, like every error localq raises itself."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file=None) -> None:
+        click.echo(f"error: {printable(self.format_message())}", err=True)
+
+
+class FiniteFloat(click.ParamType):
+    """A float that is a number: 'nan' and 'inf' parse as floats but mean nothing as a threshold."""
+
+    name = "number"
+
+    def convert(self, value, param, ctx):
+        import math
+
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{printable(str(value))!r} is not a number", param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{printable(str(value))!r} is not a finite number", param, ctx)
+        return number
+
+
+class LocalqGroup(click.Group):
+    """Turns click's multi-line usage errors (bad option values, missing arguments) into
+    one line that names the help to read. Usage errors keep click's exit status 2."""
+
+    def make_context(self, *args, **kwargs):
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.ClickException as exc:
+            raise _one_line(exc) from None
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as exc:
+            raise _one_line(exc) from None
+
+
+def _one_line(exc: click.ClickException) -> click.ClickException:
+    if isinstance(exc, OneLineError):
+        return exc
+    message = exc.format_message()
+    ctx = getattr(exc, "ctx", None)
+    if isinstance(exc, click.UsageError) and ctx is not None:
+        message += f" (see `{ctx.command_path} --help`)"
+    return OneLineError(message, exc.exit_code)
+
+
+def count_option(*decls, default=None, **kwargs):
+    """An option holding a count: an integer of at least 1 (`-k -5` is an error, not an empty result)."""
+    return click.option(*decls, type=click.IntRange(min=1), default=default, **kwargs)
+
+
+def emit_json(payload: dict) -> None:
+    click.echo(json.dumps({"version": JSON_SCHEMA_VERSION, **payload}, indent=2, default=str))
+
+
+def open_collection(db, *, create: bool = False):
+    from localq.collection import Collection
+
+    return Collection.open(db, create=create, on_wait=lambda message: click.echo(message + " ...", err=True))
+
+
+def _db_path(db) -> Path:
+    from localq import paths
+
+    return paths.collection_dir(db) / paths.DB_FILE
