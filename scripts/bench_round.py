@@ -37,19 +37,19 @@ class SyntheticEncoder:
 
 def build(root: Path, n: int, dim: int, seed: int = 0) -> Collection:
     coll = Collection.open(root, create=True)
-    if coll.store.n_rows() == n:
+    if coll.count_live() == n:
         return coll
     coll.bind_encoder(SyntheticEncoder(dim))
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((100, dim)).astype(np.float32)
     chunk = 50_000
-    for start in range(coll.store.n_rows(), n, chunk):
+    for start in range(coll.count_live(), n, chunk):
         m = min(chunk, n - start)
         x = centres[rng.integers(0, 100, m)] + 0.8 * rng.standard_normal((m, dim)).astype(np.float32)
         x /= np.linalg.norm(x, axis=1, keepdims=True)
         rows = [NewImage(f"/synthetic/{start + i}.jpg", f"h{start + i}", 1, 0.0, 1, 1, str(i % 100), "train")
                 for i in range(m)]
-        coll.store.add_images(rows, x)
+        coll.add_images(rows, x)
         print(f"  built {start + m}/{n}", end="\r", flush=True)
     coll.save_index()  # opening the index catches it up from SQLite; saving records the state it mirrors
     print()
@@ -58,10 +58,10 @@ def build(root: Path, n: int, dim: int, seed: int = 0) -> Collection:
 
 def bench(coll: Collection, rounds: int, k: int) -> dict:
     name = "bench"
-    if coll.store.classifier(name):
-        coll.store.delete_classifier(coll.store.classifier(name).id)
+    if coll.has_classifier(name):
+        coll.delete_classifier(coll.classifier_id(name))
     trainer = Trainer.create(coll, name, images=[0], settings=Settings(k=k, strategy="top"))
-    labels = coll.store.labels_by_id()
+    labels = {int(i): label for i, label in zip(*coll.labeled_rows())}
     target = labels[0]
 
     def label(batch):
