@@ -13,8 +13,6 @@ import sys
 import tomllib
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "localq"
 DRIVERS = ("cli", "tui", "bench")  # everything else in localq/ is the core
@@ -40,6 +38,7 @@ def _contracts() -> list[dict]:
 def test_the_import_contracts_hold():
     # lint-imports exits 1 and names the offending chain when a contract is broken.
     exe = Path(sys.executable).with_name("lint-imports")
+    assert exe.exists(), "import-linter is part of the test extra: pip install -e '.[test]'"
     out = subprocess.run([str(exe)], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     assert f"Contracts: {len(_contracts())} kept, 0 broken." in out.stdout
@@ -72,7 +71,8 @@ def test_importing_any_core_module_loads_no_ui_toolkit():
 
 
 def test_the_import_graph_has_no_circles():
-    grimp = pytest.importorskip("grimp")  # installed with import-linter (the test extra)
+    import grimp  # installed with import-linter (the test extra)
+
     graph = grimp.build_graph("localq", exclude_type_checking_imports=True)  # annotations only: no runtime circle
     modules = sorted(graph.modules)
     edges = {m: {d for d in graph.find_modules_directly_imported_by(m) if d.startswith("localq")} for m in modules}
