@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from localq.cli.common import db_option, encoder_options, friendly_errors, json_option
 from localq.cli.progress import ProgressLine
 
 
@@ -50,10 +51,8 @@ def _command_line(ctx: click.Context) -> str:
 
 @click.command("bench")
 @click.argument("source", required=False, type=click.Path(path_type=Path))
-@click.option("--db", "db", metavar="DIR", envvar="LOCALQ_HOME", show_envvar=True,
-              help="Collection to benchmark (with SOURCE: where to index it; default ~/.local/share/localq/bench/NAME).")
-@click.option("--encoder", metavar="SPEC", help="With SOURCE: lite0 (built-in) or clip:ARCH with --weights.")
-@click.option("--weights", metavar="PATH", help="Local checkpoint for --encoder.")
+@db_option(help="Collection to benchmark (with SOURCE: where to index it; default ~/.local/share/localq/bench/NAME).")
+@encoder_options(help="With SOURCE: lite0 (built-in) or clip:ARCH with --weights.")
 @click.option("--rounds", type=click.IntRange(min=1), default=10, show_default=True, help="Labeling rounds per run.")
 @click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="Labels per round.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="First seed.")
@@ -80,8 +79,9 @@ def _command_line(ctx: click.Context) -> str:
 @click.option("--name", help="Data set name in the report (default: SOURCE's or the collection's folder name).")
 @click.option("--out", type=click.Path(path_type=Path), help="Report folder (default: DB/bench/NAME).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of markdown.")
+@json_option(help="Print the summary as JSON instead of markdown.")
 @click.pass_context
+@friendly_errors
 def bench(ctx, source, db, encoder, weights, rounds, k, seed, repeats, methods, classes, pool_split, eval_split,
           prompt, prompt_from, tune, overrides, class_names, graded, budgets, name, out, quiet, as_json):
     """Label-efficiency benchmark: a simulated labeler drives the training loop.
@@ -99,15 +99,8 @@ def bench(ctx, source, db, encoder, weights, rounds, k, seed, repeats, methods, 
       localq bench --db data/collections/cifar10 --prompt-from other-class
       localq bench --db data/collections/cifar10 --tune --set top_share=0.5 --classes cat,dog
     """
-    from localq.errors import LocalqError
-
-    try:
-        _run(ctx, source, db, encoder, weights, rounds, k, seed, repeats, methods, classes, pool_split, eval_split,
-             prompt, prompt_from, tune, _parse_overrides(overrides), class_names, graded, budgets, name, out, quiet,
-             as_json)
-    except LocalqError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+    _run(ctx, source, db, encoder, weights, rounds, k, seed, repeats, methods, classes, pool_split, eval_split,
+         prompt, prompt_from, tune, _parse_overrides(overrides), class_names, graded, budgets, name, out, quiet, as_json)
 
 
 def _parse_overrides(items: tuple[str, ...]) -> dict:

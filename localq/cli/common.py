@@ -18,22 +18,37 @@ from localq.errors import LocalqError
 JSON_SCHEMA_VERSION = 1  # bump when a --json field changes meaning or disappears
 
 
-def db_option(f):
+def _with_help(make):
+    """Lets an option decorator be used bare (``@db_option``) or with its own help text
+    (``@db_option(help=...)``), so every command spells the option the same way."""
+
+    def decorator(f=None, *, help: str | None = None):
+        if f is None:
+            return lambda g: make(g, help)
+        return make(f, help)
+
+    return decorator
+
+
+@_with_help
+def db_option(f, help=None):
     return click.option(
         "--db", "db", metavar="DIR", envvar="LOCALQ_HOME", show_envvar=True,
-        help="Collection directory (default: the user data dir, e.g. ~/.local/share/localq/default).",
+        help=help or "Collection directory (default: the user data dir, e.g. ~/.local/share/localq/default).",
     )(f)
 
 
-def json_option(f):
-    return click.option("--json", "as_json", is_flag=True, help="Machine-readable output (see README, 'JSON output').")(f)
+@_with_help
+def json_option(f, help=None):
+    return click.option("--json", "as_json", is_flag=True, help=help or "Machine-readable output (see README, 'JSON output').")(f)
 
 
-def encoder_options(f):
+@_with_help
+def encoder_options(f, help=None):
     f = click.option("--weights", metavar="PATH", help="Local open_clip checkpoint for --encoder clip:ARCH.")(f)
     return click.option(
         "--encoder", metavar="SPEC",
-        help="lite0 (built-in, default for a new collection) or clip:ARCH, e.g. clip:ViT-B-32 with --weights.",
+        help=help or "lite0 (built-in, default for a new collection) or clip:ARCH, e.g. clip:ViT-B-32 with --weights.",
     )(f)
 
 
