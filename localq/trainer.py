@@ -3,109 +3,47 @@
 This is the API the TUI, the CLI and the benchmark drive. Every round is persisted in
 one SQLite transaction before ``submit`` returns, so a killed process loses nothing that
 was submitted, and undo restores the exact earlier state.
+
+This module keeps what writes or reads a classifier's rounds (create, submit, undo, fit).
+The rest is split off along what it needs: start_query.py (the start vector, bias and
+pool, from a collection alone), label_checks.py (labels checked before a fit),
+scoring.py (read-only scores, evaluation, prediction) and cold_start_actions.py (other
+prompts, examples, "more like this"), the last two mixed into Trainer so every method
+stays ``trainer.method(...)``. None of them imports this module.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
-import numbers
-from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
-from localq import classifier_file, fit, sampling
+from localq import classifier_file, sampling
+from localq.arrays import unit
+from localq.cold_start_actions import ColdStartActions
 from localq.collection import Collection, Hit
-from localq.errors import (BadImage, ClassifierNotFound, EncoderMismatch, ImageNotFound, InvalidPrompt, InvalidScores,
-                           LocalqError, NothingToUndo, StaleClassifier)
-from localq.fit import fit_article_baseline, fit_linear
-from localq.metrics import average_precision, precision_recall_at
+from localq.errors import ClassifierNotFound, LocalqError, NothingToUndo, StaleClassifier
+from localq.fit import fit_article_baseline, fit_linear  # fit_linear looked up here: a test patches it
+from localq.label_checks import checked_id, validated_scores
 from localq.names import check_name
-from localq.sampling import DEFAULT_STRATEGY, STRATEGIES, select
+from localq.sampling import STRATEGIES, select
+from localq.scoring import Scoring
+from localq.start_query import START_POSITIVE_FRACTION, example_vectors, pool_mask, start_bias
 from localq.store import ClassifierRow, RoundRow
+from localq.trainer_types import (COLD_ROUNDS, FIT_MODES, ClassifierState, Evaluation, LoopSummary, Prediction, Settings,
+                                  Undone)
 
-# The starting bias puts the prediction threshold at this quantile of the start query's
-# scores over the collection, so an unlabeled classifier predicts its top ~1% positive.
-START_POSITIVE_FRACTION = 0.01
-FIT_MODES = ("all-labels", "article")
-
-
-@dataclass
-class Settings:
-    k: int = 10
-    strategy: str = DEFAULT_STRATEGY
-    # Fit defaults come from the label-efficiency study (localq/fit.py explains each).
-    lr: float = fit.DEFAULT_LR
-    iters: int = fit.DEFAULT_ITERS
-    prior_strength: float = fit.DEFAULT_PRIOR_STRENGTH  # pull toward the start query; 0 lets it drift
-    ridge: float = fit.DEFAULT_RIDGE
-    background: int = 1000  # unlabeled images sampled as weak negatives (bounded: fit cost stays flat)
-    background_weight: float = fit.DEFAULT_BACKGROUND_SHARE
-    seed: int = 0
-    target: str | None = None  # class label evaluated against; inferred from positives when None
-    pool_split: str | None = None  # retrieve only images of this split (e.g. train), keeping val held out
-    fit: str = "all-labels"  # or "article": the original's fit on the latest batch only (a baseline)
-    seed_name: str | None = None  # text the per-classifier random seed is drawn from (default: the name)
-    # The ``auto`` strategy's explore / exploit shares (localq/sampling.py; chosen on dev splits).
-    explore_first: float = sampling.AUTO_EXPLORE_FIRST
-    explore_cold: float = sampling.AUTO_EXPLORE_COLD
-    top_share: float = sampling.AUTO_TOP_SHARE
-    explore_temperature: float = sampling.AUTO_TEMPERATURE
-    exclude_dev: bool = False  # leave the pool split's dev part (localq.devsplit) out: bench --tune
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "Settings":
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+# Re-exported: drivers and tests import these from localq.trainer, the module they always came from.
+__all__ = [
+    "Trainer", "Settings", "FIT_MODES", "COLD_ROUNDS", "START_POSITIVE_FRACTION", "pool_mask",
+    "ClassifierState", "Evaluation", "LoopSummary", "Prediction", "Undone",
+]
 
 
-@dataclass(frozen=True)
-class Evaluation:
-    target: str
-    ap: float
-    precision: float
-    recall: float
-    threshold: float
-    positives: int  # images of the target class in the evaluated set
-    images: int
-
-
-@dataclass(frozen=True)
-class Prediction:
-    id: int | None
-    path: str
-    score: float  # w·x + b: positive means predicted relevant
-    label: str | None = None
-
-
-@dataclass(frozen=True)
-class ClassifierState:
-    name: str
-    source: str  # prompt, images or file
-    prompt: str | None
-    round: int
-    labels_positive: int
-    labels_negative: int
-    seen: int
-    strategy: str
-    created_at: str
-    target: str | None  # the folder label it is evaluated against, when the collection has one
-    ap: float | None
-
-
-@dataclass(frozen=True)
-class Undone:
-    """What ``Trainer.undo`` dropped, so a driver can put the round back on screen."""
-
-    round: int
-    scores: dict[int, float]  # the round's labels, by image id
-    released: list[int]  # images the round had marked seen, now retrievable: labeled ones first
-
-
-class Trainer:
+class Trainer(Scoring, ColdStartActions):
     def __init__(self, collection: Collection, row: ClassifierRow):
         self.collection = collection
         self.store = collection.store
@@ -156,7 +94,7 @@ class Trainer:
         if prompt:
             source, query = "prompt", collection.text_vector(prompt)
         elif images:
-            source, query = "images", _unit(_example_vectors(collection, images).mean(axis=0))
+            source, query = "images", unit(example_vectors(collection, images).mean(axis=0))
             prompt = ", ".join(str(i) for i in images)
         else:
             loaded = classifier_file.load(weights_file)
@@ -165,13 +103,13 @@ class Trainer:
             query, bias = loaded.weight, loaded.bias
         query = np.asarray(query, np.float32)
         if bias is None:
-            bias = _start_bias(collection, query, settings)
+            bias = start_bias(collection, query, settings)
         with collection.writing():  # the existence check and the creation, with no process in between
             existing = collection.store.classifier(name)
             if existing is not None and replace:
                 collection.store.delete_classifier(existing.id)
             row = collection.store.create_classifier(
-                name, source=source, prompt=prompt, prior=_unit(query), weights=query, bias=bias, settings=asdict(settings),
+                name, source=source, prompt=prompt, prior=unit(query), weights=query, bias=bias, settings=asdict(settings),
             )
         return cls(collection, row)
 
@@ -194,7 +132,7 @@ class Trainer:
 
     @property
     def query(self) -> np.ndarray:
-        return _unit(self.weights)
+        return unit(self.weights)
 
     def _latest(self) -> RoundRow:
         if self._latest_row is None:
@@ -297,7 +235,7 @@ class Trainer:
             # No fit has calibrated the start query yet: sampling.select recognises an
             # unfitted query as a unit vector with zero bias (our start bias only sets the
             # prediction threshold) and draws a warm-up batch among its best images.
-            w, b = _unit(w), 0.0
+            w, b = unit(w), 0.0
         context = self._auto_context() if strategy == "auto" else None
         ids = select(strategy, self.collection.index, w, b, k, self.unseen_mask(), rng, context=context)
         return self._set_pending(ids, strategy)
@@ -351,7 +289,7 @@ class Trainer:
             seen = [h.id for h in self.pending] or list(scores)
         live = self.collection.live_mask()
         # A pending image deleted since by another `localq index` is simply not marked.
-        seen = {i for i in (_checked_id(i, None) for i in seen) if 0 <= i < len(live) and live[i]} | set(scores)
+        seen = {i for i in (checked_id(i, None) for i in seen) if 0 <= i < len(live) and live[i]} | set(scores)
         if self.settings.fit == "article":
             w, b = fit_article_baseline(
                 self.collection.index.matrix()[np.fromiter(scores, dtype=np.int64)],
@@ -411,18 +349,7 @@ class Trainer:
         return n
 
     def _validate(self, scores: dict) -> dict[int, float]:
-        if not isinstance(scores, dict) or not scores:
-            raise InvalidScores("no scores given: pass a dict of image id -> score in [-1, 1]")
-        batch = {h.id for h in self.pending}
-        live = self.collection.live_mask()
-        clean = {}
-        for key, value in scores.items():
-            image_id = _checked_id(key, live)
-            score = _checked_score(value, image_id)
-            if batch and image_id not in batch:
-                raise InvalidScores(f"image id {image_id} is not in the current batch")
-            clean[image_id] = score
-        return clean
+        return validated_scores(scores, {h.id for h in self.pending}, self.collection.live_mask())
 
     def _fit(self, labels: dict[int, float]) -> tuple[np.ndarray, float]:
         ids = np.fromiter(labels, dtype=np.int64)
@@ -457,278 +384,9 @@ class Trainer:
             picked = rng.permutation(picked)[:want]
         return self.collection.index.matrix()[np.sort(picked)]
 
-    # -- scoring, evaluation, prediction ----------------------------------------------------
-    def score_all(self) -> np.ndarray:
-        """w·x + b for every row of the collection (tombstones included, by position)."""
-        return self.collection.index.matrix() @ self.weights + self.bias
-
-    def target_label(self) -> str | None:
-        """The class label this classifier is evaluated against, where the collection has labels."""
-        if self.settings.target:
-            return self.settings.target
-        positives = [i for i, s in self.labels().items() if s > 0]
-        counts = Counter(label for label in self.collection.labels_of(positives) if label is not None)
-        return counts.most_common(1)[0][0] if counts else None
-
-    def evaluate(self, split: str | None = None) -> Evaluation | None:
-        """AP and precision/recall at the threshold (score > 0) against folder labels."""
-        return self._evaluate(self.weights, self.bias, split)
-
-    def evaluate_weights(self, w: np.ndarray, b: float, split: str | None = None) -> Evaluation | None:
-        """The same measures for any weights of this classifier (e.g. an earlier round's)."""
-        return self._evaluate(w, b, split)
-
-    def _evaluate(self, w: np.ndarray, b: float, split: str | None) -> Evaluation | None:
-        target = self.target_label()
-        if target is None:
-            return None
-        ids, labels = self.collection.labeled_rows(split)
-        if len(ids) == 0:
-            return None
-        relevant = labels == target
-        scores = self.collection.index.matrix()[ids] @ w + b
-        precision, recall = precision_recall_at(scores, relevant, 0.0)
-        return Evaluation(target, average_precision(scores, relevant), precision, recall, 0.0, int(relevant.sum()), len(ids))
-
-    def predict(self, threshold: float = 0.0, paths: Sequence[str | Path] = (), *, split: str | None = None,
-                limit: int | None = None) -> list[Prediction]:
-        """Positives (score > threshold) sorted by score: over new files, or the collection (one split of it).
-        Undecodable files are left out (``predict_files`` also returns which, and why)."""
-        if paths:
-            preds, _ = self.predict_files(paths, threshold)
-        else:
-            scores = self.score_all()
-            mask = self.collection.live_mask() & (scores > threshold)
-            if split is not None:
-                mask &= self.collection.split_mask(split)
-            ids = np.flatnonzero(mask)
-            ids = ids[np.argsort(-scores[ids], kind="stable")][:limit]
-            rows = {r.id: r for r in self.store.images(ids)}
-            preds = [Prediction(int(i), rows[int(i)].path, float(scores[i]), rows[int(i)].label) for i in ids]
-        preds.sort(key=lambda p: -p.score)
-        return preds[:limit] if limit else preds
-
-    def predict_files(self, paths: Sequence[str | Path], threshold: float = 0.0
-                      ) -> tuple[list[Prediction], list[tuple[str, str]]]:
-        """Positives among files outside the collection, best first, and the (path, reason)
-        of each file that could not be decoded: one bad file never costs the others."""
-        from localq.errors import BadImage
-        from localq.imageio import open_image
-
-        encoder = self.collection.encoder()
-        out, skipped = [], []
-        for batch in _chunks(list(paths), 32):
-            images, kept = [], []
-            for p in batch:
-                try:
-                    images.append(open_image(p, getattr(encoder, "image_size", None)))
-                    kept.append(str(p))
-                except BadImage as exc:
-                    skipped.append((str(p), exc.reason))
-            if images:
-                vectors = encoder.encode_images(images)
-                out += [Prediction(None, p, float(v @ self.weights + self.bias)) for p, v in zip(kept, vectors)]
-        preds = sorted((p for p in out if p.score > threshold), key=lambda p: -p.score)
-        return preds, skipped
-
     # -- files ---------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         pos, neg = self.label_counts()
         meta = {"name": self.name, "prompt": self.row.prompt or "", "rounds": self.round,
                 "labels_positive": pos, "labels_negative": neg, "threshold": 0.0}
         return classifier_file.save(path, self.weights, self.bias, model_id=self.collection.model_id, meta=meta)
-
-    # -- a person breaking a cold start: another prompt, an example image, more like this ---------
-    # Each sets the pending batch (or labels one image) under a strategy name that the next
-    # submit records in the round history, e.g. "prompt:a red fox", "like:123", "example:fox.jpg".
-    def batch_for_prompt(self, text: str, k: int | None = None) -> list[Hit]:
-        """The top-k unseen images (pool split respected) for another text query; the next submit labels them."""
-        text = (text or "").strip()
-        if not text:
-            raise InvalidPrompt("the prompt is empty: type what the images should show")
-        query = np.asarray(self.collection.text_vector(text), np.float32)
-        return self._set_pending(self._nearest_unseen(query, k), f"prompt:{text}")
-
-    def batch_like(self, image_id: int, k: int | None = None) -> list[Hit]:
-        """The image's k nearest unseen neighbours (itself excluded); the next submit labels them."""
-        image_id = self._check_image_id(image_id)
-        query = np.asarray(self.collection.index.matrix()[image_id], np.float32)
-        return self._set_pending(self._nearest_unseen(query, k, exclude=image_id), f"like:{image_id}")
-
-    def add_example(self, item: int | str | Path, score: float = 1.0, *, encoder=None) -> RoundRow:
-        """Label one image directly, as a round of its own (``example:<name>``), fit on all labels.
-
-        ``item`` is a collection id, or a file: a file not yet in the collection is indexed
-        into it first with the collection's encoder (``encoder`` must be that same model).
-        The pending batch stays pending (minus the example), so a batch on screen survives."""
-        if isinstance(item, (int, np.integer)) or (isinstance(item, str) and item.strip().isdigit()
-                                                   and not Path(item.strip()).exists()):
-            image_id = self._check_image_id(int(item))
-            name = str(image_id)
-        else:
-            image_id = self._index_example_file(Path(str(item).strip()).expanduser(), encoder)
-            name = Path(str(item)).name
-        split = self.collection.split_of(image_id)
-        if self.settings.pool_split is not None and split not in (None, self.settings.pool_split):
-            raise InvalidScores(f"image {image_id} is in the {split!r} split, held out from this classifier's "
-                                f"pool ({self.settings.pool_split!r}): labeling it would leak into evaluation")
-        pending, strategy = self.pending, self._pending_strategy
-        self._set_pending(np.array([image_id], dtype=np.int64), f"example:{name}")
-        try:
-            return self.submit({image_id: score})
-        finally:
-            self.pending = [h for h in pending if h.id != image_id]
-            self._pending_strategy = strategy
-
-    def summary(self) -> "LoopSummary":
-        """Labels so far and whether the loop looks stuck without positives (what the UI warns about)."""
-        per_round: dict[int, list[float]] = {}
-        for round_no, _, score in self.store.label_history(self.row.id):
-            per_round.setdefault(round_no, []).append(score)
-        streak = 0
-        for round_no in sorted(per_round, reverse=True):  # trailing rounds whose labels held no positive
-            if any(s > 0 for s in per_round[round_no]):
-                break
-            streak += 1
-        last = per_round.get(max(per_round)) if per_round else []
-        pos, neg = self.label_counts()
-        return LoopSummary(rounds=self.round, positives=pos, negatives=neg, last_round_labels=len(last),
-                           last_round_positives=sum(s > 0 for s in last), rounds_without_positive=streak)
-
-    def _nearest_unseen(self, query: np.ndarray, k: int | None, exclude: int | None = None) -> np.ndarray:
-        k = self.settings.k if k is None else int(k)
-        if k < 1:
-            raise LocalqError(f"a batch needs at least one image, not k={k}")
-        allowed = self.unseen_mask()
-        if exclude is not None:
-            allowed[exclude] = False
-        ids, _ = self.collection.index.search(query, k, allowed)
-        return np.asarray(ids, dtype=np.int64)
-
-    def _check_image_id(self, image_id) -> int:
-        try:
-            image_id = int(image_id)
-        except (TypeError, ValueError):
-            raise ImageNotFound(f"{image_id!r} is not an image id") from None
-        live = self.collection.live_mask()
-        if not 0 <= image_id < len(live) or not live[image_id]:
-            raise ImageNotFound(f"image id {image_id} is not in the collection")
-        return image_id
-
-    def _index_example_file(self, path: Path, encoder) -> int:
-        """Index ``path`` into the collection (a no-op when it is there already) and return its id."""
-        from localq.imageio import read_image
-        from localq.indexer import index_paths
-
-        if not path.is_file():
-            raise ImageNotFound(f"no image file at {path}" + (" (it is a folder)" if path.is_dir() else ""))
-        encoder = encoder or self.collection.encoder()
-        if encoder.model_id != self.collection.model_id:
-            raise EncoderMismatch(f"collection {self.collection.root} was built with {self.collection.model_id}, "
-                                  f"not {encoder.model_id}: the example must be embedded by the same model")
-        try:
-            read_image(path, getattr(encoder, "image_size", None))  # refuse before anything is written
-        except BadImage as exc:
-            raise BadImage(f"cannot use {path} as an example: {exc.reason}") from None
-        report = index_paths(self.collection, [path], encoder)
-        if report.skipped:
-            raise BadImage(f"cannot use {path} as an example: {report.skipped[0][1]}")
-        image_id = self.collection.id_of_path(path)
-        if image_id is None:  # not expected: index_paths either adds the file or reports a skip
-            raise ImageNotFound(f"{path} could not be added to the collection")
-        return image_id
-
-
-# A loop counts as cold when no positive was labeled yet, or this many labeled rounds in a
-# row brought none: then the UI offers a new prompt, an example image or "more like this".
-COLD_ROUNDS = 2
-
-
-@dataclass(frozen=True)
-class LoopSummary:
-    rounds: int
-    positives: int  # current labels > 0
-    negatives: int
-    last_round_labels: int
-    last_round_positives: int
-    rounds_without_positive: int  # trailing labeled rounds that held no positive label
-
-    @property
-    def cold(self) -> bool:
-        """Labeled at least once and no positives yet, or the last COLD_ROUNDS rounds brought none."""
-        return self.rounds > 0 and (self.positives == 0 or self.rounds_without_positive >= COLD_ROUNDS)
-
-
-def _checked_id(key: object, live: np.ndarray | None) -> int:
-    """An image id as an int: ints and integral floats only (2.7 or True would label
-    another image than the caller meant); with ``live``, of a live image."""
-    if isinstance(key, (bool, np.bool_)) or not isinstance(key, numbers.Real):
-        raise InvalidScores(f"image id {key!r} is not an integer")
-    if not isinstance(key, numbers.Integral) and not (math.isfinite(key) and float(key).is_integer()):
-        raise InvalidScores(f"image id {key!r} is not an integer")
-    image_id = int(key)
-    if live is not None and (not 0 <= image_id < len(live) or not live[image_id]):
-        raise InvalidScores(f"image id {image_id} is not in the collection")
-    return image_id
-
-
-def _checked_score(value: object, image_id: int) -> float:
-    """A label score as a finite float in [-1, 1]; bools, strings and 10**400 are refused."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise InvalidScores(f"score {value!r} for image {image_id} is not a number")
-    try:
-        score = float(value)
-    except (OverflowError, ValueError, TypeError):
-        raise InvalidScores(f"score for image {image_id} is outside [-1, 1]") from None
-    if not (math.isfinite(score) and -1.0 <= score <= 1.0):
-        raise InvalidScores(f"score {score!r} for image {image_id} is outside [-1, 1]")
-    return score
-
-
-def _unit(v: np.ndarray) -> np.ndarray:
-    v = np.asarray(v, np.float32)
-    n = float(np.linalg.norm(v))
-    return v / n if n > 0 else v
-
-
-def pool_mask(collection: Collection, settings: Settings) -> np.ndarray:
-    """Live images a classifier may retrieve or sample as background: its pool split, minus dev."""
-    mask = collection.live_mask()
-    if settings.pool_split is not None:
-        mask &= collection.split_mask(settings.pool_split)
-        if settings.exclude_dev:
-            from localq.devsplit import dev_mask
-
-            mask &= ~dev_mask(collection, settings.pool_split)
-    return mask
-
-
-def _start_bias(collection: Collection, query: np.ndarray, settings: Settings) -> float:
-    # Over the pool only: a held-out split must not shape even the starting threshold,
-    # or a benchmark's round-0 precision and recall would depend on the images it scores.
-    pool = pool_mask(collection, settings)
-    if not pool.any():
-        return 0.0
-    scores = collection.index.matrix() @ query  # one pass, no copy of the pool's rows
-    return -float(np.quantile(scores[pool], 1.0 - START_POSITIVE_FRACTION))
-
-
-def _example_vectors(collection: Collection, images: Sequence[int | str | Path]) -> np.ndarray:
-    from localq.imageio import open_image
-
-    vectors = []
-    n_rows = collection.rows()
-    for item in images:
-        if isinstance(item, (int, np.integer)) or (isinstance(item, str) and item.isdigit() and not Path(item).exists()):
-            image_id = int(item)
-            if not 0 <= image_id < n_rows:
-                raise LocalqError(f"image id {image_id} is not in the collection")
-            vectors.append(collection.index.matrix()[image_id])
-        else:
-            vectors.append(collection.encoder().encode_images([open_image(item)])[0])
-    return np.stack(vectors)
-
-
-def _chunks(items: list, size: int):
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
