@@ -17,7 +17,7 @@ import numpy as np
 
 from localq.collection import Collection, Hit
 from localq.errors import BadImage, EncoderMismatch, ImageNotFound, InvalidPrompt, InvalidScores, LocalqError
-from localq.store import ClassifierRow, RoundRow, Store
+from localq.store import ClassifierRow, RoundRow
 from localq.trainer_types import LoopSummary, Settings
 
 
@@ -26,7 +26,6 @@ class ColdStartActions:
 
     # What the Trainer provides (attributes, properties and methods there).
     collection: Collection
-    store: Store
     settings: Settings
     row: ClassifierRow
     round: int
@@ -34,6 +33,7 @@ class ColdStartActions:
     _pending_strategy: str | None
     unseen_mask: Callable[[], np.ndarray]
     label_counts: Callable[[], tuple[int, int]]
+    label_history: Callable[[], list[tuple[int, int, float]]]
     submit: Callable[..., RoundRow]
     _set_pending: Callable[[np.ndarray, str | None], list[Hit]]
 
@@ -79,7 +79,7 @@ class ColdStartActions:
     def summary(self) -> LoopSummary:
         """Labels so far and whether the loop looks stuck without positives (what the UI warns about)."""
         per_round: dict[int, list[float]] = {}
-        for round_no, _, score in self.store.label_history(self.row.id):
+        for round_no, _, score in self.label_history():
             per_round.setdefault(round_no, []).append(score)
         streak = 0
         for round_no in sorted(per_round, reverse=True):  # trailing rounds whose labels held no positive

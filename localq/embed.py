@@ -19,7 +19,6 @@ Ray and pyarrow are imported only when used.
 
 from __future__ import annotations
 
-import os
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field

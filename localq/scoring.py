@@ -17,7 +17,6 @@ from localq.arrays import chunks
 from localq.collection import Collection
 from localq.errors import BadImage
 from localq.metrics import average_precision, precision_recall_at
-from localq.store import Store
 from localq.trainer_types import Evaluation, Prediction, Settings
 
 
@@ -26,7 +25,6 @@ class Scoring:
 
     # What the Trainer provides (attributes and properties there).
     collection: Collection
-    store: Store
     settings: Settings
     weights: np.ndarray
     bias: float
@@ -77,7 +75,7 @@ class Scoring:
                 mask &= self.collection.split_mask(split)
             ids = np.flatnonzero(mask)
             ids = ids[np.argsort(-scores[ids], kind="stable")][:limit]
-            rows = {r.id: r for r in self.store.images(ids)}
+            rows = {r.id: r for r in self.collection.image_rows(ids)}
             preds = [Prediction(int(i), rows[int(i)].path, float(scores[i]), rows[int(i)].label) for i in ids]
         preds.sort(key=lambda p: -p.score)
         return preds[:limit] if limit else preds

@@ -182,9 +182,13 @@ class Trainer(Scoring, ColdStartActions):
         scores = list(self.labels().values())
         return sum(s > 0 for s in scores), sum(s < 0 for s in scores)
 
+    def label_history(self) -> list[tuple[int, int, float]]:
+        """(round, image id, score) of every label given, oldest round first."""
+        return self.store.label_history(self.row.id)
+
     def label_rounds(self) -> dict[int, int]:
         """The round in which each labeled image got its current label."""
-        return {image_id: r for r, image_id, _ in self.store.label_history(self.row.id)}
+        return {image_id: r for r, image_id, _ in self.label_history()}
 
     def state(self, *, with_ap: bool = True) -> "ClassifierState":
         """Where this classifier stands: what `localq classifiers` lists for it."""
