@@ -3,220 +3,48 @@
 SQLite is the source of truth. Every write that belongs together (a batch of images
 with their vectors; a round's labels, seen flags and weights) happens in one
 transaction, so a process killed at any point leaves either all of it or none.
+
+This module holds the Store: its connection, transactions, and the queries on images,
+vectors, skips and metadata. The rest lives beside it, and what other modules import
+is re-exported here, so ``from localq.store import ...`` keeps working:
+  store_classifiers.py  the queries on classifiers, rounds, labels, seen flags (a mixin)
+  store_rows.py         the typed rows
+  store_codec.py        vectors as blobs, the digest chain, timestamps
+  store_schema.py       connection settings and the named migrations
+  store_errors.py       SQLite errors as one-line LocalqErrors
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import sqlite3
-import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
 
 if TYPE_CHECKING:
     import sqlite_utils
 
-from localq.errors import (
-    CollectionBusy, CollectionUnwritable, DatabaseDamaged, LocalqError, StaleClassifier,
-)
+from localq.arrays import chunks
 from localq.pathcodec import from_db, to_db
+from localq.store_classifiers import ClassifierQueries
+from localq.store_codec import chain_digest, from_blob, timestamp, to_blob
+from localq.store_errors import sqlite_failure
+from localq.store_rows import ClassifierRow, ImageRow, NewImage, RoundRow, Skip
+from localq.store_schema import (
+    BUSY_TIMEOUT_S, MIGRATIONS, configure, m001_initial, m002_classifiers, m003_vector_digests,
+    m004_classifier_versions, m005_ingested_shards, pending_migrations,
+)
 
-
-@dataclass(frozen=True)
-class ImageRow:
-    id: int
-    path: str
-    hash: str
-    size: int
-    mtime: float
-    width: int
-    height: int
-    label: str | None
-    split: str | None
-    deleted: bool
-
-
-@dataclass(frozen=True)
-class NewImage:
-    path: str
-    hash: str
-    size: int
-    mtime: float
-    width: int
-    height: int
-    label: str | None = None
-    split: str | None = None
-
-
-@dataclass(frozen=True)
-class Skip:
-    path: str
-    reason: str
-    at: str
-
-
-@dataclass(frozen=True)
-class ClassifierRow:
-    id: int
-    name: str
-    created_at: str
-    source: str
-    prompt: str | None
-    round: int
-    settings: dict
-
-
-@dataclass(frozen=True)
-class RoundRow:
-    round: int
-    weights: np.ndarray
-    bias: float
-    strategy: str | None
-    n_labels: int
-    created_at: str
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
-def to_blob(vector: np.ndarray) -> bytes:
-    return np.ascontiguousarray(vector, dtype="<f4").tobytes()
-
-
-def from_blob(blob: bytes) -> np.ndarray:
-    return np.frombuffer(blob, dtype="<f4").copy()
-
-
-# Named migrations, applied in order and recorded in _migrations. Never edit one that
-# has shipped: add a new step instead, so existing collections upgrade in place.
-def m001_initial(db: sqlite_utils.Database) -> None:
-    db["meta"].create({"key": str, "value": str}, pk="key")
-    db["images"].create(
-        {
-            "id": int, "path": str, "hash": str, "size": int, "mtime": float,
-            "width": int, "height": int, "label": str, "split": str,
-            "deleted": int, "added_at": str,
-        },
-        pk="id",
-        not_null={"path", "hash", "size", "mtime", "deleted"},
-        defaults={"deleted": 0},
-    )
-    # One live row per path; tombstoned rows keep their id (it is the FAISS position).
-    db.execute("CREATE UNIQUE INDEX images_live_path ON images(path) WHERE deleted = 0")
-    db.execute("CREATE INDEX images_hash ON images(hash) WHERE deleted = 0")
-    db["vectors"].create({"id": int, "vector": bytes}, pk="id", foreign_keys=[("id", "images")])
-    db["skipped"].create({"path": str, "reason": str, "size": int, "mtime": float, "at": str}, pk="path")
-
-
-def m002_classifiers(db: sqlite_utils.Database) -> None:
-    db["classifiers"].create(
-        {
-            "id": int, "name": str, "created_at": str, "source": str, "prompt": str,
-            "prior": bytes, "round": int, "settings": str,
-        },
-        pk="id",
-        not_null={"name", "round"},
-        defaults={"round": 0},
-    )
-    db.execute("CREATE UNIQUE INDEX classifiers_name ON classifiers(name)")
-    # Round 0 holds the starting weights; round r > 0 the weights fitted after batch r.
-    db["rounds"].create(
-        {
-            "classifier_id": int, "round": int, "weights": bytes, "bias": float,
-            "strategy": str, "n_labels": int, "created_at": str,
-        },
-        pk=("classifier_id", "round"),
-        foreign_keys=[("classifier_id", "classifiers")],
-    )
-    # Every label ever given, stamped with its round: undo deletes one round's rows and
-    # the earlier labels of a relabelled image come back untouched.
-    db["labels"].create(
-        {"classifier_id": int, "round": int, "image_id": int, "score": float, "at": str},
-        pk=("classifier_id", "round", "image_id"),
-        foreign_keys=[("classifier_id", "classifiers"), ("image_id", "images")],
-    )
-    db["seen"].create(
-        {"classifier_id": int, "image_id": int, "round": int},
-        pk=("classifier_id", "image_id"),
-        foreign_keys=[("classifier_id", "classifiers"), ("image_id", "images")],
-    )
-
-
-def m003_vector_digests(db: sqlite_utils.Database) -> None:
-    # A running digest of every vector, one entry per committed batch (end_row = rows so
-    # far). The FAISS file records the (rows, digest) it mirrors; a file whose pair is not
-    # in this table mirrors some other state and is rebuilt (see vector_state.py).
-    db["vector_digests"].create({"end_row": int, "digest": str}, pk="end_row")
-    h, n = hashlib.sha256(b""), 0
-    for (blob,) in db.conn.execute("SELECT vector FROM vectors ORDER BY id"):
-        h.update(blob)
-        n += 1
-    if n:  # the rows so far count as one batch
-        db.conn.execute("INSERT INTO vector_digests(end_row, digest) VALUES (?, ?)", (n, h.hexdigest()[:32]))
-
-
-def m004_classifier_versions(db: sqlite_utils.Database) -> None:
-    # Bumped by every write to a classifier's rounds, labels, seen flags or settings, so a
-    # Trainer in another process notices that its in-memory state is stale.
-    # ``incarnation`` tells a classifier from a later one of the same name (SQLite reuses
-    # the id of a deleted row).
-    db.conn.execute("ALTER TABLE classifiers ADD COLUMN version INTEGER NOT NULL DEFAULT 0")
-    db.conn.execute("ALTER TABLE classifiers ADD COLUMN incarnation TEXT")
-    db.conn.execute("UPDATE classifiers SET incarnation = lower(hex(randomblob(8)))")
-
-
-def m005_ingested_shards(db: sqlite_utils.Database) -> None:
-    # Embedding shards `localq ingest` has taken in (localq.ingest): a re-run skips them.
-    db["ingested_shards"].create(
-        {"source": str, "shard": str, "rows": int, "added": int, "npy_bytes": int, "at": str},
-        pk=("source", "shard"),
-    )
-
-
-MIGRATIONS: list[Callable[["sqlite_utils.Database"], None]] = [
-    m001_initial, m002_classifiers, m003_vector_digests, m004_classifier_versions, m005_ingested_shards,
+__all__ = [
+    "Store", "ImageRow", "NewImage", "Skip", "ClassifierRow", "RoundRow",
+    "to_blob", "from_blob", "chain_digest", "sqlite_failure", "BUSY_TIMEOUT_S", "MIGRATIONS",
+    "m001_initial", "m002_classifiers", "m003_vector_digests", "m004_classifier_versions", "m005_ingested_shards",
 ]
 
 
-def chain_digest(previous: str, blobs: Iterable[bytes]) -> str:
-    """The digest chain: sha256(previous digest || the batch's vectors as little-endian f4)."""
-    h = hashlib.sha256(previous.encode())
-    for b in blobs:
-        h.update(b)
-    return h.hexdigest()[:32]
-
-
-def sqlite_failure(path: Path, exc: sqlite3.Error) -> LocalqError:
-    """A one-line, actionable error for what SQLite raised on ``path``."""
-    name = getattr(exc, "sqlite_errorname", "") or ""
-    msg = str(exc)
-    if name.startswith("SQLITE_BUSY") or "locked" in msg:
-        return CollectionBusy(f"{path} stayed locked by another process ({msg}); try again when it finishes")
-    if name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_IOERR")) or "readonly" in msg \
-            or "unable to open" in msg:
-        return CollectionUnwritable(
-            f"cannot use {path}: {msg}; localq needs write access to the collection directory and its files, "
-            "even to search (SQLite keeps its write-ahead log and shared memory there)"
-        )
-    return DatabaseDamaged(
-        f"collection database {path} is damaged ({msg}): restore it from a backup, or move it aside "
-        f"(mv {path} {path}.broken) and re-index into a new collection; `localq check` says what else is affected"
-    )
-
-
-# How long a statement waits for another connection's write lock before failing. Writers
-# also hold the collection's file lock (locking.py), so this only covers readers racing a
-# commit and processes that bypass the lock.
-BUSY_TIMEOUT_S = 60.0
-
-
-class Store:
+class Store(ClassifierQueries):
     def __init__(self, path: Path, lock=None):
         """``lock``: the collection's WriteLock; every write transaction holds it."""
         self.path = path
@@ -226,31 +54,13 @@ class Store:
         except sqlite3.Error as exc:
             raise sqlite_failure(path, exc) from None
         try:
-            conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
-            self._set_wal(conn)  # readers (TUI, CLI) never block a writer
-            conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL is durable across process kills
-            conn.execute("PRAGMA foreign_keys=ON")
+            configure(conn)
             self.conn = conn
             self._db = None
             self._migrate()
         except sqlite3.Error as exc:
             conn.close()
             raise sqlite_failure(path, exc) from None
-
-    @staticmethod
-    def _set_wal(conn: sqlite3.Connection) -> None:
-        # Switching to WAL needs an exclusive lock and SQLite does not run the busy
-        # handler for it: two processes creating one collection at once would see
-        # "database is locked" at once. Retry for as long as the busy timeout.
-        deadline = time.monotonic() + BUSY_TIMEOUT_S
-        while True:
-            try:
-                conn.execute("PRAGMA journal_mode=WAL")
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
 
     def close(self) -> None:
         self.conn.close()
@@ -278,20 +88,13 @@ class Store:
         return self._db
 
     def _migrate(self) -> None:
-        if self._pending_migrations():
+        if pending_migrations(self.conn):
             with self.transaction():
                 # Re-read under the lock: another process may have migrated meanwhile.
                 self.db["_migrations"].create({"name": str, "applied_at": str}, pk="name", if_not_exists=True)
-                for step in self._pending_migrations():
+                for step in pending_migrations(self.conn):
                     step(self.db)
-                    self.db["_migrations"].insert({"name": step.__name__, "applied_at": _now()})
-
-    def _pending_migrations(self) -> list:
-        # Plain SQL, not sqlite_utils: an up-to-date collection never imports it.
-        if not self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_migrations'").fetchone():
-            return list(MIGRATIONS)
-        done = {r[0] for r in self.conn.execute("SELECT name FROM _migrations")}
-        return [step for step in MIGRATIONS if step.__name__ not in done]
+                    self.db["_migrations"].insert({"name": step.__name__, "applied_at": timestamp()})
 
     # -- metadata ---------------------------------------------------------------
     def meta(self) -> dict[str, str]:
@@ -321,7 +124,7 @@ class Store:
         if not ids:
             return []
         by_id = {}
-        for chunk in _chunks(ids, 900):  # SQLite's bound-parameter limit
+        for chunk in chunks(ids, 900):  # SQLite's bound-parameter limit
             marks = ",".join("?" * len(chunk))
             by_id.update({r.id: r for r in self._image_rows(f"WHERE id IN ({marks})", chunk)})
         return [by_id[i] for i in ids if i in by_id]
@@ -372,7 +175,7 @@ class Store:
             c.executemany("UPDATE images SET deleted = 1 WHERE id = ?", [(int(i),) for i in replaces])
             start = c.execute("SELECT coalesce(max(id) + 1, 0) FROM images").fetchone()[0]
             ids = list(range(start, start + len(images)))
-            now = _now()
+            now = timestamp()
             c.executemany(
                 "INSERT INTO images(id, path, hash, size, mtime, width, height, label, split, deleted, added_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)",
@@ -403,7 +206,7 @@ class Store:
     def live_rows_for(self, paths: Iterable[str]) -> dict[str, ImageRow]:
         """Live rows of these paths now (another process may have indexed them meanwhile)."""
         out: dict[str, ImageRow] = {}
-        for chunk in _chunks(list(paths), 900):
+        for chunk in chunks(list(paths), 900):
             marks = ",".join("?" * len(chunk))
             out.update({r.path: r for r in self._image_rows(f"WHERE deleted = 0 AND path IN ({marks})",
                                                              [to_db(p) for p in chunk])})
@@ -427,7 +230,7 @@ class Store:
     def vectors(self, ids: Iterable[int]) -> np.ndarray:
         ids = [int(i) for i in ids]
         out = {}
-        for chunk in _chunks(ids, 900):
+        for chunk in chunks(ids, 900):
             marks = ",".join("?" * len(chunk))
             out.update({i: from_blob(b) for i, b in self.conn.execute(f"SELECT id, vector FROM vectors WHERE id IN ({marks})", chunk)})
         return np.stack([out[i] for i in ids]) if ids else np.zeros((0, 0), np.float32)
@@ -440,14 +243,14 @@ class Store:
         with self.transaction() as c:
             c.execute(
                 "INSERT OR REPLACE INTO ingested_shards(source, shard, rows, added, npy_bytes, at) VALUES (?, ?, ?, ?, ?, ?)",
-                (source, shard, rows, added, npy_bytes, _now()),
+                (source, shard, rows, added, npy_bytes, timestamp()),
             )
 
     # -- skipped files --------------------------------------------------------------
     def record_skips(self, skips: list[tuple[str, str, int | None, float | None]]) -> None:
         if not skips:
             return
-        now = _now()
+        now = timestamp()
         with self.transaction() as c:
             c.executemany(
                 "INSERT INTO skipped(path, reason, size, mtime, at) VALUES (?, ?, ?, ?, ?)"
@@ -467,144 +270,6 @@ class Store:
     def skip_stats(self) -> dict[str, tuple[int | None, float | None]]:
         return {from_db(p): (s, m) for p, s, m in self.conn.execute("SELECT path, size, mtime FROM skipped")}
 
-    # -- seen flags ---------------------------------------------------------------
-    def seen_ids(self, classifier_id: int | None = None) -> np.ndarray:
-        """Seen by one classifier, or by any classifier when None."""
-        if classifier_id is None:
-            rows = self.conn.execute("SELECT DISTINCT image_id FROM seen")
-        else:
-            rows = self.conn.execute("SELECT image_id FROM seen WHERE classifier_id = ?", (classifier_id,))
-        return np.fromiter((r[0] for r in rows), dtype=np.int64)
-
-    def reset_seen(self, classifier_id: int | None = None) -> int:
-        with self.transaction() as c:
-            if classifier_id is None:
-                c.execute("UPDATE classifiers SET version = version + 1")
-                return c.execute("DELETE FROM seen").rowcount
-            c.execute("UPDATE classifiers SET version = version + 1 WHERE id = ?", (classifier_id,))
-            return c.execute("DELETE FROM seen WHERE classifier_id = ?", (classifier_id,)).rowcount
-
-    def count_seen(self) -> int:
-        return self.conn.execute("SELECT count(DISTINCT image_id) FROM seen").fetchone()[0]
-
-    # -- classifiers, rounds, labels --------------------------------------------------
-    def create_classifier(self, name: str, *, source: str, prompt: str | None, prior: np.ndarray,
-                          weights: np.ndarray, bias: float, settings: dict) -> ClassifierRow:
-        with self.transaction() as c:
-            if c.execute("SELECT 1 FROM classifiers WHERE name = ?", (name,)).fetchone():
-                # Checked under the write lock: another process may have created it meanwhile.
-                raise LocalqError(f"classifier {name!r} exists: open it, or choose another name")
-            cur = c.execute(
-                "INSERT INTO classifiers(name, created_at, source, prompt, prior, round, settings, incarnation)"
-                " VALUES (?, ?, ?, ?, ?, 0, ?, lower(hex(randomblob(8))))",
-                (name, _now(), source, prompt, to_blob(prior), json.dumps(settings)),
-            )
-            c.execute(
-                "INSERT INTO rounds(classifier_id, round, weights, bias, strategy, n_labels, created_at) VALUES (?, 0, ?, ?, NULL, 0, ?)",
-                (cur.lastrowid, to_blob(weights), float(bias), _now()),
-            )
-        return self.classifier(name)
-
-    def classifier(self, name: str) -> ClassifierRow | None:
-        row = self.conn.execute(
-            "SELECT id, name, created_at, source, prompt, round, settings FROM classifiers WHERE name = ?", (name,)
-        ).fetchone()
-        return ClassifierRow(*row[:6], json.loads(row[6] or "{}")) if row else None
-
-    def classifiers(self) -> list[ClassifierRow]:
-        rows = self.conn.execute("SELECT id, name, created_at, source, prompt, round, settings FROM classifiers ORDER BY name")
-        return [ClassifierRow(*r[:6], json.loads(r[6] or "{}")) for r in rows]
-
-    def classifier_prior(self, classifier_id: int) -> np.ndarray:
-        return from_blob(self.conn.execute("SELECT prior FROM classifiers WHERE id = ?", (classifier_id,)).fetchone()[0])
-
-    def update_settings(self, classifier_id: int, settings: dict) -> None:
-        with self.transaction() as c:
-            c.execute("UPDATE classifiers SET settings = ?, version = version + 1 WHERE id = ?",
-                      (json.dumps(settings), classifier_id))
-
-    def classifier_version(self, classifier_id: int) -> tuple[str, int] | None:
-        """(incarnation, changes so far) of this classifier; None if it no longer exists."""
-        row = self.conn.execute("SELECT incarnation, version FROM classifiers WHERE id = ?", (classifier_id,)).fetchone()
-        return (row[0], row[1]) if row else None
-
-    def delete_classifier(self, classifier_id: int) -> None:
-        with self.transaction() as c:
-            for table in ("labels", "seen", "rounds"):
-                c.execute(f"DELETE FROM {table} WHERE classifier_id = ?", (classifier_id,))
-            c.execute("DELETE FROM classifiers WHERE id = ?", (classifier_id,))
-
-    def rounds(self, classifier_id: int) -> list[RoundRow]:
-        rows = self.conn.execute(
-            "SELECT round, weights, bias, strategy, n_labels, created_at FROM rounds WHERE classifier_id = ? ORDER BY round",
-            (classifier_id,),
-        )
-        return [RoundRow(r, from_blob(w), b, s, n, t) for r, w, b, s, n, t in rows]
-
-    def latest_round(self, classifier_id: int) -> RoundRow:
-        """The newest round only: reading every round's weights grows with the history."""
-        r, w, b, s, n, t = self.conn.execute(
-            "SELECT round, weights, bias, strategy, n_labels, created_at FROM rounds WHERE classifier_id = ?"
-            " ORDER BY round DESC LIMIT 1", (classifier_id,)).fetchone()
-        return RoundRow(r, from_blob(w), b, s, n, t)
-
-    def commit_round(self, classifier_id: int, round_no: int, scores: dict[int, float], seen: Iterable[int],
-                     weights: np.ndarray, bias: float, strategy: str | None) -> None:
-        """A round's labels, seen flags and fitted weights, all or nothing."""
-        now = _now()
-        with self.transaction() as c:
-            self._expect_round(c, classifier_id, round_no - 1)
-            c.executemany(
-                "INSERT INTO labels(classifier_id, round, image_id, score, at) VALUES (?, ?, ?, ?, ?)",
-                [(classifier_id, round_no, int(i), float(s), now) for i, s in scores.items()],
-            )
-            c.executemany(
-                "INSERT OR IGNORE INTO seen(classifier_id, image_id, round) VALUES (?, ?, ?)",
-                [(classifier_id, int(i), round_no) for i in seen],
-            )
-            n_labels = c.execute(
-                "SELECT count(DISTINCT image_id) FROM labels WHERE classifier_id = ?", (classifier_id,)
-            ).fetchone()[0]
-            c.execute(
-                "INSERT INTO rounds(classifier_id, round, weights, bias, strategy, n_labels, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (classifier_id, round_no, to_blob(weights), float(bias), strategy, n_labels, now),
-            )
-            c.execute("UPDATE classifiers SET round = ?, version = version + 1 WHERE id = ?", (round_no, classifier_id))
-
-    def undo_round(self, classifier_id: int, round_no: int) -> None:
-        """Drop round ``round_no``, refused unless it is the latest (checked in the transaction)."""
-        with self.transaction() as c:
-            self._expect_round(c, classifier_id, round_no)
-            for table in ("labels", "seen", "rounds"):
-                c.execute(f"DELETE FROM {table} WHERE classifier_id = ? AND round = ?", (classifier_id, round_no))
-            c.execute("UPDATE classifiers SET round = ?, version = version + 1 WHERE id = ?", (round_no - 1, classifier_id))
-
-    @staticmethod
-    def _expect_round(c, classifier_id: int, round_no: int) -> None:
-        # The last line of defence against a writer working from a stale view: the
-        # Trainer checks first and reloads; this catches anything that slipped past.
-        row = c.execute("SELECT name, round FROM classifiers WHERE id = ?", (classifier_id,)).fetchone()
-        if row is None:
-            raise StaleClassifier("the classifier was deleted by another process")
-        if row[1] != round_no:
-            raise StaleClassifier(
-                f"classifier {row[0]!r} is at round {row[1]}, not {round_no}: another process changed it; reopen it")
-
-    def current_labels(self, classifier_id: int) -> dict[int, float]:
-        """Each image's most recent label for this classifier."""
-        rows = self.conn.execute(
-            "SELECT image_id, score FROM labels l WHERE classifier_id = ? AND round = "
-            "(SELECT max(round) FROM labels WHERE classifier_id = l.classifier_id AND image_id = l.image_id)",
-            (classifier_id,),
-        )
-        return dict(rows.fetchall())
-
-    def label_history(self, classifier_id: int) -> list[tuple[int, int, float]]:
-        rows = self.conn.execute(
-            "SELECT round, image_id, score FROM labels WHERE classifier_id = ? ORDER BY round, image_id", (classifier_id,)
-        )
-        return rows.fetchall()
-
     # -- sizes --------------------------------------------------------------------------
     def file_sizes(self) -> dict[str, int]:
         out = {}
@@ -613,8 +278,3 @@ class Store:
             if p.exists():
                 out[p.name] = p.stat().st_size
         return out
-
-
-def _chunks(items: list, size: int) -> Iterator[list]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]

@@ -1,0 +1,145 @@
+"""The collection database's connection settings and schema, as named migrations.
+
+Kept apart from store.py so what the tables are (and how an older collection is
+upgraded in place) reads in one place, apart from the queries that use them. The
+migrations take a sqlite_utils Database, which the Store builds only when a step is
+pending: an up-to-date collection never imports sqlite_utils (it imports pandas).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import time
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    import sqlite_utils
+
+# How long a statement waits for another connection's write lock before failing. Writers
+# also hold the collection's file lock (locking.py), so this only covers readers racing a
+# commit and processes that bypass the lock.
+BUSY_TIMEOUT_S = 60.0
+
+
+def configure(conn: sqlite3.Connection) -> None:
+    """The settings every connection to a collection runs with."""
+    conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+    _set_wal(conn)  # readers (TUI, CLI) never block a writer
+    conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL is durable across process kills
+    conn.execute("PRAGMA foreign_keys=ON")
+
+
+def _set_wal(conn: sqlite3.Connection) -> None:
+    # Switching to WAL needs an exclusive lock and SQLite does not run the busy
+    # handler for it: two processes creating one collection at once would see
+    # "database is locked" at once. Retry for as long as the busy timeout.
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+# Named migrations, applied in order and recorded in _migrations. Never edit one that
+# has shipped: add a new step instead, so existing collections upgrade in place.
+def m001_initial(db: sqlite_utils.Database) -> None:
+    db["meta"].create({"key": str, "value": str}, pk="key")
+    db["images"].create(
+        {
+            "id": int, "path": str, "hash": str, "size": int, "mtime": float,
+            "width": int, "height": int, "label": str, "split": str,
+            "deleted": int, "added_at": str,
+        },
+        pk="id",
+        not_null={"path", "hash", "size", "mtime", "deleted"},
+        defaults={"deleted": 0},
+    )
+    # One live row per path; tombstoned rows keep their id (it is the FAISS position).
+    db.execute("CREATE UNIQUE INDEX images_live_path ON images(path) WHERE deleted = 0")
+    db.execute("CREATE INDEX images_hash ON images(hash) WHERE deleted = 0")
+    db["vectors"].create({"id": int, "vector": bytes}, pk="id", foreign_keys=[("id", "images")])
+    db["skipped"].create({"path": str, "reason": str, "size": int, "mtime": float, "at": str}, pk="path")
+
+
+def m002_classifiers(db: sqlite_utils.Database) -> None:
+    db["classifiers"].create(
+        {
+            "id": int, "name": str, "created_at": str, "source": str, "prompt": str,
+            "prior": bytes, "round": int, "settings": str,
+        },
+        pk="id",
+        not_null={"name", "round"},
+        defaults={"round": 0},
+    )
+    db.execute("CREATE UNIQUE INDEX classifiers_name ON classifiers(name)")
+    # Round 0 holds the starting weights; round r > 0 the weights fitted after batch r.
+    db["rounds"].create(
+        {
+            "classifier_id": int, "round": int, "weights": bytes, "bias": float,
+            "strategy": str, "n_labels": int, "created_at": str,
+        },
+        pk=("classifier_id", "round"),
+        foreign_keys=[("classifier_id", "classifiers")],
+    )
+    # Every label ever given, stamped with its round: undo deletes one round's rows and
+    # the earlier labels of a relabelled image come back untouched.
+    db["labels"].create(
+        {"classifier_id": int, "round": int, "image_id": int, "score": float, "at": str},
+        pk=("classifier_id", "round", "image_id"),
+        foreign_keys=[("classifier_id", "classifiers"), ("image_id", "images")],
+    )
+    db["seen"].create(
+        {"classifier_id": int, "image_id": int, "round": int},
+        pk=("classifier_id", "image_id"),
+        foreign_keys=[("classifier_id", "classifiers"), ("image_id", "images")],
+    )
+
+
+def m003_vector_digests(db: sqlite_utils.Database) -> None:
+    # A running digest of every vector, one entry per committed batch (end_row = rows so
+    # far). The FAISS file records the (rows, digest) it mirrors; a file whose pair is not
+    # in this table mirrors some other state and is rebuilt (see index_mirror.py).
+    db["vector_digests"].create({"end_row": int, "digest": str}, pk="end_row")
+    h, n = hashlib.sha256(b""), 0
+    for (blob,) in db.conn.execute("SELECT vector FROM vectors ORDER BY id"):
+        h.update(blob)
+        n += 1
+    if n:  # the rows so far count as one batch
+        db.conn.execute("INSERT INTO vector_digests(end_row, digest) VALUES (?, ?)", (n, h.hexdigest()[:32]))
+
+
+def m004_classifier_versions(db: sqlite_utils.Database) -> None:
+    # Bumped by every write to a classifier's rounds, labels, seen flags or settings, so a
+    # Trainer in another process notices that its in-memory state is stale.
+    # ``incarnation`` tells a classifier from a later one of the same name (SQLite reuses
+    # the id of a deleted row).
+    db.conn.execute("ALTER TABLE classifiers ADD COLUMN version INTEGER NOT NULL DEFAULT 0")
+    db.conn.execute("ALTER TABLE classifiers ADD COLUMN incarnation TEXT")
+    db.conn.execute("UPDATE classifiers SET incarnation = lower(hex(randomblob(8)))")
+
+
+def m005_ingested_shards(db: sqlite_utils.Database) -> None:
+    # Embedding shards `localq ingest` has taken in (localq.ingest): a re-run skips them.
+    db["ingested_shards"].create(
+        {"source": str, "shard": str, "rows": int, "added": int, "npy_bytes": int, "at": str},
+        pk=("source", "shard"),
+    )
+
+
+MIGRATIONS: list[Callable[["sqlite_utils.Database"], None]] = [
+    m001_initial, m002_classifiers, m003_vector_digests, m004_classifier_versions, m005_ingested_shards,
+]
+
+
+def pending_migrations(conn: sqlite3.Connection) -> list:
+    """The steps this database has not recorded yet, in order."""
+    # Plain SQL, not sqlite_utils: an up-to-date collection never imports it.
+    if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_migrations'").fetchone():
+        return list(MIGRATIONS)
+    done = {r[0] for r in conn.execute("SELECT name FROM _migrations")}
+    return [step for step in MIGRATIONS if step.__name__ not in done]
