@@ -21,7 +21,7 @@ from conftest import ColorEncoder, synthetic_collection  # noqa: E402
 from localq import classifier_file  # noqa: E402
 from localq.collection import Collection  # noqa: E402
 from localq.trainer import Settings, Trainer  # noqa: E402
-from localq.tui import core as ops  # noqa: E402
+from localq.tui import drafts  # noqa: E402
 from localq.tui.app import TrainApp  # noqa: E402
 from localq.tui.screens import PredictionsScreen, PreviewScreen, grid_layout  # noqa: E402
 from localq.tui.thumbnails import COLORS_256, LRU, ThumbnailCache, box_for, render_halfblock, render_missing  # noqa: E402
@@ -273,7 +273,7 @@ async def test_quitting_persists_the_scores_on_screen(synthetic_root):
     trainer = reopen(synthetic_root, "t")
     assert trainer.labels() == {ids[0]: 1.0, ids[1]: -0.5}
     assert set(trainer.store.seen_ids(trainer.row.id).tolist()) == set(ids[:3])
-    assert not ops.draft_path(synthetic_root, "t").exists()
+    assert not drafts.draft_path(synthetic_root, "t").exists()
 
 
 @pytest.mark.asyncio
@@ -286,7 +286,7 @@ async def test_a_dropped_session_comes_back_with_its_draft(synthetic_root):
         await pilot.pause(0.6)  # the draft is written shortly after the last key
     # The app was torn down without quitting (a lost SSH connection): nothing was submitted ...
     assert reopen(synthetic_root, "t").labels() == {}
-    assert ops.draft_path(synthetic_root, "t").exists()
+    assert drafts.draft_path(synthetic_root, "t").exists()
     app = make_app(synthetic_root, "t")
     async with app.run_test(size=(100, 40)) as pilot:
         await settle(pilot)

@@ -18,102 +18,23 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from textual.app import App, ComposeResult
+from textual.app import App
 from textual.binding import Binding
-from textual.widgets import Footer
 from textual.worker import Worker
 
 from localq.errors import LocalqError
-from localq.tui import cold_start
-from localq.tui import core as ops
-from localq.tui.core import Batch, Core, Draft, Status
-from localq.tui.screens import ConfirmScreen, GridScreen, HelpScreen, PredictionsScreen, PreviewScreen, SaveScreen
+from localq.tui import bridge, cold_start, drafts
+from localq.tui.batch_screen import BatchScreen
+from localq.tui.bridge import Batch, Status, TrainerThread
+from localq.tui.screens import ConfirmScreen, PredictionsScreen, SaveScreen
 from localq.tui.terminal import HALFBLOCK, TerminalGraphics
 from localq.tui.thumbnails import ThumbnailCache, detect_colors
-from localq.tui.widgets import Card, StatusLine
 
-DRAFT_DELAY_S = 0.3  # coalesce a burst of key presses into one small file write
 TORCH_WARMUP_DELAY_S = 2.0  # after the first batch is shown; a person takes longer to score it
 
 
-class BatchScreen(cold_start.ColdStartActions, GridScreen):
-    BINDINGS = [
-        # Short names: the whole footer fits in 80 columns.
-        # Priority, like the card keys: "3 f" typed fast fits with the 3 in it, in key order.
-        Binding("f,enter", "fit", "fit", key_display="f", priority=True),
-        Binding("u", "undo", "undo", priority=True),
-        Binding("p,space", "preview", "view", key_display="p", priority=True),
-        Binding("s", "strategy", "strategy", priority=True),
-        Binding("r", "reset_seen", "reset", priority=True),
-        Binding("w", "save", "save", priority=True),
-        Binding("v", "predictions", "preds", priority=True),
-        *cold_start.BINDINGS,  # t prompt, m like, a example
-        Binding("q", "quit", "quit", priority=True),
-        Binding("question_mark", "help", "keys", key_display="?", show=False, priority=True),  # named in the status line
-    ]
-
-    def compose(self) -> ComposeResult:
-        yield StatusLine(id="status")
-        yield from self.compose_grid()
-        yield Footer(compact=True)
-
-    @property
-    def status_line(self) -> StatusLine:
-        return self.query_one("#status", StatusLine)
-
-    def on_mount(self) -> None:
-        self.app.start()
-
-    def action_fit(self) -> None:
-        self.app.fit()
-
-    def action_undo(self) -> None:
-        self.app.undo()
-
-    def action_preview(self) -> None:
-        i = self.focused_index()
-        if i is not None:
-            self.app.push_screen(PreviewScreen(self.cards(), i), lambda index: self._focus_at(index or 0))
-
-    def action_strategy(self) -> None:
-        self.app.switch_strategy()
-
-    def action_reset_seen(self) -> None:
-        self.app.reset_seen()
-
-    def action_save(self) -> None:
-        self.app.save_classifier()
-
-    def action_predictions(self) -> None:
-        self.app.show_predictions()
-
-    def action_quit(self) -> None:
-        self.app.quit_and_save()
-
-    def action_help(self) -> None:
-        self.app.push_screen(HelpScreen(KEYS_HELP))
-
-    def on_card_changed(self, message: Card.Changed) -> None:
-        self.app.entries_changed()
-
-
-KEYS_HELP = """\
-←/→ h/l      score −/+ 0.25            click bar    set the score there
-1 2 3 - 0 +  set −1 / 0 / +1           backspace    unset
-tab/j        next card                 shift+tab/k  previous card
-↑/↓          a row up / down           x            skip (no label)
-f / enter    fit + next batch          u            undo the last round
-p / space    preview (j/k, esc)        s            next strategy
-r            reset seen flags          w            save the classifier
-v            predictions               q            quit, saving scores
-""" + cold_start.KEYS_HELP + """
-
-Cards start unset; unset cards get no label and may come back later;
-skipped ones get no label and are not shown again."""
-
-
 class TrainApp(App):
-    """Drive one classifier's loop. ``open_trainer`` runs on the core thread (see core.py)."""
+    """Drive one classifier's loop. ``open_trainer`` runs on the core thread (see bridge.py)."""
 
     TITLE = "localq"
     ENABLE_COMMAND_PALETTE = False
@@ -126,7 +47,7 @@ class TrainApp(App):
         ``thumbnails`` kitty|sixel is taken as said, and auto means half-blocks: nothing is probed."""
         super().__init__()
         self.background = background  # a localq.background.BackgroundIndexer still filling the collection
-        self.core = Core(open_trainer, root)
+        self.core = TrainerThread(open_trainer, root)
         self.root = Path(root)
         self.k = k
         self.strategy_override = strategy
@@ -145,7 +66,6 @@ class TrainApp(App):
         self.batch_round: int | None = None  # the round the cards on screen were fetched for
         self.job: Worker | None = None
         self.quitting = False
-        self._draft_timer = None
 
     # -- plumbing ----------------------------------------------------------------------------
     @property
@@ -187,7 +107,14 @@ class TrainApp(App):
         return self.job is not None and self.job.is_running
 
     def run_job(self, label: str, work, *, freeze: bool = False) -> Worker | None:
-        """Run ``work`` (a coroutine awaiting the core) as the one job in flight, showing ``label``."""
+        """Run ``work`` (a coroutine awaiting the core) as the one job in flight, showing ``label``.
+
+        Not Textual's ``@work(exclusive=True)``: exclusive *cancels* the job in flight, and
+        a cancelled fit still finishes on the core thread while the screen never learns of
+        it (stale batch, round and draft); here a second key while busy is refused instead,
+        with the busy label, the frozen cards and the error notices around every job. Nor
+        ``thread=True``: the job updates widgets, which only the UI thread may do, and the
+        Trainer calls already run on the core thread (bridge.py)."""
         if self.busy or self.quitting:
             work.close()
             self.notify("still working on the last step: try again in a moment", severity="warning", timeout=2)
@@ -213,74 +140,16 @@ class TrainApp(App):
             screen.status_line.busy = None
 
     async def refresh_status(self) -> None:
-        self.status = await self.core.call(ops.status)
+        self.status = await self.core.call(bridge.status)
         self.batch_screen.status_line.status = self.status
 
-    # -- the batch on screen -----------------------------------------------------------------
-    def entries(self) -> tuple[dict[int, float], list[int]]:
-        """(scores to submit, ids to mark seen) from the cards."""
-        scores, seen = {}, []
-        for card in self.batch_screen.cards():
-            if card.score is not None:
-                scores[card.hit.id] = card.score
-                seen.append(card.hit.id)
-            elif card.skipped:
-                seen.append(card.hit.id)
-        return scores, seen
-
+    # -- the batch on screen: the screen's, reached through here --------------------------------
     async def show_batch(self, batch: Batch) -> None:
-        screen = self.batch_screen
-        # Reuse the cards on screen: mounting ten new ones (forty widgets) stalled the UI
-        # for ~0.5 s after each fit on a busy two-core machine.
-        cards = screen.cards()
-        for card, hit in zip(cards, batch.hits):
-            card.load(hit, batch.scores.get(hit.id), hit.id in batch.skipped)
-        if len(cards) > len(batch.hits):
-            await screen.grid.remove_children(cards[len(batch.hits):])
-            cards = cards[:len(batch.hits)]
-        elif len(cards) < len(batch.hits):
-            extra = [
-                Card(hit, self.cache, self.color_mode, thumb_height=screen.thumb_rows,
-                     score=batch.scores.get(hit.id), skipped=hit.id in batch.skipped)
-                for hit in batch.hits[len(cards):]
-            ]
-            await screen.grid.mount_all(extra)
-            cards += extra
-        screen.relayout()
-        screen.query_one("#scroll").scroll_home(animate=False)
-        if cards:
-            screen.show_empty(None)
-            screen.set_focus(cards[0])
-        else:
-            screen.show_empty(
-                "No unseen images left for this classifier.\n\n"
-                "r: reset seen flags (labels stay) and see them again    v: predictions    w: save    q: quit"
-            )
-        if batch.note:
-            self.notify(batch.note, timeout=4)
-
-    def entries_changed(self) -> None:
-        if self._draft_timer is not None:
-            self._draft_timer.stop()
-        self._draft_timer = self.set_timer(DRAFT_DELAY_S, self.write_draft)
+        # A method of the app on purpose: scripts/bench_startup.py wraps it to time the first batch.
+        await self.batch_screen.show_batch(batch)
 
     def draft_file(self) -> Path | None:
-        return ops.draft_path(self.root, self.status.name) if self.status else None
-
-    def write_draft(self) -> None:
-        path = self.draft_file()
-        if path is None or self.batch_round is None or not any(isinstance(s, BatchScreen) for s in self.screen_stack):
-            return  # not started yet, or already torn down
-        scores, _ = self.entries()
-        cards = self.batch_screen.cards()
-        skipped = {c.hit.id for c in cards if c.skipped}
-        try:
-            if scores or skipped:
-                ops.write_draft(path, Draft(self.batch_round, [c.hit.id for c in cards], scores, skipped))
-            else:
-                ops.drop_draft(path)
-        except OSError as exc:  # a read-only collection: labels still persist at fit and quit
-            self.notify(f"could not write the draft file: {exc}", severity="warning")
+        return drafts.draft_path(self.root, self.status.name) if self.status else None
 
     # -- actions ----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -303,11 +172,11 @@ class TrainApp(App):
 
     async def _start(self) -> None:
         if self.strategy_override:
-            await self.core.call(ops.set_strategy, self.strategy_override)
+            await self.core.call(bridge.set_strategy, self.strategy_override)
         await self.refresh_status()
-        draft = ops.read_draft(self.draft_file())
+        draft = drafts.read_draft(self.draft_file())
         self.batch_screen.status_line.busy = "searching"
-        batch = await self.core.call(ops.first_batch, self.k, None, draft)
+        batch = await self.core.call(bridge.first_batch, self.k, None, draft)
         self.batch_round = self.status.round
         await self.show_batch(batch)
         # The first fit imports torch (seconds on a busy machine): do it while the user looks
@@ -315,22 +184,22 @@ class TrainApp(App):
         self.set_timer(TORCH_WARMUP_DELAY_S, lambda: threading.Thread(target=_import_torch, daemon=True).start())
 
     def fit(self) -> None:
-        scores, seen = self.entries()
+        scores, seen = self.batch_screen.entries()
         if not scores:
             self.notify("score at least one image first (←/→, 1/2/3), or x to skip one", severity="warning", timeout=3)
             return
         self.run_job(f"fitting on {len(scores)} new labels", self._fit(scores, seen), freeze=True)
 
     async def _fit(self, scores: dict[int, float], seen: list[int]) -> None:
-        batch = await self.core.call(ops.fit, scores, seen, self.k, None)
-        ops.drop_draft(self.draft_file())
+        batch = await self.core.call(bridge.fit, scores, seen, self.k, None)
+        drafts.drop_draft(self.draft_file())
         await self.refresh_status()
         self.batch_round = self.status.round
         await self.show_batch(batch)
         cold_start.after_fit(self, scores)
 
     def undo(self) -> None:
-        scores, _ = self.entries()
+        scores, _ = self.batch_screen.entries()
         if scores and not self.busy:
             self.push_screen(
                 ConfirmScreen(f"Drop the {len(scores)} scores set on this batch and undo the last round?"),
@@ -340,11 +209,11 @@ class TrainApp(App):
             self.run_job("undoing", self._undo())
 
     async def _undo(self) -> None:
-        batch = await self.core.call(ops.undo)
+        batch = await self.core.call(bridge.undo)
         await self.refresh_status()
         self.batch_round = self.status.round
         await self.show_batch(batch)
-        self.write_draft()
+        self.batch_screen.write_draft()
 
     def switch_strategy(self) -> None:
         from localq.sampling import STRATEGIES
@@ -353,14 +222,14 @@ class TrainApp(App):
             return
         current = self.status.strategy
         new = STRATEGIES[(STRATEGIES.index(current) + 1) % len(STRATEGIES)] if current in STRATEGIES else STRATEGIES[0]
-        scores, seen = self.entries()
+        scores, seen = self.batch_screen.entries()
         self.run_job(f"strategy {new}", self._switch_strategy(new, refetch=not (scores or seen)))
 
     async def _switch_strategy(self, strategy: str, refetch: bool) -> None:
-        await self.core.call(ops.set_strategy, strategy)
+        await self.core.call(bridge.set_strategy, strategy)
         await self.refresh_status()
         if refetch:
-            await self.show_batch(await self.core.call(ops.next_batch, self.k, None))
+            await self.show_batch(await self.core.call(bridge.next_batch, self.k, None))
             self.notify(f"strategy: {strategy}", timeout=2)
         else:
             self.notify(f"strategy: {strategy} (from the next batch)", timeout=3)
@@ -374,10 +243,10 @@ class TrainApp(App):
         )
 
     async def _reset_seen(self) -> None:
-        n = await self.core.call(ops.reset_seen)
-        scores, seen = self.entries()
+        n = await self.core.call(bridge.reset_seen)
+        scores, seen = self.batch_screen.entries()
         if not (scores or seen):
-            await self.show_batch(await self.core.call(ops.next_batch, self.k, None))
+            await self.show_batch(await self.core.call(bridge.next_batch, self.k, None))
         self.notify(f"{n} images can be retrieved again", timeout=3)
 
     def default_save_path(self) -> Path:
@@ -388,7 +257,7 @@ class TrainApp(App):
         self.push_screen(SaveScreen(self.default_save_path()), lambda path: path and self.run_job("saving", self._save(path)))
 
     async def _save(self, path: str) -> None:
-        saved = await self.core.call(ops.save, path)
+        saved = await self.core.call(bridge.save, path)
         self.notify(f"saved {saved}", timeout=6)
 
     def show_predictions(self) -> None:
@@ -396,7 +265,7 @@ class TrainApp(App):
             return
 
         async def load(limit: int):
-            return await self.core.call(ops.predictions, limit)
+            return await self.core.call(bridge.predictions, limit)
 
         self.push_screen(PredictionsScreen(load, self.cache, self.color_mode, self.status))
 
@@ -416,19 +285,19 @@ class TrainApp(App):
                 await self.job.wait()  # a running fit holds the batch on screen: let it land
             except Exception:  # its error was shown already; quitting goes on
                 pass
-        scores, _ = self.entries()
+        scores, _ = self.batch_screen.entries()
         message = None
         if scores and self.batch_round is not None:
-            _, seen = self.entries()
+            _, seen = self.batch_screen.entries()
             self.batch_screen.status_line.busy = f"saving {len(scores)} labels"
             try:
-                await self.core.call(ops.submit_only, scores, seen)
-                ops.drop_draft(self.draft_file())
+                await self.core.call(bridge.submit_only, scores, seen)
+                drafts.drop_draft(self.draft_file())
             except LocalqError as exc:
-                self.write_draft()
+                self.batch_screen.write_draft()
                 message = f"labels kept as a draft for next time: {exc}"
         else:
-            self.write_draft()  # skips alone are not a round: keep them for next time
+            self.batch_screen.write_draft()  # skips alone are not a round: keep them for next time
         if self.background is not None:
             self.batch_screen.status_line.busy = "stopping the indexer (everything indexed is saved)"
             await asyncio.to_thread(self.background.stop)

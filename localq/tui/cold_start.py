@@ -20,7 +20,8 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 
-from localq.tui.core import Batch
+from localq.tui import drafts
+from localq.tui.bridge import Batch
 
 # Spliced into the batch screen's bindings. One footer entry for the three: at 80 columns
 # the footer has 13 cells left, and three entries would push "q quit" off the screen. The
@@ -58,7 +59,7 @@ def no_positive_notice(scores: dict[int, float]) -> str | None:
             f"The search may be stuck near a wrong query: {COLD_KEYS}.")
 
 
-# -- operations on the core thread (see core.py): the trainer is the first argument ------------------
+# -- operations on the core thread (see bridge.py): the trainer is the first argument ---------------
 
 def prompt_batch(t, scores: dict[int, float], seen: list[int], text: str, k: int | None) -> Batch:
     """Submit the scores on screen as a round of their own, then the prompt's top unseen images."""
@@ -164,27 +165,25 @@ async def _prompt(app, text: str) -> None:
     if not text.strip():
         app.notify("the prompt is empty: nothing searched", severity="warning", timeout=4)
         return
-    scores, seen = app.entries()
+    scores, seen = app.batch_screen.entries()
     await _show(app, await app.core.call(prompt_batch, scores, seen, text, app.k), submitted=bool(scores))
 
 
 async def _like(app, image_id: int, name: str) -> None:
-    scores, seen = app.entries()
+    scores, seen = app.batch_screen.entries()
     await _show(app, await app.core.call(like_batch, scores, seen, image_id, name, app.k), submitted=bool(scores))
 
 
 async def _example(app, item: str) -> None:
-    from localq.tui import core as ops
-
     if not item.strip():
         app.notify("no file given: nothing added", severity="warning", timeout=4)
         return
     round_no, name, image_id = await app.core.call(add_example, item)
     await app.refresh_status()
-    scores, seen = app.entries()
+    scores, seen = app.batch_screen.entries()
     app.batch_round = app.status.round
     if scores or seen:  # keep the user's work on screen: it is still the pending batch
-        app.write_draft()
+        app.batch_screen.write_draft()
         app.notify(f"added {name} as a positive example (round {round_no}); the batch on screen stays", timeout=5)
     else:  # the example says what is wanted: show what looks like it
         batch = await app.core.call(example_batch, image_id, app.k)
@@ -193,10 +192,8 @@ async def _example(app, item: str) -> None:
 
 
 async def _show(app, batch: Batch, *, submitted: bool) -> None:
-    from localq.tui import core as ops
-
     if submitted:
-        ops.drop_draft(app.draft_file())
+        drafts.drop_draft(app.draft_file())
     await app.refresh_status()
     app.batch_round = app.status.round
     await app.show_batch(batch)

@@ -12,7 +12,7 @@ from textual.reactive import reactive
 from textual.strip import Strip
 from textual.widget import Widget
 
-from localq.tui.core import Status
+from localq.tui.bridge import Status
 from localq.tui.thumbnails import TRUECOLOR, ThumbnailCache, box_for, file_name
 
 STEP = 0.25

@@ -1,4 +1,5 @@
-"""The TUI's side of the core API: one thread owns the Trainer; the UI awaits plain results.
+"""The bridge between the UI and the Trainer: one "core" thread owns the Trainer; the UI
+awaits plain results (Status, Batch) of the operations below.
 
 SQLite connections may only be used by the thread that opened them, and fitting or
 searching takes 0.1-1 s, so the app never touches the Trainer itself: every call runs
@@ -10,14 +11,15 @@ behind another sees its result, and quitting can wait for whatever is running.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from localq.collection import Hit
+
+if TYPE_CHECKING:
+    from localq.tui.drafts import Draft
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,9 @@ class Batch:
     note: str | None = None
 
 
-class Core:
+class TrainerThread:
+    """The core thread: the one thread that owns the Trainer; ``call`` runs an operation there."""
+
     def __init__(self, open_trainer: Callable[[], object], root: Path | None = None):
         """``open_trainer`` runs on the core thread and returns a Trainer whose collection it opened there."""
         self._open_trainer = open_trainer
@@ -91,7 +95,7 @@ def status(t) -> Status:
     )
 
 
-def first_batch(t, k: int | None, strategy: str | None, draft: "Draft | None") -> Batch:
+def first_batch(t, k: int | None, strategy: str | None, draft: Draft | None) -> Batch:
     """The draft's batch when it belongs to this round and its images are still unseen, else a new one."""
     if draft is not None and draft.round == t.round and draft.ids:
         hits = t.restore_batch(draft.ids)  # submit() accepts labels for the pending batch only
@@ -140,53 +144,3 @@ def save(t, path: str) -> Path:
 
 def predictions(t, limit: int):
     return t.predict(threshold=0.0, limit=limit)
-
-
-# -- drafts: the batch on screen, written as the user scores, so a dropped SSH session loses nothing --
-
-@dataclass
-class Draft:
-    round: int
-    ids: list[int]
-    scores: dict[int, float]
-    skipped: set[int]
-
-    def to_json(self) -> str:
-        return json.dumps({"round": self.round, "ids": self.ids, "scores": {str(k): v for k, v in self.scores.items()},
-                           "skipped": sorted(self.skipped)})
-
-    @classmethod
-    def from_json(cls, text: str) -> "Draft":
-        data = json.loads(text)
-        return cls(int(data["round"]), [int(i) for i in data["ids"]],
-                   {int(k): float(v) for k, v in data.get("scores", {}).items()}, {int(i) for i in data.get("skipped", [])})
-
-
-def draft_path(root: Path, classifier: str) -> Path:
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in classifier)
-    return Path(root) / "tui-drafts" / f"{safe}.json"
-
-
-def read_draft(path: Path) -> Draft | None:
-    try:
-        return Draft.from_json(path.read_text())
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # no draft, or a half-written one from a crash: start a fresh batch
-
-
-def write_draft(path: Path, draft: Draft) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(draft.to_json())
-    os.replace(tmp, path)  # atomic: a kill mid-write leaves the old draft
-
-
-def drop_draft(path: Path) -> None:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
-    try:
-        path.parent.rmdir()  # only when no other classifier has a draft
-    except OSError:
-        pass
