@@ -33,7 +33,7 @@ class Status:
     ap: float | None = None
     target: str | None = None
     prompt: str | None = None
-    hint: str | None = None  # "no positives yet: ..." while the loop is cold (tui/cold_start.py)
+    hint: str | None = None  # "no positives yet: ..." while the loop is cold (see hint())
 
 
 @dataclass
@@ -82,11 +82,20 @@ class TrainerThread:
             self._executor.shutdown(wait=True)
 
 
+def hint(summary) -> str | None:
+    """The status line's warning while the loop is cold (see ``Trainer.summary``), else None."""
+    if not summary.cold:
+        return None
+    # Short: at 80 columns about 30 cells are left beside the name and counts. The keys are
+    # spelled out by the notice after the fit, the footer's "t/m/a steer" and the help (?).
+    if summary.positives == 0:
+        return "no positives yet: try t, m or a"
+    return f"no positives for {summary.rounds_without_positive} rounds: try t, m or a"
+
+
 # -- operations: each runs on the core thread with the trainer as first argument ---------------
 
 def status(t) -> Status:
-    from localq.tui.cold_start import hint
-
     pos, neg = t.label_counts()
     ev = t.evaluate()
     return Status(

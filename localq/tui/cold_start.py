@@ -40,17 +40,6 @@ a            add an example image (a file path, or an image id) as +1"""
 COLD_KEYS = "t: another prompt · m: more like this card · a: add an example image"
 
 
-def hint(summary) -> str | None:
-    """The status line's warning while the loop is cold (see ``Trainer.summary``), else None."""
-    if not summary.cold:
-        return None
-    # Short: at 80 columns about 30 cells are left beside the name and counts. The keys are
-    # spelled out by the notice after the fit, the footer's "t/m/a steer" and the help (?).
-    if summary.positives == 0:
-        return "no positives yet: try t, m or a"
-    return f"no positives for {summary.rounds_without_positive} rounds: try t, m or a"
-
-
 def no_positive_notice(scores: dict[int, float]) -> str | None:
     """What to say after a fit whose batch held no positive label."""
     if not scores or any(s > 0 for s in scores.values()):

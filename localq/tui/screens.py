@@ -13,7 +13,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Input, Static
 
 from localq.display import printable
-from localq.tui.widgets import Card, ScoreControl, StatusLine, Thumbnail, format_score, snap
+from localq.tui.widgets import SCORE_BINDINGS, Card, ScoreControl, StatusLine, Thumbnail, format_score, snap
 
 MIN_CARD_WIDTH = 24  # cells, border included: 3 columns at 80x24
 MIN_THUMB_ROWS = 6  # below this, scrolling beats shrinking the images further
@@ -141,13 +141,7 @@ class PreviewScreen(Screen):
         Binding("escape,p,space,enter,q", "close", "back", key_display="esc/p", priority=True),
         Binding("tab,j,down", "step(1)", "next", key_display="j", priority=True),
         Binding("shift+tab,k,up", "step(-1)", "previous", key_display="k", priority=True),
-        Binding("left,h", "nudge(-0.25)", "−", key_display="←/h", show=False, priority=True),
-        Binding("right,l", "nudge(0.25)", "+", key_display="→/l", show=False, priority=True),
-        Binding("1,minus", "set_score(-1)", "−1", show=False, priority=True),
-        Binding("2,0", "set_score(0)", "0", show=False, priority=True),
-        Binding("3,plus,equals_sign", "set_score(1)", "+1", show=False, priority=True),
-        Binding("x", "skip", "skip", priority=True),
-    ]
+    ] + SCORE_BINDINGS
 
     def __init__(self, cards: list[Card], index: int):
         super().__init__()

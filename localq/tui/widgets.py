@@ -191,6 +191,17 @@ class Caption(Widget):
         return Text.assemble(name.ljust(room), " ", (right, "bold"))
 
 
+# The scoring keys, the same on a card and in the full-size preview (PreviewScreen).
+SCORE_BINDINGS = [
+    Binding("left,h", "nudge(-0.25)", "−", key_display="←/h", show=False, priority=True),
+    Binding("right,l", "nudge(0.25)", "+", key_display="→/l", show=False, priority=True),
+    Binding("1,minus", "set_score(-1)", "−1", show=False, priority=True),
+    Binding("2,0", "set_score(0)", "0", show=False, priority=True),
+    Binding("3,plus,equals_sign", "set_score(1)", "+1", show=False, priority=True),
+    Binding("x", "skip", "skip", priority=True),
+]
+
+
 class Card(Widget, can_focus=True):
     """One image of the batch: thumbnail, caption and score control. Focused = highlighted.
 
@@ -214,15 +225,7 @@ class Card(Widget, can_focus=True):
     Card.-skipped Caption { text-style: strike; }
     """
 
-    BINDINGS = [
-        Binding("left,h", "nudge(-0.25)", "−", key_display="←/h", show=False, priority=True),
-        Binding("right,l", "nudge(0.25)", "+", key_display="→/l", show=False, priority=True),
-        Binding("1,minus", "set_score(-1)", "−1", show=False, priority=True),
-        Binding("2,0", "set_score(0)", "0", show=False, priority=True),
-        Binding("3,plus,equals_sign", "set_score(1)", "+1", show=False, priority=True),
-        Binding("backspace,delete", "clear", "unset", show=False, priority=True),
-        Binding("x", "skip", "skip", priority=True),
-    ]
+    BINDINGS = SCORE_BINDINGS + [Binding("backspace,delete", "clear", "unset", show=False, priority=True)]
 
     score: reactive[float | None] = reactive(None)
     skipped: reactive[bool] = reactive(False)
