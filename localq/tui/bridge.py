@@ -96,11 +96,11 @@ def hint(summary) -> str | None:
 # -- operations: each runs on the core thread with the trainer as first argument ---------------
 
 def status(t) -> Status:
-    pos, neg = t.label_counts()
-    ev = t.evaluate()
+    """The status line's content: the classifier's state (what `localq classifiers` lists) and the cold hint."""
+    st = t.state()
     return Status(
-        name=t.name, round=t.round, positives=pos, negatives=neg, strategy=t.settings.strategy, k=t.settings.k,
-        ap=ev.ap if ev else None, target=ev.target if ev else None, prompt=t.row.prompt, hint=hint(t.summary()),
+        name=st.name, round=st.round, positives=st.labels_positive, negatives=st.labels_negative,
+        strategy=st.strategy, k=t.settings.k, ap=st.ap, target=st.target, prompt=st.prompt, hint=hint(t.summary()),
     )
 
 
