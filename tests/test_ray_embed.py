@@ -4,6 +4,12 @@ vectors and metadata as the in-process path, and `index --ray` end to end.
 Ray is a test dependency (`pip install -e '.[test,ray]'`, what .ci/run installs): these
 tests fail, never skip, where it is missing."""
 
+import os
+import signal
+import sys
+import threading
+import time
+
 import numpy as np
 import pytest
 
@@ -12,6 +18,7 @@ from conftest import ColorEncoder, write_image
 from localq import shards
 from localq.collection import Collection
 from localq.embed import embed_to_shards
+from localq.errors import EmbedFailed
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +112,83 @@ def test_ray_with_the_real_default_encoder(ray_cluster, many_photos, tmp_path):
     b, _ = shard_contents(tmp_path / "ray")
     assert a.shape == (6, 1280) and np.abs(a - b).max() <= 1e-4
 
+
+
+class SlowColorEncoder(ColorEncoder):
+    """ColorEncoder (same vectors) that notes its process id in ``pid_dir`` when built and
+    takes a while per batch, so a test can find and kill the actor mid-job."""
+
+    def __init__(self, pid_dir):
+        (pid_dir / f"{os.getpid()}.pid").touch()
+
+    def encode_batch(self, batch):
+        time.sleep(0.4)
+        return super().encode_batch(batch)
+
+
+def test_a_killed_ray_worker_leaves_a_finished_or_resumable_job(ray_cluster, many_photos, tmp_path):
+    """Issue 12: SIGKILL an encoder actor mid-job. Either Ray restarts it and retries
+    its batch (every shard right), or the job stops with a one-line error and the same
+    call again completes the shard set."""
+    import functools
+
+    ray_cluster.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # SlowColorEncoder
+    pid_dir = tmp_path / "pids"
+    pid_dir.mkdir()
+    embed_to_shards(many_photos, tmp_path / "local", encoder_factory=ColorEncoder, shard_size=4,
+                    dtype="float32", batch_size=2)
+    out = tmp_path / "ray"
+    job = dict(encoder_factory=functools.partial(SlowColorEncoder, pid_dir), shard_size=4, dtype="float32",
+               batch_size=2, ray_address="auto", workers=2)
+    outcome = {}
+
+    def run():
+        try:
+            outcome["report"] = embed_to_shards(many_photos, out, **job)
+        except EmbedFailed as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    # Kill only once a shard is on disk: the actors are up and the job is half-way.
+    deadline = time.monotonic() + 120
+    while not (shards.read_manifest(out) or {}).get("shards") and thread.is_alive():
+        assert time.monotonic() < deadline, "no shard written within 120 s"
+        time.sleep(0.05)
+    actors = [int(p.stem) for p in pid_dir.glob("*.pid") if int(p.stem) != os.getpid()]
+    assert actors and thread.is_alive(), "the job ended before a worker could be killed"
+    os.kill(actors[0], signal.SIGKILL)
+    thread.join(300)
+    assert not thread.is_alive(), "the job hung after its worker was killed"
+    if "error" in outcome:
+        message = str(outcome["error"])
+        assert "\n" not in message and "run the same command again" in message
+        assert len(shards.read_manifest(out)["shards"]) < 11
+        again = embed_to_shards(many_photos, out, **job)
+        assert again.shards_existing + again.shards_written == 11
+    else:
+        assert outcome["report"].shards_written == 11
+    a, meta_a = shard_contents(tmp_path / "local")
+    b, meta_b = shard_contents(out)
+    assert a.shape == b.shape == (41, 15) and np.abs(a - b).max() <= 1e-4
+    assert meta_a == meta_b
+
+
+class CrashingColorEncoder(ColorEncoder):
+    """Kills its own process on every batch, as a decoder crash or the OOM killer would."""
+
+    def encode_batch(self, batch):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_worker_that_dies_on_every_try_ends_the_job_with_one_line(ray_cluster, many_photos, tmp_path):
+    # Ray restarts the actor and retries the batch a few times, then gives up: one line
+    # that says what to do, not a job that reloads the encoder forever.
+    ray_cluster.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # CrashingColorEncoder
+    started = time.monotonic()
+    with pytest.raises(EmbedFailed) as failed:
+        embed_to_shards(many_photos, tmp_path / "ray", encoder_factory=CrashingColorEncoder, shard_size=16,
+                        batch_size=8, ray_address="auto", workers=2)
+    message = str(failed.value)
+    assert "\n" not in message and "ActorDiedError" in message and "run the same command again" in message
+    assert time.monotonic() - started < 240
