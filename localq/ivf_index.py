@@ -18,7 +18,10 @@ on a sample of about 50 rows per list: training on every row took 207 s at 1M.
 Why re-rank. SQ8 scores are off by a little, enough to swap neighbours near the k-th
 place (recall 0.98 at 1M without re-ranking, FAISS-NOTES). The index over-fetches
 ``rerank * k`` candidates and scores them again with the float rows, which may be an
-``np.memmap`` of the collection's vectors: only the candidates' rows are read.
+``np.memmap`` of the collection's vectors: only the candidates' rows are read. (Each
+read maps the page cache around the row into the process, whole folios on recent
+kernels: VmRSS counts those pages as file-backed, but they are shared and reclaimable;
+the index's own memory is the anonymous part.)
 
 The fallback chain. An IVF search under a selector returns -1 rows when the probed
 lists hold fewer allowed rows than asked for (pitfall 6): with a "near" seen set,
