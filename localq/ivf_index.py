@@ -1,0 +1,315 @@
+"""Approximate filtered top-k for large collections: FAISS IVF + SQ8, re-ranked exactly.
+
+Same contract as ``VectorIndex.search``: ``search(query, k, allowed)`` returns
+``(ids int64, scores float32)``, best first, exactly ``min(k, allowed.sum())`` of them,
+never a disallowed id, and the scores are exact inner products with the float rows.
+
+Why IVF + SQ8. Past a few million rows one exact pass costs more than a labeling loop
+can wait for (about 80 ms per million 512-d rows on the 2-core machine, so ~0.8 s at
+10M), and the float rows alone outgrow memory (20 GB at 10M x 512). An inverted file
+reads only the ``nprobe`` lists nearest the query, and 8-bit scalar quantization keeps
+one byte per dimension: 10M x 512 is about 5.2 GB of codes and ids, where IVF-Flat would
+hold the 20 GB again. HNSW is not an option: under a selector it lost the "near" results
+entirely (FAISS-NOTES pitfall 5). IVF honours ``IDSelectorBitmap`` (packed with
+``bitorder="little"``, pitfall 1), which costs one bit per row to build per call (about
+1-5 ms at 10M rows). ``nlist`` is ~4*sqrt(n), as autofaiss picks it, and k-means trains
+on a sample of about 50 rows per list: training on every row took 207 s at 1M.
+
+Why re-rank. SQ8 scores are off by a little, enough to swap neighbours near the k-th
+place (recall 0.98 at 1M without re-ranking, FAISS-NOTES). The index over-fetches
+``rerank * k`` candidates and scores them again with the float rows, which may be an
+``np.memmap`` of the collection's vectors: only the candidates' rows are read. (Each
+read maps the page cache around the row into the process, whole folios on recent
+kernels: VmRSS counts those pages as file-backed, but they are shared and reclaimable;
+the index's own memory is the anonymous part.)
+
+The fallback chain. An IVF search under a selector returns -1 rows when the probed
+lists hold fewer allowed rows than asked for (pitfall 6): with a "near" seen set,
+exactly the lists nearest the query are the labeled ones. When fewer than the
+over-fetch come back, ``nprobe`` is widened 4x at a time up to ``nlist`` (every list:
+a full scan of the codes), the over-fetch with it, until a level's re-ranked top-k
+equals the one before it: the best allowed rows then lie on the edge of the seen
+region, spread over many lists at near-equal scores, and stopping at the first level
+that merely fills the over-fetch lost up to all of them in tests. If even ``nlist``
+leaves fewer than ``k`` (only NaN codes could), an exact masked search over the float
+rows answers. It also answers at once when the first probe falls short and at most a
+16th of the rows is allowed: reading those floats costs less than the code scans that
+widening may take. Small allowed sets (under ``exact_below_rows``) skip the IVF
+altogether: gathering a few thousand rows is cheaper than probing any list.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from localq.vector_index import _faiss, _sorted_best_first
+
+# k-means wants >= 39 training rows per centroid (FAISS warns below); 50 keeps the
+# centroids stable while training in a fraction of the time of all rows.
+_TRAIN_ROWS_PER_LIST = 50
+
+_DEFAULT_NPROBE = 32  # recall 0.98 before re-ranking at 1M and 10M (FAISS-NOTES)
+_DEFAULT_RERANK = 4  # candidates fetched per result asked for
+_WIDEN = 4  # nprobe grows by this factor after a search short of candidates
+
+# Below this many allowed rows, one exact gather over them (at 512-d: 8 MB, ~3 ms)
+# beats probing lists that are mostly seen.
+_DEFAULT_EXACT_BELOW_ROWS = 4096
+
+# When the first probe falls short and at most this fraction of the rows is allowed, the
+# allowed rows are read exactly instead of widening: their float bytes (4*d a row) are
+# then at most a quarter of the SQ8 codes (d a row) that widening up to nlist may scan.
+_EXACT_AFTER_SHORT_FRACTION = 1 / 16
+
+_CHUNK_ROWS = 65_536  # rows added or scanned exactly per step: bounded temporary memory
+
+_EMPTY_IDS = np.empty(0, dtype=np.int64)
+_EMPTY_SCORES = np.empty(0, dtype=np.float32)
+
+
+def default_nlist(n: int) -> int:
+    """~4*sqrt(n) lists (autofaiss's rule), no more than k-means can train on ``n`` rows."""
+    return max(1, min(int(round(4 * math.sqrt(n))), n // 39))
+
+
+class IvfIndex:
+    """IVF-SQ8 over the rows of ``matrix`` (row position == id); see the module docstring."""
+
+    def __init__(self, index, matrix: np.ndarray, *, nprobe: int = _DEFAULT_NPROBE,
+                 rerank: int = _DEFAULT_RERANK, exact_below_rows: int = _DEFAULT_EXACT_BELOW_ROWS):
+        if matrix.ndim != 2 or matrix.dtype != np.float32:
+            raise ValueError("matrix must be a 2-d float32 array")
+        if index.ntotal != len(matrix) or index.d != matrix.shape[1]:
+            raise ValueError(
+                f"the IVF index holds {index.ntotal} x {index.d}, the matrix {matrix.shape}"
+            )
+        self._index = index
+        self.matrix = matrix
+        self.nprobe = max(1, min(int(nprobe), self.nlist))
+        self.rerank = max(1, int(rerank))
+        self.exact_below_rows = int(exact_below_rows)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    @classmethod
+    def build(cls, matrix: np.ndarray, *, nlist: int | None = None, seed: int = 0,
+              train_rows_per_list: int = _TRAIN_ROWS_PER_LIST, **search_options) -> "IvfIndex":
+        """Train on a sample of ``matrix``'s rows and add them all, a chunk at a time."""
+        faiss = _faiss()
+        n, dim = matrix.shape
+        if n == 0:
+            raise ValueError("cannot build an IVF index over no rows")
+        nlist = default_nlist(n) if nlist is None else max(1, min(int(nlist), n))
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFScalarQuantizer(
+            quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
+        )
+        n_train = min(n, max(nlist * train_rows_per_list, 1000))
+        # Sorted ids read the memmap front to back instead of seeking at random.
+        sample = np.sort(np.random.default_rng(seed).choice(n, n_train, replace=False))
+        train = np.ascontiguousarray(matrix[sample], dtype=np.float32)
+        _release(matrix, 0, n)
+        index.cp.seed = seed
+        index.train(train)
+        del train
+        _add_rows(index, matrix, 0)
+        return cls(index, matrix, **search_options)
+
+    def extend(self, matrix: np.ndarray) -> None:
+        """The collection grew: add ``matrix``'s rows from ``ntotal`` on to the trained lists.
+
+        ``matrix`` must begin with the rows already indexed. The centroids stay those of
+        the rows they were trained on; rebuild once the count has grown a few times over
+        (``nlist`` then falls well short of ~4*sqrt(n), and lists grow long)."""
+        if matrix.ndim != 2 or matrix.dtype != np.float32 or matrix.shape[1] != self.dim:
+            raise ValueError(f"expected a float32 matrix of shape [n, {self.dim}], got {matrix.shape}")
+        if len(matrix) < self.ntotal:
+            raise ValueError(f"the matrix has {len(matrix)} rows, the index already {self.ntotal}")
+        _add_rows(self._index, matrix, self.ntotal)
+        self.matrix = matrix
+
+    @classmethod
+    def load(cls, path: Path, matrix: np.ndarray, **search_options) -> "IvfIndex":
+        """Read an index written by ``save``; it must cover exactly ``matrix``'s rows."""
+        faiss = _faiss()
+        index = faiss.read_index(str(path))
+        if not isinstance(index, faiss.IndexIVFScalarQuantizer):
+            raise ValueError(f"{path} holds a {type(index).__name__}, not an IVF-SQ index")
+        return cls(index, matrix, **search_options)
+
+    def save(self, path: Path) -> None:
+        """Write atomically beside the collection (a crash leaves the old file or the new)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+        os.close(fd)
+        try:
+            _faiss().write_index(self._index, tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @property
+    def ntotal(self) -> int:
+        return int(self._index.ntotal)
+
+    @property
+    def dim(self) -> int:
+        return int(self._index.d)
+
+    @property
+    def nlist(self) -> int:
+        return int(self._index.nlist)
+
+    # -- search ----------------------------------------------------------------------
+
+    def search(
+        self, query: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k rows by inner product with ``query`` among the ``allowed`` rows.
+
+        Returns ``(ids int64, scores float32)``, best first, exactly
+        ``min(k, allowed.sum())`` of them, never a disallowed id.
+        """
+        q = self._check_query(query)
+        allowed = self._check_mask(allowed)
+        n = self.ntotal
+        n_allowed = n if allowed is None else int(np.count_nonzero(allowed))
+        k = min(int(k), n_allowed)
+        if k <= 0:
+            return _EMPTY_IDS.copy(), _EMPTY_SCORES.copy()
+        if n_allowed <= self.exact_below_rows:
+            return self._exact_search(q, k, allowed)
+        return self._widening_search(q, k, allowed, n_allowed)
+
+    def _exact_search(self, q: np.ndarray, k: int, allowed: np.ndarray | None):
+        """Exact masked top-k over the float rows, a chunk at a time (the last resort)."""
+        n = self.ntotal
+        ids = None if allowed is None else np.flatnonzero(allowed)
+        total = n if ids is None else len(ids)
+        best_ids, best_scores = _EMPTY_IDS, _EMPTY_SCORES
+        for start in range(0, total, _CHUNK_ROWS):
+            stop = min(start + _CHUNK_ROWS, total)
+            chunk_ids = np.arange(start, stop, dtype=np.int64) if ids is None else ids[start:stop]
+            rows = self.matrix[start:stop] if ids is None else self.matrix[chunk_ids]
+            scores = _scores(rows, q)
+            best_ids = np.concatenate([best_ids, chunk_ids])
+            best_scores = np.concatenate([best_scores, scores])
+            if len(best_ids) > k:
+                keep = np.argpartition(best_scores, -k)[-k:]
+                best_ids, best_scores = best_ids[keep], best_scores[keep]
+        return _sorted_best_first(best_ids, best_scores)
+
+    # -- internals -------------------------------------------------------------------
+
+    def _widening_search(self, q: np.ndarray, k: int, allowed: np.ndarray | None, n_allowed: int):
+        """IVF candidates re-ranked exactly; nprobe widens while the probed lists fall short.
+
+        A short answer (fewer allowed candidates than asked for, -1 rows from FAISS) means
+        the lists nearest the query are (nearly) all seen. The best allowed rows then sit
+        on the edge of the seen region, spread over many lists, with scores closer together
+        than SQ8 can tell apart. So each widening also asks for 4x the candidates, and the
+        search stops only when a level supplies them all and its re-ranked top-k equals the
+        previous level's: a wider probe no longer finds anything better. At ``nlist`` every
+        list has been read; fewer than ``k`` rows then (only NaN codes could do it) leave
+        the answer to the exact search."""
+        faiss = _faiss()
+        bits = None if allowed is None else np.packbits(allowed, bitorder="little")
+        # FAISS reads the bitmap by pointer (pitfall 2): ``bits`` stays referenced here
+        # until every search below has returned.
+        selector = None if bits is None else faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bits))
+        nprobe, fetch = self.nprobe, min(n_allowed, self.rerank * k)
+        previous = None
+        while True:
+            params = faiss.SearchParametersIVF(nprobe=nprobe)
+            if selector is not None:
+                params.sel = selector
+            _, found = self._index.search(q[None, :], fetch, params=params)
+            found = found[0][found[0] >= 0]
+            if allowed is not None:
+                found = found[allowed[found]]  # the selector already did; guards the contract
+            if len(found) >= k:
+                ids, scores = self._rerank(q, k, found)
+                if len(found) >= fetch and (
+                    previous is None and nprobe == self.nprobe
+                    or previous is not None and np.array_equal(np.sort(previous), np.sort(ids))
+                ):
+                    return ids, scores
+                previous = ids
+            if nprobe >= self.nlist:
+                return (ids, scores) if len(found) >= k else self._exact_search(q, k, allowed)
+            if nprobe == self.nprobe and n_allowed <= _EXACT_AFTER_SHORT_FRACTION * self.ntotal:
+                return self._exact_search(q, k, allowed)
+            nprobe = min(self.nlist, nprobe * _WIDEN)
+            fetch = min(n_allowed, fetch * _WIDEN)
+
+    def _rerank(self, q: np.ndarray, k: int, candidates: np.ndarray):
+        # Sorted ids read the (memory-mapped) rows in file order.
+        candidates = np.unique(candidates)
+        scores = _scores(self.matrix[candidates], q)
+        top = np.argpartition(scores, -k)[-k:] if len(candidates) > k else np.arange(len(candidates))
+        return _sorted_best_first(candidates[top], scores[top])
+
+    def _check_query(self, query: np.ndarray) -> np.ndarray:
+        q = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
+        if q.shape[0] != self.dim:
+            raise ValueError(f"expected a query of {self.dim} values, got {q.shape[0]}")
+        if not np.isfinite(q).all():
+            raise ValueError("query contains NaN or infinity")
+        return q
+
+    def _check_mask(self, allowed: np.ndarray | None) -> np.ndarray | None:
+        if allowed is None:
+            return None
+        if not isinstance(allowed, np.ndarray) or allowed.dtype != np.bool_:
+            raise TypeError("allowed must be a numpy bool array")
+        if allowed.shape != (self.ntotal,):
+            raise ValueError(
+                f"allowed has shape {allowed.shape}, the index holds {self.ntotal} rows"
+            )
+        return allowed
+
+
+def _scores(rows: np.ndarray, q: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore", invalid="ignore"):
+        scores = np.asarray(rows, dtype=np.float32) @ q
+    # NaN would sort as the best score; a row that overflows ranks last instead.
+    return np.nan_to_num(scores, nan=-np.inf).astype(np.float32, copy=False)
+
+
+def _add_rows(index, matrix: np.ndarray, start: int) -> None:
+    for begin in range(start, len(matrix), _CHUNK_ROWS):
+        stop = min(begin + _CHUNK_ROWS, len(matrix))
+        index.add(np.ascontiguousarray(matrix[begin:stop], dtype=np.float32))
+        _release(matrix, begin, stop)
+
+
+_MADV_DONTNEED = 4  # linux/mman.h
+
+
+def _release(matrix: np.ndarray, start: int, stop: int) -> None:
+    """Drop the process's mapping of a read-only memmap's rows ``[start, stop)``.
+
+    Pages a build has read once would otherwise count as resident memory of the process
+    (10M x 512 floats: 20 GB) until the kernel reclaims them; they stay in the page
+    cache, and the next read maps them again. Only read-only maps: dropping pages of a
+    copy-on-write map would lose its writes."""
+    if not isinstance(matrix, np.memmap) or getattr(matrix, "mode", None) != "r" or stop <= start:
+        return
+    page = os.sysconf("SC_PAGE_SIZE")
+    first = matrix[start:stop]
+    begin = first.ctypes.data
+    end = begin + first.nbytes
+    begin = -(-begin // page) * page  # only whole pages inside the rows' bytes
+    end = (end // page) * page
+    if end > begin:
+        ctypes.CDLL(None, use_errno=True).madvise(
+            ctypes.c_void_p(begin), ctypes.c_size_t(end - begin), ctypes.c_int(_MADV_DONTNEED)
+        )
