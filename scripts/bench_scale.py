@@ -157,6 +157,7 @@ def main() -> None:
     parser.add_argument("--nprobe", type=int, default=32)
     parser.add_argument("--rerank", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, help="also write the raw figures here (docs/bench/scale-*.json)")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="bench_scale_"))
     work.mkdir(parents=True, exist_ok=True)
@@ -228,6 +229,14 @@ def main() -> None:
           "File-backed is page cache of the memmapped rows that re-ranking and exact reads "
           "mapped in (the kernel maps whole folios around each row read): reclaimable and "
           "shared, but counted in VmRSS and ru_maxrss")
+    if args.json:
+        import json
+
+        raw = {"n": args.n, "dim": args.dim, "k": args.k, "queries": args.queries, "nlist": index.nlist,
+               "nprobe": index.nprobe, "rerank": index.rerank, "build": meta,
+               "memory": {"after_build": mem_build, "after_ivf": mem_ivf, "after_exact": mem_exact},
+               "cases": [{"seen_set": kind, "seen": fraction, **r} for (kind, fraction), r in results.items()]}
+        args.json.write_text(json.dumps(raw, indent=1, default=float) + "\n")
 
 
 if __name__ == "__main__":
