@@ -324,7 +324,7 @@ class Collection:
         """The SQLite rows (path, hash, label, split, ...) of ``ids``."""
         return self.store.images(ids)
 
-    def folder_labels(self) -> list[tuple[int, str, str | None]]:
+    def folder_label_rows(self) -> list[tuple[int, str, str | None]]:
         """(id, folder label, split) of every live image with a folder label."""
         return self.store.labels_with_split()
 

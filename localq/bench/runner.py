@@ -192,7 +192,7 @@ def run_benchmark(collection, config: BenchConfig, *, dataset: str,
     from localq.trainer import Settings, Trainer
 
     methods = resolve_methods(config.methods)
-    rows_all = collection.folder_labels()
+    rows_all = collection.folder_label_rows()
     pool = [(i, label) for i, label, split in rows_all if split == config.pool_split]
     if not pool:
         raise BenchDataError(f"no labeled images in split {config.pool_split!r}: index split/class/file folders with --labels")
