@@ -69,6 +69,27 @@ def test_lite0_is_deterministic(lite0):
     np.testing.assert_array_equal(lite0.encode_texts(PROMPTS[:3]), lite0.encode_texts(PROMPTS[:3]))
 
 
+def test_lite0_folded_batch_norms_give_the_same_vectors(lite0):
+    # The built-in CNN runs with its BatchNorms folded into the convolutions (faster): the
+    # vectors must be those of the model as trained, up to float rounding.
+    from matplotlib import cbook
+    from torch import nn
+
+    from localq.encoders.lite import VARIANTS, _build_model
+    from localq.imageio import open_image
+
+    photo = open_image(Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))
+    images = [photo, photo.rotate(90, expand=True)] + [_noise((300, 200), seed=s) for s in range(4)]
+    batch = torch.stack([lite0.preprocess(img) for img in images]).contiguous(memory_format=torch.channels_last)
+    unfolded = _build_model(VARIANTS["lite0"], lite0._path, "lite0", fold_batch_norm=False)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in unfolded.modules())
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in lite0.model.modules())
+    with torch.inference_mode():
+        reference = unfolded.forward_head(unfolded.forward_features(batch), pre_logits=True).numpy()
+    reference /= np.linalg.norm(reference, axis=1, keepdims=True)
+    np.testing.assert_allclose(lite0.encode_batch(batch), reference, atol=1e-5)
+
+
 def test_lite0_identity_is_stable(lite0):
     assert lite0.encoder_spec == "lite0" and lite0.weights is None
     assert lite0.model_id == "lite0+minilm-conse-t0.1-top20/v1"
