@@ -34,8 +34,13 @@ def checked_id(key: object, live: np.ndarray | None) -> int:
     another image than the caller meant); with ``live``, of a live image."""
     if isinstance(key, (bool, np.bool_)) or not isinstance(key, numbers.Real):
         raise InvalidScores(f"image id {key!r} is not an integer")
-    if not isinstance(key, numbers.Integral) and not (math.isfinite(key) and float(key).is_integer()):
-        raise InvalidScores(f"image id {key!r} is not an integer")
+    if not isinstance(key, numbers.Integral):
+        try:
+            as_float = float(key)  # a Fraction or Decimal beyond float's range overflows here
+        except (OverflowError, ValueError, TypeError):
+            raise InvalidScores("image id is far outside the collection (not a usable number)") from None
+        if not (math.isfinite(as_float) and as_float.is_integer()):
+            raise InvalidScores(f"image id {key!r} is not an integer")
     image_id = int(key)
     if live is not None and (not 0 <= image_id < len(live) or not live[image_id]):
         raise InvalidScores(f"image id {image_id} is not in the collection")
