@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from localq.vector_index import _faiss, _sorted_best_first
+from localq.vector_index import _faiss, _sorted_best_first, checked_mask, checked_query
 
 # k-means wants >= 39 training rows per centroid (FAISS warns below); 50 keeps the
 # centroids stable while training in a fraction of the time of all rows.
@@ -178,8 +178,8 @@ class IvfIndex:
         Returns ``(ids int64, scores float32)``, best first, exactly
         ``min(k, allowed.sum())`` of them, never a disallowed id.
         """
-        q = self._check_query(query)
-        allowed = self._check_mask(allowed)
+        q = checked_query(query, self.dim)
+        allowed = checked_mask(allowed, self.ntotal)
         n = self.ntotal
         n_allowed = n if allowed is None else int(np.count_nonzero(allowed))
         k = min(int(k), n_allowed)
@@ -256,25 +256,6 @@ class IvfIndex:
         scores = _scores(self.matrix[candidates], q)
         top = np.argpartition(scores, -k)[-k:] if len(candidates) > k else np.arange(len(candidates))
         return _sorted_best_first(candidates[top], scores[top])
-
-    def _check_query(self, query: np.ndarray) -> np.ndarray:
-        q = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
-        if q.shape[0] != self.dim:
-            raise ValueError(f"expected a query of {self.dim} values, got {q.shape[0]}")
-        if not np.isfinite(q).all():
-            raise ValueError("query contains NaN or infinity")
-        return q
-
-    def _check_mask(self, allowed: np.ndarray | None) -> np.ndarray | None:
-        if allowed is None:
-            return None
-        if not isinstance(allowed, np.ndarray) or allowed.dtype != np.bool_:
-            raise TypeError("allowed must be a numpy bool array")
-        if allowed.shape != (self.ntotal,):
-            raise ValueError(
-                f"allowed has shape {allowed.shape}, the index holds {self.ntotal} rows"
-            )
-        return allowed
 
 
 def _scores(rows: np.ndarray, q: np.ndarray) -> np.ndarray:

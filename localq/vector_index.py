@@ -289,23 +289,10 @@ class VectorIndex:
     # -- internals -------------------------------------------------------------------
 
     def _check_query(self, query: np.ndarray) -> np.ndarray:
-        q = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
-        if q.shape[0] != self.dim:
-            raise ValueError(f"expected a query of {self.dim} values, got {q.shape[0]}")
-        if not np.isfinite(q).all():
-            raise ValueError("query contains NaN or infinity")
-        return q
+        return checked_query(query, self.dim)
 
     def _check_mask(self, allowed: np.ndarray | None) -> np.ndarray | None:
-        if allowed is None:
-            return None
-        if not isinstance(allowed, np.ndarray) or allowed.dtype != np.bool_:
-            raise TypeError("allowed must be a numpy bool array")
-        if allowed.shape != (self.ntotal,):
-            raise ValueError(
-                f"allowed has shape {allowed.shape}, the index holds {self.ntotal} rows"
-            )
-        return allowed
+        return checked_mask(allowed, self.ntotal)
 
     def _search_blas(self, q: np.ndarray, k: int, allowed: np.ndarray | None):
         with np.errstate(over="ignore", invalid="ignore"):
@@ -350,6 +337,27 @@ class VectorIndex:
         scores = np.nan_to_num(scores, nan=-np.inf)
         top = np.argpartition(scores, -k)[-k:]
         return _sorted_best_first(ids[top], scores[top])
+
+
+def checked_query(query: np.ndarray, dim: int) -> np.ndarray:
+    """``query`` as a contiguous float32 vector of ``dim`` finite values (else ValueError)."""
+    q = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
+    if q.shape[0] != dim:
+        raise ValueError(f"expected a query of {dim} values, got {q.shape[0]}")
+    if not np.isfinite(q).all():
+        raise ValueError("query contains NaN or infinity")
+    return q
+
+
+def checked_mask(allowed: np.ndarray | None, n: int) -> np.ndarray | None:
+    """``allowed`` as given if it is a bool mask over the ``n`` rows (None: every row)."""
+    if allowed is None:
+        return None
+    if not isinstance(allowed, np.ndarray) or allowed.dtype != np.bool_:
+        raise TypeError("allowed must be a numpy bool array")
+    if allowed.shape != (n,):
+        raise ValueError(f"allowed has shape {allowed.shape}, the index holds {n} rows")
+    return allowed
 
 
 def _read_trailer(path: Path) -> dict | None:
