@@ -18,7 +18,8 @@ from localq.errors import LocalqError
 from localq.trainer_types import Settings
 
 # The starting bias puts the prediction threshold at this quantile of the start query's
-# scores over the collection, so an unlabeled classifier predicts its top ~1% positive.
+# scores over its pool (never a held-out split), so an unlabeled classifier predicts its
+# top ~1% positive.
 START_POSITIVE_FRACTION = 0.01
 
 
