@@ -325,8 +325,9 @@ class Collection:
         return self.store.images(ids)
 
     def folder_label_rows(self) -> list[tuple[int, str, str | None]]:
-        """(id, folder label, split) of every live image with a folder label."""
-        return self.store.labels_with_split()
+        """(id, folder label, split) of every live image with a folder label, in this view."""
+        labels = self._folder_labels()
+        return list(zip(labels.ids.tolist(), labels.labels.tolist(), labels.splits.tolist()))
 
     def classifier_rows(self) -> list:
         return self.store.classifiers()

@@ -48,7 +48,9 @@ from pathlib import Path
 
 import numpy as np
 
-from localq.vector_index import _faiss, _sorted_best_first, checked_mask, checked_query
+from localq.vector_index import (
+    _EMPTY_IDS, _EMPTY_SCORES, _faiss, _sorted_best_first, checked_mask, checked_query, exact_scores,
+)
 
 # k-means wants >= 39 training rows per centroid (FAISS warns below); 50 keeps the
 # centroids stable while training in a fraction of the time of all rows.
@@ -68,10 +70,6 @@ _DEFAULT_EXACT_BELOW_ROWS = 4096
 _EXACT_AFTER_SHORT_FRACTION = 1 / 16
 
 _CHUNK_ROWS = 65_536  # rows added or scanned exactly per step: bounded temporary memory
-
-_EMPTY_IDS = np.empty(0, dtype=np.int64)
-_EMPTY_SCORES = np.empty(0, dtype=np.float32)
-
 
 def default_nlist(n: int) -> int:
     """~4*sqrt(n) lists (autofaiss's rule), no more than k-means can train on ``n`` rows."""
@@ -199,7 +197,7 @@ class IvfIndex:
             stop = min(start + _CHUNK_ROWS, total)
             chunk_ids = np.arange(start, stop, dtype=np.int64) if ids is None else ids[start:stop]
             rows = self.matrix[start:stop] if ids is None else self.matrix[chunk_ids]
-            scores = _scores(rows, q)
+            scores = exact_scores(rows, q)
             best_ids = np.concatenate([best_ids, chunk_ids])
             best_scores = np.concatenate([best_scores, scores])
             if len(best_ids) > k:
@@ -253,16 +251,9 @@ class IvfIndex:
     def _rerank(self, q: np.ndarray, k: int, candidates: np.ndarray):
         # Sorted ids read the (memory-mapped) rows in file order.
         candidates = np.unique(candidates)
-        scores = _scores(self.matrix[candidates], q)
+        scores = exact_scores(self.matrix[candidates], q)
         top = np.argpartition(scores, -k)[-k:] if len(candidates) > k else np.arange(len(candidates))
         return _sorted_best_first(candidates[top], scores[top])
-
-
-def _scores(rows: np.ndarray, q: np.ndarray) -> np.ndarray:
-    with np.errstate(over="ignore", invalid="ignore"):
-        scores = np.asarray(rows, dtype=np.float32) @ q
-    # NaN would sort as the best score; a row that overflows ranks last instead.
-    return np.nan_to_num(scores, nan=-np.inf).astype(np.float32, copy=False)
 
 
 def _add_rows(index, matrix: np.ndarray, start: int) -> None:

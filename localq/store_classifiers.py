@@ -42,8 +42,11 @@ class ClassifierQueries:
             c.execute("UPDATE classifiers SET version = version + 1 WHERE id = ?", (classifier_id,))
             return c.execute("DELETE FROM seen WHERE classifier_id = ?", (classifier_id,)).rowcount
 
-    def count_seen(self) -> int:
-        return self.conn.execute("SELECT count(DISTINCT image_id) FROM seen").fetchone()[0]
+    def count_seen(self, classifier_id: int | None = None) -> int:
+        """Images seen by one classifier, or by any classifier when None."""
+        if classifier_id is None:
+            return self.conn.execute("SELECT count(DISTINCT image_id) FROM seen").fetchone()[0]
+        return self.conn.execute("SELECT count(*) FROM seen WHERE classifier_id = ?", (classifier_id,)).fetchone()[0]
 
     # -- classifiers, rounds, labels --------------------------------------------------
     def create_classifier(self, name: str, *, source: str, prompt: str | None, prior: np.ndarray,

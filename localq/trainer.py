@@ -190,18 +190,18 @@ class Trainer(Scoring, ColdStartActions):
         """The round in which each labeled image got its current label."""
         return {image_id: r for r, image_id, _ in self.label_history()}
 
-    def state(self, *, with_ap: bool = True) -> "ClassifierState":
-        """Where this classifier stands: what `localq classifiers` lists for it."""
+    def state(self) -> ClassifierState:
+        """Where this classifier stands: what `localq classifiers` and the TUI status line show."""
         pos, neg = self.label_counts()
-        ev = self.evaluate() if with_ap else None
+        ev = self.evaluate()
         return ClassifierState(
             name=self.name, source=self.row.source, prompt=self.row.prompt, round=self.round,
-            labels_positive=pos, labels_negative=neg, seen=len(self.store.seen_ids(self.row.id)),
+            labels_positive=pos, labels_negative=neg, seen=self.store.count_seen(self.row.id),
             strategy=self.settings.strategy, created_at=self.row.created_at,
             target=ev.target if ev else None, ap=round(ev.ap, 4) if ev else None)
 
     @classmethod
-    def states(cls, collection: Collection) -> list["ClassifierState"]:
+    def states(cls, collection: Collection) -> list[ClassifierState]:
         return [cls(collection, row).state() for row in collection.classifier_rows()]
 
     def update_settings(self, **changes) -> None:
@@ -250,7 +250,7 @@ class Trainer(Scoring, ColdStartActions):
 
         labels = self.labels()
         per_round: dict[int, int] = {}
-        for round_no, _image, score in self.store.label_history(self.row.id):
+        for round_no, _image, score in self.label_history():
             per_round[round_no] = per_round.get(round_no, 0) + (score > 0)
         s = self.settings
         return sampling.Context(

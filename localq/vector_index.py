@@ -207,8 +207,8 @@ class VectorIndex:
         Returns ``(ids int64, scores float32)``, best first, exactly
         ``min(k, allowed.sum())`` of them, never a disallowed id.
         """
-        q = self._check_query(query)
-        allowed = self._check_mask(allowed)
+        q = checked_query(query, self.dim)
+        allowed = checked_mask(allowed, self.ntotal)
         n = self.ntotal
         n_allowed = n if allowed is None else int(np.count_nonzero(allowed))
         k = min(int(k), n_allowed)
@@ -229,7 +229,7 @@ class VectorIndex:
             raise ValueError(f"expected queries of shape [nq, {self.dim}], got {queries.shape}")
         if not np.isfinite(queries).all():
             raise ValueError("queries contain NaN or infinity")
-        allowed = self._check_mask(allowed)
+        allowed = checked_mask(allowed, self.ntotal)
         n = self.ntotal
         n_allowed = n if allowed is None else int(np.count_nonzero(allowed))
         k = min(int(k), n_allowed)
@@ -288,12 +288,6 @@ class VectorIndex:
 
     # -- internals -------------------------------------------------------------------
 
-    def _check_query(self, query: np.ndarray) -> np.ndarray:
-        return checked_query(query, self.dim)
-
-    def _check_mask(self, allowed: np.ndarray | None) -> np.ndarray | None:
-        return checked_mask(allowed, self.ntotal)
-
     def _search_blas(self, q: np.ndarray, k: int, allowed: np.ndarray | None):
         with np.errstate(over="ignore", invalid="ignore"):
             scores = self.matrix() @ q
@@ -332,11 +326,17 @@ class VectorIndex:
     def _search_numpy(self, q: np.ndarray, k: int, allowed_ids: np.ndarray | None):
         ids = np.arange(self.ntotal) if allowed_ids is None else allowed_ids
         rows = self.matrix() if allowed_ids is None else self.matrix()[allowed_ids]
-        with np.errstate(over="ignore", invalid="ignore"):
-            scores = rows @ q
-        scores = np.nan_to_num(scores, nan=-np.inf)
+        scores = exact_scores(rows, q)
         top = np.argpartition(scores, -k)[-k:]
         return _sorted_best_first(ids[top], scores[top])
+
+
+def exact_scores(rows: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """``rows @ q`` as float32, where a product that overflows (NaN, which would sort as
+    the best score) ranks last instead."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        scores = np.asarray(rows, dtype=np.float32) @ q
+    return np.nan_to_num(scores, nan=-np.inf).astype(np.float32, copy=False)
 
 
 def checked_query(query: np.ndarray, dim: int) -> np.ndarray:
