@@ -10,11 +10,12 @@ from typing import Sequence
 from localq.collection import Collection
 from localq.errors import LocalqError
 from localq.names import check_name, slug
+from localq.trainer import Settings, Trainer
 
 
 @dataclass
 class Started:
-    trainer: object  # localq.trainer.Trainer
+    trainer: Trainer
     continued: bool  # the name to create was taken: that classifier was opened instead
 
 
@@ -25,8 +26,6 @@ def start_or_open(collection: Collection, *, prompt: str | None = None, images: 
     prompt or file when not given) if it exists; else create it from exactly one of a
     prompt, example images or a classifier file. ``k`` and ``strategy`` given here become
     the classifier's settings either way."""
-    from localq.trainer import Settings, Trainer
-
     if sum(bool(x) for x in (prompt, images, classifier, weights_file)) != 1:
         raise LocalqError("start from one of: a prompt, example images, a classifier, a classifier file")
     changes = {key: v for key, v in (("k", k), ("strategy", strategy)) if v}
@@ -42,6 +41,6 @@ def start_or_open(collection: Collection, *, prompt: str | None = None, images: 
         else:
             trainer = Trainer.create(collection, name, prompt=prompt, images=images, weights_file=weights_file,
                                      settings=Settings(**changes))
-    if changes:
+    if changes and (classifier or continued):  # a new classifier was created with them
         trainer.update_settings(**changes)
     return Started(trainer, continued)
