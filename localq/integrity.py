@@ -57,9 +57,9 @@ class Report:
 
 def check(coll: Collection, store: Store) -> Report:
     report = Report()
-    if not _sqlite_ok(coll, store, report):
+    if not _sqlite_ok(store, report):
         return report  # the rest would read damaged pages
-    _check_images(coll, store, report)
+    _check_images(store, report)
     if coll.dim is not None:
         _check_vectors_and_faiss(coll, store, report)
     _check_classifiers(coll, store, report)
@@ -71,7 +71,7 @@ def repair(coll: Collection, store: Store) -> Report:
     """Fix what is derived (see the module docstring), then check again."""
     done: list[str] = []
     with coll.writing():
-        problems = _integrity_problems(coll, store)
+        problems = _integrity_problems(store)
         if problems:
             raise DatabaseDamaged(
                 f"SQLite reports {store.path} damaged ({problems[0]}); repair rebuilds only what SQLite "
@@ -79,8 +79,8 @@ def repair(coll: Collection, store: Store) -> Report:
             )
         c = store.conn
         if coll.dim is not None:
-            digest = _recomputed_digest(coll, store)
-            if digest != _recorded_digest(coll, store):
+            digest = _recomputed_digest(store)
+            if digest != _recorded_digest(store):
                 n = store.n_rows()
                 with store.transaction() as tx:  # the rows so far become one batch, as in m003
                     tx.execute("DELETE FROM vector_digests")
@@ -112,13 +112,13 @@ def repair(coll: Collection, store: Store) -> Report:
 
 # -- checks ---------------------------------------------------------------------------------
 
-def _integrity_problems(coll: Collection, store: Store) -> list[str]:
+def _integrity_problems(store: Store) -> list[str]:
     rows = [r[0] for r in store.conn.execute("PRAGMA integrity_check(20)")]
     return [] if rows == ["ok"] else rows
 
 
-def _sqlite_ok(coll: Collection, store: Store, report: Report) -> bool:
-    problems = _integrity_problems(coll, store)
+def _sqlite_ok(store: Store, report: Report) -> bool:
+    problems = _integrity_problems(store)
     fk = store.conn.execute("PRAGMA foreign_key_check").fetchall()
     if problems:
         report.add(False, "sqlite", f"integrity_check: {'; '.join(problems[:3])}")
@@ -127,7 +127,7 @@ def _sqlite_ok(coll: Collection, store: Store, report: Report) -> bool:
     return True
 
 
-def _check_images(coll: Collection, store: Store, report: Report) -> None:
+def _check_images(store: Store, report: Report) -> None:
     c = store.conn
     n_rows = store.n_rows()
     n_images = c.execute("SELECT count(*) FROM images").fetchone()[0]
@@ -180,7 +180,7 @@ def _check_vectors_and_faiss(coll: Collection, store: Store, report: Report) -> 
             detail += f"; {len(ids)} {what} (ids {_few(ids)}): re-index those files"
     report.add(not (bad_shape or not_finite or bad_norm), "vectors", detail)
 
-    recorded, recomputed = _recorded_digest(coll, store), _recomputed_digest(coll, store)
+    recorded, recomputed = _recorded_digest(store), _recomputed_digest(store)
     report.add(recorded == recomputed, "vectors",
                "digest chain matches the stored vectors" if recorded == recomputed
                else "digest chain does not match the stored vectors (changed outside localq?): `localq repair` recomputes it")
@@ -196,11 +196,11 @@ def _check_vectors_and_faiss(coll: Collection, store: Store, report: Report) -> 
         report.add(True, "faiss", f"{faiss_index.ntotal} rows, every one equal to the database's")
 
 
-def _recorded_digest(coll: Collection, store: Store) -> str | None:
+def _recorded_digest(store: Store) -> str | None:
     return store.vectors_digest(store.n_rows())
 
 
-def _recomputed_digest(coll: Collection, store: Store) -> str:
+def _recomputed_digest(store: Store) -> str:
     """Replays the chain over the batch boundaries SQLite recorded (one batch if none)."""
     n = store.n_rows()
     ends = [end for end, _ in store.vector_digests() if end <= n] or [n]
