@@ -19,9 +19,7 @@ Ray and pyarrow are imported only when used.
 
 from __future__ import annotations
 
-import contextlib
 import time
-import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,13 +27,12 @@ from typing import Callable
 
 import numpy as np
 
-from localq import shards
+from localq import ray_job, shards
 from localq.errors import BadImage, BadShard, EmbedFailed
 from localq.scan import FileEntry, ScanSkip, scan
 
 DEFAULT_SHARD_SIZE = 10_000
 _NONE = ""  # Ray's numpy batches hold strings; "" stands for a missing value
-_RAY_RESTARTS = 3  # restarts per actor, and tries per batch after the first
 Progress = Callable[[int, int], None]
 
 
@@ -246,6 +243,8 @@ def embed_to_shards(
     if not manifest["shards"]:
         shards.write_manifest(out, manifest)  # the dim and model are known before any shard
     rows = [it for part in todo.values() for it in part]
+    if rows and ray_address is not None:
+        ray_job.connect(ray_address)  # an unreachable cluster fails here, before any progress line
     done = 0
     if progress:
         progress(0, n_todo)
@@ -274,7 +273,8 @@ def embed_to_shards(
                 take(worker(_columns(rows[i:i + batch_size])))
         else:
             report.engine = f"ray ({ray_address})"
-            _run_on_ray(rows, ray_address, workers, batch_size, encoder_spec, weights, encoder_factory, take)
+            ray_job.run(EmbedBatch, {"spec": encoder_spec, "weights": weights, "encoder_factory": encoder_factory},
+                        _ray_rows(rows), workers=workers, batch_size=batch_size, take=take)
     if pending:  # every planned row comes back exactly once; anything else is a bug
         raise EmbedFailed(f"shards {sorted(pending)} came back incomplete; re-run to redo them")
     report.seconds = time.perf_counter() - start
@@ -322,78 +322,5 @@ def _write(out: Path, key: str, parts: list[dict[str, np.ndarray]], manifest: di
     report.skipped += [(p, r) for p, r in zip(metadata["image_path"], reasons) if r]
 
 
-def _run_on_ray(rows, address, workers, batch_size, spec, weights, encoder_factory, take) -> None:
-    try:
-        import ray
-    except ImportError as exc:
-        raise EmbedFailed("--ray needs Ray: pip install -e '.[ray]' (or pip install 'ray[data]')") from exc
-    connect_ray(address)
-    import ray.data
-
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
-    n_workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-    # At least one block per actor, else some sit idle; a few per actor so that a slow
-    # block does not leave the others waiting at the end.
-    blocks = min(len(rows), max(n_workers, min(len(rows) // batch_size, 4 * n_workers)))
-    ds = ray.data.from_items(_ray_rows(rows), override_num_blocks=max(1, blocks))
-    # A killed actor is restarted and its batch retried (Ray Data's default), but only a
-    # few times: a batch that kills its worker on every try (a decoder crash, the OOM
-    # killer) ends the job with an error instead of reloading the encoder forever. Ray
-    # 2.60 calls these ray_remote_args deprecated but has no other way to set them.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        ds = ds.map_batches(
-            EmbedBatch,
-            fn_constructor_kwargs={"spec": spec, "weights": weights, "encoder_factory": encoder_factory},
-            batch_size=batch_size, batch_format="numpy", num_cpus=1,
-            # One actor per CPU, each with the encoder loaded once (Ray sets
-            # OMP_NUM_THREADS=1 in a 1-CPU actor, so torch does not oversubscribe).
-            compute=ray.data.ActorPoolStrategy(size=n_workers),
-            max_restarts=_RAY_RESTARTS, max_task_retries=_RAY_RESTARTS,
-        )
-    try:
-        with _no_ray_data_console_errors():
-            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                take(batch)
-    except (ray.exceptions.RayError, ray.data.exceptions.SystemException) as exc:
-        raise EmbedFailed(
-            f"the Ray job failed ({type(exc).__name__}: {str(exc).strip().splitlines()[-1][:160]}); "
-            "finished shards are kept: run the same command again to resume"
-        ) from exc
-
-
-@contextlib.contextmanager
-def _no_ray_data_console_errors():
-    """Ray Data prints a failed job's stack trace on stderr before it raises; the error
-    this module raises says it in one line instead (the trace stays in ray-data.log)."""
-    import logging
-
-    consoles = [h for h in logging.getLogger("ray.data").handlers if isinstance(h, logging.StreamHandler)]
-    levels = [h.level for h in consoles]
-    try:
-        for h in consoles:
-            h.setLevel(logging.CRITICAL)
-        yield
-    finally:
-        for h, level in zip(consoles, levels):
-            h.setLevel(level)
-
-
 def _ray_rows(rows: list[dict]) -> list[dict]:
     return [{k: r[k] for k in ("path", "shard", "row", "size", "mtime", "label", "split", "skip_reason")} for r in rows]
-
-
-def connect_ray(address: str) -> None:
-    """Join (or start, for "local") a Ray cluster once per process."""
-    import logging
-
-    import ray
-
-    if ray.is_initialized():
-        return
-    kwargs = dict(include_dashboard=False, logging_level=logging.WARNING, configure_logging=True)
-    try:
-        ray.init(address=address, **kwargs)  # "local" starts a cluster here
-    except (ConnectionError, ValueError, RuntimeError) as exc:
-        raise EmbedFailed(f"cannot reach a Ray cluster at {address!r}: {str(exc).strip().splitlines()[0][:160]}") from exc

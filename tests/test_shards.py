@@ -244,3 +244,16 @@ def test_help_imports_neither_ray_nor_pyarrow_nor_torch():
             "print(sorted(m for m in ('ray', 'pyarrow', 'torch', 'faiss') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_embed_on_an_unreachable_ray_address_is_one_line_at_once(photos, tmp_path):
+    # ray.init retries a dead HOST:PORT for minutes; nothing listens on port 1 here.
+    import subprocess
+    import sys
+
+    out = tmp_path / "shards"
+    proc = subprocess.run([sys.executable, "-m", "localq", "embed", str(photos), "--out", str(out), "--ray", "127.0.0.1:1"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.startswith("error: cannot reach a Ray cluster at '127.0.0.1:1'") and proc.stderr.count("\n") == 1
+    assert not list(out.glob("img_emb/*.npy"))  # nothing embedded
