@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from localq.vector_index import (
-    _EMPTY_IDS, _EMPTY_SCORES, _faiss, _sorted_best_first, checked_mask, checked_query, exact_scores,
+    _EMPTY_IDS, _EMPTY_SCORES, _faiss, _sorted_best_first, exact_scores, search_request,
 )
 
 # k-means wants >= 39 training rows per centroid (FAISS warns below); 50 keeps the
@@ -176,11 +176,7 @@ class IvfIndex:
         Returns ``(ids int64, scores float32)``, best first, exactly
         ``min(k, allowed.sum())`` of them, never a disallowed id.
         """
-        q = checked_query(query, self.dim)
-        allowed = checked_mask(allowed, self.ntotal)
-        n = self.ntotal
-        n_allowed = n if allowed is None else int(np.count_nonzero(allowed))
-        k = min(int(k), n_allowed)
+        q, allowed, k, n_allowed = search_request(query, k, allowed, self.dim, self.ntotal)
         if k <= 0:
             return _EMPTY_IDS.copy(), _EMPTY_SCORES.copy()
         if n_allowed <= self.exact_below_rows:

@@ -207,13 +207,10 @@ class VectorIndex:
         Returns ``(ids int64, scores float32)``, best first, exactly
         ``min(k, allowed.sum())`` of them, never a disallowed id.
         """
-        q = checked_query(query, self.dim)
-        allowed = checked_mask(allowed, self.ntotal)
-        n = self.ntotal
-        n_allowed = n if allowed is None else int(np.count_nonzero(allowed))
-        k = min(int(k), n_allowed)
+        q, allowed, k, n_allowed = search_request(query, k, allowed, self.dim, self.ntotal)
         if k <= 0:
             return _EMPTY_IDS.copy(), _EMPTY_SCORES.copy()
+        n = self.ntotal
         if allowed is None or n_allowed == n:
             return self._search_blas(q, k, None)
         if n_allowed < _SELECTOR_BELOW_FRACTION * n:
@@ -337,6 +334,14 @@ def exact_scores(rows: np.ndarray, q: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore", invalid="ignore"):
         scores = np.asarray(rows, dtype=np.float32) @ q
     return np.nan_to_num(scores, nan=-np.inf).astype(np.float32, copy=False)
+
+
+def search_request(query, k: int, allowed: np.ndarray | None, dim: int, n: int):
+    """A search's checked inputs, shared by every index: ``(query, allowed, k, n_allowed)``
+    with ``k`` clamped to the allowed count (0: the answer is empty)."""
+    q, allowed = checked_query(query, dim), checked_mask(allowed, n)
+    n_allowed = n if allowed is None else int(np.count_nonzero(allowed))
+    return q, allowed, min(int(k), n_allowed), n_allowed
 
 
 def checked_query(query: np.ndarray, dim: int) -> np.ndarray:
