@@ -64,7 +64,8 @@ class ColdStartActions:
         else:
             image_id = self._index_example_file(Path(str(item).strip()).expanduser(), encoder)
             name = Path(str(item)).name
-        split = self.collection.split_of(image_id)
+        rows = self.collection.image_rows([image_id])
+        split = rows[0].split if rows else None
         if self.settings.pool_split is not None and split not in (None, self.settings.pool_split):
             raise InvalidScores(f"image {image_id} is in the {split!r} split, held out from this classifier's "
                                 f"pool ({self.settings.pool_split!r}): labeling it would leak into evaluation")
@@ -98,7 +99,7 @@ class ColdStartActions:
         allowed = self.unseen_mask()
         if exclude is not None:
             allowed[exclude] = False
-        ids, _ = self.collection.index.search(query, k, allowed)
+        ids, _ = self.collection.searcher.search(query, k, allowed)
         return np.asarray(ids, dtype=np.int64)
 
     def _check_image_id(self, image_id) -> int:

@@ -1,7 +1,8 @@
 """A collection: one directory holding the SQLite store and the FAISS index of its vectors.
 
 This is the object every driver (CLI, TUI, benchmark) opens first. It keeps the FAISS
-file consistent with SQLite (the source of truth) and knows which encoder built it.
+files (exact, and IVF past a size: ivf_mirror.py) consistent with SQLite (the source of
+truth) and knows which encoder built it.
 
 Consistency between processes (docs/ARCHITECTURE.md, "Ids"):
 - writers hold the collection's write lock (locking.py) and catch their in-memory FAISS
@@ -23,7 +24,7 @@ from typing import Iterator
 
 import numpy as np
 
-from localq import index_mirror, paths
+from localq import index_mirror, ivf_mirror, paths
 from localq.folder_labels import FolderLabels
 from localq.errors import ClassifierNotFound, CollectionNotFound, CollectionUnwritable, EncoderMismatch
 from localq.locking import OnWait, WriteLock
@@ -51,10 +52,13 @@ class Collection:
         self.encoder_spec: str | None = meta.get("encoder_spec")
         self.encoder_weights: str | None = meta.get("encoder_weights") or None
         self._index: VectorIndex | None = None
+        self._approximate: ivf_mirror.ApproximateSearch | None = None
+        self._search_kind: str | None = None  # the search_index setting, read once
         self._encoder = None
         self._live: np.ndarray | None = None  # cached: reading 1M ids from SQLite costs ~0.2 s
         self._labels: FolderLabels | None = None
         self.index_problem: str | None = None  # why the FAISS file was not used as it was, if it wasn't
+        self.ivf_problem: str | None = None  # why the IVF file is not searched, where it would be
 
     # -- opening ------------------------------------------------------------------------
     @classmethod
@@ -93,7 +97,7 @@ class Collection:
         sharing this one's loaded vector index instead of reading it again (0.5 s for
         Imagenette). Hand it over: only the new object should be used afterwards."""
         other = Collection.open(self.root)
-        other._index = self._index
+        other._index, other._approximate = self._index, self._approximate
         return other
 
     def __enter__(self) -> "Collection":
@@ -143,20 +147,35 @@ class Collection:
         if self._index is None:
             if self.dim is None:
                 raise CollectionNotFound(f"collection {self.root} is empty: index some images first")
-            self._index = self._load_index()
+            self._index, self.index_problem = index_mirror.load(
+                self.store, self.root / paths.INDEX_FILE, self.dim, self.lock)
         return self._index
+
+    @property
+    def searcher(self):
+        """What answers top-k queries (VectorIndex's contract): the exact index, or past
+        the ``search_index`` setting's threshold the IVF index over it (ivf_mirror.py)."""
+        index = self.index
+        if not ivf_mirror.wanted(self.search_index(), index.ntotal):
+            return index
+        self._approximate, self.ivf_problem = ivf_mirror.for_search(
+            self.store, self.root, index, self._approximate, self.ivf_problem)
+        return self._approximate or index
+
+    def search_index(self) -> str:
+        """``auto`` (IVF past ivf_mirror.AUTO_IVF_FROM_ROWS rows), ``exact`` or ``ivf``."""
+        if self._search_kind is None:
+            self._search_kind = ivf_mirror.stored_kind(self.setting(ivf_mirror.SETTING))
+        return self._search_kind
+
+    def set_search_index(self, kind: str) -> None:
+        """Choose the search index; the next ``save_index`` builds or drops the IVF file."""
+        self.set_setting(ivf_mirror.SETTING, ivf_mirror.checked_kind(kind))
+        self._search_kind = kind
 
     def rows(self) -> int:
         """Rows in this process's view (its FAISS index): every mask has this length."""
         return self.index.ntotal
-
-    def _load_index(self) -> VectorIndex:
-        index, self.index_problem = index_mirror.load(self.store, self.root / paths.INDEX_FILE, self.dim, self.lock)
-        return index
-
-    def index_disagreement(self, index: VectorIndex, n: int) -> str | None:
-        """Why ``index`` does not mirror a state of SQLite's vectors (None: it does)."""
-        return index_mirror.disagreement(self.store, index, self.dim, n)
 
     def sync_index(self) -> None:
         """Bring the in-memory index level with SQLite: rows other processes (or a run
@@ -170,19 +189,24 @@ class Collection:
             index_mirror.append_from_store(self.store, index, self.dim, rows)
             self.images_changed()
 
-    def save_index(self) -> None:
-        """Write the FAISS file (under the write lock), recording the SQLite state it mirrors."""
+    def save_index(self, *, with_ivf: bool = True) -> None:
+        """Write the FAISS file (under the write lock), recording the SQLite state it
+        mirrors; then build, extend or drop the IVF file as the setting wants (not in
+        the indexer's periodic saves: at 10M rows the file holds 5 GB)."""
         with self.writing():
             index_mirror.save(self.store, self.index)
+            if with_ivf:
+                self._approximate = ivf_mirror.save(self.store, self.root, self.index, self._approximate, self.search_index())
+                self.ivf_problem = None
 
     def rebuild_index(self) -> None:
-        """Throw the FAISS rows away and rebuild them from SQLite (``localq repair``)."""
+        """Rebuild the FAISS rows from SQLite (``localq repair``), and a stale IVF file."""
         with self.writing():
             index = VectorIndex.empty(self.root / paths.INDEX_FILE, self.dim)
             index_mirror.append_from_store(self.store, index, self.dim, self.store.n_rows())
             index_mirror.save(self.store, index)
-            self._index = index
-            self.index_problem = None
+            self._index, self.index_problem = index, None
+            self._approximate = ivf_mirror.save(self.store, self.root, index, None, self.search_index())
             self.images_changed()
 
     def refresh(self) -> bool:
@@ -223,10 +247,6 @@ class Collection:
             self._labels = FolderLabels(n, self.store.labels_with_split())
         return self._labels
 
-    def split_of(self, image_id: int) -> str | None:
-        rows = self.store.images([image_id])
-        return rows[0].split if rows else None
-
     def id_of_path(self, path: str | Path) -> int | None:
         """The live image indexed from ``path`` (resolved as the indexer stores it), if any."""
         return self.store.live_id_for_path(str(Path(path).expanduser().resolve()))
@@ -244,7 +264,7 @@ class Collection:
         return [Hit(int(i), float(s), rows[int(i)].path, rows[int(i)].label) for i, s in zip(ids, scores)]
 
     def search(self, query: np.ndarray, k: int = 10, *, unseen: bool | int = False) -> list[Hit]:
-        ids, scores = self.index.search(np.asarray(query, np.float32), k, self.allowed_mask(unseen))
+        ids, scores = self.searcher.search(np.asarray(query, np.float32), k, self.allowed_mask(unseen))
         return self.hits(ids, scores)
 
     def text_vector(self, text: str) -> np.ndarray:
@@ -374,22 +394,7 @@ class Collection:
         return integrity.repair(self, self.store)
 
     def stats(self) -> dict:
-        meta = self.store.meta()
-        index_file = self.root / paths.INDEX_FILE
-        sizes = self.store.file_sizes()
-        if index_file.exists():
-            sizes[index_file.name] = index_file.stat().st_size
-        return {
-            "path": str(self.root),
-            "model_id": self.model_id,
-            "encoder": self.encoder_spec,
-            "dim": self.dim,
-            "created_at": meta.get("created_at"),
-            "images": self.store.count_live(),
-            "rows": self.store.n_rows(),
-            "seen": self.store.count_seen(),
-            "skipped": len(self.store.skipped()),
-            "classifiers": len(self.store.classifiers()),
-            "bytes": sizes,
-            "bytes_total": sum(sizes.values()),
-        }
+        """Counts, encoder, search index and sizes on disk, without loading the vectors."""
+        from localq import collection_stats
+
+        return collection_stats.stats(self, self.store)

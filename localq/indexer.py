@@ -124,7 +124,7 @@ def index_paths(
             if progress:
                 progress(done, len(todo))
             if time.perf_counter() - last_save > SAVE_INTERVAL_S:
-                collection.save_index()
+                collection.save_index(with_ivf=False)
                 last_save = time.perf_counter()
             if stop is not None and stop.is_set():
                 report.interrupted = True

@@ -5,11 +5,11 @@ Collection.repair() hand it the store: drivers call those, never this module.
 
 ``check`` reads everything and writes nothing: SQLite's own integrity check, ids and
 vectors (dense ids, one finite unit-length vector per image, the digest chain the FAISS
-file is matched against), every FAISS row against SQLite, and the classifiers' rounds,
-labels and seen flags against each other.
+file is matched against), every FAISS row against SQLite, the IVF file's record, and the
+classifiers' rounds, labels and seen flags against each other.
 
 ``repair`` holds the write lock and changes only what is derived from other data:
-the FAISS file (rebuilt from SQLite), the digest chain (recomputed from the vectors), a
+the FAISS files (rebuilt from SQLite), the digest chain (recomputed from the vectors), a
 classifier's round counter (set to its latest stored round), seen flags naming images or
 classifiers that no longer exist, and temporary files of killed runs. It never deletes
 a label or a round, and it refuses to touch a database SQLite itself reports damaged.
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from localq import paths
+from localq import index_mirror, ivf_mirror, paths, trailer_file
 from localq.errors import DatabaseDamaged, EncoderMismatch, IndexCorrupt
 from localq.store import Store, chain_digest, from_blob
 from localq.vector_index import VectorIndex
@@ -38,7 +38,7 @@ _CHUNK = 65536
 @dataclass(frozen=True)
 class Finding:
     ok: bool
-    topic: str  # sqlite, images, vectors, faiss, classifiers, files
+    topic: str  # sqlite, images, vectors, faiss, ivf, classifiers, files
     detail: str
 
 
@@ -62,6 +62,7 @@ def check(coll: Collection, store: Store) -> Report:
     _check_images(store, report)
     if coll.dim is not None:
         _check_vectors_and_faiss(coll, store, report)
+        _check_ivf(coll, store, report)
     _check_classifiers(coll, store, report)
     _check_leftovers(coll, report)
     return report
@@ -87,8 +88,11 @@ def repair(coll: Collection, store: Store) -> Report:
                     if n:
                         tx.execute("INSERT INTO vector_digests(end_row, digest) VALUES (?, ?)", (n, digest))
                 done.append("recomputed the vector digest chain from the stored vectors")
+            ivf_before = _ivf_state(coll)
             coll.rebuild_index()
             done.append(f"rebuilt {paths.INDEX_FILE} from the database ({coll.index.ntotal} rows)")
+            if _ivf_state(coll) != ivf_before:
+                done.append(f"{'rebuilt' if _ivf_state(coll) else 'deleted'} {ivf_mirror.FILE_NAME}")
         for cid, name, counter, latest in c.execute(
                 "SELECT c.id, c.name, c.round, (SELECT max(round) FROM rounds r WHERE r.classifier_id = c.id) FROM classifiers c"
         ).fetchall():
@@ -153,7 +157,7 @@ def _check_vectors_and_faiss(coll: Collection, store: Store, report: Report) -> 
     except (IndexCorrupt, EncoderMismatch) as exc:
         faiss_problem = str(exc)
     if faiss_index is not None and index_path.exists():
-        faiss_problem = coll.index_disagreement(faiss_index, n)
+        faiss_problem = index_mirror.disagreement(store, faiss_index, dim, n)
     elif faiss_index is not None:
         faiss_problem = f"{index_path.name} is missing"
 
@@ -194,6 +198,30 @@ def _check_vectors_and_faiss(coll: Collection, store: Store, report: Report) -> 
                                   "are caught up from it on open (the next write or `localq repair` saves them)")
     else:
         report.add(True, "faiss", f"{faiss_index.ntotal} rows, every one equal to the database's")
+
+
+def _ivf_state(coll: Collection) -> dict | None:
+    return trailer_file.read_state(coll.root / ivf_mirror.FILE_NAME)
+
+
+def _check_ivf(coll: Collection, store: Store, report: Report) -> None:
+    path, n = coll.root / ivf_mirror.FILE_NAME, store.n_rows()
+    wanted = ivf_mirror.wanted(coll.search_index(), n)
+    if not path.exists():
+        if wanted:
+            report.add(True, "ivf", f"no {path.name}: searches are exact (right, slower) until "
+                                    "`localq repair` or the next `localq index` builds it")
+        return
+    problem = ivf_mirror.disagreement(store, trailer_file.read_state(path), coll.dim, n)
+    if problem:
+        report.add(not wanted, "ivf", f"{problem}: never searched; `localq repair` rebuilds it")
+    elif not wanted:
+        report.add(True, "ivf", f"{path.name} is not used under the setting {coll.search_index()!r}: "
+                                "`localq repair` deletes it")
+    else:
+        rows = trailer_file.read_state(path)["rows"]
+        report.add(True, "ivf", f"{path.name} indexes {rows} rows" + (
+            f"; the {n - rows} newer ones are added to it on open" if rows < n else ""))
 
 
 def _recorded_digest(store: Store) -> str | None:
@@ -252,7 +280,8 @@ def _check_classifiers(coll: Collection, store: Store, report: Report) -> None:
 
 
 def _leftover_temp_files(coll: Collection) -> list[Path]:
-    return sorted(coll.root.glob(paths.INDEX_FILE + ".*.tmp")) + sorted(coll.root.glob(paths.INDEX_FILE + ".tmp"))
+    return (sorted(coll.root.glob(paths.INDEX_FILE + ".*.tmp")) + sorted(coll.root.glob(paths.INDEX_FILE + ".tmp"))
+            + sorted(coll.root.glob(ivf_mirror.FILE_NAME + ".*.tmp")))
 
 
 def _check_leftovers(coll: Collection, report: Report) -> None:

@@ -43,11 +43,11 @@ from __future__ import annotations
 import ctypes
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from localq import trailer_file
 from localq.vector_index import (
     _EMPTY_IDS, _EMPTY_SCORES, _faiss, _sorted_best_first, exact_scores, search_request,
 )
@@ -141,18 +141,11 @@ class IvfIndex:
             raise ValueError(f"{path} holds a {type(index).__name__}, not an IVF-SQ index")
         return cls(index, matrix, **search_options)
 
-    def save(self, path: Path) -> None:
-        """Write atomically beside the collection (a crash leaves the old file or the new)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-        os.close(fd)
-        try:
-            _faiss().write_index(self._index, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    def save(self, path: Path, state: dict | None = None) -> None:
+        """Write atomically, with ``state`` (what the rows mirror) in the file's trailer
+        (trailer_file.py; read it back with ``trailer_file.read_state``)."""
+        faiss = _faiss()
+        trailer_file.write_atomically(path, lambda tmp: faiss.write_index(self._index, tmp), dict(state or {}))
 
     @property
     def ntotal(self) -> int:

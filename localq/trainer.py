@@ -241,7 +241,7 @@ class Trainer(Scoring, ColdStartActions):
             # prediction threshold) and draws a warm-up batch among its best images.
             w, b = unit(w), 0.0
         context = self._auto_context() if strategy == "auto" else None
-        ids = select(strategy, self.collection.index, w, b, k, self.unseen_mask(), rng, context=context)
+        ids = select(strategy, self.collection.searcher, w, b, k, self.unseen_mask(), rng, context=context)
         return self._set_pending(ids, strategy)
 
     def _auto_context(self) -> sampling.Context:

@@ -35,15 +35,12 @@ and a cache keyed on the mask object would then go stale.
 
 from __future__ import annotations
 
-import json
-import os
-import struct
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
+from localq import trailer_file
 from localq.errors import EncoderMismatch, IndexCorrupt
 
 # search: below this allowed fraction FAISS's gather over the allowed rows beats one
@@ -57,11 +54,6 @@ _GATHER_BELOW_FRACTION = 0.3
 # search_many works through blocks of rows so that the [nq, block] float32 scores and
 # the gathered rows each stay under this many bytes.
 _SCORE_BLOCK_BYTES = 64 << 20
-
-# After FAISS's own bytes, save() appends a trailer: JSON state, its length, this magic.
-# FAISS reads an IndexFlat up to its last vector and ignores what follows.
-_TRAILER_MAGIC = b"LQSTATE1"
-_TRAILER_MAX = 1 << 16
 
 _EMPTY_IDS = np.empty(0, dtype=np.int64)
 _EMPTY_SCORES = np.empty(0, dtype=np.float32)
@@ -113,7 +105,7 @@ class VectorIndex:
                 f"vector index {path} holds {index.d}-d vectors but the encoder makes {dim}-d "
                 "ones; use the collection's own encoder or index into a new --db"
             )
-        return cls(path, index, dim, _read_trailer(path))
+        return cls(path, index, dim, trailer_file.read_state(path))
 
     @classmethod
     def empty(cls, path: Path, dim: int) -> "VectorIndex":
@@ -145,38 +137,14 @@ class VectorIndex:
     def save(self, state: dict | None = None) -> None:
         """Write atomically: a crash leaves either the old file or the new one, whole.
 
-        ``state`` (what the rows mirror) is stored in a trailer with the rows' count and
-        CRC. Each call writes its own temporary file, so processes never share one."""
-        faiss = _faiss()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        ``state`` (what the rows mirror) is stored in the file's trailer with the rows'
+        count and CRC (trailer_file.py)."""
         if self.path.exists() and not self.path.is_file():
             raise IndexCorrupt(f"cannot save the vector index: {self.path} is not a regular file; move it away")
         state = {**(state or {}), "rows": self.ntotal, "dim": self.dim, "crc": self.content_crc()}
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name + ".", suffix=".tmp")
-        os.close(fd)
-        try:
-            # mkstemp makes the file 0600: keep the mode the index file had (0644 if new).
-            os.chmod(tmp, self.path.stat().st_mode & 0o777 if self.path.exists() else 0o644)
-            faiss.write_index(self._index, tmp)
-            trailer = json.dumps(state, sort_keys=True).encode()
-            with open(tmp, "ab") as f:
-                f.write(trailer + struct.pack("<Q", len(trailer)) + _TRAILER_MAGIC)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        faiss = _faiss()
+        trailer_file.write_atomically(self.path, lambda tmp: faiss.write_index(self._index, tmp), state)
         self.state = state
-        # Make the rename itself durable.
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
     def truncate(self, n: int) -> None:
         """Drop rows ``>= n`` (the database is behind a crashed run's index file)."""
@@ -363,27 +331,6 @@ def checked_mask(allowed: np.ndarray | None, n: int) -> np.ndarray | None:
     if allowed.shape != (n,):
         raise ValueError(f"allowed has shape {allowed.shape}, the index holds {n} rows")
     return allowed
-
-
-def _read_trailer(path: Path) -> dict | None:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            if size < 16:
-                return None
-            f.seek(size - 16)
-            tail = f.read(16)
-            if tail[8:] != _TRAILER_MAGIC:
-                return None
-            (length,) = struct.unpack("<Q", tail[:8])
-            if length > min(_TRAILER_MAX, size - 16):
-                return None
-            f.seek(size - 16 - length)
-            state = json.loads(f.read(length))
-    except (OSError, ValueError):
-        return None
-    return state if isinstance(state, dict) else None
 
 
 def _sorted_best_first(ids: np.ndarray, scores: np.ndarray):

@@ -9,6 +9,7 @@ import click
 
 from localq.cli.common import (
     count_option, db_option, emit_json, encoder_options, friendly_errors, json_option, open_collection,
+    search_index_option,
 )
 from localq.cli.progress import ProgressLine
 from localq.display import printable
@@ -23,10 +24,11 @@ from localq.display import printable
 @click.option("--decode-threads", default=1, show_default=True, type=click.IntRange(0, 8),
               help="Threads decoding the next batch while the model runs (0: decode in turn with it).")
 @click.option("--ray", "ray_address", metavar="ADDRESS", help="Embed on Ray (auto, HOST:PORT or local), then ingest (see `localq embed`).")
+@search_index_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @json_option
 @friendly_errors
-def index(paths, db, encoder, weights, with_labels, batch_size, decode_threads, ray_address, quiet, as_json):
+def index(paths, db, encoder, weights, with_labels, batch_size, decode_threads, ray_address, search_index, quiet, as_json):
     """Embed every image under PATHS into the collection.
 
     Re-running embeds only new or changed files and drops deleted ones; an interrupted
@@ -41,6 +43,8 @@ def index(paths, db, encoder, weights, with_labels, batch_size, decode_threads, 
     from localq.indexer import index_paths
 
     with open_collection(db, create=True) as coll:
+        if search_index:
+            coll.set_search_index(search_index)
         spec = encoder or coll.encoder_spec or "lite0"
         enc = load_encoder(spec, weights if weights else (coll.encoder_weights if spec == coll.encoder_spec else None))
         if ray_address:
@@ -150,6 +154,7 @@ def stats(db, as_json):
     click.echo(f"model       {info['model_id']} ({info['encoder']}), dim {info['dim']}")
     click.echo(f"images      {info['images']} (seen {info['seen']}, skipped files {info['skipped']})")
     click.echo(f"classifiers {info['classifiers']}")
+    click.echo(f"search      {info['search']} (setting {info['search_index']}; change with `localq index --index`)")
     click.echo("on disk     " + ", ".join(f"{n} {_human(b)}" for n, b in info["bytes"].items()) + f" (total {_human(info['bytes_total'])})")
 
 

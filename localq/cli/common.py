@@ -133,6 +133,18 @@ def count_option(*decls, default=None, **kwargs):
     return click.option(*decls, type=click.IntRange(min=1), default=default, **kwargs)
 
 
+# ivf_mirror.KINDS, spelled out so that `localq --help` does not import NumPy and SQLite
+# (tests/test_ivf_collection.py checks that the two agree).
+SEARCH_INDEX_KINDS = ("auto", "exact", "ivf")
+
+
+def search_index_option(f):
+    return click.option(
+        "--index", "search_index", type=click.Choice(SEARCH_INDEX_KINDS),
+        help="Search index, kept for later runs: auto (default: exact, IVF from 2M images), exact, or ivf.",
+    )(f)
+
+
 def emit_json(payload: dict) -> None:
     click.echo(json.dumps({"version": JSON_SCHEMA_VERSION, **payload}, indent=2, default=str))
 

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import click
 
-from localq.cli.common import db_option, emit_json, encoder_options, friendly_errors, json_option, open_collection
+from localq.cli.common import (
+    db_option, emit_json, encoder_options, friendly_errors, json_option, open_collection, search_index_option,
+)
 from localq.cli.progress import ProgressLine
 
 @click.command()
@@ -58,10 +60,11 @@ def embed(source, out, ray_address, encoder, weights, shard_size, dtype, workers
 @db_option
 @encoder_options
 @click.option("--labels", "with_labels", is_flag=True, help="Take class label and split from the shards' label/split columns.")
+@search_index_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @json_option
 @friendly_errors
-def ingest(shards_dir, db, encoder, weights, with_labels, quiet, as_json):
+def ingest(shards_dir, db, encoder, weights, with_labels, search_index, quiet, as_json):
     """Make or extend a collection from embedding shards (img_emb/img_emb_N.npy with
     metadata/metadata_N.parquet), written by `localq embed`, clip-retrieval or any job
     using that layout. Re-running adds only shards not ingested yet.
@@ -81,6 +84,8 @@ def ingest(shards_dir, db, encoder, weights, with_labels, quiet, as_json):
 
         enc = load_encoder(encoder, weights)
     with open_collection(db, create=True) as coll:
+        if search_index:
+            coll.set_search_index(search_index)
         progress = ProgressLine("ingesting shards", enabled=not quiet and not as_json, unit="shard")
         report = ingest_shards(coll, shards_dir, enc, with_labels=with_labels, progress=progress)
     total = report.images

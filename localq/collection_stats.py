@@ -1,0 +1,36 @@
+"""``localq stats``: what a collection holds, what it searches with, its size on disk.
+
+Reads SQLite's counts and the files' sizes only: it never loads the vectors, so it answers
+at once on a collection of any size. ``Collection.stats`` is its only caller.
+"""
+
+from __future__ import annotations
+
+from localq import ivf_mirror, paths
+
+
+def stats(collection, store) -> dict:
+    meta = store.meta()
+    sizes = store.file_sizes()
+    for name in (paths.INDEX_FILE, ivf_mirror.FILE_NAME):
+        if (collection.root / name).exists():
+            sizes[name] = (collection.root / name).stat().st_size
+    rows = store.n_rows()
+    kind = collection.search_index()
+    return {
+        "path": str(collection.root),
+        "model_id": collection.model_id,
+        "encoder": collection.encoder_spec,
+        "dim": collection.dim,
+        "created_at": meta.get("created_at"),
+        "images": store.count_live(),
+        "rows": rows,
+        "seen": store.count_seen(),
+        "skipped": len(store.skipped()),
+        "classifiers": len(store.classifiers()),
+        # The setting, and what a search of this many rows uses under it.
+        "search_index": kind,
+        "search": "ivf" if ivf_mirror.wanted(kind, rows) else "exact",
+        "bytes": sizes,
+        "bytes_total": sum(sizes.values()),
+    }

@@ -1,0 +1,163 @@
+"""The collection's approximate index (``vectors.ivf``): when it is used, how it is kept
+in step with SQLite, and when it is trusted.
+
+Past ``AUTO_IVF_FROM_ROWS`` rows one exact pass costs more than a labeling round should
+wait (~80-160 ms per million 512-d rows on a 2-core machine), so a collection searches an
+IVF-SQ8 index instead (ivf_index.py: re-ranked exactly, widening then exact under "near"
+seen sets). The choice is the collection's ``search_index`` setting: ``auto`` (the
+default: by size), ``exact`` or ``ivf``, set with ``localq index/ingest --index``.
+
+Like ``vectors.faiss``, the file is a cache: its trailer records the rows it was built
+over and the digest SQLite holds for them. A file whose record does not match is never
+used (search falls back to exact, which is always right) and is rebuilt by the next
+write. Rows added since the file was written are added to it in memory on load, so a
+reader always searches every row its exact index holds.
+
+Only writers (holding the collection's write lock) build or save the file: the indexer
+and ``ingest`` when they finish a run. A k-means over a sample and one pass to add every
+row took 207 s at 1M rows, so readers never build it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from localq import trailer_file
+from localq.ivf_index import IvfIndex
+from localq.store import Store
+from localq.vector_index import VectorIndex
+
+SETTING = "search_index"
+KINDS = ("auto", "exact", "ivf")
+AUTO_IVF_FROM_ROWS = 2_000_000
+# The lists were trained on the rows of the last build. Once the collection has grown
+# this many times over, nlist falls well short of ~4*sqrt(n) and lists grow long:
+# the next write retrains instead of appending.
+REBUILD_AFTER_GROWTH = 4
+FILE_NAME = "vectors.ivf"
+
+
+def checked_kind(kind: str) -> str:
+    if kind not in KINDS:
+        raise ValueError(f"unknown search index {kind!r}: choose one of {', '.join(KINDS)}")
+    return kind
+
+
+def stored_kind(value: str | None) -> str:
+    """The setting as stored; a value this version does not know reads as the default."""
+    return value if value in KINDS else "auto"
+
+
+def wanted(kind: str, rows: int) -> bool:
+    """Whether a collection of ``rows`` rows searches the IVF index under setting ``kind``."""
+    return kind == "ivf" or (kind == "auto" and rows >= AUTO_IVF_FROM_ROWS)
+
+
+class ApproximateSearch:
+    """The exact index's contract (``search``, ``matrix()``, ``ntotal``) with the IVF's
+    search: what sampling and the Collection use when the IVF index is on."""
+
+    kind = "ivf"
+
+    def __init__(self, flat: VectorIndex, ivf: IvfIndex, trained_rows: int):
+        self.flat = flat
+        self.ivf = ivf
+        self.trained_rows = trained_rows  # rows the lists were trained on (REBUILD_AFTER_GROWTH)
+        self.saved_rows: int | None = None  # rows the file on disk holds, if it holds this index
+
+    @property
+    def ntotal(self) -> int:
+        return self.flat.ntotal
+
+    def matrix(self) -> np.ndarray:
+        return self.flat.matrix()
+
+    def search(self, query, k: int, allowed: np.ndarray | None = None):
+        return self.ivf.search(query, k, allowed)
+
+    def in_step(self) -> bool:
+        """The IVF covers the exact index's rows over its current storage. ``flat.add``
+        may move that storage, leaving the IVF's re-ranking rows dangling."""
+        return self.ivf.ntotal == self.flat.ntotal and self.ivf.matrix.ctypes.data == _data(self.flat)
+
+    def catch_up(self) -> None:
+        """Add the exact index's newer rows (and re-point at its storage)."""
+        self.ivf.extend(self.flat.matrix())
+
+
+def load(store: Store, path: Path, flat: VectorIndex) -> tuple[ApproximateSearch | None, str | None]:
+    """The IVF index over ``flat``'s rows from ``path``, and why it was not usable if not."""
+    if not path.exists():
+        return None, None
+    state = trailer_file.read_state(path)
+    problem = disagreement(store, state, flat.dim, flat.ntotal)
+    if problem:
+        return None, problem
+    rows = int(state["rows"])
+    try:
+        ivf = IvfIndex.load(path, flat.matrix()[:rows])
+    except (RuntimeError, OSError, MemoryError, ValueError) as exc:
+        return None, f"{path.name} is unreadable ({type(exc).__name__}); the next `localq index` rebuilds it"
+    trained = state.get("trained_rows")
+    search = ApproximateSearch(flat, ivf, trained if isinstance(trained, int) and trained > 0 else rows)
+    search.saved_rows = rows
+    search.catch_up()
+    return search, None
+
+
+def disagreement(store: Store, state: dict | None, dim: int, n_rows: int) -> str | None:
+    """Why a file with this record does not index a prefix of the collection's ``n_rows``
+    rows (None: it does)."""
+    if state is None:
+        return f"{FILE_NAME} does not record which database state it indexes"
+    rows = state.get("rows")
+    if not isinstance(rows, int) or state.get("dim") != dim:
+        return f"{FILE_NAME} has an unreadable record"
+    if rows > n_rows:
+        return f"{FILE_NAME} indexes {rows} rows, the collection {n_rows}"
+    if state.get("digest") is None or state.get("digest") != store.vectors_digest(rows):
+        return f"{FILE_NAME} indexes another state of the database than this one"
+    return None
+
+
+def for_search(store: Store, root: Path, flat: VectorIndex, current: ApproximateSearch | None,
+               problem: str | None) -> tuple[ApproximateSearch | None, str | None]:
+    """The IVF index to search ``flat``'s rows with (loaded once, then kept in step with
+    ``flat``), or None and why: the caller then searches ``flat`` exactly."""
+    if current is not None and current.flat is flat:
+        if not current.in_step():
+            current.catch_up()
+        return current, None
+    if problem is not None and current is None:
+        return None, problem  # judged once per process: the file is not read again
+    return load(store, root / FILE_NAME, flat)
+
+
+def save(store: Store, root: Path, flat: VectorIndex, current: ApproximateSearch | None,
+         kind: str) -> ApproximateSearch | None:
+    """Bring the file level with ``flat`` (the caller holds the write lock): add the new
+    rows to a usable index or train a new one, and save it; or, where the collection
+    does not want one, delete the file (at 10M rows it holds 5 GB)."""
+    path = root / FILE_NAME
+    if not wanted(kind, flat.ntotal) or flat.ntotal == 0:
+        path.unlink(missing_ok=True)
+        return None
+    if current is None or current.flat is not flat:
+        current, _ = load(store, path, flat)
+    if current is None or flat.ntotal > REBUILD_AFTER_GROWTH * current.trained_rows:
+        current = ApproximateSearch(flat, IvfIndex.build(flat.matrix()), flat.ntotal)
+    elif not current.in_step():
+        current.catch_up()
+    if current.saved_rows != current.ivf.ntotal:
+        state = {"rows": current.ivf.ntotal, "dim": flat.dim, "trained_rows": current.trained_rows,
+                 "digest": store.vectors_digest(current.ivf.ntotal)}
+        current.ivf.save(path, state)
+        current.saved_rows = current.ivf.ntotal
+    return current
+
+
+def _data(flat: VectorIndex) -> int:
+    m = flat.matrix()
+    return m.ctypes.data if m.size else 0

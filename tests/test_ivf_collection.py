@@ -1,0 +1,174 @@
+"""A collection searching through its IVF index (ivf_mirror.py): the setting, the file
+on disk and its record, rows added after a build, stale and damaged files, and the
+labeling loop on top, all with real FAISS and SQLite files."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import localq.encoders
+from conftest import ColorEncoder, synthetic_collection
+from localq import ivf_mirror, trailer_file
+from localq.collection import Collection
+from localq.cli import cli
+from localq.cli.common import SEARCH_INDEX_KINDS
+from localq.store import NewImage
+from localq.trainer import Trainer
+from localq.vector_index import VectorIndex
+
+# 30 clusters x 250 rows: more rows than IvfIndex's exact shortcut (4096 allowed rows),
+# so these searches go through the inverted lists.
+CLUSTERS, PER_CLUSTER, DIM = 30, 250, 32
+
+
+def ivf_collection(root: Path, seed: int = 0):
+    coll, centres = synthetic_collection(root, clusters=CLUSTERS, per_cluster=PER_CLUSTER, dim=DIM, seed=seed)
+    coll.set_search_index("ivf")
+    coll.save_index()
+    return coll, centres
+
+
+def queries(centres, n=12, seed=5):
+    rng = np.random.default_rng(seed)
+    q = centres[rng.integers(0, len(centres), n)] + 0.5 * rng.standard_normal((n, DIM)).astype(np.float32) / np.sqrt(DIM)
+    return q / np.linalg.norm(q, axis=1, keepdims=True)
+
+
+def recall(coll, q, k, allowed) -> float:
+    got, _ = coll.searcher.search(q, k, allowed)
+    want, _ = coll.index.search(q, k, allowed)
+    assert allowed is None or allowed[got].all()
+    return len(set(got.tolist()) & set(want.tolist())) / len(want)
+
+
+def test_the_cli_and_the_core_offer_the_same_kinds():
+    assert SEARCH_INDEX_KINDS == ivf_mirror.KINDS
+
+
+def test_an_ivf_collection_saves_its_index_and_searches_like_exact(tmp_path):
+    coll, centres = ivf_collection(tmp_path / "c")
+    path = tmp_path / "c" / ivf_mirror.FILE_NAME
+    state = trailer_file.read_state(path)
+    assert state["rows"] == CLUSTERS * PER_CLUSTER and state["digest"] == coll.store.vectors_digest(state["rows"])
+    coll.close()
+
+    coll = Collection.open(tmp_path / "c")  # a new process's view: loads the file, builds nothing
+    mtime = path.stat().st_mtime_ns
+    assert isinstance(coll.searcher, ivf_mirror.ApproximateSearch) and coll.ivf_problem is None
+    n = coll.rows()
+    rng = np.random.default_rng(0)
+    for q in queries(centres):
+        assert recall(coll, q, 10, None) >= 0.9
+        random_seen = rng.random(n) < 0.5
+        assert recall(coll, q, 10, ~random_seen) >= 0.9
+        near = np.ones(n, bool)
+        near[np.argsort(-(coll.index.matrix() @ q))[: n // 2]] = False  # the query's own half: seen
+        assert recall(coll, q, 10, near) >= 0.9
+    hits = coll.search(queries(centres)[0], 5)
+    assert len(hits) == 5 and hits[0].score >= hits[-1].score
+    coll.save_index()  # nothing new: the 0.5 GB-per-million file is not written again
+    assert path.stat().st_mtime_ns == mtime
+
+
+def test_rows_added_after_a_build_are_searched_and_saved(tmp_path):
+    coll, _ = ivf_collection(tmp_path / "c")
+    odd = np.zeros((1, DIM), np.float32)
+    odd[0, 0] = 1.0  # a direction no cluster points to
+    [new_id] = coll.add_images([NewImage("/synthetic/new.png", "hnew", 1, 0.0, 1, 1, None, "train")], odd)
+    assert isinstance(coll.searcher, ivf_mirror.ApproximateSearch)
+    ids, scores = coll.searcher.search(odd[0], 1)
+    assert ids.tolist() == [new_id] and scores[0] == pytest.approx(1.0)
+    coll.save_index()
+    assert trailer_file.read_state(tmp_path / "c" / ivf_mirror.FILE_NAME)["rows"] == new_id + 1
+
+
+@pytest.mark.parametrize("damage", ["garbage", "another collection's file", "no record"])
+def test_a_stale_or_damaged_ivf_file_is_never_searched(tmp_path, damage):
+    coll, centres = ivf_collection(tmp_path / "c")
+    coll.close()
+    path = tmp_path / "c" / ivf_mirror.FILE_NAME
+    if damage == "garbage":
+        path.write_bytes(b"\x00not faiss" * 1000)
+    elif damage == "another collection's file":
+        other, _ = ivf_collection(tmp_path / "other", seed=1)  # same size, other vectors
+        other.close()
+        shutil.copy(tmp_path / "other" / ivf_mirror.FILE_NAME, path)
+    else:
+        data = path.read_bytes()
+        path.write_bytes(data[: data.rindex(b"{")])  # FAISS bytes without localq's trailer
+    coll = Collection.open(tmp_path / "c")
+    assert isinstance(coll.searcher, VectorIndex), "a file that does not match must not be searched"
+    assert ivf_mirror.FILE_NAME in coll.ivf_problem
+    q = queries(centres)[0]
+    assert [h.id for h in coll.search(q, 10)] == coll.index.search(q, 10)[0].tolist()
+    coll.save_index()  # the next write rebuilds it
+    assert isinstance(coll.searcher, ivf_mirror.ApproximateSearch) and coll.ivf_problem is None
+    assert trailer_file.read_state(path)["digest"] == coll.store.vectors_digest(coll.rows())
+
+
+def test_auto_switches_to_ivf_past_its_threshold_and_exact_drops_the_file(tmp_path, monkeypatch):
+    coll, _ = synthetic_collection(tmp_path / "c", clusters=CLUSTERS, per_cluster=PER_CLUSTER, dim=DIM)
+    path = tmp_path / "c" / ivf_mirror.FILE_NAME
+    assert coll.search_index() == "auto" and not path.exists() and isinstance(coll.searcher, VectorIndex)
+    monkeypatch.setattr(ivf_mirror, "AUTO_IVF_FROM_ROWS", CLUSTERS * PER_CLUSTER)
+    coll.save_index()
+    assert path.exists() and isinstance(coll.searcher, ivf_mirror.ApproximateSearch)
+    coll.set_search_index("exact")
+    coll.save_index()
+    assert not path.exists() and isinstance(coll.searcher, VectorIndex)
+    with pytest.raises(ValueError, match="unknown search index"):
+        coll.set_search_index("hnsw")
+
+
+@pytest.mark.parametrize("strategy", ["auto", "top", "boundary", "diverse", "random"])
+def test_the_labeling_loop_on_the_ivf_index_picks_what_exact_search_picks(tmp_path, strategy):
+    batches = {}
+    for kind in ("ivf", "exact"):
+        coll, _ = synthetic_collection(tmp_path / kind, clusters=CLUSTERS, per_cluster=PER_CLUSTER, dim=DIM)
+        coll.set_search_index(kind)
+        coll.save_index()
+        assert isinstance(coll.searcher, ivf_mirror.ApproximateSearch if kind == "ivf" else VectorIndex)
+        labels = coll.store.labels_by_id()
+        trainer = Trainer.create(coll, "t", images=[min(i for i, label in labels.items() if label == "0")])
+        batches[kind] = []
+        for _ in range(4):
+            ids = [h.id for h in trainer.next_batch(10, strategy=strategy)]
+            assert len(set(ids)) == 10 and not set(ids) & {i for b in batches[kind] for i in b}
+            batches[kind].append(ids)
+            trainer.submit({i: (1.0 if labels[i] == "0" else -1.0) for i in ids})
+    assert batches["ivf"] == batches["exact"]
+
+
+def test_index_option_sets_the_search_index_and_stats_report_it(tmp_path, colour_folder, monkeypatch):
+    monkeypatch.setattr(localq.encoders, "load_encoder", lambda spec="lite0", weights=None: ColorEncoder(), raising=False)
+    runner, db = CliRunner(), str(tmp_path / "c")
+    result = runner.invoke(cli, ["index", str(colour_folder), "--labels", "--db", db, "--index", "ivf"])
+    assert result.exit_code == 0, result.output
+    stats = json.loads(runner.invoke(cli, ["stats", "--db", db, "--json"]).output)
+    assert (stats["search_index"], stats["search"]) == ("ivf", "ivf") and stats["bytes"][ivf_mirror.FILE_NAME] > 0
+    assert "search      ivf (setting ivf" in runner.invoke(cli, ["stats", "--db", db]).output
+    found = json.loads(runner.invoke(cli, ["search", "red", "-k", "3", "--db", db, "--json"]).output)["results"]
+    assert [r["label"] for r in found] == ["red"] * 3
+    result = runner.invoke(cli, ["index", str(colour_folder), "--db", db, "--index", "exact"])
+    assert result.exit_code == 0 and not (Path(db) / ivf_mirror.FILE_NAME).exists()
+    bad = runner.invoke(cli, ["index", str(colour_folder), "--db", db, "--index", "hnsw"])
+    assert bad.exit_code == 2 and "'hnsw' is not one of" in bad.output
+
+
+def test_check_reports_a_stale_ivf_file_and_repair_rebuilds_it(tmp_path):
+    coll, _ = ivf_collection(tmp_path / "c")
+    path = tmp_path / "c" / ivf_mirror.FILE_NAME
+    assert any(f.topic == "ivf" and f.ok and "indexes 7500 rows" in f.detail for f in coll.check().findings)
+    data = path.read_bytes()
+    path.write_bytes(data[: data.rindex(b"{")])  # the record lost
+    coll.close()
+    coll = Collection.open(tmp_path / "c")
+    report = coll.check()
+    assert not report.ok and any(f.topic == "ivf" and not f.ok for f in report.findings)
+    repaired = coll.repair()
+    assert repaired.ok and f"rebuilt {ivf_mirror.FILE_NAME}" in repaired.repaired
+    assert trailer_file.read_state(path)["rows"] == 7500
