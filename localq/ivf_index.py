@@ -17,7 +17,7 @@ on a sample of about 50 rows per list: training on every row took 207 s at 1M.
 
 Why re-rank. SQ8 scores are off by a little, enough to swap neighbours near the k-th
 place (recall 0.98 at 1M without re-ranking, FAISS-NOTES). The index over-fetches
-``rerank * k`` candidates and scores them again with the float rows, which may be an
+``rerank * k`` candidates (past 256 results, one more per result) and scores them again with the float rows, which may be an
 ``np.memmap`` of the collection's vectors: only the candidates' rows are read. (Each
 read maps the page cache around the row into the process, whole folios on recent
 kernels: VmRSS counts those pages as file-backed, but they are shared and reclaimable;
@@ -58,6 +58,10 @@ _TRAIN_ROWS_PER_LIST = 50
 
 _DEFAULT_NPROBE = 32  # recall 0.98 before re-ranking at 1M and 10M (FAISS-NOTES)
 _DEFAULT_RERANK = 4  # candidates fetched per result asked for
+# ...for the first results only: past this many, each further result brings one candidate.
+# Re-ranking decides the order near the k-th place, and a large k (boundary sampling asks
+# for 10,000 candidates) needs no more spare candidates there than a small one.
+_RERANK_SPARE_CAP = 256
 _WIDEN = 4  # nprobe grows by this factor after a search short of candidates
 
 # Below this many allowed rows, one exact gather over them (at 512-d: 8 MB, ~3 ms)
@@ -212,8 +216,12 @@ class IvfIndex:
         # FAISS reads the bitmap by pointer (pitfall 2): ``bits`` stays referenced here
         # until every search below has returned.
         selector = None if bits is None else faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bits))
-        nprobe, fetch = self.nprobe, min(n_allowed, self.rerank * k)
-        previous = None
+        fetch = min(n_allowed, k + (self.rerank - 1) * min(k, _RERANK_SPARE_CAP))
+        # The first probe holds about twice the candidates wanted, on average: 32 lists of a
+        # 1M-row index hold ~8,000 rows, short of a boundary batch's 10,000 candidates, and
+        # each widening from there re-reads every list probed before.
+        first = max(self.nprobe, min(self.nlist, math.ceil(2 * fetch * self.nlist / self.ntotal)))
+        nprobe, previous = first, None
         while True:
             params = faiss.SearchParametersIVF(nprobe=nprobe)
             if selector is not None:
@@ -225,14 +233,14 @@ class IvfIndex:
             if len(found) >= k:
                 ids, scores = self._rerank(q, k, found)
                 if len(found) >= fetch and (
-                    previous is None and nprobe == self.nprobe
+                    previous is None and nprobe == first
                     or previous is not None and np.array_equal(np.sort(previous), np.sort(ids))
                 ):
                     return ids, scores
                 previous = ids
             if nprobe >= self.nlist:
                 return (ids, scores) if len(found) >= k else self._exact_search(q, k, allowed)
-            if nprobe == self.nprobe and n_allowed <= _EXACT_AFTER_SHORT_FRACTION * self.ntotal:
+            if nprobe == first and n_allowed <= _EXACT_AFTER_SHORT_FRACTION * self.ntotal:
                 return self._exact_search(q, k, allowed)
             nprobe = min(self.nlist, nprobe * _WIDEN)
             fetch = min(n_allowed, fetch * _WIDEN)

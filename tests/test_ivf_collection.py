@@ -124,23 +124,46 @@ def test_auto_switches_to_ivf_past_its_threshold_and_exact_drops_the_file(tmp_pa
         coll.set_search_index("hnsw")
 
 
-@pytest.mark.parametrize("strategy", ["auto", "top", "boundary", "diverse", "random"])
-def test_the_labeling_loop_on_the_ivf_index_picks_what_exact_search_picks(tmp_path, strategy):
+def run_loop(coll, strategy: str, rounds: int = 4) -> list[list[int]]:
+    labels = coll.store.labels_by_id()
+    trainer = Trainer.create(coll, "t", images=[min(i for i, label in labels.items() if label == "0")])
+    batches: list[list[int]] = []
+    for _ in range(rounds):
+        ids = [h.id for h in trainer.next_batch(10, strategy=strategy)]
+        assert len(set(ids)) == 10 and not set(ids) & {i for b in batches for i in b}
+        batches.append(ids)
+        trainer.submit({i: (1.0 if labels[i] == "0" else -1.0) for i in ids})
+    return batches
+
+
+def test_top_batches_through_the_ivf_index_are_exact_searchs(tmp_path):
     batches = {}
     for kind in ("ivf", "exact"):
         coll, _ = synthetic_collection(tmp_path / kind, clusters=CLUSTERS, per_cluster=PER_CLUSTER, dim=DIM)
         coll.set_search_index(kind)
         coll.save_index()
         assert isinstance(coll.searcher, ivf_mirror.ApproximateSearch if kind == "ivf" else VectorIndex)
-        labels = coll.store.labels_by_id()
-        trainer = Trainer.create(coll, "t", images=[min(i for i, label in labels.items() if label == "0")])
-        batches[kind] = []
-        for _ in range(4):
-            ids = [h.id for h in trainer.next_batch(10, strategy=strategy)]
-            assert len(set(ids)) == 10 and not set(ids) & {i for b in batches[kind] for i in b}
-            batches[kind].append(ids)
-            trainer.submit({i: (1.0 if labels[i] == "0" else -1.0) for i in ids})
+        batches[kind] = run_loop(coll, "top")
     assert batches["ivf"] == batches["exact"]
+
+
+@pytest.mark.parametrize("strategy", ["auto", "boundary", "diverse", "random"])
+def test_every_strategy_runs_on_the_ivf_index(tmp_path, strategy):
+    coll, _ = ivf_collection(tmp_path / "c")
+    labels = coll.store.labels_by_id()
+    batches = run_loop(coll, strategy)
+    if strategy != "random":  # retrieval through the IVF finds the example's cluster
+        assert sum(labels[i] == "0" for b in batches for i in b) >= 5
+
+
+@pytest.mark.parametrize("k", [1000, 5000])
+def test_candidate_pools_of_boundary_and_warm_up_keep_their_recall(tmp_path, k):
+    # boundary and diverse read the best 10,000 candidates, a warm-up the best 100 per
+    # label: approximate pools, whose members matter, not their order.
+    coll, centres = ivf_collection(tmp_path / "c")
+    rng = np.random.default_rng(3)
+    for q in queries(centres, n=4):
+        assert recall(coll, q, k, rng.random(coll.rows()) < 0.9) >= 0.95
 
 
 def test_index_option_sets_the_search_index_and_stats_report_it(tmp_path, colour_folder, monkeypatch):
