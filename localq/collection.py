@@ -65,7 +65,8 @@ class Collection:
     def open(cls, root: str | Path | None = None, *, create: bool = False, on_wait: OnWait | None = None) -> "Collection":
         """Open (or with ``create``, start) the collection at ``root``.
 
-        ``on_wait(message)`` is called once when a write has to wait for another process."""
+        ``on_wait(message)`` is told when a write has to wait for another process, or is
+        about to take minutes (building the IVF index)."""
         root = paths.collection_dir(root)
         db_path = root / paths.DB_FILE
         paths.refuse_damaged_location(root, db_path)
@@ -93,10 +94,9 @@ class Collection:
         self.store.close()
 
     def reopen(self) -> "Collection":
-        """The same collection for another thread (SQLite connections are per thread),
-        sharing this one's loaded vector index instead of reading it again (0.5 s for
-        Imagenette). Hand it over: only the new object should be used afterwards."""
-        other = Collection.open(self.root)
+        """The same collection for another thread (SQLite connections are per thread), sharing
+        the loaded indexes. Hand it over: only the new object should be used afterwards."""
+        other = Collection.open(self.root, on_wait=self.lock.on_wait)
         other._index, other._approximate = self._index, self._approximate
         return other
 
@@ -196,7 +196,8 @@ class Collection:
         with self.writing():
             index_mirror.save(self.store, self.index)
             if with_ivf:
-                self._approximate = ivf_mirror.save(self.store, self.root, self.index, self._approximate, self.search_index())
+                self._approximate = ivf_mirror.save(self.store, self.root, self.index, self._approximate,
+                                                    self.search_index(), notice=self.lock.on_wait)
                 self.ivf_problem = None
 
     def rebuild_index(self) -> None:
@@ -210,7 +211,7 @@ class Collection:
             self.images_changed()
 
     def refresh(self) -> bool:
-        """Take in rows committed by another connection (a background indexer). True if any."""
+        """Take in rows committed by another connection (a background indexer); True if any."""
         if self._index is None or self.store.n_rows() == self._index.ntotal:
             return False
         self.sync_index()
@@ -318,8 +319,7 @@ class Collection:
         """A live image's vector with this content hash: a copied file is not embedded again."""
         return self.store.live_vector_for_hash(digest)
 
-    def record_skips(self, skips: list) -> None:
-        """Files that could not be indexed: (path, reason, size, mtime)."""
+    def record_skips(self, skips: list) -> None:  # files that could not be indexed: (path, reason, size, mtime)
         self.store.record_skips(skips)
 
     def forget_skips(self, paths) -> None:

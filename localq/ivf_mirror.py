@@ -21,6 +21,7 @@ row took 207 s at 1M rows, so readers never build it.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -37,6 +38,13 @@ AUTO_IVF_FROM_ROWS = 2_000_000
 # the next write retrains instead of appending.
 REBUILD_AFTER_GROWTH = 4
 FILE_NAME = "vectors.ivf"
+# Measured by scripts/bench_round.py at 1M x 512 (docs/bench/round-1m.md): what a build
+# costs, for the notice a writer shows before starting one.
+_BUILD_S_PER_MILLION = 150
+# A file behind the collection by more than this many rows is not used: adding them on
+# every open would cost more than the exact search it saves (rows that a writer without
+# the IVF step, or a killed run, left behind). The next `localq index` catches it up.
+_CATCH_UP_AT_MOST = 100_000
 
 
 def checked_kind(kind: str) -> str:
@@ -117,6 +125,8 @@ def disagreement(store: Store, state: dict | None, dim: int, n_rows: int) -> str
         return f"{FILE_NAME} has an unreadable record"
     if rows > n_rows:
         return f"{FILE_NAME} indexes {rows} rows, the collection {n_rows}"
+    if n_rows - rows > max(_CATCH_UP_AT_MOST, rows // 10):
+        return f"{FILE_NAME} indexes {rows} of {n_rows} rows; `localq index` updates it"
     if state.get("digest") is None or state.get("digest") != store.vectors_digest(rows):
         return f"{FILE_NAME} indexes another state of the database than this one"
     return None
@@ -136,7 +146,7 @@ def for_search(store: Store, root: Path, flat: VectorIndex, current: Approximate
 
 
 def save(store: Store, root: Path, flat: VectorIndex, current: ApproximateSearch | None,
-         kind: str) -> ApproximateSearch | None:
+         kind: str, notice: Callable[[str], None] | None = None) -> ApproximateSearch | None:
     """Bring the file level with ``flat`` (the caller holds the write lock): add the new
     rows to a usable index or train a new one, and save it; or, where the collection
     does not want one, delete the file (at 10M rows it holds 5 GB)."""
@@ -147,6 +157,9 @@ def save(store: Store, root: Path, flat: VectorIndex, current: ApproximateSearch
     if current is None or current.flat is not flat:
         current, _ = load(store, path, flat)
     if current is None or flat.ntotal > REBUILD_AFTER_GROWTH * current.trained_rows:
+        if notice is not None:
+            notice(f"building the IVF search index over {flat.ntotal:,} vectors "
+                   f"(about {_BUILD_S_PER_MILLION / 60:.1f} min per million on 2 cores)")
         current = ApproximateSearch(flat, IvfIndex.build(flat.matrix()), flat.ntotal)
     elif not current.in_step():
         current.catch_up()

@@ -86,6 +86,19 @@ def test_rows_added_after_a_build_are_searched_and_saved(tmp_path):
     assert trailer_file.read_state(tmp_path / "c" / ivf_mirror.FILE_NAME)["rows"] == new_id + 1
 
 
+def test_a_file_far_behind_the_collection_is_not_caught_up_on_every_open(tmp_path, monkeypatch):
+    coll, _ = ivf_collection(tmp_path / "c")
+    monkeypatch.setattr(ivf_mirror, "_CATCH_UP_AT_MOST", 10)  # and a tenth of the rows: 750
+    rows = [NewImage(f"/synthetic/more{i}.png", f"hm{i}", 1, 0.0, 1, 1, None, "train") for i in range(800)]
+    coll.add_images(rows, coll.index.matrix()[:800].copy())
+    coll.save_index(with_ivf=False)  # as the indexer's periodic saves do
+    coll.close()
+    coll = Collection.open(tmp_path / "c")
+    assert isinstance(coll.searcher, VectorIndex) and "indexes 7500 of 8300 rows" in coll.ivf_problem
+    coll.save_index()
+    assert isinstance(coll.searcher, ivf_mirror.ApproximateSearch) and coll.searcher.ivf.ntotal == 8300
+
+
 @pytest.mark.parametrize("damage", ["garbage", "another collection's file", "no record"])
 def test_a_stale_or_damaged_ivf_file_is_never_searched(tmp_path, damage):
     coll, centres = ivf_collection(tmp_path / "c")
@@ -171,6 +184,7 @@ def test_index_option_sets_the_search_index_and_stats_report_it(tmp_path, colour
     runner, db = CliRunner(), str(tmp_path / "c")
     result = runner.invoke(cli, ["index", str(colour_folder), "--labels", "--db", db, "--index", "ivf"])
     assert result.exit_code == 0, result.output
+    assert "building the IVF search index over 12 vectors" in result.output  # before minutes of silence
     stats = json.loads(runner.invoke(cli, ["stats", "--db", db, "--json"]).output)
     assert (stats["search_index"], stats["search"]) == ("ivf", "ivf") and stats["bytes"][ivf_mirror.FILE_NAME] > 0
     assert "search      ivf (setting ivf" in runner.invoke(cli, ["stats", "--db", db]).output
