@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,15 @@ class Clusters:
     assign: np.ndarray  # [n] int32: every row's nearest centroid
     closeness: np.ndarray  # [n] float32: each row's cosine to its centroid (how typical it is)
     fitted_rows: int = 0  # rows k-means saw (the rest were assigned after); 0: not recorded
+
+    @cached_property
+    def typical_first(self) -> np.ndarray:
+        """Every row id, grouped by cluster, most typical first (ties: lower id first).
+
+        Sorted once per Clusters object: sorting every row per batch cost 180 ms of a
+        250 ms round at 1M rows, where filtering this order by the allowed mask is a
+        few ms and picks the same images."""
+        return np.lexsort((-self.closeness, self.assign))
 
 
 def n_clusters_for(n: int) -> int:
@@ -185,12 +195,15 @@ def coverage(clusters: Clusters, allowed: np.ndarray, query: np.ndarray, labeled
     order = np.lexsort((-key, visits))  # fewest labels first, then the best key
 
     # Each cluster's allowed members, most typical first.
-    ids = np.flatnonzero(allowed)
-    members = ids[np.lexsort((-clusters.closeness[ids], clusters.assign[ids]))]
+    rows = clusters.typical_first
+    if len(rows) > len(allowed):  # clusters of more rows than this view holds
+        rows = rows[rows < len(allowed)]
+    members = rows[allowed[rows]]
+    n_allowed = len(members)
     first = np.searchsorted(clusters.assign[members], np.arange(n_c + 1))
     chosen: list[int] = []
     depth = 0
-    while len(chosen) < min(k, len(ids)):
+    while len(chosen) < min(k, n_allowed):
         took = False
         for c in order:
             i = first[c] + depth

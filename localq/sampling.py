@@ -163,11 +163,12 @@ def _auto(index, w, b, k, allowed, rng, ctx: Context, candidates, pool) -> np.nd
     if unfitted:  # positives but no fit (cannot happen from the trainer): treat as a prompt
         return _warmup(index, w, k, allowed, rng, pool)
     n_top = int(round(ctx.top_share * k))
-    top = _search(index, w, n_top, allowed) if n_top else np.empty(0, np.int64)
-    rest = allowed.copy()
-    rest[top] = False
-    m = min(k - len(top), int(rest.sum()))
-    edge = _boundary(index, w, b, m, rest, candidates) if m > 0 else np.empty(0, np.int64)
+    # One search serves both parts: its first n_top rows are the top part, and the next
+    # ``candidates`` are the best of the rest, which is what ``_boundary`` would search for.
+    ids = _search(index, w, n_top + max(k - n_top, candidates), allowed)
+    top, pool = ids[:n_top], ids[n_top:]
+    m = min(k - len(top), len(pool))
+    edge = pool[np.argsort(np.abs(_raw_scores(index, pool, w, b)), kind="stable")[:m]] if m > 0 else pool[:0]
     return np.concatenate([top, edge]).astype(np.int64)
 
 
