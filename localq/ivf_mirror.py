@@ -67,8 +67,6 @@ class ApproximateSearch:
     """The exact index's contract (``search``, ``matrix()``, ``ntotal``) with the IVF's
     search: what sampling and the Collection use when the IVF index is on."""
 
-    kind = "ivf"
-
     def __init__(self, flat: VectorIndex, ivf: IvfIndex, trained_rows: int):
         self.flat = flat
         self.ivf = ivf
