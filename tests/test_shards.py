@@ -229,8 +229,9 @@ def test_cli_embed_then_ingest(photos, tmp_path, monkeypatch):
     result = runner.invoke(cli, ["ingest", out, "--db", db, "--labels", "--json"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["images"] == 12
-    result = runner.invoke(cli, ["ingest", out, "--db", db], catch_exceptions=False)
+    result = runner.invoke(cli, ["ingest", out, "--db", db, "--index", "ivf"], catch_exceptions=False)
     assert "0 shards ingested, 4 already in" in result.output
+    assert (tmp_path / "c" / "vectors.ivf").exists()  # the setting applies even with nothing new
     shards.emb_path(tmp_path / "shards", "00003").write_bytes(b"\x93NUMPY")  # truncated
     result = runner.invoke(cli, ["ingest", out, "--db", str(tmp_path / "other"), "-q"])
     assert result.exit_code == 1 and result.output.startswith("error: ") and result.output.count("\n") == 1
