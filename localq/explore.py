@@ -17,6 +17,7 @@ yet first, ranked (softly) by the current query so a weakly working prompt still
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from dataclasses import dataclass
@@ -94,23 +95,36 @@ _cache: dict[tuple, Clusters] = {}
 _lock = threading.Lock()
 
 
-def collection_clusters(collection) -> Clusters | None:
+def collection_clusters(collection, fit_rows: np.ndarray | None = None) -> Clusters | None:
     """The clusters of every row of ``collection``'s index (None for an empty collection).
 
     Keyed by the collection's directory, row count and encoder; labeling never recomputes
     them. Rows are only ever appended, so while a collection grows (a background indexer
     behind the demo's UI) new rows join their nearest centroid, a matrix product; k-means
     runs again once it has grown by more than REFIT_GROWTH since the last fit.
+
+    ``fit_rows`` (a mask) restricts the k-means fit to a classifier's pool: a benchmark's
+    held-out split (and dev, while tuning) must not shape what ``auto`` explores, even
+    through unlabeled vectors. Every row is still assigned to its nearest centroid. Such
+    clusters are cached in memory only, under the mask's digest.
     """
     index = collection.index
     n = int(index.ntotal)
     if n == 0:
         return None
-    key = (str(Path(collection.root).resolve()), n, collection.model_id or "")
+    if fit_rows is not None and not np.asarray(fit_rows, bool).any():
+        return None
+    mask_key = None if fit_rows is None else hashlib.sha1(np.packbits(np.asarray(fit_rows, bool))).hexdigest()
+    key = (str(Path(collection.root).resolve()), n, collection.model_id or "", mask_key)
     with _lock:
         hit = _cache.get(key)
         if hit is not None:
             return hit
+        if fit_rows is not None:
+            clusters = _fit_on_rows(index.matrix(), np.asarray(fit_rows, bool))
+            _cache.clear()
+            _cache[key] = clusters
+            return clusters
         path = Path(collection.root) / CLUSTERS_FILE
         fitted_rows, earlier = _earlier(key) or _load(path, key[2]) or (0, None)
         if earlier is not None and len(earlier.assign) == n:
@@ -130,11 +144,18 @@ REFIT_GROWTH = 1.25
 
 
 def _earlier(key: tuple) -> tuple[int, Clusters] | None:
-    """Clusters cached for fewer rows of the same collection and encoder."""
-    for (root, rows, model_id), clusters in _cache.items():
-        if root == key[0] and model_id == key[2] and rows < key[1]:
+    """Clusters of every row cached for fewer rows of the same collection and encoder."""
+    for (root, rows, model_id, mask_key), clusters in _cache.items():
+        if root == key[0] and model_id == key[2] and rows < key[1] and mask_key is None:
             return clusters.fitted_rows, clusters
     return None
+
+
+def _fit_on_rows(x: np.ndarray, rows: np.ndarray) -> Clusters:
+    """k-means of the ``rows`` (mask) of ``x``; every row of ``x`` assigned to a centroid."""
+    centroids = kmeans(x[rows]).centroids
+    assign, closeness = _assign(x, centroids)
+    return Clusters(centroids, assign, closeness, len(x))
 
 
 def _extend(clusters: Clusters, x: np.ndarray) -> Clusters:

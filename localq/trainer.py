@@ -257,7 +257,8 @@ class Trainer(Scoring, ColdStartActions):
             labeled_ids=np.fromiter(labels, dtype=np.int64, count=len(labels)),
             labeled_scores=np.fromiter(labels.values(), dtype=np.float32, count=len(labels)),
             batch_positives=tuple(per_round[r] for r in sorted(per_round)),
-            clusters=collection_clusters(self.collection),
+            # A pool restricted to a split (a benchmark) is also what the clusters are fitted on.
+            clusters=collection_clusters(self.collection, self._pool_mask() if s.pool_split is not None else None),
             explore_first=s.explore_first, explore_cold=s.explore_cold, top_share=s.top_share,
             temperature=s.explore_temperature,
         )

@@ -200,3 +200,33 @@ def test_clusters_extend_while_a_collection_grows_and_refit_past_the_growth_limi
     again = explore.collection_clusters(coll)
     assert again.fitted_rows == 800 and len(again.assign) == 900
     np.testing.assert_array_equal(again.centroids, refit.centroids)
+
+
+def test_clusters_fitted_on_a_pool_ignore_every_row_outside_it(tmp_path):
+    # A benchmark's held-out (and, tuning, dev) vectors must not shape what auto explores.
+    a, _ = synthetic_collection(tmp_path / "a", clusters=4, per_cluster=150, dim=16, seed=0)
+    b, _ = synthetic_collection(tmp_path / "b", clusters=4, per_cluster=150, dim=16, seed=0)
+    pool = np.arange(a.rows()) < 400
+    noise = np.random.default_rng(9).standard_normal((int((~pool).sum()), 16)).astype(np.float32)
+    b.index.matrix()[~pool] = noise / np.linalg.norm(noise, axis=1, keepdims=True)  # scramble the rest in place
+    explore._cache.clear()
+    fitted_a = explore.collection_clusters(a, pool)
+    fitted_b = explore.collection_clusters(b, pool)
+    np.testing.assert_array_equal(fitted_a.centroids, fitted_b.centroids)
+    np.testing.assert_array_equal(fitted_a.assign[pool], fitted_b.assign[pool])
+    assert len(fitted_b.assign) == b.rows()  # every row still has a cluster
+    # Fitted on every row, the scrambled ones do move the centroids: the mask is what protects.
+    assert not np.array_equal(explore.collection_clusters(a).centroids, explore.collection_clusters(b).centroids)
+
+
+def test_a_trainer_with_a_pool_split_explores_clusters_of_its_pool(tmp_path):
+    from test_bench import clusters as split_collection
+
+    coll = split_collection(tmp_path / "c", train=60, val=60)
+    pool = coll.split_mask("train")
+    assert 0 < pool.sum() < coll.rows()
+    trainer = Trainer.create(coll, "t", images=[int(np.flatnonzero(pool)[0])], settings=Settings(pool_split="train"))
+    explore._cache.clear()
+    used = trainer._auto_context().clusters
+    np.testing.assert_array_equal(used.centroids, explore.collection_clusters(coll, pool).centroids)
+    assert not np.array_equal(used.centroids, explore.collection_clusters(coll).centroids)
