@@ -23,7 +23,10 @@ measured, then the baseline. Not a test: nothing here asserts a time.
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
+import sys
 import resource
 import tempfile
 import time
@@ -145,6 +148,21 @@ def mark(ok: bool) -> str:
     return "MET" if ok else "MISS"
 
 
+class _Tee:
+    """Writes to the terminal and to a buffer (the --markdown report)."""
+
+    def __init__(self, *streams):
+        self.streams = streams
+
+    def write(self, text):
+        for stream in self.streams:
+            stream.write(text)
+
+    def flush(self):
+        for stream in self.streams:
+            stream.flush()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=10_000_000)
@@ -158,6 +176,7 @@ def main() -> None:
     parser.add_argument("--rerank", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the raw figures here (docs/bench/scale-*.json)")
+    parser.add_argument("--markdown", type=Path, help="also write the report (from its table on) here, with the command")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="bench_scale_"))
     work.mkdir(parents=True, exist_ok=True)
@@ -204,6 +223,9 @@ def main() -> None:
         results[case]["exact_ms"] = ms
     mem_exact = memory()
 
+    if args.markdown:
+        report = io.StringIO()
+        sys.stdout = _Tee(sys.__stdout__, report)
     print(f"\n## IvfIndex (localq {localq.__version__}) vs exact, n={args.n:,}, d={args.dim}, k={args.k}, "
           f"{args.queries} queries per row, nlist {index.nlist}, nprobe {index.nprobe}, "
           f"rerank x{index.rerank}\n")
@@ -229,6 +251,12 @@ def main() -> None:
           "File-backed is page cache of the memmapped rows that re-ranking and exact reads "
           "mapped in (the kernel maps whole folios around each row read): reclaimable and "
           "shared, but counted in VmRSS and ru_maxrss")
+    if args.markdown:
+        sys.stdout = sys.__stdout__
+        header = (f"Output of `python scripts/bench_scale.py {' '.join(sys.argv[1:])}`, "
+                  f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, shared {os.cpu_count()}-core machine "
+                  f"(load average at end {os.getloadavg()[0]:.2f}).\n")
+        args.markdown.write_text(header + report.getvalue())
     if args.json:
         import json
 
