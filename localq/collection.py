@@ -52,13 +52,12 @@ class Collection:
         self.encoder_spec: str | None = meta.get("encoder_spec")
         self.encoder_weights: str | None = meta.get("encoder_weights") or None
         self._index: VectorIndex | None = None
-        self._approximate: ivf_mirror.ApproximateSearch | None = None
+        self._ivf = ivf_mirror.IvfState()  # the IVF index loaded, or why none is searched
         self._search_kind: str | None = None  # the search_index setting, read once
         self._encoder = None
         self._live: np.ndarray | None = None  # cached: reading 1M ids from SQLite costs ~0.2 s
         self._labels: FolderLabels | None = None
         self.index_problem: str | None = None  # why the FAISS file was not used as it was, if it wasn't
-        self.ivf_problem: str | None = None  # why the IVF file is not searched, where it would be
 
     # -- opening ------------------------------------------------------------------------
     @classmethod
@@ -97,7 +96,7 @@ class Collection:
         """The same collection for another thread (SQLite connections are per thread), sharing
         the loaded indexes. Hand it over: only the new object should be used afterwards."""
         other = Collection.open(self.root, on_wait=self.lock.on_wait)
-        other._index, other._approximate = self._index, self._approximate
+        other._index, other._ivf = self._index, self._ivf
         return other
 
     def __enter__(self) -> "Collection":
@@ -158,9 +157,12 @@ class Collection:
         index = self.index
         if not ivf_mirror.wanted(self.search_index(), index.ntotal):
             return index
-        self._approximate, self.ivf_problem = ivf_mirror.for_search(
-            self.store, self.root, index, self._approximate, self.ivf_problem)
-        return self._approximate or index
+        return ivf_mirror.for_search(self.store, self.root, index, self._ivf) or index
+
+    @property
+    def ivf_problem(self) -> str | None:
+        """Why the IVF file is not searched where it would be (None: it is, or not wanted)."""
+        return self._ivf.problem
 
     def search_index(self) -> str:
         """``auto`` (IVF past ivf_mirror.AUTO_IVF_FROM_ROWS rows), ``exact`` or ``ivf``."""
@@ -196,9 +198,7 @@ class Collection:
         with self.writing():
             index_mirror.save(self.store, self.index)
             if with_ivf:
-                self._approximate = ivf_mirror.save(self.store, self.root, self.index, self._approximate,
-                                                    self.search_index(), notice=self.lock.on_wait)
-                self.ivf_problem = None
+                ivf_mirror.save(self.store, self.root, self.index, self._ivf, self.search_index(), self.lock.on_wait)
 
     def rebuild_index(self) -> None:
         """Rebuild the FAISS rows from SQLite (``localq repair``), and a stale IVF file."""
@@ -207,7 +207,7 @@ class Collection:
             index_mirror.append_from_store(self.store, index, self.dim, self.store.n_rows())
             index_mirror.save(self.store, index)
             self._index, self.index_problem = index, None
-            self._approximate = ivf_mirror.save(self.store, self.root, index, None, self.search_index())
+            ivf_mirror.save(self.store, self.root, index, self._ivf, self.search_index())
             self.images_changed()
 
     def refresh(self) -> bool:

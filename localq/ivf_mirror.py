@@ -20,6 +20,7 @@ row took 207 s at 1M rows, so readers never build it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -130,28 +131,44 @@ def disagreement(store: Store, state: dict | None, dim: int, n_rows: int) -> str
     return None
 
 
-def for_search(store: Store, root: Path, flat: VectorIndex, current: ApproximateSearch | None,
-               problem: str | None) -> tuple[ApproximateSearch | None, str | None]:
+@dataclass
+class IvfState:
+    """What one Collection knows of its IVF index: the one loaded, or why there is none."""
+
+    search: ApproximateSearch | None = None
+    problem: str | None = None
+    judged_rows: int = -1  # the exact index's rows when ``problem`` was found
+
+
+def for_search(store: Store, root: Path, flat: VectorIndex, state: IvfState) -> ApproximateSearch | None:
     """The IVF index to search ``flat``'s rows with (loaded once, then kept in step with
-    ``flat``), or None and why: the caller then searches ``flat`` exactly."""
+    ``flat``), or None (``state.problem`` says why): the caller then searches ``flat``."""
+    current = state.search
     if current is not None and current.flat is flat:
         if not current.in_step():
             current.catch_up()
-        return current, None
-    if problem is not None and current is None:
-        return None, problem  # judged once per process: the file is not read again
-    return load(store, root / FILE_NAME, flat)
+        return current
+    if state.problem is not None and state.judged_rows == flat.ntotal:
+        # Judged for this view: not read again until the view grows (a file a concurrent
+        # writer saved ahead of this process's rows becomes usable after a refresh).
+        return None
+    state.search, state.problem = load(store, root / FILE_NAME, flat)
+    state.judged_rows = flat.ntotal
+    return state.search
 
 
-def save(store: Store, root: Path, flat: VectorIndex, current: ApproximateSearch | None,
-         kind: str, notice: Callable[[str], None] | None = None) -> ApproximateSearch | None:
+def save(store: Store, root: Path, flat: VectorIndex, state: IvfState, kind: str,
+         notice: Callable[[str], None] | None = None) -> None:
     """Bring the file level with ``flat`` (the caller holds the write lock): add the new
     rows to a usable index or train a new one, and save it; or, where the collection
     does not want one, delete the file (at 10M rows it holds 5 GB)."""
     path = root / FILE_NAME
+    state.problem = None
     if not wanted(kind, flat.ntotal) or flat.ntotal == 0:
         path.unlink(missing_ok=True)
-        return None
+        state.search = None
+        return
+    current = state.search
     if current is None or current.flat is not flat:
         current, _ = load(store, path, flat)
     if current is None or flat.ntotal > REBUILD_AFTER_GROWTH * current.trained_rows:
@@ -162,11 +179,11 @@ def save(store: Store, root: Path, flat: VectorIndex, current: ApproximateSearch
     elif not current.in_step():
         current.catch_up()
     if current.saved_rows != current.ivf.ntotal:
-        state = {"rows": current.ivf.ntotal, "dim": flat.dim, "trained_rows": current.trained_rows,
-                 "digest": store.vectors_digest(current.ivf.ntotal)}
-        current.ivf.save(path, state)
+        record = {"rows": current.ivf.ntotal, "dim": flat.dim, "trained_rows": current.trained_rows,
+                  "digest": store.vectors_digest(current.ivf.ntotal)}
+        current.ivf.save(path, record)
         current.saved_rows = current.ivf.ntotal
-    return current
+    state.search = current
 
 
 def _data(flat: VectorIndex) -> int:

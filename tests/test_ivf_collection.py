@@ -209,3 +209,16 @@ def test_check_reports_a_stale_ivf_file_and_repair_rebuilds_it(tmp_path):
     repaired = coll.repair()
     assert repaired.ok and f"rebuilt {ivf_mirror.FILE_NAME}" in repaired.repaired
     assert trailer_file.read_state(path)["rows"] == 7500
+
+
+def test_a_reader_behind_a_writers_newer_file_searches_exactly_then_takes_it_after_a_refresh(tmp_path):
+    ivf_collection(tmp_path / "c")[0].close()
+    reader = Collection.open(tmp_path / "c")
+    reader.index  # this process's view: 7,500 rows
+    writer = Collection.open(tmp_path / "c")
+    rows = [NewImage(f"/synthetic/w{i}.png", f"hw{i}", 1, 0.0, 1, 1, None, "train") for i in range(5)]
+    writer.add_images(rows, writer.index.matrix()[:5].copy())
+    writer.save_index()  # vectors.ivf now indexes 7,505 rows
+    assert isinstance(reader.searcher, VectorIndex) and "indexes 7505 rows, the collection 7500" in reader.ivf_problem
+    assert reader.refresh()  # takes in the writer's rows
+    assert isinstance(reader.searcher, ivf_mirror.ApproximateSearch) and reader.ivf_problem is None
