@@ -15,7 +15,8 @@ reader always searches every row its exact index holds.
 
 Only writers (holding the collection's write lock) build or save the file: the indexer
 and ``ingest`` when they finish a run. A k-means over a sample and one pass to add every
-row took 207 s at 1M rows, so readers never build it.
+row took 137-207 s at 1M rows (docs/bench/round-1m.md, scale-1m.md), so readers never
+build it.
 """
 
 from __future__ import annotations
