@@ -137,15 +137,15 @@ def test_auto_switches_to_ivf_past_its_threshold_and_exact_drops_the_file(tmp_pa
         coll.set_search_index("hnsw")
 
 
-def run_loop(coll, strategy: str, rounds: int = 4) -> list[list[int]]:
+def run_loop(coll, strategy: str, rounds: int = 4, target: str = "0") -> list[list[int]]:
     labels = coll.store.labels_by_id()
-    trainer = Trainer.create(coll, "t", images=[min(i for i, label in labels.items() if label == "0")])
+    trainer = Trainer.create(coll, f"t{target}", images=[min(i for i, label in labels.items() if label == target)])
     batches: list[list[int]] = []
     for _ in range(rounds):
         ids = [h.id for h in trainer.next_batch(10, strategy=strategy)]
         assert len(set(ids)) == 10 and not set(ids) & {i for b in batches for i in b}
         batches.append(ids)
-        trainer.submit({i: (1.0 if labels[i] == "0" else -1.0) for i in ids})
+        trainer.submit({i: (1.0 if labels[i] == target else -1.0) for i in ids})
     return batches
 
 
@@ -161,12 +161,19 @@ def test_top_batches_through_the_ivf_index_are_exact_searchs(tmp_path):
 
 
 @pytest.mark.parametrize("strategy", ["auto", "boundary", "diverse", "random"])
-def test_every_strategy_runs_on_the_ivf_index(tmp_path, strategy):
-    coll, _ = ivf_collection(tmp_path / "c")
-    labels = coll.store.labels_by_id()
-    batches = run_loop(coll, strategy)
-    if strategy != "random":  # retrieval through the IVF finds the example's cluster
-        assert sum(labels[i] == "0" for b in batches for i in b) >= 5
+def test_every_strategy_runs_on_the_ivf_index_and_finds_what_exact_search_finds(tmp_path, strategy):
+    found = {}
+    for kind in ("ivf", "exact"):
+        coll, _ = synthetic_collection(tmp_path / kind, clusters=CLUSTERS, per_cluster=PER_CLUSTER, dim=DIM)
+        coll.set_search_index(kind)
+        coll.save_index()
+        labels = coll.store.labels_by_id()
+        found[kind] = sum(labels[i] == target for target in ("0", "1", "2", "3")
+                          for b in run_loop(coll, strategy, target=target) for i in b)
+    # The warm-up and boundary pools are approximate through the IVF, so a session's
+    # draws differ from exact search's; over four sessions they find about as many of
+    # the example's class.
+    assert found["ivf"] >= 0.7 * found["exact"], found
 
 
 @pytest.mark.parametrize("k", [1000, 5000])
