@@ -112,16 +112,18 @@ def collection_clusters(collection, fit_rows: np.ndarray | None = None) -> Clust
     n = int(index.ntotal)
     if n == 0:
         return None
-    if fit_rows is not None and not np.asarray(fit_rows, bool).any():
-        return None
-    mask_key = None if fit_rows is None else hashlib.sha1(np.packbits(np.asarray(fit_rows, bool))).hexdigest()
+    if fit_rows is not None:
+        fit_rows = np.asarray(fit_rows, bool)
+        if not fit_rows.any():
+            return None
+    mask_key = None if fit_rows is None else hashlib.sha1(np.packbits(fit_rows)).hexdigest()
     key = (str(Path(collection.root).resolve()), n, collection.model_id or "", mask_key)
     with _lock:
         hit = _cache.get(key)
         if hit is not None:
             return hit
         if fit_rows is not None:
-            clusters = _fit_on_rows(index.matrix(), np.asarray(fit_rows, bool))
+            clusters = _fit_on_rows(index.matrix(), fit_rows)
             _cache.clear()
             _cache[key] = clusters
             return clusters

@@ -91,8 +91,9 @@ def repair(coll: Collection, store: Store) -> Report:
             ivf_before = _ivf_state(coll)
             coll.rebuild_index()
             done.append(f"rebuilt {paths.INDEX_FILE} from the database ({coll.index.ntotal} rows)")
-            if _ivf_state(coll) != ivf_before:
-                done.append(f"{'rebuilt' if _ivf_state(coll) else 'deleted'} {ivf_mirror.FILE_NAME}")
+            ivf_after = _ivf_state(coll)
+            if ivf_after != ivf_before:
+                done.append(f"{'rebuilt' if ivf_after else 'deleted'} {ivf_mirror.FILE_NAME}")
         for cid, name, counter, latest in c.execute(
                 "SELECT c.id, c.name, c.round, (SELECT max(round) FROM rounds r WHERE r.classifier_id = c.id) FROM classifiers c"
         ).fetchall():
@@ -212,14 +213,15 @@ def _check_ivf(coll: Collection, store: Store, report: Report) -> None:
             report.add(True, "ivf", f"no {path.name}: searches are exact (right, slower) until "
                                     "`localq repair` or the next `localq index` builds it")
         return
-    problem = ivf_mirror.disagreement(store, trailer_file.read_state(path), coll.dim, n)
+    state = trailer_file.read_state(path)
+    problem = ivf_mirror.disagreement(store, state, coll.dim, n)
     if problem:
         report.add(not wanted, "ivf", f"{problem}: never searched; `localq repair` rebuilds it")
     elif not wanted:
         report.add(True, "ivf", f"{path.name} is not used under the setting {coll.search_index()!r}: "
                                 "`localq repair` deletes it")
     else:
-        rows = trailer_file.read_state(path)["rows"]
+        rows = state["rows"]
         report.add(True, "ivf", f"{path.name} indexes {rows} rows" + (
             f"; the {n - rows} newer ones are added to it on open" if rows < n else ""))
 

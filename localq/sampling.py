@@ -110,9 +110,12 @@ def _warmup(index, w, k, allowed, rng, pool) -> np.ndarray:
 
 
 def _boundary(index, w, b, k, allowed, candidates) -> np.ndarray:
-    ids = _search(index, w, max(k, candidates), allowed)
-    order = np.argsort(np.abs(_raw_scores(index, ids, w, b)), kind="stable")[:k]
-    return ids[order]
+    return _nearest_threshold(index, _search(index, w, max(k, candidates), allowed), w, b, k)
+
+
+def _nearest_threshold(index, ids, w, b, k) -> np.ndarray:
+    """The ``k`` of ``ids`` whose score ``w.x + b`` is nearest 0 (ties: the better ranked)."""
+    return ids[np.argsort(np.abs(_raw_scores(index, ids, w, b)), kind="stable")[:k]]
 
 
 def _diverse(index, w, b, k, allowed, rng, candidates) -> np.ndarray:
@@ -172,7 +175,7 @@ def _auto(index, w, b, k, allowed, rng, ctx: Context, candidates, pool) -> np.nd
     ids = _search(index, w, n_top + max(k - n_top, candidates), allowed)
     top, pool = ids[:n_top], ids[n_top:]
     m = min(k - len(top), len(pool))
-    edge = pool[np.argsort(np.abs(_raw_scores(index, pool, w, b)), kind="stable")[:m]] if m > 0 else pool[:0]
+    edge = _nearest_threshold(index, pool, w, b, m) if m > 0 else pool[:0]
     return np.concatenate([top, edge]).astype(np.int64)
 
 

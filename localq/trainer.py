@@ -240,13 +240,16 @@ class Trainer(Scoring, ColdStartActions):
             # unfitted query as a unit vector with zero bias (our start bias only sets the
             # prediction threshold) and draws a warm-up batch among its best images.
             w, b = unit(w), 0.0
-        context = self._auto_context() if strategy == "auto" else None
-        ids = select(strategy, self.collection.searcher, w, b, k, self.unseen_mask(), rng, context=context)
+        pool = self._pool_mask()  # read once: the unseen mask and auto's clusters both start from it
+        context = self._auto_context(pool) if strategy == "auto" else None
+        ids = select(strategy, self.collection.searcher, w, b, k, pool & ~self._seen_mask(), rng, context=context)
         return self._set_pending(ids, strategy)
 
-    def _auto_context(self) -> sampling.Context:
-        """What ``auto`` reads: every label so far, positives per labeled round, the clusters."""
+    def _auto_context(self, pool: np.ndarray | None = None) -> sampling.Context:
+        """What ``auto`` reads: labels so far, positives per labeled round, ``pool``'s clusters."""
         from localq.explore import collection_clusters
+
+        pool = self._pool_mask() if pool is None else pool
 
         labels = self.labels()
         per_round: dict[int, int] = {}
@@ -258,7 +261,7 @@ class Trainer(Scoring, ColdStartActions):
             labeled_scores=np.fromiter(labels.values(), dtype=np.float32, count=len(labels)),
             batch_positives=tuple(per_round[r] for r in sorted(per_round)),
             # A pool restricted to a split (a benchmark) is also what the clusters are fitted on.
-            clusters=collection_clusters(self.collection, self._pool_mask() if s.pool_split is not None else None),
+            clusters=collection_clusters(self.collection, pool if s.pool_split is not None else None),
             explore_first=s.explore_first, explore_cold=s.explore_cold, top_share=s.top_share,
             temperature=s.explore_temperature,
         )
