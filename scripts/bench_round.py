@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -161,8 +162,6 @@ def main() -> None:
 
 
 def _command() -> str:
-    import sys
-
     return "python scripts/bench_round.py " + " ".join(sys.argv[1:])
 
 
