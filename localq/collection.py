@@ -1,16 +1,16 @@
-"""A collection: one directory holding the SQLite store and the FAISS index of its vectors.
+"""A collection: one directory holding the SQLite store, its vectors and their search index.
 
-This is the object every driver (CLI, TUI, benchmark) opens first. It keeps the FAISS
-files (exact, and IVF past a size: ivf_mirror.py) consistent with SQLite (the source of
-truth) and knows which encoder built it.
+This is the object every driver (CLI, TUI, benchmark) opens first. It keeps the vectors
+(vectors.npy, memory-mapped: vector_file.py) in step with SQLite's rows, the IVF file
+past a size (ivf_mirror.py) consistent with both, and knows which encoder built it.
 
 Consistency between processes (docs/ARCHITECTURE.md, "Ids"):
-- writers hold the collection's write lock (locking.py) and catch their in-memory FAISS
-  index up with SQLite before appending, so row i is always image i;
-- the FAISS file records the (rows, digest) of the SQLite vectors it mirrors and a CRC
-  of its own rows; a file whose record is missing, unknown to SQLite or contradicted by
-  its content is rebuilt from SQLite, never used;
-- a reader's view is the rows its index holds: every mask is sized to them, so rows a
+- writers hold the collection's write lock (locking.py), write new rows to vectors.npy
+  at SQLite's row count and make them durable, then commit SQLite: row i is always
+  image i, and SQLite never counts a row the file lacks;
+- SQLite records a digest chain of the rows; opening checks the file's first and last
+  segments against it (index_mirror.py), `localq check` every segment;
+- a reader's view is the rows its index shows: every mask is sized to them, so rows a
   concurrent indexer commits meanwhile are ignored until the next write or open.
 """
 
@@ -57,7 +57,6 @@ class Collection:
         self._encoder = None
         self._live: np.ndarray | None = None  # cached: reading 1M ids from SQLite costs ~0.2 s
         self._labels: FolderLabels | None = None
-        self.index_problem: str | None = None  # why the FAISS file was not used as it was, if it wasn't
 
     # -- opening ------------------------------------------------------------------------
     @classmethod
@@ -83,7 +82,7 @@ class Collection:
 
     @contextmanager
     def writing(self) -> Iterator[None]:
-        """Hold the write lock, with the in-memory index caught up with every committed row."""
+        """Hold the write lock, with the index showing every committed row."""
         with self.lock.hold():
             if self._index is not None:
                 self.sync_index()
@@ -146,8 +145,7 @@ class Collection:
         if self._index is None:
             if self.dim is None:
                 raise CollectionNotFound(f"collection {self.root} is empty: index some images first")
-            self._index, self.index_problem = index_mirror.load(
-                self.store, self.root / paths.INDEX_FILE, self.dim, self.lock)
+            self._index = index_mirror.load(self.store, self.root / paths.VECTORS_FILE, self.dim)
         return self._index
 
     @property
@@ -176,39 +174,28 @@ class Collection:
         self._search_kind = kind
 
     def rows(self) -> int:
-        """Rows in this process's view (its FAISS index): every mask has this length."""
+        """Rows in this process's view (what its index shows): every mask has this length."""
         return self.index.ntotal
 
     def sync_index(self) -> None:
-        """Bring the in-memory index level with SQLite: rows other processes (or a run
-        killed mid-way) committed since it was loaded."""
+        """Show the rows SQLite counts now: those other processes committed since this
+        view was taken (or fewer, if SQLite was put back to a backup)."""
         index, rows = self.index, self.store.n_rows()
-        if index.ntotal > rows:
-            # SQLite lost rows this index has (a restored backup): start again from it.
-            self._index = VectorIndex.empty(index.path, self.dim)
-            index = self._index
-        if index.ntotal < rows:
-            index_mirror.append_from_store(self.store, index, self.dim, rows)
+        if index.ntotal != rows:
+            index.show(rows)
             self.images_changed()
 
-    def save_index(self, *, with_ivf: bool = True) -> None:
-        """Write the FAISS file (under the write lock), recording the SQLite state it
-        mirrors; then build, extend or drop the IVF file as the setting wants (not in
-        the indexer's periodic saves: at 10M rows the file holds 5 GB)."""
+    def save_index(self) -> None:
+        """Build, extend or drop the IVF file as the ``search_index`` setting wants (the
+        vectors themselves are durable once written). Writers call it when a run ends,
+        not per batch: at 10M rows the file holds 5 GB."""
         with self.writing():
-            index_mirror.save(self.store, self.index)
-            if with_ivf:
-                ivf_mirror.save(self.store, self.root, self.index, self._ivf, self.search_index(), self.lock.on_wait)
+            ivf_mirror.save(self.store, self.root, self.index, self._ivf, self.search_index(), self.lock.on_wait)
 
-    def rebuild_index(self) -> None:
-        """Rebuild the FAISS rows from SQLite (``localq repair``), and a stale IVF file."""
+    def rebuild_ivf(self) -> None:
+        """Rebuild a stale IVF file, or drop an unwanted one (``localq repair``)."""
         with self.writing():
-            index = VectorIndex.empty(self.root / paths.INDEX_FILE, self.dim)
-            index_mirror.append_from_store(self.store, index, self.dim, self.store.n_rows())
-            index_mirror.save(self.store, index)
-            self._index, self.index_problem = index, None
-            ivf_mirror.save(self.store, self.root, index, self._ivf, self.search_index())
-            self.images_changed()
+            ivf_mirror.save(self.store, self.root, self.index, self._ivf, self.search_index())
 
     def refresh(self) -> bool:
         """Take in rows committed by another connection (a background indexer); True if any."""
@@ -285,21 +272,25 @@ class Collection:
 
         return self.search(self.encoder().encode_images([open_image(path)])[0], k, unseen=unseen)
 
-    # -- writing images: SQLite and FAISS in step, in one place --------------------------
+    # -- writing images: the vectors file and SQLite in step, in one place ---------------
     def add_images(self, rows: list, vectors: np.ndarray, *, replaces=()) -> list[int]:
-        """Add images and their vectors (tombstoning ``replaces`` in the same transaction):
-        SQLite first, then the FAISS rows, then the caches, all under the write lock."""
-        with self.writing():  # the index caught up first, so FAISS row i stays image i
+        """Add images and their vectors (tombstoning ``replaces`` in the same transaction),
+        under the write lock: the vectors to vectors.npy first, durably, then SQLite."""
+        with self.writing():  # the view shows every committed row, so the new ones go after them
             index = self.index
-            ids = self.store.add_images(rows, vectors, replaces=list(replaces))
-            if ids and ids[0] == index.ntotal:
-                index.add(vectors)
-            self.sync_index()  # had another writer got in between, its rows come from SQLite
+            start = index.ntotal
+            index.add(vectors)
+            try:
+                ids = self.store.add_images(rows, vectors, replaces=list(replaces))
+            except BaseException:
+                index.show(start)  # SQLite does not count them: the next write overwrites them
+                raise
+            assert not ids or ids[0] == start, (ids[0], start)
             self.images_changed()
         return ids
 
     def remove_images(self, ids) -> None:
-        """Tombstone images: their rows stay (ids are FAISS rows) but never match again."""
+        """Tombstone images: their rows stay (ids are row positions) but never match again."""
         with self.writing():
             self.store.tombstone(ids)
             self.images_changed()
@@ -317,7 +308,12 @@ class Collection:
 
     def vector_for_content(self, digest: str) -> np.ndarray | None:
         """A live image's vector with this content hash: a copied file is not embedded again."""
-        return self.store.live_vector_for_hash(digest)
+        image_id = self.store.live_id_for_hash(digest)
+        if image_id is None:
+            return None
+        if image_id >= self.rows():
+            self.sync_index()  # committed by another process since this view was taken
+        return np.array(self.index.matrix()[image_id])
 
     def record_skips(self, skips: list) -> None:  # files that could not be indexed: (path, reason, size, mtime)
         self.store.record_skips(skips)

@@ -12,7 +12,7 @@ from localq import ivf_mirror, paths
 def stats(collection, store) -> dict:
     meta = store.meta()
     sizes = store.file_sizes()
-    for name in (paths.INDEX_FILE, ivf_mirror.FILE_NAME):
+    for name in (paths.VECTORS_FILE, ivf_mirror.FILE_NAME):
         if (collection.root / name).exists():
             sizes[name] = (collection.root / name).stat().st_size
     rows = store.n_rows()

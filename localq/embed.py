@@ -75,7 +75,7 @@ class EmbedBatch:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from localq.imageio import read_image
-        from localq.indexer import file_digest
+        from localq.imageio import file_digest
 
         encoder = self.encoder
         n = len(batch["path"])

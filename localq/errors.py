@@ -18,8 +18,8 @@ class EncoderUnavailable(LocalqError):
     """An encoder's weights are missing, unreadable or do not fit its architecture."""
 
 
-class IndexCorrupt(LocalqError):
-    """The FAISS file is unreadable or of the wrong kind; it can be rebuilt from SQLite."""
+class VectorsDamaged(LocalqError):
+    """vectors.npy, the only copy of a collection's vectors, is missing rows or damaged."""
 
 
 class BadImage(LocalqError):

@@ -15,6 +15,7 @@ is passed over silently.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import stat
@@ -133,6 +134,11 @@ def open_regular(path: str | os.PathLike):
         fh.close()
         raise
     return fh
+
+
+def file_digest(data: bytes) -> str:
+    """A file's content hash as SQLite's ``images.hash`` stores it."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def read_file(path: str | os.PathLike) -> bytes:

@@ -5,8 +5,8 @@ are tombstoned. Each batch commits its rows and vectors in one SQLite transactio
 run stopped by Ctrl-C or kill -9 resumes on the next run with nothing lost or doubled.
 
 Files are read and embedded without any lock; each batch is committed under the
-collection's write lock, after catching the FAISS rows up with SQLite and re-checking
-its paths, so two runs at once (even on the same folder) never misalign ids and rows
+collection's write lock (Collection.add_images: vectors.npy, then SQLite), after
+re-checking its paths, so two runs at once (even on the same folder) never misalign ids and rows
 nor insert one path twice.
 
 Reading, hashing, decoding and preprocessing the next batch run on a decode thread
@@ -18,7 +18,6 @@ the rows, ids and vectors are exactly those of the sequential loop (decode_worke
 
 from __future__ import annotations
 
-import hashlib
 import os
 import queue
 import threading
@@ -32,14 +31,9 @@ import numpy as np
 
 from localq.collection import Collection
 from localq.errors import BadImage
-from localq.imageio import read_file, read_image
+from localq.imageio import file_digest, read_file, read_image
 from localq.scan import FileEntry, scan
 from localq.store import NewImage
-
-# Saving the FAISS file costs a full write of it; between saves SQLite has every vector
-# and Collection.sync_index catches the file up after a kill.
-SAVE_INTERVAL_S = 60.0
-
 
 @dataclass
 class IndexReport:
@@ -68,10 +62,6 @@ Progress = Callable[[int, int], None]
 DEFAULT_DECODE_WORKERS = 1
 QUEUE_DEPTH = 2  # prepared batches waiting: enough to absorb a slow file, bounded memory
 ORDERS = ("scan", "spread")
-
-
-def file_digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def index_paths(
@@ -110,7 +100,6 @@ def index_paths(
     todo, replaces, old_hashes = _plan(collection, roots, entries, scan_skips, report)
     if order == "spread":
         todo = spread_order(todo)
-    last_save = time.perf_counter()
     image_size = getattr(encoder, "image_size", None)
     prepare = lambda entry: _prepare(entry, encoder, image_size, old_hashes.get(entry.path))  # noqa: E731
     prepared = prepared_batches(_batches(todo, batch_size), prepare, decode_workers)
@@ -123,9 +112,6 @@ def index_paths(
             done += len(batch)
             if progress:
                 progress(done, len(todo))
-            if time.perf_counter() - last_save > SAVE_INTERVAL_S:
-                collection.save_index(with_ivf=False)
-                last_save = time.perf_counter()
             if stop is not None and stop.is_set():
                 report.interrupted = True
                 break
@@ -133,7 +119,7 @@ def index_paths(
         report.interrupted = True
     finally:
         prepared.close()  # stops and joins the decode thread whatever ended the loop
-        collection.save_index()
+        collection.save_index()  # the IVF file, where the collection searches one
         report.seconds = time.perf_counter() - start
     return report
 

@@ -3,11 +3,11 @@ whether localq, clip-retrieval or another job wrote them.
 
 Per shard, in name order: read and check the whole shard first (a bad one stops the
 run with a one-line ``BadShard`` before anything of it is written), then, under the
-collection's write lock, insert its images and vectors in ONE ``Store.add_images``
-transaction and append the vectors to the FAISS index, then record the shard as
-ingested. A kill between the insert and the record is harmless: a re-run finds those paths already live with the same content hash
-and adds nothing twice. The FAISS file is saved at the end; after a kill,
-``Collection.index`` catches it up from SQLite on the next open.
+collection's write lock, write its vectors to vectors.npy and insert its images in ONE
+SQLite transaction (``Collection.add_images``), then record the shard as ingested. A
+kill between the insert and the record is harmless: a re-run finds those paths already
+live with the same content hash and adds nothing twice. The IVF file, where one is
+wanted, is built or extended at the end.
 
 Which vector space: a localq manifest names the model; foreign shards need
 ``encoder`` (so that text prompts embed in the same space), which must match the
@@ -63,7 +63,7 @@ def ingest_shards(
     found = shards.list_shards(root)
     _bind(collection, root, manifest, encoder)
     source = str(root.resolve())
-    collection.index  # opened (and caught up) BEFORE inserting: see Collection.index
+    collection.index  # opened and checked before anything is written
     report = IngestReport(shards_total=len(found))
     done = collection.ingested_shards(source)
     live = {path: row.hash for path, row in collection.live_files().items()}
@@ -80,7 +80,7 @@ def ingest_shards(
             report.shards_ingested += 1
         if progress:
             progress(n, len(found))
-    collection.save_index()  # records which SQLite state the file mirrors (see integrity)
+    collection.save_index()  # the IVF file, where the collection searches one
     report.images = collection.count_live()
     report.seconds = time.perf_counter() - start
     return report
@@ -151,7 +151,7 @@ def _ingest_one(collection, data: shards.ShardData, live: dict, live_ids: dict, 
         keep.append(i)
     if rows:
         vectors = data.vectors[keep]
-        collection.add_images(rows, vectors, replaces=replaces)  # one transaction, FAISS in step
+        collection.add_images(rows, vectors, replaces=replaces)  # vectors.npy, then one SQLite transaction
         for r in rows:
             live[r.path] = r.hash
     if skips:

@@ -4,15 +4,18 @@ It reads SQLite below the store's API (PRAGMAs, raw rows), so Collection.check()
 Collection.repair() hand it the store: drivers call those, never this module.
 
 ``check`` reads everything and writes nothing: SQLite's own integrity check, ids and
-vectors (dense ids, one finite unit-length vector per image, the digest chain the FAISS
-file is matched against), every FAISS row against SQLite, the IVF file's record, and the
+vectors (dense ids; vectors.npy holding every row, each finite and unit-length, and each
+segment of the digest chain matching its rows), the IVF file's record, and the
 classifiers' rounds, labels and seen flags against each other.
 
-``repair`` holds the write lock and changes only what is derived from other data:
-the FAISS files (rebuilt from SQLite), the digest chain (recomputed from the vectors), a
-classifier's round counter (set to its latest stored round), seen flags naming images or
-classifiers that no longer exist, and temporary files of killed runs. It never deletes
-a label or a round, and it refuses to touch a database SQLite itself reports damaged.
+``repair`` holds the write lock and changes only what is derived from other data: the
+IVF file (rebuilt from vectors.npy), rows of vectors.npy that no longer match their
+digests (embedded again from their image files when those still hold the content
+indexed: vector_repair.py), a classifier's round counter (set to its latest stored
+round), seen flags naming images or classifiers that no longer exist, and temporary
+files of killed runs. It never deletes a label or a round, and it refuses to touch a
+database SQLite itself reports damaged. A vectors.npy missing rows is restored from a
+backup, not repaired.
 """
 
 from __future__ import annotations
@@ -23,10 +26,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from localq import index_mirror, ivf_mirror, paths, trailer_file
-from localq.errors import DatabaseDamaged, EncoderMismatch, IndexCorrupt
-from localq.store import Store, chain_digest, from_blob
-from localq.vector_index import VectorIndex
+from localq import index_mirror, ivf_mirror, paths, trailer_file, vector_repair
+from localq.errors import DatabaseDamaged, EncoderMismatch, VectorsDamaged
+from localq.store import Store, chain_digest, from_blob, to_blob
+from localq.vector_file import VectorFile
 
 if TYPE_CHECKING:  # Collection calls this module: importing it back would close a circle
     from localq.collection import Collection
@@ -38,7 +41,7 @@ _CHUNK = 65536
 @dataclass(frozen=True)
 class Finding:
     ok: bool
-    topic: str  # sqlite, images, vectors, faiss, ivf, classifiers, files
+    topic: str  # sqlite, images, vectors, ivf, classifiers, files
     detail: str
 
 
@@ -61,7 +64,7 @@ def check(coll: Collection, store: Store) -> Report:
         return report  # the rest would read damaged pages
     _check_images(store, report)
     if coll.dim is not None:
-        _check_vectors_and_faiss(coll, store, report)
+        _check_vectors(coll, store, report)
         _check_ivf(coll, store, report)
     _check_classifiers(coll, store, report)
     _check_leftovers(coll, report)
@@ -80,17 +83,19 @@ def repair(coll: Collection, store: Store) -> Report:
             )
         c = store.conn
         if coll.dim is not None:
-            digest = _recomputed_digest(store)
-            if digest != _recorded_digest(store):
-                n = store.n_rows()
-                with store.transaction() as tx:  # the rows so far become one batch, as in m003
+            file = VectorFile.open(coll.root / paths.VECTORS_FILE, coll.dim)
+            matrix = file.rows(store.n_rows())  # VectorsDamaged (rows missing): restore from a backup
+            bad = index_mirror.bad_segments(matrix, store.digest_segments(len(matrix)))
+            if bad:
+                vector_repair.reembed(coll, file, np.concatenate([np.arange(s, e) for s, e in bad]))
+                with store.transaction() as tx:
                     tx.execute("DELETE FROM vector_digests")
-                    if n:
-                        tx.execute("INSERT INTO vector_digests(end_row, digest) VALUES (?, ?)", (n, digest))
-                done.append("recomputed the vector digest chain from the stored vectors")
+                    tx.executemany("INSERT INTO vector_digests(end_row, digest) VALUES (?, ?)",
+                                   _recomputed_chain(store, matrix))
+                done.append(f"embedded rows {_ranges(bad)} again from their image files: they no longer "
+                            "matched their recorded digests")
             ivf_before = _ivf_state(coll)
-            coll.rebuild_index()
-            done.append(f"rebuilt {paths.INDEX_FILE} from the database ({coll.index.ntotal} rows)")
+            coll.rebuild_ivf()
             ivf_after = _ivf_state(coll)
             if ivf_after != ivf_before:
                 done.append(f"{'rebuilt' if ivf_after else 'deleted'} {ivf_mirror.FILE_NAME}")
@@ -133,72 +138,46 @@ def _sqlite_ok(store: Store, report: Report) -> bool:
 
 
 def _check_images(store: Store, report: Report) -> None:
-    c = store.conn
     n_rows = store.n_rows()
-    n_images = c.execute("SELECT count(*) FROM images").fetchone()[0]
-    missing = c.execute("SELECT count(*) FROM images WHERE id NOT IN (SELECT id FROM vectors)").fetchone()[0]
-    extra = c.execute("SELECT count(*) FROM vectors WHERE id NOT IN (SELECT id FROM images)").fetchone()[0]
-    ok = n_images == n_rows and not missing and not extra
+    n_images = store.conn.execute("SELECT count(*) FROM images").fetchone()[0]
     detail = f"{store.count_live()} live images, {n_rows} rows"
     if n_images != n_rows:
         detail += f"; ids are not dense ({n_images} images for {n_rows} positions)"
-    if missing:
-        detail += f"; {missing} images without a vector"
-    if extra:
-        detail += f"; {extra} vectors without an image"
-    report.add(ok, "images", detail)
+    report.add(n_images == n_rows, "images", detail)
 
 
-def _check_vectors_and_faiss(coll: Collection, store: Store, report: Report) -> None:
+def _check_vectors(coll: Collection, store: Store, report: Report) -> None:
     dim, n = coll.dim, store.n_rows()
-    index_path = coll.root / paths.INDEX_FILE
-    faiss_index, faiss_problem = None, None
     try:
-        faiss_index = VectorIndex.open(index_path, dim)
-    except (IndexCorrupt, EncoderMismatch) as exc:
-        faiss_problem = str(exc)
-    if faiss_index is not None and index_path.exists():
-        faiss_problem = index_mirror.disagreement(store, faiss_index, dim, n)
-    elif faiss_index is not None:
-        faiss_problem = f"{index_path.name} is missing"
-
-    bad_shape, not_finite, bad_norm, faiss_diff = [], [], [], []
-    matrix = faiss_index.matrix() if faiss_index is not None and not faiss_problem else None
+        # A fresh look at the file (not this process's view), every row SQLite counts.
+        matrix = VectorFile.open(coll.root / paths.VECTORS_FILE, dim).rows(n)
+    except (VectorsDamaged, EncoderMismatch) as exc:
+        report.add(False, "vectors", str(exc))
+        return
+    not_finite, bad_norm = [], []
     for start in range(0, n, _CHUNK):
-        stop = min(start + _CHUNK, n)
-        for i, blob in store.conn.execute("SELECT id, vector FROM vectors WHERE id >= ? AND id < ? ORDER BY id",
-                                           (start, stop)):
-            v = from_blob(blob)
-            if v.shape != (dim,):
-                bad_shape.append(i)
-                continue
-            if not np.isfinite(v).all():
-                not_finite.append(i)
-            elif abs(float(np.linalg.norm(v)) - 1.0) > NORM_TOLERANCE:
-                bad_norm.append(i)
-            if matrix is not None and i < len(matrix) and not np.array_equal(matrix[i], v):
-                faiss_diff.append(i)
-    detail = f"{n} vectors of {dim}-d"
-    for what, ids in (("wrong length", bad_shape), ("NaN or infinite", not_finite),
-                      (f"norm off 1 by more than {NORM_TOLERANCE:g}", bad_norm)):
+        block = np.asarray(matrix[start:start + _CHUNK])
+        finite = np.isfinite(block).all(axis=1)
+        not_finite += (start + np.flatnonzero(~finite)).tolist()
+        with np.errstate(over="ignore", invalid="ignore"):
+            off = np.abs(np.linalg.norm(block, axis=1) - 1.0) > NORM_TOLERANCE
+        bad_norm += (start + np.flatnonzero(off & finite)).tolist()
+    detail = f"{n} vectors of {dim}-d in {paths.VECTORS_FILE}"
+    for what, ids in (("NaN or infinite", not_finite), (f"norm off 1 by more than {NORM_TOLERANCE:g}", bad_norm)):
         if ids:
             detail += f"; {len(ids)} {what} (ids {_few(ids)}): re-index those files"
-    report.add(not (bad_shape or not_finite or bad_norm), "vectors", detail)
+    report.add(not (not_finite or bad_norm), "vectors", detail)
 
-    recorded, recomputed = _recorded_digest(store), _recomputed_digest(store)
-    report.add(recorded == recomputed, "vectors",
-               "digest chain matches the stored vectors" if recorded == recomputed
-               else "digest chain does not match the stored vectors (changed outside localq?): `localq repair` recomputes it")
+    bad = index_mirror.bad_segments(matrix, store.digest_segments(n))
+    report.add(not bad, "vectors",
+               "every segment of the digest chain matches its rows" if not bad else
+               f"rows {_ranges(bad)} do not match their recorded digests (changed outside localq, or disk "
+               "damage): `localq repair` embeds them again from their image files")
 
-    if faiss_problem:
-        report.add(False, "faiss", f"{faiss_problem}: it would be rebuilt on open; `localq repair` rebuilds and saves it")
-    elif faiss_diff:
-        report.add(False, "faiss", f"{len(faiss_diff)} rows differ from the database (ids {_few(faiss_diff)}): `localq repair`")
-    elif faiss_index.ntotal < n:
-        report.add(True, "faiss", f"{faiss_index.ntotal} rows match the database; {n - faiss_index.ntotal} newer rows "
-                                  "are caught up from it on open (the next write or `localq repair` saves them)")
-    else:
-        report.add(True, "faiss", f"{faiss_index.ntotal} rows, every one equal to the database's")
+
+def _ranges(segments: list[tuple[int, int]]) -> str:
+    text = ", ".join(f"{start}..{end - 1}" for start, end in segments[:5])
+    return text + (f" and {len(segments) - 5} more ranges" if len(segments) > 5 else "")
 
 
 def _ivf_state(coll: Collection) -> dict | None:
@@ -226,22 +205,16 @@ def _check_ivf(coll: Collection, store: Store, report: Report) -> None:
             f"; the {n - rows} newer ones are added to it on open" if rows < n else ""))
 
 
-def _recorded_digest(store: Store) -> str | None:
-    return store.vectors_digest(store.n_rows())
-
-
-def _recomputed_digest(store: Store) -> str:
-    """Replays the chain over the batch boundaries SQLite recorded (one batch if none)."""
-    n = store.n_rows()
-    ends = [end for end, _ in store.vector_digests() if end <= n] or [n]
-    if ends[-1] != n:
-        ends.append(n)
-    digest, start = "", 0
+def _recomputed_chain(store: Store, matrix: np.ndarray) -> list[tuple[int, str]]:
+    """The chain over ``matrix`` with the batch boundaries SQLite recorded."""
+    ends = [end for end, _ in store.vector_digests() if end <= len(matrix)]
+    if len(matrix) and (not ends or ends[-1] != len(matrix)):
+        ends.append(len(matrix))
+    chain, digest, start = [], "", 0
     for end in ends:
-        blobs = (b for (b,) in store.conn.execute(
-            "SELECT vector FROM vectors WHERE id >= ? AND id < ? ORDER BY id", (start, end)))
-        digest, start = chain_digest(digest, blobs), end
-    return digest if n else ""
+        digest, start = chain_digest(digest, [to_blob(matrix[start:end])]), end
+        chain.append((end, digest))
+    return chain
 
 
 def _check_classifiers(coll: Collection, store: Store, report: Report) -> None:
@@ -282,8 +255,7 @@ def _check_classifiers(coll: Collection, store: Store, report: Report) -> None:
 
 
 def _leftover_temp_files(coll: Collection) -> list[Path]:
-    return (sorted(coll.root.glob(paths.INDEX_FILE + ".*.tmp")) + sorted(coll.root.glob(paths.INDEX_FILE + ".tmp"))
-            + sorted(coll.root.glob(ivf_mirror.FILE_NAME + ".*.tmp")))
+    return sorted(coll.root.glob(paths.VECTORS_FILE + ".tmp")) + sorted(coll.root.glob(ivf_mirror.FILE_NAME + ".*.tmp"))
 
 
 def _check_leftovers(coll: Collection, report: Report) -> None:

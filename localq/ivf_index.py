@@ -48,9 +48,13 @@ from pathlib import Path
 import numpy as np
 
 from localq import trailer_file
-from localq.vector_index import (
-    _EMPTY_IDS, _EMPTY_SCORES, _faiss, _sorted_best_first, exact_scores, search_request,
-)
+from localq.vector_index import _EMPTY_IDS, _EMPTY_SCORES, _sorted_best_first, exact_scores, search_request
+
+
+def _faiss():
+    import faiss  # heavy: loaded only when an IVF index is built or opened
+
+    return faiss
 
 # k-means wants >= 39 training rows per centroid (FAISS warns below); 50 keeps the
 # centroids stable while training in a fraction of the time of all rows.

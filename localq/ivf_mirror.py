@@ -7,7 +7,7 @@ IVF-SQ8 index instead (ivf_index.py: re-ranked exactly, widening then exact unde
 seen sets). The choice is the collection's ``search_index`` setting: ``auto`` (the
 default: by size), ``exact`` or ``ivf``, set with ``localq index/ingest --index``.
 
-Like ``vectors.faiss``, the file is a cache: its trailer records the rows it was built
+The file is a cache of vectors.npy's rows: its trailer records the rows it was built
 over and the digest SQLite holds for them. A file whose record does not match is never
 used (search falls back to exact, which is always right) and is rebuilt by the next
 write. Rows added since the file was written are added to it in memory on load, so a
@@ -85,9 +85,14 @@ class ApproximateSearch:
     def search(self, query, k: int, allowed: np.ndarray | None = None):
         return self.ivf.search(query, k, allowed)
 
+    def usable_over(self, flat: VectorIndex) -> bool:
+        """Built over ``flat``'s rows, none of which went away since (the database put
+        back to a backup shows fewer rows)."""
+        return self.flat is flat and self.ivf.ntotal <= flat.ntotal
+
     def in_step(self) -> bool:
-        """The IVF covers the exact index's rows over its current storage. ``flat.add``
-        may move that storage, leaving the IVF's re-ranking rows dangling."""
+        """The IVF covers the exact index's rows over its current mapping (a view that
+        grew maps the file anew: the IVF re-ranks from the new mapping)."""
         return self.ivf.ntotal == self.flat.ntotal and self.ivf.matrix.ctypes.data == _data(self.flat)
 
     def catch_up(self) -> None:
@@ -145,7 +150,7 @@ def for_search(store: Store, root: Path, flat: VectorIndex, state: IvfState) -> 
     """The IVF index to search ``flat``'s rows with (loaded once, then kept in step with
     ``flat``), or None (``state.problem`` says why): the caller then searches ``flat``."""
     current = state.search
-    if current is not None and current.flat is flat:
+    if current is not None and current.usable_over(flat):
         if not current.in_step():
             current.catch_up()
         return current
@@ -170,7 +175,7 @@ def save(store: Store, root: Path, flat: VectorIndex, state: IvfState, kind: str
         state.search = None
         return
     current = state.search
-    if current is None or current.flat is not flat:
+    if current is None or not current.usable_over(flat):
         current, _ = load(store, path, flat)
     if current is None or flat.ntotal > REBUILD_AFTER_GROWTH * current.trained_rows:
         if notice is not None:

@@ -4,8 +4,9 @@ Every write to a collection (indexing a batch, a training round, undo, reset, cr
 or deleting a classifier, repair) runs under an OS file lock (``fcntl.flock``) on
 ``<collection>/localq.lock``. Two ``localq index`` runs into one collection used to
 interleave their SQLite ids while each appended its own vectors to its own copy of
-the FAISS index, so FAISS rows stopped matching images; under the lock a writer first
-catches its index up with SQLite, then appends, so ids and rows cannot diverge.
+the FAISS index, so FAISS rows stopped matching images; under the lock a writer writes
+its rows to vectors.npy at SQLite's row count, then commits, so ids and rows cannot
+diverge.
 
 Locks are held for one batch or one round (milliseconds to seconds), not for a whole
 run, so a labeling session and an indexing run interleave. A second writer waits up to

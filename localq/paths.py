@@ -1,6 +1,7 @@
 """Where a collection lives on disk.
 
-A collection is one directory: ``localq.db`` (SQLite) and ``vectors.faiss`` beside it.
+A collection is one directory: ``localq.db`` (SQLite) and ``vectors.npy`` beside it (with
+``vectors.ivf`` past a size).
 Chosen by ``--db DIR``, else ``$LOCALQ_HOME``, else the user's data directory.
 """
 
@@ -11,7 +12,7 @@ from pathlib import Path
 from localq.errors import CollectionUnwritable, DatabaseDamaged
 
 DB_FILE = "localq.db"
-INDEX_FILE = "vectors.faiss"
+VECTORS_FILE = "vectors.npy"
 
 
 def user_data_dir() -> Path:
@@ -49,7 +50,7 @@ def refuse_damaged_location(root: Path, db_path: Path) -> None:
         raise CollectionUnwritable(f"{root} is a file, not a collection directory: give --db a directory")
     if db_path.exists() and not db_path.is_file():
         raise DatabaseDamaged(f"{db_path} is not a file: move it away, or use another --db")
-    data = [name for name in (INDEX_FILE, "tui-drafts") if (root / name).exists()]
+    data = [name for name in (VECTORS_FILE, "vectors.faiss", "tui-drafts") if (root / name).exists()]
     wal = Path(str(db_path) + "-wal")
     wal_has_data = wal.exists() and wal.stat().st_size > 0
     if not data or wal_has_data:

@@ -1,15 +1,17 @@
-"""SQLite storage for a collection: images, vectors, skips, classifiers, labels, rounds.
+"""SQLite storage for a collection: images, skips, classifiers, labels, rounds, and the
+digest chain of the vectors (the vectors themselves live in vectors.npy: vector_file.py).
 
-SQLite is the source of truth. Every write that belongs together (a batch of images
-with their vectors; a round's labels, seen flags and weights) happens in one
-transaction, so a process killed at any point leaves either all of it or none.
+SQLite is the source of truth for all it holds. Every write that belongs together (a
+batch of images with their vectors' digests; a round's labels, seen flags and weights)
+happens in one transaction, so a process killed at any point leaves either all of it
+or none.
 
 This module holds the Store: its connection, transactions, and the queries on images,
-vectors, skips and metadata. The rest lives beside it, and what other modules import
+digests, skips and metadata. The rest lives beside it, and what other modules import
 is re-exported here, so ``from localq.store import ...`` keeps working:
   store_classifiers.py  the queries on classifiers, rounds, labels, seen flags (a mixin)
   store_rows.py         the typed rows
-  store_codec.py        vectors as blobs, the digest chain, timestamps
+  store_codec.py        vectors as bytes, the digest chain, timestamps
   store_schema.py       connection settings and the named migrations
   store_errors.py       SQLite errors as one-line LocalqErrors
 """
@@ -29,18 +31,19 @@ if TYPE_CHECKING:
 from localq.arrays import chunks
 from localq.pathcodec import from_db, to_db
 from localq.store_classifiers import ClassifierQueries
-from localq.store_codec import chain_digest, from_blob, timestamp, to_blob
+from localq.store_codec import chain_digest, chain_entries, from_blob, timestamp, to_blob
 from localq.store_errors import sqlite_failure
 from localq.store_rows import ClassifierRow, ImageRow, NewImage, RoundRow, Skip
 from localq.store_schema import (
     BUSY_TIMEOUT_S, MIGRATIONS, configure, m001_initial, m002_classifiers, m003_vector_digests,
-    m004_classifier_versions, m005_ingested_shards, pending_migrations,
+    m004_classifier_versions, m005_ingested_shards, m006_vectors_to_file, pending_migrations,
 )
 
 __all__ = [
     "Store", "ImageRow", "NewImage", "Skip", "ClassifierRow", "RoundRow",
     "to_blob", "from_blob", "chain_digest", "sqlite_failure", "BUSY_TIMEOUT_S", "MIGRATIONS",
     "m001_initial", "m002_classifiers", "m003_vector_digests", "m004_classifier_versions", "m005_ingested_shards",
+    "m006_vectors_to_file",
 ]
 
 
@@ -88,13 +91,29 @@ class Store(ClassifierQueries):
         return self._db
 
     def _migrate(self) -> None:
-        if pending_migrations(self.conn):
-            with self.transaction():
-                # Re-read under the lock: another process may have migrated meanwhile.
-                self.db["_migrations"].create({"name": str, "applied_at": str}, pk="name", if_not_exists=True)
-                for step in pending_migrations(self.conn):
-                    step(self.db)
-                    self.db["_migrations"].insert({"name": step.__name__, "applied_at": timestamp()})
+        if not pending_migrations(self.conn):
+            return
+        moved = 0
+        with self.transaction():
+            # Re-read under the lock: another process may have migrated meanwhile.
+            self.db["_migrations"].create({"name": str, "applied_at": str}, pk="name", if_not_exists=True)
+            for step in pending_migrations(self.conn):
+                if step is m006_vectors_to_file:
+                    moved = self._announce_vector_move()
+                step(self.db)
+                self.db["_migrations"].insert({"name": step.__name__, "applied_at": timestamp()})
+        if moved:
+            try:  # give the BLOBs' pages back to the file system (best effort: a reader may block it)
+                self.conn.execute("VACUUM")
+            except sqlite3.Error:
+                pass
+
+    def _announce_vector_move(self) -> int:
+        n = self.conn.execute("SELECT count(*) FROM vectors").fetchone()[0]
+        on_wait = getattr(self.lock, "on_wait", None)
+        if n >= 100_000 and on_wait is not None:
+            on_wait(f"moving {n} vectors out of {self.path.name} into vectors.npy (once, about {n // 50_000 + 1} s)")
+        return n
 
     # -- metadata ---------------------------------------------------------------
     def meta(self) -> dict[str, str]:
@@ -109,7 +128,7 @@ class Store(ClassifierQueries):
 
     # -- images -------------------------------------------------------------------
     def n_rows(self) -> int:
-        """Rows ever assigned, tombstones included: the FAISS index must hold this many."""
+        """Rows ever assigned, tombstones included: vectors.npy holds at least this many."""
         return self.conn.execute("SELECT coalesce(max(id) + 1, 0) FROM images").fetchone()[0]
 
     def count_live(self) -> int:
@@ -135,7 +154,7 @@ class Store(ClassifierQueries):
 
     def live_mask(self, n: int | None = None) -> np.ndarray:
         """Live rows among the first ``n`` (default: all): a reader sizes every mask to
-        the rows its FAISS snapshot holds, whatever a concurrent indexer has added since."""
+        the rows its view shows, whatever a concurrent indexer has added since."""
         n = self.n_rows() if n is None else n
         mask = np.zeros(n, dtype=bool)
         ids = np.fromiter(
@@ -157,16 +176,15 @@ class Store(ClassifierQueries):
         row = self.conn.execute("SELECT id FROM images WHERE path = ? AND deleted = 0", (to_db(path),)).fetchone()
         return row[0] if row else None
 
-    def live_vector_for_hash(self, digest: str) -> np.ndarray | None:
-        """Identical content already embedded: reuse its vector instead of re-encoding."""
-        row = self.conn.execute(
-            "SELECT v.vector FROM images i JOIN vectors v ON v.id = i.id WHERE i.hash = ? AND i.deleted = 0 LIMIT 1",
-            (digest,),
-        ).fetchone()
-        return from_blob(row[0]) if row else None
+    def live_id_for_hash(self, digest: str) -> int | None:
+        """A live image with this content: its vector can be reused instead of re-encoding."""
+        row = self.conn.execute("SELECT id FROM images WHERE hash = ? AND deleted = 0 LIMIT 1", (digest,)).fetchone()
+        return row[0] if row else None
 
     def add_images(self, images: list[NewImage], vectors: np.ndarray, replaces: Iterable[int] = ()) -> list[int]:
-        """Insert images and their vectors in one transaction; ids are the next dense positions.
+        """Insert images, with the digests of their vectors, in one transaction; ids are
+        the next dense positions. The caller has written the vectors to vectors.npy at
+        those rows already (Collection.add_images, under the write lock).
 
         ``replaces``: rows of changed files, tombstoned in the same transaction so a path
         is never live twice nor missing."""
@@ -181,11 +199,9 @@ class Store(ClassifierQueries):
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)",
                 [(i, to_db(m.path), m.hash, m.size, m.mtime, m.width, m.height, m.label, m.split, now) for i, m in zip(ids, images)],
             )
-            blobs = [to_blob(v) for v in vectors]
-            c.executemany("INSERT INTO vectors(id, vector) VALUES (?, ?)", list(zip(ids, blobs)))
             if ids:
-                c.execute("INSERT INTO vector_digests(end_row, digest) VALUES (?, ?)",
-                          (ids[-1] + 1, chain_digest(self._digest_at(c, start) or "", blobs)))
+                c.executemany("INSERT INTO vector_digests(end_row, digest) VALUES (?, ?)",
+                              chain_entries(self._digest_at(c, start) or "", start, vectors))
             c.executemany("DELETE FROM skipped WHERE path = ?", [(to_db(m.path),) for m in images])
         return ids
 
@@ -202,6 +218,22 @@ class Store(ClassifierQueries):
 
     def vector_digests(self) -> list[tuple[int, str]]:
         return self.conn.execute("SELECT end_row, digest FROM vector_digests ORDER BY end_row").fetchall()
+
+    def digest_segments(self, end_row: int, *, edges_only: bool = False) -> list[tuple[int, str, int, str]]:
+        """The digest chain's segments up to ``end_row``: (start, digest before it, end,
+        digest at its end). ``edges_only``: the first and the last only (what an open
+        verifies: two small queries however long the chain)."""
+        q = "SELECT end_row, digest FROM vector_digests WHERE end_row <= ? ORDER BY end_row"
+        if edges_only:
+            first = self.conn.execute(q + " LIMIT 1", (end_row,)).fetchall()
+            last = self.conn.execute(q + " DESC LIMIT 2", (end_row,)).fetchall()[::-1]
+            pairs = [((0, ""), first[0])] if first else []
+            if len(last) == 2:
+                pairs.append((last[0], last[1]))
+        else:
+            entries = self.conn.execute(q, (end_row,)).fetchall()
+            pairs = list(zip([(0, "")] + entries[:-1], entries))
+        return [(start, before, end, digest) for (start, before), (end, digest) in pairs]
 
     def live_rows_for(self, paths: Iterable[str]) -> dict[str, ImageRow]:
         """Live rows of these paths now (another process may have indexed them meanwhile)."""
@@ -220,20 +252,6 @@ class Store(ClassifierQueries):
         """Same content, new stat (a copy or a `touch`): keep the vector."""
         with self.transaction() as c:
             c.execute("UPDATE images SET size = ?, mtime = ? WHERE id = ?", (size, mtime, image_id))
-
-    def vectors_from(self, start_id: int, stop_id: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
-        stop = self.n_rows() if stop_id is None else stop_id
-        for i, blob in self.conn.execute(
-                "SELECT id, vector FROM vectors WHERE id >= ? AND id < ? ORDER BY id", (start_id, stop)):
-            yield i, from_blob(blob)
-
-    def vectors(self, ids: Iterable[int]) -> np.ndarray:
-        ids = [int(i) for i in ids]
-        out = {}
-        for chunk in chunks(ids, 900):
-            marks = ",".join("?" * len(chunk))
-            out.update({i: from_blob(b) for i, b in self.conn.execute(f"SELECT id, vector FROM vectors WHERE id IN ({marks})", chunk)})
-        return np.stack([out[i] for i in ids]) if ids else np.zeros((0, 0), np.float32)
 
     # -- ingested shards -------------------------------------------------------------
     def ingested_shards(self, source: str) -> set[str]:

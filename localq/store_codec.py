@@ -1,8 +1,9 @@
-"""How values are written into the collection database: vectors, digests, timestamps.
+"""How values are encoded on disk: vectors (round weights in SQLite; the digest chain of
+vectors.npy), digests, timestamps.
 
 One place for the on-disk encodings, because more than the Store depends on them: the
-integrity check re-reads vector blobs and recomputes the digest chain, and a change here
-is a change of file format.
+integrity check recomputes the digest chain over vectors.npy, and a change here is a
+change of file format.
 """
 
 from __future__ import annotations
@@ -28,6 +29,22 @@ def chain_digest(previous: str, blobs: Iterable[bytes]) -> str:
     for b in blobs:
         h.update(b)
     return h.hexdigest()[:32]
+
+
+# The chain gets an entry at least every this many rows, even inside one large batch (an
+# ingested shard): opening a collection verifies its last entry's rows (index_mirror.py),
+# which must stay cheap at any size.
+DIGEST_SEGMENT_ROWS = 16384
+
+
+def chain_entries(previous: str, start: int, vectors: np.ndarray) -> list[tuple[int, str]]:
+    """The chain's (end_row, digest) entries for ``vectors`` written at rows ``start ..``."""
+    entries = []
+    for s in range(0, len(vectors), DIGEST_SEGMENT_ROWS):
+        segment = vectors[s:s + DIGEST_SEGMENT_ROWS]
+        previous = chain_digest(previous, [to_blob(segment)])  # the rows' bytes, as one run
+        entries.append((start + s + len(segment), previous))
+    return entries
 
 
 def timestamp() -> str:

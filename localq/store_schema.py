@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ def m001_initial(db: sqlite_utils.Database) -> None:
         not_null={"path", "hash", "size", "mtime", "deleted"},
         defaults={"deleted": 0},
     )
-    # One live row per path; tombstoned rows keep their id (it is the FAISS position).
+    # One live row per path; tombstoned rows keep their id (it is the row position of the vectors).
     db.execute("CREATE UNIQUE INDEX images_live_path ON images(path) WHERE deleted = 0")
     db.execute("CREATE INDEX images_hash ON images(hash) WHERE deleted = 0")
     db["vectors"].create({"id": int, "vector": bytes}, pk="id", foreign_keys=[("id", "images")])
@@ -131,9 +132,46 @@ def m005_ingested_shards(db: sqlite_utils.Database) -> None:
     )
 
 
+def m006_vectors_to_file(db: sqlite_utils.Database) -> None:
+    # Vectors move out of SQLite into vectors.npy beside it (vector_file.py): as BLOBs a
+    # 10M collection put 20 GB inside the database, and every open copied them all into
+    # RAM. The file is written whole and renamed into place before the table is dropped
+    # in this same transaction, so a crash at any point leaves the BLOBs, or the file
+    # and no BLOBs. vectors.faiss, the in-RAM copy's cache, has no use any more.
+    from localq import vector_file
+
+    root = Path(db.conn.execute("PRAGMA database_list").fetchone()[2]).parent
+    meta = dict(db.conn.execute("SELECT key, value FROM meta"))
+    rows = db.conn.execute("SELECT coalesce(max(id) + 1, 0) FROM images").fetchone()[0]
+    if rows and "dim" in meta:
+        dim = int(meta["dim"])
+        vector_file.write_whole(root / VECTORS_FILE, dim, _legacy_blocks(db.conn, rows, dim), rows)
+    db.conn.execute("DROP TABLE vectors")
+    (root / "vectors.faiss").unlink(missing_ok=True)
+
+
+def _legacy_blocks(conn: sqlite3.Connection, rows: int, dim: int, size: int = 65536):
+    # A missing, wrong-length or non-finite vector becomes zeros, as 0.1.0's FAISS copy
+    # had it; the digest chain then disagrees and `localq check` names those rows.
+    import numpy as np
+
+    for start in range(0, rows, size):
+        block = np.zeros((min(size, rows - start), dim), dtype=np.float32)
+        for i, blob in conn.execute("SELECT id, vector FROM vectors WHERE id >= ? AND id < ?", (start, start + size)):
+            v = np.frombuffer(blob, dtype="<f4")
+            if v.shape == (dim,) and np.isfinite(v).all():
+                block[i - start] = v
+        yield block
+
+
 MIGRATIONS: list[Callable[["sqlite_utils.Database"], None]] = [
     m001_initial, m002_classifiers, m003_vector_digests, m004_classifier_versions, m005_ingested_shards,
+    m006_vectors_to_file,
 ]
+
+# Where m006 moves the vectors (paths.VECTORS_FILE; a literal here, as a migration must
+# keep doing what it did whatever the constant becomes).
+VECTORS_FILE = "vectors.npy"
 
 
 def pending_migrations(conn: sqlite3.Connection) -> list:

@@ -1,8 +1,9 @@
 """Index files that carry their own record: FAISS's bytes, then a JSON trailer.
 
-A collection's index files (``vectors.faiss``, ``vectors.ivf``) are caches of SQLite's
-vectors. Each records which state of the database it was built from, so that a file left
-by a crash, a restored backup or another collection is noticed and never used. The record
+A collection's IVF index file (``vectors.ivf``) is a cache over vectors.npy's rows. It
+records which state of the database it was built from (rows, and the digest SQLite
+holds for them), so that a file left by a crash, a restored backup or another
+collection is noticed and never used. The record
 rides at the end of the same file: FAISS reads an index up to its last byte and ignores
 what follows, and one file can be replaced atomically where a file and a sidecar cannot.
 

@@ -1,55 +1,46 @@
-"""Exact inner-product vector index on disk (FAISS ``IndexFlatIP``) with filtered top-k.
+"""Exact inner-product search with filtered top-k over a collection's vectors.npy.
 
-Row position == id == SQLite ``images.id``. Rows are never removed from the middle
-(``remove_ids`` renumbers, FAISS-NOTES pitfall 8): callers exclude rows with the
-``allowed`` mask instead. Only exact search is offered: HNSW and IVF lose results under
-a selector (pitfalls 5 and 6).
+Row position == id == SQLite ``images.id``. Rows are never removed: callers exclude rows
+with the ``allowed`` mask instead. The rows are memory-mapped from vectors.npy
+(vector_file.py), so NumPy and BLAS read them in place and nothing loads them all into
+RAM. HNSW and IVF lose results under a selector (FAISS-NOTES pitfalls 5 and 6); the
+approximate index past a size is ivf_index.py, which re-ranks from these rows.
 
 One query (``search``), measured by ``scripts/bench_search.py``:
-- when at least ``_SELECTOR_BELOW_FRACTION`` of the rows are allowed: one BLAS
+- when at least ``_GATHER_BELOW_FRACTION`` of the rows are allowed: one BLAS
   matrix-vector product over every row (``X @ q``, the bandwidth floor itself), the
   disallowed scores set to -inf, and ``argpartition``. On an idle 2-core machine FAISS's
-  flat scan ran at 1.8-2.0x that floor at 1M rows: with one query FAISS either scans on
-  one OpenMP thread, and one core cannot pull the memory bandwidth that OpenBLAS's two
-  threads do, or it splits the rows over threads and synchronises per block, which was
-  slower still (FAISS-NOTES pitfall 3; 1.6-1.9x the floor even with a passive OMP wait
-  policy). The top-k selection costs 5-10% of the product;
-- below that fraction, FAISS ``IDSelectorArray`` over ``np.flatnonzero(allowed)`` on one
-  thread: on ``IndexFlat`` it is a gather that reads only the allowed rows, so its cost
-  follows the allowed fraction (0.02x the floor at 99% seen), where the product above
-  still reads every row. At 50% seen it was 1.3x the floor against 1.1x for the product,
-  and its cost is about 2.6 x allowed-fraction x floor: the two meet near 40% allowed.
+  flat scan had run at 1.8-2.0x that floor at 1M rows (one OpenMP thread cannot pull
+  the bandwidth OpenBLAS's two threads do; FAISS-NOTES pitfall 3). The top-k selection
+  costs 5-10% of the product;
+- below it, the allowed rows are gathered in blocks and scored: that reads only them,
+  so its cost follows the allowed fraction (a few percent of the floor at 99% seen),
+  where the product above still reads every row. A gather reads, writes and reads
+  again (about 3x the rows' bytes), so the two meet near a third allowed.
 Both return exactly min(k, allowed) rows and never post-filter. On a machine busy with
 other processes the two-thread product suffers most (one of its threads waits for the
 other); the ratios above are from idle runs, the case a labeling session is in.
 
-Batches (``search_many``) use BLAS instead: any selector sends FAISS down its
-sequential per-query path, which was 3x (16 queries) to 10x (500 queries) slower at
-100k rows than matrix products over blocks of rows with the disallowed scores set to
--inf. When few rows are allowed the blocks are gathered from the allowed rows only.
-
-The derived id array of the selector path is rebuilt on every call (0.7 ms at 1M rows,
-under 1% of a search) rather than cached: callers clear bits of one mask in place between calls,
-and a cache keyed on the mask object would then go stale.
+Batches (``search_many``) use matrix products over blocks of rows with the disallowed
+scores set to -inf (a FAISS selector would send FAISS down its sequential per-query
+path, 3x to 10x slower at 100k rows). When few rows are allowed the blocks are gathered
+from the allowed rows only.
 """
 
 from __future__ import annotations
 
-import zlib
 from pathlib import Path
 
 import numpy as np
 
-from localq import trailer_file
-from localq.errors import EncoderMismatch, IndexCorrupt
+from localq.vector_file import VectorFile
 
-# search: below this allowed fraction FAISS's gather over the allowed rows beats one
-# BLAS pass over all of them (module docstring).
-_SELECTOR_BELOW_FRACTION = 0.35
-
-# search_many: below this allowed fraction, copying the allowed rows out (read, write,
-# read again: about 3x their bytes) costs less than one pass over every row.
+# Below this allowed fraction, copying the allowed rows out (read, write, read again:
+# about 3x their bytes) costs less than one pass over every row (module docstring).
 _GATHER_BELOW_FRACTION = 0.3
+
+# Rows gathered at a time: bounds the copy whatever the allowed count.
+_GATHER_BLOCK_ROWS = 65536
 
 # search_many works through blocks of rows so that the [nq, block] float32 scores and
 # the gathered rows each stay under this many bytes.
@@ -59,111 +50,46 @@ _EMPTY_IDS = np.empty(0, dtype=np.int64)
 _EMPTY_SCORES = np.empty(0, dtype=np.float32)
 
 
-def _faiss():
-    import faiss  # heavy: loaded only when an index is opened
-
-    return faiss
-
-
 class VectorIndex:
-    """A FAISS ``IndexFlatIP`` persisted at ``path``; see the module docstring."""
+    """The first ``ntotal`` rows of a VectorFile, searched exactly; see the module docstring."""
 
-    def __init__(self, path: Path, index, dim: int, state: dict | None = None):
-        self.path = Path(path)
-        self._index = index
-        self.dim = dim
-        # What the file says it mirrors (rows, digest, crc of its vectors), as save()
-        # wrote it; None for a new index or a file without a trailer.
-        self.state = state
-
-    # -- lifecycle -------------------------------------------------------------------
+    def __init__(self, file: VectorFile, n: int):
+        self.file = file
+        self.dim = file.dim
+        self._matrix = file.rows(n)
 
     @classmethod
-    def open(cls, path: Path, dim: int) -> "VectorIndex":
-        """Load the index file at ``path``, or start an empty one if it does not exist."""
-        faiss = _faiss()
-        path = Path(path)
-        if not path.exists():
-            return cls(path, faiss.IndexFlatIP(dim), dim)
-        if not path.is_file():
-            raise IndexCorrupt(f"vector index {path} is not a regular file; move it away to rebuild it from the database")
-        try:
-            # read_index already returns the concrete class; wrapping it in
-            # downcast_index would leave a non-owning wrapper over a freed object.
-            index = faiss.read_index(str(path))
-        except (RuntimeError, OSError, MemoryError) as exc:
-            raise IndexCorrupt(
-                f"vector index {path} is unreadable; delete it to rebuild it from the database"
-            ) from exc
-        if not isinstance(index, faiss.IndexFlatIP):
-            raise IndexCorrupt(
-                f"vector index {path} is a {type(index).__name__}, not an exact inner-product "
-                "index; delete it to rebuild it from the database"
-            )
-        if index.d != dim:
-            raise EncoderMismatch(
-                f"vector index {path} holds {index.d}-d vectors but the encoder makes {dim}-d "
-                "ones; use the collection's own encoder or index into a new --db"
-            )
-        return cls(path, index, dim, trailer_file.read_state(path))
+    def open(cls, path: Path, dim: int, n: int | None = None) -> "VectorIndex":
+        """The vectors file at ``path`` (no rows if there is none yet), seen up to row ``n``
+        (default: every row its header counts)."""
+        file = VectorFile.open(path, dim)
+        return cls(file, file.rows_on_disk if n is None else n)
 
-    @classmethod
-    def empty(cls, path: Path, dim: int) -> "VectorIndex":
-        """A new index with no rows, to be saved at ``path`` (whatever is there now)."""
-        return cls(Path(path), _faiss().IndexFlatIP(dim), dim)
+    @property
+    def path(self) -> Path:
+        return self.file.path
 
     @property
     def ntotal(self) -> int:
-        return int(self._index.ntotal)
+        return len(self._matrix)
 
     def add(self, vectors: np.ndarray) -> None:
-        """Append rows; they get ids ``ntotal .. ntotal + n - 1``.
+        """Append rows to the file, durably; they get ids ``ntotal .. ntotal + n - 1``.
 
-        Invalidates arrays returned earlier by ``matrix()`` (the storage may move).
-        """
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
-            raise ValueError(f"expected vectors of shape [n, {self.dim}], got {vectors.shape}")
-        if not np.isfinite(vectors).all():
-            raise ValueError("vectors contain NaN or infinity")
-        if len(vectors):
-            self._index.add(vectors)
+        Invalidates arrays returned earlier by ``matrix()`` (they stay valid, but stop
+        at the old row count)."""
+        n = self.ntotal
+        self.file.write(n, vectors)
+        self._matrix = self.file.rows(n + len(vectors))
 
-    def content_crc(self) -> int:
-        """CRC-32 of the vectors (about 2.4 GB/s: 0.1 s per 100k 512-d rows)."""
-        m = self.matrix()
-        return zlib.crc32(memoryview(np.ascontiguousarray(m)).cast("B")) if m.size else 0
-
-    def save(self, state: dict | None = None) -> None:
-        """Write atomically: a crash leaves either the old file or the new one, whole.
-
-        ``state`` (what the rows mirror) is stored in the file's trailer with the rows'
-        count and CRC (trailer_file.py)."""
-        if self.path.exists() and not self.path.is_file():
-            raise IndexCorrupt(f"cannot save the vector index: {self.path} is not a regular file; move it away")
-        state = {**(state or {}), "rows": self.ntotal, "dim": self.dim, "crc": self.content_crc()}
-        faiss = _faiss()
-        trailer_file.write_atomically(self.path, lambda tmp: faiss.write_index(self._index, tmp), state)
-        self.state = state
-
-    def truncate(self, n: int) -> None:
-        """Drop rows ``>= n`` (the database is behind a crashed run's index file)."""
-        if n < 0:
-            raise ValueError("n must be >= 0")
-        if n < self.ntotal:
-            # Removing a tail range keeps every earlier row's position.
-            self._index.remove_ids(_faiss().IDSelectorRange(n, self.ntotal))
+    def show(self, n: int) -> None:
+        """See rows ``0 .. n - 1``: more once another process committed rows, fewer when the
+        database was put back to an earlier state (a restored backup)."""
+        self._matrix = self.file.rows(n)
 
     def matrix(self) -> np.ndarray:
-        """``[ntotal, dim]`` float32 view of FAISS's own storage (no copy).
-
-        Read-only by convention; valid until the next ``add`` or ``truncate``.
-        """
-        n = self.ntotal
-        if n == 0:
-            return np.empty((0, self.dim), dtype=np.float32)
-        flat = _faiss().rev_swig_ptr(self._index.get_xb(), n * self.dim)
-        return flat.reshape(n, self.dim)
+        """``[ntotal, dim]`` float32 rows, memory-mapped (no copy). Read-only."""
+        return self._matrix
 
     # -- search ----------------------------------------------------------------------
 
@@ -181,8 +107,8 @@ class VectorIndex:
         n = self.ntotal
         if allowed is None or n_allowed == n:
             return self._search_blas(q, k, None)
-        if n_allowed < _SELECTOR_BELOW_FRACTION * n:
-            return self._search_faiss(q, k, np.flatnonzero(allowed).astype(np.int64, copy=False))
+        if n_allowed < _GATHER_BELOW_FRACTION * n:
+            return self._search_numpy(q, k, np.flatnonzero(allowed))
         return self._search_blas(q, k, allowed)
 
     def search_many(
@@ -267,31 +193,14 @@ class VectorIndex:
             return self._search_numpy(q, k, ids)
         return _sorted_best_first(top, picked)
 
-    def _search_faiss(self, q: np.ndarray, k: int, allowed_ids: np.ndarray | None):
-        faiss = _faiss()
-        params = None
-        if allowed_ids is not None:
-            # The selector reads allowed_ids by pointer: both stay referenced until
-            # the search returns (FAISS-NOTES pitfall 2).
-            selector = faiss.IDSelectorArray(len(allowed_ids), faiss.swig_ptr(allowed_ids))
-            params = faiss.SearchParameters(sel=selector)
-        previous_threads = faiss.omp_get_max_threads()
-        faiss.omp_set_num_threads(1)
-        try:
-            scores, found = self._index.search(q[None, :], k, params=params)
-        finally:
-            faiss.omp_set_num_threads(previous_threads)
-        found, scores = found[0], scores[0]
-        if (found < 0).any():
-            # FAISS pads with -1 when scores are NaN (products of huge vectors overflow);
-            # the caller is still owed min(k, allowed) allowed rows.
-            return self._search_numpy(q, k, allowed_ids)
-        return _sorted_best_first(found, scores)
-
     def _search_numpy(self, q: np.ndarray, k: int, allowed_ids: np.ndarray | None):
+        m = self.matrix()
         ids = np.arange(self.ntotal) if allowed_ids is None else allowed_ids
-        rows = self.matrix() if allowed_ids is None else self.matrix()[allowed_ids]
-        scores = exact_scores(rows, q)
+        if allowed_ids is None:
+            scores = exact_scores(m, q)
+        else:
+            scores = np.concatenate([exact_scores(m[allowed_ids[s:s + _GATHER_BLOCK_ROWS]], q)
+                                     for s in range(0, len(allowed_ids), _GATHER_BLOCK_ROWS)])
         top = np.argpartition(scores, -k)[-k:]
         return _sorted_best_first(ids[top], scores[top])
 

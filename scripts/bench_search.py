@@ -53,9 +53,14 @@ def synthetic_index(n: int, dim: int, rng: np.random.Generator) -> tuple[VectorI
 
 
 def _nowhere():
+    import atexit
+    import shutil
+    import tempfile
     from pathlib import Path
 
-    return Path("/nonexistent/bench_search.faiss")  # never saved
+    work = Path(tempfile.mkdtemp(prefix="localq-bench-search-"))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)
+    return work / "vectors.npy"  # the rows live in a memory-mapped file, as in a collection
 
 
 def seen_mask(kind: str, fraction: float, index: VectorIndex, query, rng) -> np.ndarray:
@@ -84,9 +89,23 @@ def faiss_with(index: VectorIndex, q, k, selector, threads: int | None):
     if threads is not None:
         faiss.omp_set_num_threads(threads)
     try:
-        return index._index.search(q[None, :], k, params=params)
+        return _flat_copy(index).search(q[None, :], k, params=params)
     finally:
         faiss.omp_set_num_threads(previous)
+
+
+_FLAT = {}
+
+
+def _flat_copy(index: VectorIndex):
+    """The rows in a FAISS IndexFlatIP (what VectorIndex searched before vectors.npy), for
+    the alternatives only: it copies every row into RAM."""
+    if id(index) not in _FLAT:
+        flat = faiss.IndexFlatIP(index.dim)
+        flat.add(np.ascontiguousarray(index.matrix()))
+        _FLAT.clear()
+        _FLAT[id(index)] = flat
+    return _FLAT[id(index)]
 
 
 def methods_for(index: VectorIndex, q, k, allowed, fraction, with_alternatives: bool):

@@ -147,7 +147,7 @@ def main() -> None:
     queries = encoder.encode_texts([f"a photo of a {names[c]}" for c in classes])
 
     with tempfile.TemporaryDirectory() as tmp:
-        index = VectorIndex.open(Path(tmp) / "pool.faiss", x_pool.shape[1])
+        index = VectorIndex.open(Path(tmp) / "pool.npy", x_pool.shape[1])
         index.add(x_pool)
         seeds = [int(s) for s in args.seeds.split(",")]
         from localq.explore import kmeans

@@ -140,7 +140,21 @@ def synthetic_collection(root: Path, *, clusters: int = 5, per_cluster: int = 20
     coll = Collection.open(root, create=True)
     coll.bind_encoder(VectorEncoder(dim))
     rows = [NewImage(f"/synthetic/{i}.png", f"h{i}", 1, 0.0, 1, 1, str(labels[i]), "train") for i in range(len(x))]
-    ids = coll.store.add_images(rows, x)
-    coll.save_index()  # opening the index catches it up from SQLite; saving records the state it mirrors
+    ids = coll.add_images(rows, x)
     assert ids == list(range(len(x)))
     return coll, centres
+
+
+def with_rows_replaced(coll, root: Path, ids: np.ndarray, vectors: np.ndarray):
+    """A new collection at ``root``: ``coll``'s images and vectors, but ``vectors`` at rows
+    ``ids`` (vectors.npy is append-only: this is how a test changes rows)."""
+    from localq.collection import Collection
+    from localq.store import NewImage
+
+    matrix = np.array(coll.index.matrix())
+    matrix[ids] = vectors
+    other = Collection.open(root, create=True)
+    other.bind_encoder(coll.encoder())
+    other.add_images([NewImage(r.path, r.hash, r.size, r.mtime, r.width, r.height, r.label, r.split)
+                      for r in coll.image_rows(range(coll.rows()))], matrix)
+    return other

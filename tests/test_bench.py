@@ -53,7 +53,7 @@ def make_collection(root: Path, vectors: np.ndarray, labels: list[str], splits: 
     coll = Collection.open(root, create=True)
     coll.bind_encoder(PromptEncoder(prompts))
     rows = [NewImage(f"/synthetic/{i}.png", f"h{i}", 1, 0.0, 1, 1, labels[i], splits[i]) for i in range(len(labels))]
-    coll.store.add_images(rows, _unit(np.asarray(vectors, np.float32)))
+    coll.add_images(rows, _unit(np.asarray(vectors, np.float32)))
     coll.save_index()
     return coll
 

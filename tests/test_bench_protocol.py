@@ -15,6 +15,7 @@ from localq.bench.runner import BENCH_PREFIX, BenchConfig, prompt_class, run_ben
 from localq.devsplit import dev_mask, is_dev
 from localq.errors import LocalqError
 from localq.metrics import average_precision
+from conftest import with_rows_replaced
 from test_bench import clusters, small_config
 
 
@@ -60,11 +61,9 @@ def test_tune_retrieves_from_pool_minus_dev_and_measures_on_dev_only(tmp_path, m
 def test_tune_never_reads_the_held_out_split(tmp_path):
     # Two collections identical but for their val images: a tuning run must not tell them apart.
     a = clusters(tmp_path / "a", train=40, val=20, seed=0)
-    b = clusters(tmp_path / "b", train=40, val=20, seed=0)
-    val = np.flatnonzero(b.split_mask("val"))
-    rng = np.random.default_rng(9)
-    noise = rng.standard_normal((len(val), b.dim)).astype(np.float32)
-    b.index.matrix()[val] = noise / np.linalg.norm(noise, axis=1, keepdims=True)  # scramble val in place
+    val = np.flatnonzero(a.split_mask("val"))
+    noise = np.random.default_rng(9).standard_normal((len(val), a.dim)).astype(np.float32)
+    b = with_rows_replaced(a, tmp_path / "b", val, noise / np.linalg.norm(noise, axis=1, keepdims=True))
     config = small_config(seeds=(0,), methods=("zero-shot", "localq-auto", "localq-boundary", "full"), tune=True)
     rows_a = run_benchmark(a, config, dataset="s").rows
     rows_b = run_benchmark(b, config, dataset="s").rows

@@ -35,7 +35,7 @@ def test_index_stats_search_reset(runner, tmp_path, colour_folder):
     assert out["version"] == 1 and out["added"] == 12 and out["skipped"] == []
     stats = json.loads(run(runner, "stats", "--db", db, "--json").output)
     assert (stats["images"], stats["dim"], stats["model_id"], stats["seen"]) == (12, 15, "test-colour/v1", 0)
-    assert stats["bytes"]["localq.db"] > 0 and stats["bytes"]["vectors.faiss"] > 0
+    assert stats["bytes"]["localq.db"] > 0 and stats["bytes"]["vectors.npy"] > 0
     found = json.loads(run(runner, "search", "red", "-k", "3", "--db", db, "--json").output)["results"]
     assert [r["label"] for r in found] == ["red"] * 3 and found[0]["score"] >= found[-1]["score"]
     text = run(runner, "search", "--image", str(colour_folder / "val" / "blue" / "blue0.png"), "-k", "1", "--db", db).output

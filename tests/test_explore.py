@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import synthetic_collection
+from conftest import synthetic_collection, with_rows_replaced
 from localq import classifier_file, explore
 from localq.sampling import Context, select
 from localq.trainer import Settings, Trainer
@@ -205,10 +205,9 @@ def test_clusters_extend_while_a_collection_grows_and_refit_past_the_growth_limi
 def test_clusters_fitted_on_a_pool_ignore_every_row_outside_it(tmp_path):
     # A benchmark's held-out (and, tuning, dev) vectors must not shape what auto explores.
     a, _ = synthetic_collection(tmp_path / "a", clusters=4, per_cluster=150, dim=16, seed=0)
-    b, _ = synthetic_collection(tmp_path / "b", clusters=4, per_cluster=150, dim=16, seed=0)
     pool = np.arange(a.rows()) < 400
     noise = np.random.default_rng(9).standard_normal((int((~pool).sum()), 16)).astype(np.float32)
-    b.index.matrix()[~pool] = noise / np.linalg.norm(noise, axis=1, keepdims=True)  # scramble the rest in place
+    b = with_rows_replaced(a, tmp_path / "b", ~pool, noise / np.linalg.norm(noise, axis=1, keepdims=True))
     explore._cache.clear()
     fitted_a = explore.collection_clusters(a, pool)
     fitted_b = explore.collection_clusters(b, pool)

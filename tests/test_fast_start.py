@@ -122,7 +122,7 @@ def test_search_with_a_cached_prompt_imports_no_torch(cache, tmp_path):
         coll.bind_encoder(load_encoder("lite0"))
         rng = np.random.default_rng(0)
         x = rng.standard_normal((20, 1280)).astype(np.float32)
-        coll.store.add_images([NewImage(f"/x/{i}.jpg", f"h{i}", 1, 0.0, 1, 1) for i in range(20)], x)
+        coll.add_images([NewImage(f"/x/{i}.jpg", f"h{i}", 1, 0.0, 1, 1) for i in range(20)], x)
         coll.close()
         print(json.dumps({}))
     """ % str(tmp_path / "coll"), cache)

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import ColorEncoder, OtherEncoder, write_image
 from localq.collection import Collection
-from localq.errors import EncoderMismatch
+from localq.errors import EncoderMismatch, VectorsDamaged
 from localq.indexer import index_paths
 
 
@@ -28,10 +29,12 @@ def test_index_folder_with_labels_and_search(tmp_path, colour_folder, colour_enc
         assert sorted(r.id for r in rows.values()) == list(range(12))
         hits = coll.search(colour_encoder.encode_texts(["red"])[0], k=4)
         assert [h.label for h in hits] == ["red"] * 4
-    # The FAISS file on disk holds every vector, in id order.
+    # vectors.npy holds every vector, in id order, as a file NumPy reads without localq.
     with Collection.open(tmp_path / "coll") as again:
         assert again.index.ntotal == 12
-        np.testing.assert_allclose(again.index.matrix()[red.id], again.store.vectors([red.id])[0])
+    on_disk = np.load(tmp_path / "coll" / "vectors.npy")
+    assert on_disk.shape == (12, colour_encoder.dim)
+    np.testing.assert_allclose(on_disk[red.id], colour_encoder.encode_images([Image.open(red.path)])[0], atol=1e-6)
 
 
 def test_reindex_is_idempotent(tmp_path, colour_folder, colour_encoder):
@@ -149,11 +152,11 @@ def test_kill_9_mid_run_resumes_without_duplicates(tmp_path, colour_folder):
         assert len(paths) == len(set(paths)) == 12 == coll.index.ntotal
 
 
-def test_a_damaged_faiss_file_is_rebuilt_from_sqlite(tmp_path, colour_folder, colour_encoder):
-    with open_coll(tmp_path) as coll:
-        index_paths(coll, [colour_folder], colour_encoder)
-        expected = coll.index.matrix().copy()
-    (tmp_path / "coll" / "vectors.faiss").write_bytes(b"garbage")
-    with open_coll(tmp_path) as coll:
-        np.testing.assert_array_equal(coll.index.matrix(), expected)
-        assert len(coll.search(colour_encoder.encode_texts(["red"])[0], k=3)) == 3
+def test_a_vectors_file_from_another_collection_is_refused_on_open(tmp_path, colour_folder, colour_encoder):
+    # vectors.npy is the vectors' only copy: a wrong one is named, never searched.
+    for name, order in (("coll", "scan"), ("other", "spread")):
+        with Collection.open(tmp_path / name, create=True) as coll:
+            index_paths(coll, [colour_folder], colour_encoder, order=order, batch_size=5)
+    (tmp_path / "coll" / "vectors.npy").write_bytes((tmp_path / "other" / "vectors.npy").read_bytes())
+    with open_coll(tmp_path) as coll, pytest.raises(VectorsDamaged, match="do not match the digests"):
+        coll.index

@@ -1,9 +1,10 @@
-"""VectorIndex: filtered exact top-k against a NumPy brute-force answer, persistence."""
+"""VectorIndex and vectors.npy: filtered exact top-k against a NumPy brute-force answer, the file."""
 
 import numpy as np
 import pytest
 
-from localq.errors import EncoderMismatch, LocalqError
+from localq.errors import EncoderMismatch, LocalqError, VectorsDamaged
+from localq.vector_file import HEADER_BYTES, VectorFile, header
 from localq.vector_index import VectorIndex
 
 DIM = 32
@@ -43,7 +44,7 @@ def data():
 @pytest.fixture
 def index(tmp_path, data):
     _, x = data
-    ix = VectorIndex.open(tmp_path / "vectors.faiss", DIM)
+    ix = VectorIndex.open(tmp_path / "vectors.npy", DIM)
     ix.add(x[:1000])
     ix.add(x[1000:])
     return ix
@@ -155,25 +156,24 @@ def test_empty_index(tmp_path):
     assert len(ids) == 0
 
 
-def test_save_open_round_trip(index, data, tmp_path):
+def test_rows_are_durable_as_added_and_numpy_reads_the_file(index, data, tmp_path):
     rng, x = data
-    index.save()
-    assert not list(tmp_path.glob("*.tmp")), "the temporary file must be renamed away"
-    again = VectorIndex.open(tmp_path / "vectors.faiss", DIM)
+    again = VectorIndex.open(tmp_path / "vectors.npy", DIM)
     assert again.ntotal == len(x)
     np.testing.assert_array_equal(again.matrix(), x)
+    np.testing.assert_array_equal(np.load(tmp_path / "vectors.npy"), x)  # a plain .npy file
     q = unit_rows(rng, 1)[0]
     np.testing.assert_array_equal(again.search(q, 7, None)[0], index.search(q, 7, None)[0])
-    # Saving over an existing file replaces it.
-    again.add(x[:3])
-    again.save()
-    assert VectorIndex.open(tmp_path / "vectors.faiss", DIM).ntotal == len(x) + 3
+    # A view taken before another writer appended sees its own rows until it is shown more.
+    index.add(x[:3])
+    assert again.ntotal == len(x)
+    again.show(len(x) + 3)
+    np.testing.assert_array_equal(again.matrix()[-3:], x[:3])
 
 
 def test_dimension_mismatch_is_refused(index, tmp_path):
-    index.save()
     with pytest.raises(EncoderMismatch) as err:
-        VectorIndex.open(tmp_path / "vectors.faiss", DIM * 2)
+        VectorIndex.open(tmp_path / "vectors.npy", DIM * 2)
     assert "\n" not in str(err.value)
     with pytest.raises(ValueError):
         index.add(np.zeros((2, DIM + 1), np.float32))
@@ -181,11 +181,29 @@ def test_dimension_mismatch_is_refused(index, tmp_path):
         index.search(np.zeros(DIM + 1, np.float32), 3, None)
 
 
-def test_unreadable_file_is_a_localq_error(tmp_path):
-    path = tmp_path / "broken.faiss"
-    path.write_bytes(b"not a faiss index")
-    with pytest.raises(LocalqError):
+@pytest.mark.parametrize("content", [b"not a vectors file", b"\x93NUMPY\x01\x00" + b"x" * 200,
+                                     header(10, DIM), np.zeros(3).tobytes()])
+def test_unreadable_file_is_a_localq_error(tmp_path, content):
+    path = tmp_path / "broken.npy"
+    path.write_bytes(content)
+    with pytest.raises(LocalqError) as err:
         VectorIndex.open(path, DIM)
+    assert "\n" not in str(err.value)
+
+
+def test_the_header_keeps_its_size_so_the_row_count_grows_in_place(tmp_path):
+    for rows in (0, 1, 10**6, 10**11):
+        assert len(header(rows, 4096)) == HEADER_BYTES
+        path = tmp_path / f"h{rows}.npy"
+        path.write_bytes(header(rows, 3) + np.zeros((min(rows, 2), 3), np.float32).tobytes())
+        if rows <= 2:
+            assert np.load(path).shape == (rows, 3)
+
+
+def test_a_view_past_the_rows_on_disk_is_refused(index, data, tmp_path):
+    _, x = data
+    with pytest.raises(VectorsDamaged, match="holds 3000 rows but the database has 3001"):
+        VectorIndex.open(tmp_path / "vectors.npy", DIM, len(x) + 1)
 
 
 def test_bad_masks_and_vectors_are_rejected(index, data):
@@ -200,18 +218,17 @@ def test_bad_masks_and_vectors_are_rejected(index, data):
     assert index.ntotal == len(x)
 
 
-def test_truncate_keeps_earlier_rows(index, data, tmp_path):
+def test_show_fewer_rows_then_add_writes_over_the_rest(index, data, tmp_path):
+    # A database put back to an earlier state counts fewer rows: the next add goes after them.
     rng, x = data
-    index.truncate(1200)
+    index.show(1200)
     assert index.ntotal == 1200
     np.testing.assert_array_equal(index.matrix(), x[:1200])
-    index.truncate(5000)  # past the end: nothing to drop
-    assert index.ntotal == 1200
     index.add(x[2000:2010])
     np.testing.assert_array_equal(index.matrix()[1200:], x[2000:2010])
-    index.save()
-    assert VectorIndex.open(tmp_path / "vectors.faiss", DIM).ntotal == 1210
-    index.truncate(0)
+    assert VectorFile.open(tmp_path / "vectors.npy", DIM).rows_on_disk == 1210  # the old tail is cut off
+    np.testing.assert_array_equal(np.load(tmp_path / "vectors.npy")[1200:], x[2000:2010])
+    index.show(0)
     assert index.ntotal == 0
 
 
@@ -220,8 +237,7 @@ def test_matrix_is_a_view_of_the_added_vectors(index, data):
     m = index.matrix()
     assert m.shape == x.shape and m.dtype == np.float32
     np.testing.assert_array_equal(m, x)
-    assert not m.flags.owndata, "matrix() must not copy"
-    assert m is not index.matrix() and np.shares_memory(m, index.matrix())
+    assert isinstance(m, np.memmap) and not m.flags.writeable, "matrix() maps the file, read-only"
 
 
 def test_accepts_float64_and_unnormalized_queries(index, data):
@@ -233,12 +249,12 @@ def test_accepts_float64_and_unnormalized_queries(index, data):
 
 
 def test_overflowing_products_still_return_k_allowed_rows(tmp_path):
-    # Finite vectors whose products overflow give NaN/inf scores; FAISS then pads with
-    # -1. The contract (k allowed rows, no -1) must hold anyway.
+    # Finite vectors whose products overflow give NaN/inf scores. The contract (k allowed
+    # rows, never a NaN ranked first) must hold anyway.
     rng = np.random.default_rng(3)
-    ix = VectorIndex.open(tmp_path / "huge.faiss", DIM)
+    ix = VectorIndex.open(tmp_path / "huge.npy", DIM)
     ix.add(rng.standard_normal((500, DIM)).astype(np.float32) * 1e20)
-    sparse = rng.random(500) < 0.3  # FAISS selector path
+    sparse = rng.random(500) < 0.2  # the gather path
     dense = rng.random(500) < 0.7  # BLAS product path
     q = rng.standard_normal(DIM).astype(np.float32) * 1e20
     for mask in (None, sparse, dense):
@@ -254,10 +270,11 @@ def test_overflowing_products_still_return_k_allowed_rows(tmp_path):
 
 @pytest.mark.parametrize("threshold", [0.0, 1.01])
 def test_both_single_query_paths_match_brute_force_at_every_fraction(index, data, monkeypatch, threshold):
-    # 0.0: the BLAS product path for every mask; 1.01: the FAISS selector path for every one.
+    # 0.0: the BLAS product path for every mask; 1.01: the gather path for every one.
     import localq.vector_index as vi
 
-    monkeypatch.setattr(vi, "_SELECTOR_BELOW_FRACTION", threshold)
+    monkeypatch.setattr(vi, "_GATHER_BELOW_FRACTION", threshold)
+    monkeypatch.setattr(vi, "_GATHER_BLOCK_ROWS", 700)  # several blocks per gather
     rng, x = data
     q = rng.standard_normal(DIM).astype(np.float32)
     for name, allowed in masks(rng, len(x), q, x):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,8 +14,9 @@ from localq.collection import Collection
 from localq.errors import CollectionBusy, StaleClassifier
 from localq.locking import WriteLock
 from localq.trainer import Trainer
+from localq.vector_file import header
 from reliability.helpers import (
-    assert_one_line_error, faiss_matches_sqlite, popen_cli, popen_python, run_cli, snapshot, write_folder,
+    assert_one_line_error, popen_cli, popen_python, run_cli, snapshot, vectors_match_images, write_folder,
 )
 
 concurrency = pytest.mark.reliability("concurrency")
@@ -29,17 +31,21 @@ def _wait_all(procs, timeout=300):
 
 
 def _search_finds_each_image_first(db):
-    """Each image's own vector, as a query, must return that image first: FAISS rows match ids."""
+    """Each image file's embedding, as a query, must return that image first: rows match ids."""
+    from PIL import Image
+
+    from conftest import ColorEncoder
+
     with Collection.open(db) as coll:
         rows = coll.store.live_files()
         for path, row in rows.items():
-            hits = coll.search(coll.store.vectors([row.id])[0], k=1)
+            hits = coll.search(ColorEncoder().encode_images([Image.open(path)])[0], k=1)
             assert hits[0].id == row.id and hits[0].path == path
 
 
 @concurrency
 @pytest.mark.parametrize("trial", range(2))
-def test_two_index_runs_on_different_folders_keep_faiss_aligned(tmp_path, trial):
+def test_two_index_runs_on_different_folders_keep_vectors_aligned(tmp_path, trial):
     """The issue's silent corruption: two `localq index` at once, different folders."""
     a = write_folder(tmp_path / "a", 48, seed=10 + trial, prefix="a")
     b = write_folder(tmp_path / "b", 48, seed=20 + trial, prefix="b")
@@ -49,7 +55,7 @@ def test_two_index_runs_on_different_folders_keep_faiss_aligned(tmp_path, trial)
     for rc, _, stderr in results:
         assert rc == 0, stderr
         assert "Traceback" not in stderr
-    faiss_matches_sqlite(db)
+    vectors_match_images(db)
     _search_finds_each_image_first(db)
     check = run_cli("check", "--db", db)
     assert check.returncode == 0, check.stdout + check.stderr
@@ -67,7 +73,7 @@ def test_two_index_runs_on_one_folder_insert_each_path_once(tmp_path, trial):
     with Collection.open(db) as coll:
         live = coll.store.live_files()
         assert len(live) == 60
-    faiss_matches_sqlite(db)
+    vectors_match_images(db)
     _search_finds_each_image_first(db)
 
 
@@ -123,9 +129,14 @@ def test_two_processes_training_one_classifier_lose_nothing(tmp_path, trial, col
 
 _READER = textwrap.dedent("""
     import sys, numpy as np
+    from PIL import Image
+    sys.path.insert(0, %r)
+    from conftest import ColorEncoder
     from localq.collection import Collection
     from localq.trainer import Trainer
     db, n = sys.argv[1], int(sys.argv[2])
+    def embedding(coll, image_id):  # what the image's file embeds to: its row must hold exactly that
+        return ColorEncoder().encode_images([Image.open(coll.image_rows([image_id])[0].path)])[0]
     calls = 0
     for _ in range(n):
         with Collection.open(db) as coll:
@@ -134,15 +145,15 @@ _READER = textwrap.dedent("""
             ids = [p.id for p in preds]
             assert len(ids) == len(set(ids))
             for p in preds[:5]:   # the score printed is the score of that image's own vector
-                v = coll.store.vectors([p.id])[0]
+                v = embedding(coll, p.id)
                 assert abs(float(v @ t.weights + t.bias) - p.score) < 1e-4
             hits = coll.search(t.query, k=5)
             for h in hits:
-                v = coll.store.vectors([h.id])[0]
+                v = embedding(coll, h.id)
                 assert abs(float(v @ t.query) - h.score) < 1e-4, (h, float(v @ t.query))
             calls += 1
     print(calls)
-""")
+""") % str(Path(__file__).resolve().parents[1])
 
 
 @concurrency
@@ -161,7 +172,7 @@ def test_search_and_predict_while_indexing_are_never_wrong(tmp_path, trial, colo
     assert irc == 0, ierr
     assert rrc == 0, rerr
     assert int(rout) == 15
-    faiss_matches_sqlite(db)
+    vectors_match_images(db)
 
 
 @concurrency
@@ -220,19 +231,23 @@ def test_a_second_writer_fails_in_one_line_when_told_not_to_wait(tmp_path):
 
 
 @concurrency
-def test_a_reader_never_rewrites_the_faiss_file_under_a_writer(tmp_path, colour_encoder):
+def test_rows_a_killed_writer_left_past_the_database_are_never_read_and_overwritten(tmp_path):
+    # A writer killed between writing vectors.npy and committing SQLite leaves rows the
+    # database does not count: readers ignore them, the next writer writes over them.
     folder = write_folder(tmp_path / "pics", 12, seed=0)
     db = tmp_path / "coll"
     assert run_cli("index", folder, "--db", db, "-q").returncode == 0
-    faiss_file = db / "vectors.faiss"
-    faiss_file.unlink()  # as if a run was killed before its first save
-    with WriteLock(db).hold():  # a writer is busy
-        proc = run_cli("search", "red", "--db", db, "-k", "3")
-        assert proc.returncode == 0 and len(proc.stdout.splitlines()) == 3
-        assert not faiss_file.exists(), "a reader saved under a running writer"
-    # With no writer around, a reader that had to catch up saves the result.
-    assert run_cli("search", "red", "--db", db).returncode == 0
-    faiss_matches_sqlite(db)
+    vectors_file = db / "vectors.npy"
+    good = np.load(vectors_file)
+    junk = np.concatenate([good, np.full((5, good.shape[1]), 0.3, np.float32)])
+    vectors_file.write_bytes(header(len(junk), good.shape[1]) + junk.tobytes())  # its header counts them too
+    proc = run_cli("search", "red", "--db", db, "-k", "20")
+    assert proc.returncode == 0 and len(proc.stdout.splitlines()) == 12, proc.stdout + proc.stderr
+    more = write_folder(tmp_path / "more", 3, seed=7, prefix="more")
+    assert run_cli("index", more, "--db", db, "-q").returncode == 0
+    vectors_match_images(db)
+    assert len(np.load(vectors_file)) == 15  # the junk rows were written over, then cut off
+    assert run_cli("check", "--db", db).returncode == 0
 
 
 @concurrency

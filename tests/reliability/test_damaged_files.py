@@ -1,24 +1,25 @@
-"""Fault injection: damaged localq.db and vectors.faiss, unusable --db locations.
+"""Fault injection: damaged localq.db and vectors.npy, unusable --db locations.
 
 Each trial damages one file of a real collection (indexed by the real CLI in a
 subprocess, with a classifier, labels and rounds), then runs commands. Either the damage
-is repaired from SQLite with search still right, or the command fails with one line and
-exit 1. Labels, rounds and vectors are compared before and after."""
+is repaired with search still right, or the command fails with one line and exit 1.
+Labels, rounds and vectors are compared before and after."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import struct
+from pathlib import Path
 
-import faiss
 import numpy as np
 import pytest
+from PIL import Image
 
 from localq.collection import Collection
 from localq.trainer import Trainer
+from localq.vector_file import header
 from reliability.helpers import (
-    assert_one_line_error, faiss_matches_sqlite, run_cli, snapshot, write_folder,
+    assert_one_line_error, run_cli, snapshot, vectors_match_images, write_folder,
 )
 
 damaged = pytest.mark.reliability("damaged files")
@@ -40,7 +41,7 @@ def template(tmp_path_factory):
     base = tmp_path_factory.mktemp("template")
     pics = write_folder(base / "pics", 30, seed=0)
     db = base / "coll"
-    assert run_cli("index", pics, "--db", db, "-q").returncode == 0
+    assert run_cli("index", pics, "--db", db, "-q", "--batch-size", "8").returncode == 0  # a chain of 4 segments
     with Collection.open(db) as coll:
         coll.bind_encoder(ColorEncoder())
         t = Trainer.create(coll, "c", prompt="red")
@@ -121,153 +122,131 @@ def test_an_empty_database_alone_is_a_new_collection(tmp_path):
     (db / "localq.db").write_bytes(b"")
     proc = run_cli("index", pics, "--db", db, "-q")
     assert proc.returncode == 0, proc.stderr
-    faiss_matches_sqlite(db)
+    vectors_match_images(db)
 
 
-# -- vectors.faiss -------------------------------------------------------------------------------
-
-def _same_size_other_content(path, _):
-    path.write_bytes(np.random.default_rng(1).integers(0, 256, path.stat().st_size, dtype=np.uint8).tobytes())
-
-
-def _flip_a_vector_byte(path, _):
-    data = bytearray(path.read_bytes())
-    data[200] ^= 0x40  # inside the vectors; the trailer still claims the old state
-    path.write_bytes(bytes(data))
-
+# -- vectors.npy: the vectors' only copy -------------------------------------------------------
 
 def _truncated(path, _):
     path.write_bytes(path.read_bytes()[:-300])
 
 
+def _header_garbage(path, _):
+    with open(path, "r+b") as f:
+        f.write(b"\x93NUMPY garbage")
+
+
+def _fewer_rows(path, _):
+    rows = np.load(path)
+    path.write_bytes(header(len(rows) - 3, rows.shape[1]) + rows[:-3].tobytes())
+
+
 def _other_dim(path, _):
-    index = faiss.IndexFlatIP(64)
-    index.add(np.eye(64, dtype=np.float32)[:30])
-    faiss.write_index(index, str(path))
+    path.write_bytes(header(30, 64) + np.eye(64, dtype=np.float32)[:30].tobytes())
 
 
-def _swapped_rows_legacy(path, _):
-    """The issue's corruption as an older localq left it: rows out of order, no trailer."""
-    index = faiss.read_index(str(path))
-    m = faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d).reshape(index.ntotal, index.d).copy()
-    fresh = faiss.IndexFlatIP(index.d)
-    fresh.add(np.roll(m, 7, axis=0))
-    faiss.write_index(fresh, str(path))
-
-
-def _swapped_rows_same_trailer(path, _):
-    """Rows permuted, the trailer copied from the good file: the CRC catches it."""
-    data = path.read_bytes()
-    (length,) = struct.unpack("<Q", data[-16:-8])
-    trailer = data[-16 - length:]
-    _swapped_rows_legacy(path, _)
-    path.write_bytes(path.read_bytes() + trailer)
+def _last_rows_rolled(path, _):
+    rows = np.load(path)
+    rows[-4:] = np.roll(rows[-4:], 1, axis=0)
+    path.write_bytes(header(*rows.shape) + rows.tobytes())
 
 
 def _from_another_collection(path, tmp_path):
     other = tmp_path / "other"
     assert run_cli("index", write_folder(tmp_path / "otherpics", 30, seed=9), "--db", other, "-q").returncode == 0
-    shutil.copyfile(other / "vectors.faiss", path)
+    shutil.copyfile(other / "vectors.npy", path)
 
 
-def _an_earlier_save(path, tmp_path):
-    """A file saved before the last batches: a valid prefix, caught up from SQLite."""
-    shutil.copyfile(path, tmp_path / "saved.faiss")
-    assert run_cli("index", write_folder(tmp_path / "pics" / "more", 6, seed=5), "--db", path.parent, "-q").returncode == 0
-    shutil.copyfile(tmp_path / "saved.faiss", path)
+def _a_directory(path, _):
+    path.unlink()
+    path.mkdir()
 
 
-FAISS_DAMAGE = [_same_size_other_content, _flip_a_vector_byte, _truncated, _other_dim, _swapped_rows_legacy,
-                _swapped_rows_same_trailer, _from_another_collection, _an_earlier_save]
+def _missing(path, _):
+    path.unlink()
 
 
-@damaged
-@pytest.mark.parametrize("damage", FAISS_DAMAGE, ids=lambda f: f.__name__.strip("_"))
-def test_a_faiss_file_that_does_not_mirror_sqlite_is_rebuilt_not_used(collection, tmp_path, damage):
-    faiss_file = collection / "vectors.faiss"
-    damage(faiss_file, tmp_path)
-    before = snapshot(collection)
-    # A reader answers from SQLite's vectors: each image's own vector finds that image first.
-    with Collection.open(collection) as coll:
-        for image_id in range(0, coll.store.n_rows(), 5):
-            hit = coll.search(coll.store.vectors([image_id])[0], k=1)[0]
-            assert hit.id == image_id
-    proc = run_cli("search", "red", "--db", collection, "-k", "3")
-    assert proc.returncode == 0 and len(proc.stdout.splitlines()) == 3, proc.stderr
-    faiss_matches_sqlite(collection)  # no writer was running: the reader saved the rebuilt file
-    _healthy(collection, before)
+UNUSABLE = [_truncated, _header_garbage, _fewer_rows, _other_dim, _a_directory, _missing]
 
 
 @damaged
-@pytest.mark.parametrize("damage", FAISS_DAMAGE, ids=lambda f: f.__name__.strip("_"))
-def test_check_reports_and_repair_fixes_a_faiss_file(collection, tmp_path, damage):
-    faiss_file = collection / "vectors.faiss"
-    damage(faiss_file, tmp_path)
+@pytest.mark.parametrize("damage", UNUSABLE, ids=lambda f: f.__name__.strip("_"))
+def test_an_unusable_vectors_file_is_one_line_for_every_command_and_loses_nothing(collection, tmp_path, damage):
+    # Nothing can rebuild the vectors (they are the only copy): every command that needs
+    # them says so in one line, `stats` still answers, and SQLite is not touched.
     before = snapshot(collection)
+    damage(collection / "vectors.npy", tmp_path)
+    for cmd in (("search", "red"), ("predict", "c"), ("export", "c", "--out", "{tmp}/out"), ("index", "{pics}", "-q"),
+                ("repair",)):
+        proc = run_cli(*_args(cmd, tmp_path, collection))
+        assert_one_line_error(proc, "vectors.npy")
     proc = run_cli("check", "--db", collection)
-    if damage is _an_earlier_save:
-        assert proc.returncode == 0 and "caught up" in proc.stdout, proc.stdout
+    assert proc.returncode == 1 and "PROBLEM" in proc.stdout and "vectors.npy" in proc.stdout, proc.stdout
+    assert run_cli("stats", "--db", collection).returncode == 0
+    before.assert_kept_in(snapshot(collection, vectors=False))
+
+
+def _middle_row_changed(path, _):
+    rows = np.load(path)
+    rows[12, 0] += 0.5
+    path.write_bytes(header(*rows.shape) + rows.tobytes())
+
+
+@damaged
+@pytest.mark.parametrize("damage", [_middle_row_changed, _last_rows_rolled, _from_another_collection],
+                         ids=lambda f: f.__name__.strip("_"))
+def test_rows_that_no_longer_match_their_digests_are_embedded_again_by_repair(collection, tmp_path, damage):
+    # Opening verifies the chain's first and last segments (cheap at any size), `check`
+    # every segment; `repair` embeds the rows of the failing ones again from their files.
+    before = snapshot(collection)
+    damage(collection / "vectors.npy", tmp_path)
+    search = run_cli("search", "red", "--db", collection, "-k", "3")
+    if damage is _middle_row_changed:
+        assert search.returncode == 0 and len(search.stdout.splitlines()) == 3, search.stderr
     else:
-        assert proc.returncode == 1 and "PROBLEM" in proc.stdout and "faiss" in proc.stdout, proc.stdout
+        assert_one_line_error(search, "do not match the digests")
+    proc = run_cli("check", "--db", collection)
+    assert proc.returncode == 1 and "do not match their recorded digests" in proc.stdout, proc.stdout
     proc = run_cli("repair", "--db", collection)
-    assert proc.returncode == 0 and "rebuilt vectors.faiss" in proc.stdout, proc.stdout + proc.stderr
-    faiss_matches_sqlite(collection)
+    assert proc.returncode == 0 and "again from their image files" in proc.stdout, proc.stdout + proc.stderr
+    vectors_match_images(collection)
     _healthy(collection, before)
 
 
 @damaged
-def test_a_directory_in_place_of_the_faiss_file(collection, tmp_path):
-    faiss_file = collection / "vectors.faiss"
-    faiss_file.unlink()
-    faiss_file.mkdir()
-    before = snapshot(collection)
-    proc = run_cli("search", "red", "--db", collection, "-k", "2")  # rebuilt in memory
-    assert proc.returncode == 0 and len(proc.stdout.splitlines()) == 2, proc.stderr
-    more = write_folder(tmp_path / "pics" / "more", 3, seed=4)
-    proc = run_cli("index", more, "--db", collection, "-q")  # cannot save over a directory
-    assert_one_line_error(proc, "not a regular file")
-    assert faiss_file.is_dir()
-    faiss_file.rmdir()
-    assert run_cli("index", more, "--db", collection, "-q").returncode == 0
-    faiss_matches_sqlite(collection)
-    after = snapshot(collection)
-    assert after.labels == before.labels and after.rounds == before.rounds
-    assert set(before.vectors) <= set(after.vectors)
+def test_rows_whose_files_changed_are_not_repaired_and_nothing_is_written(collection, tmp_path):
+    _middle_row_changed(collection / "vectors.npy", tmp_path)
+    damaged_bytes = (collection / "vectors.npy").read_bytes()
+    path = Path(image_paths(collection)[12])
+    original = path.read_bytes()  # the template's file, shared with the other tests
+    try:
+        Image.new("RGB", (8, 8), (1, 2, 3)).save(path)  # row 12's file changed since indexing
+        proc = run_cli("repair", "--db", collection)
+    finally:
+        path.write_bytes(original)
+    assert_one_line_error(proc, "gone or changed since indexing", "restore vectors.npy from a backup")
+    assert (collection / "vectors.npy").read_bytes() == damaged_bytes
+
+
+def image_paths(db) -> list[str]:
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{db / 'localq.db'}?mode=ro", uri=True)
+    try:
+        return [p for (p,) in conn.execute("SELECT path FROM images ORDER BY id")]
+    finally:
+        conn.close()
 
 
 @damaged
 def test_a_temp_file_left_by_a_killed_run_is_harmless_and_repair_removes_it(collection):
-    (collection / "vectors.faiss.tmp").write_bytes(b"half a file")
-    (collection / "vectors.faiss.12345.tmp").write_bytes(b"half a file")
+    (collection / "vectors.npy.tmp").write_bytes(b"half a file")
+    (collection / "vectors.ivf.12345.tmp").write_bytes(b"half a file")
     before = snapshot(collection)
     assert run_cli("search", "red", "--db", collection).returncode == 0
     proc = run_cli("repair", "--db", collection)
-    assert proc.returncode == 0 and proc.stdout.count("removed vectors.faiss") == 2, proc.stdout
+    assert proc.returncode == 0 and proc.stdout.count("removed vectors.") == 2, proc.stdout
     assert not list(collection.glob("*.tmp"))
-    _healthy(collection, before)
-
-
-@damaged
-def test_an_old_collection_is_migrated_and_its_faiss_file_checked(collection):
-    """A collection written before the digest chain: migration records it, the file is rebuilt once."""
-    import sqlite3
-
-    before = snapshot(collection)
-    conn = sqlite3.connect(collection / "localq.db")
-    conn.execute("DROP TABLE vector_digests")
-    conn.execute("DELETE FROM _migrations WHERE name IN ('m003_vector_digests', 'm004_classifier_versions')")
-    conn.execute("CREATE TABLE c2 (id INTEGER PRIMARY KEY, name TEXT NOT NULL, created_at TEXT, source TEXT,"
-                 " prompt TEXT, prior BLOB, round INTEGER NOT NULL DEFAULT 0, settings TEXT)")
-    conn.execute("INSERT INTO c2 SELECT id, name, created_at, source, prompt, prior, round, settings FROM classifiers")
-    conn.execute("DROP TABLE classifiers")
-    conn.execute("ALTER TABLE c2 RENAME TO classifiers")
-    conn.execute("CREATE UNIQUE INDEX classifiers_name ON classifiers(name)")
-    conn.commit()
-    conn.close()
-    _swapped_rows_legacy(collection / "vectors.faiss", None)
-    proc = run_cli("search", "red", "--db", collection)
-    assert proc.returncode == 0, proc.stderr
-    faiss_matches_sqlite(collection)
     _healthy(collection, before)
 
 

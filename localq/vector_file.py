@@ -1,0 +1,169 @@
+"""``vectors.npy``: a collection's vectors, one float32 row per image id, on disk.
+
+The file is the vectors' only copy (SQLite keeps everything else, and a digest chain
+of these rows: store.py). It is a plain NumPy ``.npy`` file, so ``np.load(path,
+mmap_mode="r")`` reads it without localq, and it is memory-mapped rather than loaded:
+opening a 10M-row collection reads a 128-byte header, and a search touches only the
+pages it needs.
+
+Append-only, and written before SQLite commits the rows it holds:
+- a writer (under the collection's write lock) writes the new rows at SQLite's row
+  count, rewrites the header's row count in place, and fsyncs, then commits SQLite;
+- so the file never holds fewer committed rows than SQLite counts. Rows past that
+  count are a killed writer's, never read, and overwritten by the next write;
+- readers map the first ``n`` rows, n = SQLite's count when they looked. Those bytes
+  never change afterwards, so a reader needs no lock.
+
+The header is padded to a fixed ``HEADER_BYTES`` so that the row count can grow in
+place: rewriting it is one small write at offset 0.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+from pathlib import Path
+
+import numpy as np
+
+from localq.errors import EncoderMismatch, VectorsDamaged
+
+HEADER_BYTES = 128
+_MAGIC = b"\x93NUMPY\x01\x00"
+_DTYPE = np.dtype("<f4")
+
+
+class VectorFile:
+    """The rows of ``vectors.npy`` at ``path``; see the module docstring."""
+
+    def __init__(self, path: Path, dim: int, rows: int):
+        self.path = Path(path)
+        self.dim = dim
+        self.rows_on_disk = rows  # what the header says: committed rows plus a killed writer's
+        self._map: np.ndarray | None = None  # the last rows() asked for, mapped
+
+    @classmethod
+    def open(cls, path: Path, dim: int) -> "VectorFile":
+        """The file at ``path`` (a missing one reads as no rows and is made by ``write``)."""
+        path = Path(path)
+        if not path.exists():
+            return cls(path, dim, 0)
+        if not path.is_file():
+            raise VectorsDamaged(f"{path} is not a regular file: move it away and restore the collection's vectors.npy")
+        rows, file_dim = read_header(path)
+        if file_dim != dim:
+            raise EncoderMismatch(f"{path} holds {file_dim}-d vectors but the collection's encoder makes {dim}-d ones")
+        if path.stat().st_size < HEADER_BYTES + rows * dim * _DTYPE.itemsize:
+            raise VectorsDamaged(f"{path} is truncated: its header promises {rows} rows: restore it from a backup")
+        return cls(path, dim, rows)
+
+    def rows(self, n: int) -> np.ndarray:
+        """Rows ``0 .. n - 1`` as a read-only ``[n, dim]`` float32 array mapped from the file.
+
+        Exactly those rows are mapped: past them may lie a killed writer's rows, which the
+        next writer truncates."""
+        if n > self.rows_on_disk and self.path.exists():
+            self.rows_on_disk = read_header(self.path)[0]  # another process wrote since
+        if n > self.rows_on_disk:
+            raise VectorsDamaged(
+                f"{self.path} holds {self.rows_on_disk} rows but the database has {n} images: the file "
+                "was truncated or replaced; restore it from a backup")
+        if n == 0:
+            return np.empty((0, self.dim), dtype=np.float32)
+        if self._map is None or len(self._map) != n:
+            self._map = np.memmap(self.path, dtype=_DTYPE, mode="r", offset=HEADER_BYTES, shape=(n, self.dim))
+        return self._map
+
+    def write(self, start: int, vectors: np.ndarray) -> None:
+        """Write ``vectors`` as rows ``start ..`` and make them durable (caller holds the
+        write lock, and commits SQLite only after this returns)."""
+        vectors = np.ascontiguousarray(vectors, dtype=_DTYPE)
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
+            raise ValueError(f"expected vectors of shape [n, {self.dim}], got {vectors.shape}")
+        if not np.isfinite(vectors).all():
+            raise ValueError("vectors contain NaN or infinity")
+        if start > self.rows_on_disk and (not self.path.exists() or start > read_header(self.path)[0]):
+            raise VectorsDamaged(f"{self.path} holds fewer rows than the database: restore it from a backup")
+        end = start + len(vectors)
+        row_bytes = self.dim * _DTYPE.itemsize
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if os.fstat(fd).st_size < HEADER_BYTES:
+                os.pwrite(fd, header(0, self.dim), 0)
+            _pwrite_all(fd, memoryview(vectors).cast("B"), HEADER_BYTES + start * row_bytes)
+            os.ftruncate(fd, HEADER_BYTES + end * row_bytes)  # a killed writer's rows past the end
+            os.pwrite(fd, header(end, self.dim), 0)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.rows_on_disk = end
+
+    def rewrite(self, start: int, vectors: np.ndarray) -> None:
+        """Write over committed rows ``start ..`` (``localq repair`` only, under the write
+        lock: readers would see the bytes change)."""
+        vectors = np.ascontiguousarray(vectors, dtype=_DTYPE)
+        if start < 0 or start + len(vectors) > self.rows_on_disk or vectors.shape[1:] != (self.dim,):
+            raise ValueError(f"rows {start}..{start + len(vectors) - 1} are not rows of {self.path}")
+        fd = os.open(self.path, os.O_RDWR)
+        try:
+            _pwrite_all(fd, memoryview(vectors).cast("B"), HEADER_BYTES + start * self.dim * _DTYPE.itemsize)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def header(rows: int, dim: int) -> bytes:
+    """An .npy version 1.0 header for ``[rows, dim]`` little-endian float32, HEADER_BYTES long."""
+    text = f"{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {dim}), }}"
+    padding = HEADER_BYTES - len(_MAGIC) - 2 - len(text) - 1
+    return _MAGIC + (HEADER_BYTES - len(_MAGIC) - 2).to_bytes(2, "little") + text.encode() + b" " * padding + b"\n"
+
+
+def read_header(path: Path) -> tuple[int, int]:
+    """(rows, dim) from the header localq writes; VectorsDamaged for anything else."""
+    with open(path, "rb") as f:
+        raw = f.read(HEADER_BYTES)
+    try:
+        if len(raw) < HEADER_BYTES or raw[:len(_MAGIC)] != _MAGIC or raw[-1:] != b"\n":
+            raise ValueError
+        if int.from_bytes(raw[8:10], "little") != HEADER_BYTES - 10:
+            raise ValueError
+        fields = ast.literal_eval(raw[10:].decode("latin1").strip())
+        rows, dim = fields["shape"]
+        if fields["descr"] != "<f4" or fields["fortran_order"] or rows < 0 or dim <= 0:
+            raise ValueError
+    except (ValueError, SyntaxError, KeyError, TypeError, MemoryError, RecursionError):
+        raise VectorsDamaged(f"{path} is not a vectors file localq wrote (its header is damaged): "
+                             "restore it from a backup") from None
+    return int(rows), int(dim)
+
+
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    while len(data):
+        written = os.pwrite(fd, data, offset)
+        data, offset = data[written:], offset + written
+
+
+def write_whole(path: Path, dim: int, blocks, rows: int) -> None:
+    """Write a new file of ``rows`` rows from ``blocks`` (arrays of rows, in order) in place
+    of ``path``, atomically: a crash leaves the old file or none, never half of this one."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    written = 0
+    with open(tmp, "wb") as f:
+        f.write(header(rows, dim))
+        for block in blocks:
+            block = np.ascontiguousarray(block, dtype=_DTYPE)
+            f.write(memoryview(block).cast("B"))
+            written += len(block)
+        f.flush()
+        os.fsync(f.fileno())
+    if written != rows:
+        tmp.unlink()
+        raise ValueError(f"wrote {written} rows, expected {rows}")
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # the rename itself must survive a power cut
+    finally:
+        os.close(dir_fd)

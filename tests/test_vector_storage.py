@@ -1,0 +1,124 @@
+"""vectors.npy as the collection's vector storage: the one-time move out of SQLite, on a
+collection made by localq 0.1.0 (tests/fixtures/collection-0.1.0, made by the script
+beside it), and the write order that keeps SQLite and the file in step."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ColorEncoder, synthetic_collection
+from localq.collection import Collection
+from localq.errors import VectorsDamaged
+from localq.store import NewImage
+from localq.trainer import Trainer
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.fixture
+def old_collection(tmp_path) -> Path:
+    root = tmp_path / "coll"
+    shutil.copytree(FIXTURES / "collection-0.1.0", root)
+    return root
+
+
+def _sqlite(root: Path, sql: str):
+    conn = sqlite3.connect(root / "localq.db")
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def _kept(root: Path):
+    return (_sqlite(root, "SELECT * FROM images ORDER BY id"), _sqlite(root, "SELECT * FROM labels ORDER BY 1, 2, 3"),
+            _sqlite(root, "SELECT classifier_id, round, weights, bias FROM rounds ORDER BY 1, 2"),
+            _sqlite(root, "SELECT * FROM vector_digests ORDER BY end_row"))
+
+
+def test_a_collection_made_by_0_1_0_moves_its_vectors_once_with_nothing_lost(old_collection):
+    expected = np.load(FIXTURES / "vectors-0.1.0.npy")
+    before = _kept(old_collection)
+    assert _sqlite(old_collection, "SELECT count(*) FROM vectors") == [(len(expected),)]
+    with Collection.open(old_collection) as coll:
+        np.testing.assert_array_equal(coll.index.matrix(), expected)
+        assert coll.check().ok, [f for f in coll.check().findings if not f.ok]
+        trainer = Trainer.open(coll, "reds")
+        assert trainer.round == 2 and len(trainer.labels()) == 8
+        assert coll.search(ColorEncoder().encode_texts(["red"])[0], k=3)
+    assert _kept(old_collection) == before  # images, labels, rounds and the digest chain as they were
+    assert not _sqlite(old_collection, "SELECT 1 FROM sqlite_master WHERE name = 'vectors'")
+    assert not (old_collection / "vectors.faiss").exists()
+    np.testing.assert_array_equal(np.load(old_collection / "vectors.npy"), expected)
+    moved = (old_collection / "vectors.npy").stat().st_mtime_ns
+    with Collection.open(old_collection) as coll:  # once: a second open reads, never rewrites
+        coll.bind_encoder(ColorEncoder())
+        coll.add_images([NewImage("/new.png", "hnew", 1, 0.0, 1, 1)], ColorEncoder().encode_texts(["blue"]))
+        assert coll.rows() == len(expected) + 1 and coll.check().ok
+    assert (old_collection / "vectors.npy").stat().st_mtime_ns >= moved
+    np.testing.assert_array_equal(np.load(old_collection / "vectors.npy")[:len(expected)], expected)
+
+
+def test_a_move_killed_before_its_commit_is_done_again(old_collection):
+    # The file is renamed into place before the BLOBs are dropped in the same transaction:
+    # a kill in between leaves both, and the next open moves them again.
+    (old_collection / "vectors.npy").write_bytes(b"a file from the killed move")
+    with Collection.open(old_collection) as coll:
+        np.testing.assert_array_equal(coll.index.matrix(), np.load(FIXTURES / "vectors-0.1.0.npy"))
+
+
+def test_a_collection_from_before_the_digest_chain_migrates_through_every_step(old_collection):
+    # Older still: no digest chain (m003) nor classifier versions (m004) nor shards (m005).
+    conn = sqlite3.connect(old_collection / "localq.db")
+    conn.executescript("""
+        DROP TABLE vector_digests;
+        DROP TABLE ingested_shards;
+        DELETE FROM _migrations WHERE name IN ('m003_vector_digests', 'm004_classifier_versions', 'm005_ingested_shards');
+        CREATE TABLE c2 (id INTEGER PRIMARY KEY, name TEXT NOT NULL, created_at TEXT, source TEXT,
+                         prompt TEXT, prior BLOB, round INTEGER NOT NULL DEFAULT 0, settings TEXT);
+        INSERT INTO c2 SELECT id, name, created_at, source, prompt, prior, round, settings FROM classifiers;
+        DROP TABLE classifiers;
+        ALTER TABLE c2 RENAME TO classifiers;
+        CREATE UNIQUE INDEX classifiers_name ON classifiers(name);
+    """)
+    conn.close()
+    with Collection.open(old_collection) as coll:
+        np.testing.assert_array_equal(coll.index.matrix(), np.load(FIXTURES / "vectors-0.1.0.npy"))
+        report = coll.check()
+        assert report.ok, [f for f in report.findings if not f.ok]
+        assert Trainer.open(coll, "reds").round == 2
+
+
+def test_sqlite_never_counts_a_row_the_file_lacks(tmp_path, monkeypatch):
+    # The vectors are written and fsynced before SQLite commits: a commit that fails
+    # leaves rows past SQLite's count, which the next write goes over.
+    coll, _ = synthetic_collection(tmp_path / "c", clusters=2, per_cluster=10, dim=8)
+    x = np.eye(8, dtype=np.float32)[:3]
+    rows = [NewImage(f"/n/{i}.png", f"n{i}", 1, 0.0, 1, 1) for i in range(3)]
+
+    def refuse(*args, **kwargs):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    with monkeypatch.context() as m:
+        m.setattr(coll.store, "add_images", refuse)
+        with pytest.raises(sqlite3.OperationalError):
+            coll.add_images(rows, x)
+    assert coll.rows() == 20 and coll.store.n_rows() == 20
+    assert coll.check().ok
+    ids = coll.add_images(rows[:2], x[1:])
+    assert ids == [20, 21]
+    np.testing.assert_array_equal(np.load(tmp_path / "c" / "vectors.npy")[20:], x[1:])
+    assert coll.check().ok
+
+
+def test_a_missing_vectors_file_is_named_not_rebuilt(tmp_path):
+    coll, _ = synthetic_collection(tmp_path / "c", clusters=2, per_cluster=10, dim=8)
+    coll.close()
+    (tmp_path / "c" / "vectors.npy").unlink()
+    with Collection.open(tmp_path / "c") as again, pytest.raises(VectorsDamaged, match="missing"):
+        again.index
