@@ -112,7 +112,7 @@ class Store(ClassifierQueries):
         n = self.conn.execute("SELECT count(*) FROM vectors").fetchone()[0]
         on_wait = getattr(self.lock, "on_wait", None)
         if n >= 100_000 and on_wait is not None:
-            on_wait(f"moving {n} vectors out of {self.path.name} into vectors.npy (once, about {n // 50_000 + 1} s)")
+            on_wait(f"moving {n:,} vectors out of {self.path.name} into vectors.npy (once; about a minute per million)")
         return n
 
     # -- metadata ---------------------------------------------------------------

@@ -62,8 +62,17 @@ class VectorFile:
 
         Exactly those rows are mapped: past them may lie a killed writer's rows, which the
         next writer truncates."""
-        if n > self.rows_on_disk and self.path.exists():
-            self.rows_on_disk = read_header(self.path)[0]  # another process wrote since
+        for attempt in range(3):
+            if n <= self.rows_on_disk or not self.path.exists():
+                break
+            # Another process wrote since. Its header rewrite in place may race this read,
+            # and a torn read gives any count or none: too few, or none, look again; too
+            # many is harmless, as only n rows are mapped.
+            try:
+                self.rows_on_disk = read_header(self.path)[0]
+            except VectorsDamaged:
+                if attempt == 2:
+                    raise
         if n > self.rows_on_disk:
             raise VectorsDamaged(
                 f"{self.path} holds {self.rows_on_disk} rows but the database has {n} images: the file "
