@@ -40,14 +40,13 @@ altogether: gathering a few thousand rows is cheaper than probing any list.
 
 from __future__ import annotations
 
-import ctypes
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 
 from localq import trailer_file
+from localq.vector_file import release_pages
 from localq.vector_index import _EMPTY_IDS, _EMPTY_SCORES, _sorted_best_first, exact_scores, search_request
 
 
@@ -120,7 +119,7 @@ class IvfIndex:
         # Sorted ids read the memmap front to back instead of seeking at random.
         sample = np.sort(np.random.default_rng(seed).choice(n, n_train, replace=False))
         train = np.ascontiguousarray(matrix[sample], dtype=np.float32)
-        _release(matrix, 0, n)
+        release_pages(matrix, 0, n)
         index.cp.seed = seed
         index.train(train)
         del train
@@ -261,28 +260,4 @@ def _add_rows(index, matrix: np.ndarray, start: int) -> None:
     for begin in range(start, len(matrix), _CHUNK_ROWS):
         stop = min(begin + _CHUNK_ROWS, len(matrix))
         index.add(np.ascontiguousarray(matrix[begin:stop], dtype=np.float32))
-        _release(matrix, begin, stop)
-
-
-_MADV_DONTNEED = 4  # linux/mman.h
-
-
-def _release(matrix: np.ndarray, start: int, stop: int) -> None:
-    """Drop the process's mapping of a read-only memmap's rows ``[start, stop)``.
-
-    Pages a build has read once would otherwise count as resident memory of the process
-    (10M x 512 floats: 20 GB) until the kernel reclaims them; they stay in the page
-    cache, and the next read maps them again. Only read-only maps: dropping pages of a
-    copy-on-write map would lose its writes."""
-    if not isinstance(matrix, np.memmap) or getattr(matrix, "mode", None) != "r" or stop <= start:
-        return
-    page = os.sysconf("SC_PAGE_SIZE")
-    first = matrix[start:stop]
-    begin = first.ctypes.data
-    end = begin + first.nbytes
-    begin = -(-begin // page) * page  # only whole pages inside the rows' bytes
-    end = (end // page) * page
-    if end > begin:
-        ctypes.CDLL(None, use_errno=True).madvise(
-            ctypes.c_void_p(begin), ctypes.c_size_t(end - begin), ctypes.c_int(_MADV_DONTNEED)
-        )
+        release_pages(matrix, begin, stop)

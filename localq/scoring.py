@@ -32,7 +32,7 @@ class Scoring:
 
     def score_all(self) -> np.ndarray:
         """w·x + b for every row of the collection (tombstones included, by position)."""
-        return self.collection.index.matrix() @ self.weights + self.bias
+        return self.collection.index.scores(self.weights) + self.bias
 
     def target_label(self) -> str | None:
         """The class label this classifier is evaluated against, where the collection has labels."""

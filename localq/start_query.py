@@ -41,7 +41,7 @@ def start_bias(collection: Collection, query: np.ndarray, settings: Settings) ->
     pool = pool_mask(collection, settings)
     if not pool.any():
         return 0.0
-    scores = collection.index.matrix() @ query  # one pass, no copy of the pool's rows
+    scores = collection.index.scores(query)  # one pass, no copy of the pool's rows
     return -float(np.quantile(scores[pool], 1.0 - START_POSITIVE_FRACTION))
 
 

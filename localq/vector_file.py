@@ -21,6 +21,7 @@ place: rewriting it is one small write at offset 0.
 from __future__ import annotations
 
 import ast
+import ctypes
 import os
 from pathlib import Path
 
@@ -176,3 +177,27 @@ def write_whole(path: Path, dim: int, blocks, rows: int) -> None:
         os.fsync(dir_fd)  # the rename itself must survive a power cut
     finally:
         os.close(dir_fd)
+
+
+_MADV_DONTNEED = 4  # linux/mman.h
+
+
+def release_pages(matrix: np.ndarray, start: int, stop: int) -> None:
+    """Drop the process's mapping of a read-only memmap's rows ``[start, stop)``.
+
+    Pages a build has read once would otherwise count as resident memory of the process
+    (10M x 512 floats: 20 GB) until the kernel reclaims them; they stay in the page
+    cache, and the next read maps them again. Only read-only maps: dropping pages of a
+    copy-on-write map would lose its writes."""
+    if not isinstance(matrix, np.memmap) or getattr(matrix, "mode", None) != "r" or stop <= start:
+        return
+    page = os.sysconf("SC_PAGE_SIZE")
+    first = matrix[start:stop]
+    begin = first.ctypes.data
+    end = begin + first.nbytes
+    begin = -(-begin // page) * page  # only whole pages inside the rows' bytes
+    end = (end // page) * page
+    if end > begin:
+        ctypes.CDLL(None, use_errno=True).madvise(
+            ctypes.c_void_p(begin), ctypes.c_size_t(end - begin), ctypes.c_int(_MADV_DONTNEED)
+        )

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from localq.vector_file import VectorFile
+from localq.vector_file import VectorFile, release_pages
 
 # Below this allowed fraction, copying the allowed rows out (read, write, read again:
 # about 3x their bytes) costs less than one pass over every row (module docstring).
@@ -90,6 +90,17 @@ class VectorIndex:
     def matrix(self) -> np.ndarray:
         """``[ntotal, dim]`` float32 rows, memory-mapped (no copy). Read-only."""
         return self._matrix
+
+    def scores(self, w: np.ndarray) -> np.ndarray:
+        """``matrix() @ w`` for every row, a block at a time, letting each block's pages go
+        after it: a pass over 10M rows (20 GB) never holds them all resident."""
+        m, w = self._matrix, np.asarray(w, dtype=np.float32)
+        out = np.empty(len(m), dtype=np.float32)
+        for start in range(0, len(m), _GATHER_BLOCK_ROWS * 4):
+            stop = min(start + _GATHER_BLOCK_ROWS * 4, len(m))
+            out[start:stop] = m[start:stop] @ w
+            release_pages(m, start, stop)
+        return out
 
     # -- search ----------------------------------------------------------------------
 

@@ -282,3 +282,13 @@ def test_both_single_query_paths_match_brute_force_at_every_fraction(index, data
         want_ids, want_scores = brute_force(x, q, 50, allowed)
         assert_same_top_k(ids, scores, want_ids, want_scores, x, q)
         assert allowed[ids].all(), f"{name}: returned a disallowed id"
+
+
+def test_scores_of_every_row_a_block_at_a_time(index, data, monkeypatch):
+    import localq.vector_index as vi
+
+    monkeypatch.setattr(vi, "_GATHER_BLOCK_ROWS", 100)  # blocks of 400 rows over 3000
+    rng, x = data
+    w = rng.standard_normal(DIM).astype(np.float32)
+    np.testing.assert_allclose(index.scores(w), x @ w, rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(index.matrix(), x)  # the pages let go are read again from the file
