@@ -16,6 +16,7 @@ import numpy as np
 
 from localq.errors import VectorsDamaged
 from localq.store import Store, chain_digest, to_blob
+from localq.vector_file import release_pages
 from localq.vector_index import VectorIndex
 
 # A segment longer than this (a chain written by localq 0.1.0 as one entry) is left to
@@ -51,4 +52,5 @@ def bad_segments(matrix: np.ndarray, segments: list[tuple[int, str, int, str]],
             continue
         if chain_digest(previous, [to_blob(matrix[start:end])]) != digest:
             bad.append((start, end))
+        release_pages(matrix, start, end)  # `check` reads every row once: 20 GB at 10M
     return bad

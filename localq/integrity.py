@@ -29,7 +29,7 @@ import numpy as np
 from localq import index_mirror, ivf_mirror, paths, trailer_file, vector_repair
 from localq.errors import DatabaseDamaged, EncoderMismatch, VectorsDamaged
 from localq.store import Store, chain_digest, from_blob, to_blob
-from localq.vector_file import VectorFile
+from localq.vector_file import VectorFile, release_pages
 
 if TYPE_CHECKING:  # Collection calls this module: importing it back would close a circle
     from localq.collection import Collection
@@ -162,6 +162,7 @@ def _check_vectors(coll: Collection, store: Store, report: Report) -> None:
         with np.errstate(over="ignore", invalid="ignore"):
             off = np.abs(np.linalg.norm(block, axis=1) - 1.0) > NORM_TOLERANCE
         bad_norm += (start + np.flatnonzero(off & finite)).tolist()
+        release_pages(matrix, start, start + len(block))
     detail = f"{n} vectors of {dim}-d in {paths.VECTORS_FILE}"
     for what, ids in (("NaN or infinite", not_finite), (f"norm off 1 by more than {NORM_TOLERANCE:g}", bad_norm)):
         if ids:
