@@ -18,6 +18,11 @@ measured, then the baseline. Not a test: nothing here asserts a time.
 
     python scripts/bench_scale.py --n 1000000 --work /tmp/scale1m   # ~2 GB on disk
     python scripts/bench_scale.py                                   # 10M: ~20 GB on disk
+    python scripts/bench_scale.py --collection DIR                  # a collection's own files
+
+With ``--collection``, the vectors and the IVF index are a collection's own
+``vectors.npy`` and ``vectors.ivf`` (as ``localq index --index ivf`` or bench_round.py
+left them), and each query is a stored row plus the same noise, normalized.
 """
 
 from __future__ import annotations
@@ -36,7 +41,9 @@ import localq  # noqa: F401  (process tuning before numpy/faiss load)
 
 import numpy as np
 
-from localq.ivf_index import IvfIndex, _release
+from localq import trailer_file
+from localq.ivf_index import IvfIndex
+from localq.vector_file import release_pages
 
 CLUSTERS = 100
 TARGET_RECALL, TARGET_MS, TARGET_GB = 0.95, 20.0, 8.0
@@ -99,6 +106,20 @@ def open_index(work: Path, X: np.ndarray, args) -> tuple[IvfIndex, dict]:
     return index, meta
 
 
+def open_collection(root: Path, args) -> tuple[np.ndarray, IvfIndex, dict, Path]:
+    """A collection's rows and its IVF index over them, as the collection would search."""
+    from localq.collection import Collection
+
+    with Collection.open(root) as coll:
+        coll.index  # an older collection moves its vectors into vectors.npy here, once
+    path = root / "vectors.ivf"
+    rows = trailer_file.read_state(path)["rows"]
+    X = np.load(root / "vectors.npy", mmap_mode="r")[:rows]
+    t = time.perf_counter()
+    index = IvfIndex.load(path, X, nprobe=args.nprobe, rerank=args.rerank)
+    return X, index, {"loaded_s": time.perf_counter() - t, "build_s": float("nan")}, path
+
+
 def memory() -> dict:
     status = dict(
         line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line
@@ -114,7 +135,7 @@ def exact_scores(X: np.ndarray, q: np.ndarray) -> np.ndarray:
     for start in range(0, len(X), 1 << 18):
         stop = min(start + (1 << 18), len(X))
         out[start:stop] = X[start:stop] @ q
-        _release(X, start, stop)
+        release_pages(X, start, stop)
     return out
 
 
@@ -170,6 +191,7 @@ def main() -> None:
     parser.add_argument("-k", type=int, default=10)
     parser.add_argument("--queries", type=int, default=20, help="queries per seen set")
     parser.add_argument("--work", type=Path, help="directory for vectors and index (reused)")
+    parser.add_argument("--collection", type=Path, help="measure this collection's vectors.npy and vectors.ivf")
     parser.add_argument("--rebuild", action="store_true", help="train the index again")
     parser.add_argument("--nlist", type=int, help="default ~4*sqrt(n)")
     parser.add_argument("--nprobe", type=int, default=32)
@@ -181,13 +203,19 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="bench_scale_"))
     work.mkdir(parents=True, exist_ok=True)
 
-    X = open_vectors(work, args.n, args.dim, args.seed)
-    index, meta = open_index(work, X, args)
+    rng = np.random.default_rng(args.seed + 2)
+    if args.collection:
+        X, index, meta, index_path = open_collection(args.collection, args)
+        args.n, args.dim = X.shape
+        picks = np.asarray(X[np.sort(rng.choice(len(X), args.queries, replace=False))])
+    else:
+        X = open_vectors(work, args.n, args.dim, args.seed)
+        index, meta = open_index(work, X, args)
+        index_path = work / "index.ivf"
+        picks = centres(args.dim, args.seed)[rng.integers(0, CLUSTERS, args.queries)]
     mem_build = memory()
     print(f"index ready: nlist {index.nlist}, {meta}", flush=True)
 
-    rng = np.random.default_rng(args.seed + 2)
-    picks = centres(args.dim, args.seed)[rng.integers(0, CLUSTERS, args.queries)]
     queries = picks + (0.6 / np.sqrt(args.dim)) * rng.standard_normal(picks.shape).astype(np.float32)
     queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
 
@@ -239,7 +267,9 @@ def main() -> None:
               f"| {med:.2f} ({worst:.1f}) | {mark(med <= TARGET_MS)} |")
     build = f"{meta['build_s']:.0f} s" if "loaded_s" not in meta else (
         f"{meta['build_s']:.0f} s (earlier run; loaded in {meta['loaded_s']:.1f} s)")
-    index_gb = (work / "index.ivf").stat().st_size / 2**30
+    if args.collection:
+        build = f"built by the collection's writer; loaded in {meta['loaded_s']:.1f} s"
+    index_gb = index_path.stat().st_size / 2**30
     print(f"\n- build (sample k-means + add in chunks): {build}; index file {index_gb:.2f} GiB")
     for label, m in (("after build/load", mem_build), ("after IVF searches", mem_ivf),
                      ("after exact baseline", mem_exact)):
