@@ -145,7 +145,7 @@ def prompt_agreement(prior, x, y) -> float | None:
     if n_pos == 0 or n_neg == 0:
         return None
     s = s[y != 0]
-    values, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
+    _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
     ranks = (np.cumsum(counts) - (counts - 1) / 2.0)[inverse]  # 1-based, ties averaged
     wins = float(ranks[y[y != 0] > 0].sum()) - n_pos * (n_pos + 1) / 2.0  # Mann-Whitney U
     return 2.0 * wins / (n_pos * n_neg) - 1.0
