@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from localq.fit import fit_article_baseline, fit_linear
+from localq.fit import agreed_strength, fit_article_baseline, fit_linear, prompt_agreement
 from localq.metrics import average_precision
 
 
@@ -61,7 +61,10 @@ def test_prior_pulls_toward_the_initial_query_as_strength_grows():
     y = np.where(labels[labeled] == 3, 1.0, -1.0).astype(np.float32)
     cosines = []
     for strength in (0.0, 1.0, 3.0, 10.0):
-        w, _ = fit_linear(x[labeled], y, q0, 0.0, prior=q0, prior_strength=strength, background=x[:300])
+        # The strength as given: these labels rank the half-right prompt below D 0.5, which
+        # would scale every strength down alike (tested apart, below).
+        w, _ = fit_linear(x[labeled], y, q0, 0.0, prior=q0, prior_strength=strength, background=x[:300],
+                          weigh_prompt_by_labels=False)
         cosines.append(cos(w, q0))
     assert cosines == sorted(cosines)
     assert cosines[0] < 0.3 and cosines[3] > 0.6
@@ -130,3 +133,57 @@ def test_background_that_looks_positive_is_not_taught_as_negative():
         w, _ = fit_linear(x[lab], np.ones(10), 5.0 * q0, -1.0, prior=q0, background=bg, positive_unlabeled=pu)
         aps.append(average_precision(x @ w, labels == target))
     assert aps[0] > aps[1] + 0.05
+
+
+def test_prompt_agreement_is_somers_d_of_the_prompt_on_the_labels():
+    q = np.array([1.0, 0.0], np.float32)
+    x = np.array([[s, 0.0] for s in (0.9, 0.8, 0.5, 0.2, 0.1, 0.3)], np.float32)
+    assert prompt_agreement(q, x, [1, 1, 0, -1, -1, -1]) == 1.0  # every positive above every negative
+    assert prompt_agreement(q, x, [-1, -1, 0, 1, 1, 1]) == -1.0  # the reverse: the prompt's best are negatives
+    assert prompt_agreement(q, x[:2], [1, -1]) == 1.0
+    assert prompt_agreement(q, np.array([[0.5, 0], [0.5, 0]], np.float32), [1, -1]) == 0.0  # a tie counts half
+    # One kind of label, or no prompt: the labels cannot judge it.
+    assert prompt_agreement(q, x, [1, 1, 0, 1, 1, 1]) is None
+    assert prompt_agreement(q, x, [-1] * 6) is None
+    assert prompt_agreement(None, x, [1, 1, 0, -1, -1, -1]) is None
+    # Pairwise definition, with ties, on random data.
+    rng = np.random.default_rng(0)
+    x = np.round(rng.normal(size=(60, 4)), 1).astype(np.float32)
+    q = rng.normal(size=4).astype(np.float32)
+    y = rng.choice([-1.0, 0.0, 1.0], size=60)
+    s = x @ q
+    diff = s[y > 0][:, None] - s[y < 0][None, :]
+    assert prompt_agreement(q, x, y) == pytest.approx(2 * ((diff > 0).mean() + 0.5 * (diff == 0).mean()) - 1)
+
+
+def test_the_pull_weakens_only_when_the_labels_disagree_with_the_prompt():
+    assert agreed_strength(0.5, None) == 0.5  # one kind of label: unchanged
+    assert agreed_strength(0.5, 1.0) == agreed_strength(0.5, 0.5) == 0.5  # never raised
+    assert agreed_strength(0.5, 0.25) == 0.25
+    assert agreed_strength(0.5, 0.0) == agreed_strength(0.5, -0.8) == 0.0
+
+
+def test_a_prompt_whose_best_came_back_negative_pulls_less():
+    # A mismatched prompt: it points at cluster 0, the labeler wants cluster 3. Its best images
+    # came back negative and the positives it ranks low, so the fit is not pulled back to it.
+    x, labels, centres = clusters(seed=8)
+    q0 = unit(centres[0])
+    wrong = np.argsort(-(x @ q0))[:8]
+    right = np.flatnonzero(labels == 3)[:2]
+    ids = np.concatenate([wrong, right])
+    y = np.where(labels[ids] == 3, 1.0, -1.0).astype(np.float32)
+    assert prompt_agreement(q0, x[ids], y) < 0
+    kw = dict(prior=q0, background=x[::5])
+    w_fixed, _ = fit_linear(x[ids], y, q0, 0.0, weigh_prompt_by_labels=False, **kw)
+    w, _ = fit_linear(x[ids], y, q0, 0.0, **kw)
+    assert cos(w, q0) < cos(w_fixed, q0) - 0.05
+    assert average_precision(x @ w, labels == 3) > average_precision(x @ w_fixed, labels == 3)
+    # Labels that agree with the prompt leave the fit exactly as it was.
+    good = np.argsort(-(x @ q0))[:5]
+    far = np.flatnonzero(labels == 4)[:5]
+    ids = np.concatenate([good, far])
+    y = np.where(labels[ids] == 0, 1.0, -1.0).astype(np.float32)
+    assert prompt_agreement(q0, x[ids], y) >= 0.5
+    a = fit_linear(x[ids], y, q0, 0.0, weigh_prompt_by_labels=False, **kw)
+    b = fit_linear(x[ids], y, q0, 0.0, **kw)
+    assert np.array_equal(a[0], b[0]) and a[1] == b[1]
