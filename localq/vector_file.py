@@ -12,7 +12,8 @@ Append-only, and written before SQLite commits the rows it holds:
 - so the file never holds fewer committed rows than SQLite counts. Rows past that
   count are a killed writer's, never read, and overwritten by the next write;
 - readers map the first ``n`` rows, n = SQLite's count when they looked. Those bytes
-  never change afterwards, so a reader needs no lock.
+  never change afterwards (but for `localq repair` embedding damaged rows again), so
+  a reader needs no lock.
 
 The header is padded to a fixed ``HEADER_BYTES`` so that the row count can grow in
 place: rewriting it is one small write at offset 0.

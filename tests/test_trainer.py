@@ -42,14 +42,19 @@ def test_rounds_move_the_query_toward_the_target(tmp_path):
 def test_prior_keeps_the_query_near_the_start(tmp_path):
     coll, centres = synthetic_collection(tmp_path / "c", dim=32, spread=1.0)
     drift = {}
-    for strength in (0.0, 10.0):
-        trainer = start(coll, centres, noise=1.5, prior_strength=strength)
-        label = labeler(coll, "1")  # a labeler who wants something else than the prompt
-        for _ in range(3):
-            trainer.submit(label(trainer.next_batch(10)))
-        drift[strength] = float(trainer.query @ trainer.prior)
-        coll.store.delete_classifier(trainer.row.id)
-    assert drift[10.0] > drift[0.0] + 0.05, drift
+    for target in ("0", "1"):
+        for strength in (0.0, 10.0):
+            trainer = start(coll, centres, noise=1.5, prior_strength=strength)
+            label = labeler(coll, target)
+            for _ in range(3):
+                trainer.submit(label(trainer.next_batch(10)))
+            drift[target, strength] = float(trainer.query @ trainer.prior)
+            coll.store.delete_classifier(trainer.row.id)
+    # A labeler who wants what the prompt points at: the stronger prior keeps the query nearer it.
+    assert drift["0", 10.0] > drift["0", 0.0] + 0.05, drift
+    # One who wants something else ranks the prompt's best images negative: the pull is dropped
+    # (localq.fit.prompt_agreement), whatever the strength.
+    assert drift["1", 10.0] == pytest.approx(drift["1", 0.0]), drift
 
 
 def test_a_round_never_returns_seen_ids(tmp_path):
