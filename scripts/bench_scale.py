@@ -192,6 +192,8 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=20, help="queries per seen set")
     parser.add_argument("--work", type=Path, help="directory for vectors and index (reused)")
     parser.add_argument("--collection", type=Path, help="measure this collection's vectors.npy and vectors.ivf")
+    parser.add_argument("--no-exact-timing", action="store_true",
+                        help="time the IVF only (the truths are still exact): at 10M each exact pass reads 20 GB")
     parser.add_argument("--rebuild", action="store_true", help="train the index again")
     parser.add_argument("--nlist", type=int, help="default ~4*sqrt(n)")
     parser.add_argument("--nprobe", type=int, default=32)
@@ -242,7 +244,7 @@ def main() -> None:
         results[case] = {"ivf_ms": ms, "recall": float(np.mean(recalls)), "recall_min": min(recalls)}
     mem_ivf = memory()
 
-    for case, items in cases.items():
+    for case, items in (cases.items() if not args.no_exact_timing else ()):
         ms = []
         for q, (bits, _) in zip(queries, items):
             allowed = np.unpackbits(bits, count=args.n).astype(bool)
@@ -263,7 +265,7 @@ def main() -> None:
     for (kind, fraction), r in results.items():
         med, worst = float(np.median(r["ivf_ms"])), max(r["ivf_ms"])
         print(f"| {kind} | {fraction:.0%} | {r['recall']:.3f} ({r['recall_min']:.1f}) "
-              f"| {mark(r['recall'] >= TARGET_RECALL)} | {np.median(r['exact_ms']):.1f} "
+              f"| {mark(r['recall'] >= TARGET_RECALL)} | {np.median(r.get('exact_ms', [np.nan])):.1f} "
               f"| {med:.2f} ({worst:.1f}) | {mark(med <= TARGET_MS)} |")
     build = f"{meta['build_s']:.0f} s" if "loaded_s" not in meta else (
         f"{meta['build_s']:.0f} s (earlier run; loaded in {meta['loaded_s']:.1f} s)")
