@@ -59,7 +59,12 @@ def _faiss():
 # centroids stable while training in a fraction of the time of all rows.
 _TRAIN_ROWS_PER_LIST = 50
 
-_DEFAULT_NPROBE = 32  # recall 0.98 before re-ranking at 1M and 10M (FAISS-NOTES)
+# Lists probed first: about 1% of them, at least 32. A fixed 32 kept recall@10 at 0.96-1.00
+# at 1M (nlist 4,000), but at 10M (nlist 12,649) on the diffuse clusters of
+# bench_round.py it fell to 0.79; 128 lists brought it to 1.00 at 11-24 ms a query
+# (docs/bench/scale-10m-nprobe32.md, -nprobe128.md).
+_MIN_NPROBE = 32
+_PROBED_SHARE = 0.01
 _DEFAULT_RERANK = 4  # candidates fetched per result asked for
 # ...for the first results only: past this many, each further result brings one candidate.
 # Re-ranking decides the order near the k-th place, and a large k (boundary sampling asks
@@ -86,7 +91,7 @@ def default_nlist(n: int) -> int:
 class IvfIndex:
     """IVF-SQ8 over the rows of ``matrix`` (row position == id); see the module docstring."""
 
-    def __init__(self, index, matrix: np.ndarray, *, nprobe: int = _DEFAULT_NPROBE,
+    def __init__(self, index, matrix: np.ndarray, *, nprobe: int | None = None,
                  rerank: int = _DEFAULT_RERANK, exact_below_rows: int = _DEFAULT_EXACT_BELOW_ROWS):
         if matrix.ndim != 2 or matrix.dtype != np.float32:
             raise ValueError("matrix must be a 2-d float32 array")
@@ -96,6 +101,8 @@ class IvfIndex:
             )
         self._index = index
         self.matrix = matrix
+        if nprobe is None:
+            nprobe = max(_MIN_NPROBE, round(_PROBED_SHARE * self.nlist))
         self.nprobe = max(1, min(int(nprobe), self.nlist))
         self.rerank = max(1, int(rerank))
         self.exact_below_rows = int(exact_below_rows)

@@ -192,11 +192,12 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=20, help="queries per seen set")
     parser.add_argument("--work", type=Path, help="directory for vectors and index (reused)")
     parser.add_argument("--collection", type=Path, help="measure this collection's vectors.npy and vectors.ivf")
+    parser.add_argument("--cases", nargs="+", help="seen sets to measure, as KIND:FRACTION (none:0, random:0.5, near:0.01)")
     parser.add_argument("--no-exact-timing", action="store_true",
                         help="time the IVF only (the truths are still exact): at 10M each exact pass reads 20 GB")
     parser.add_argument("--rebuild", action="store_true", help="train the index again")
     parser.add_argument("--nlist", type=int, help="default ~4*sqrt(n)")
-    parser.add_argument("--nprobe", type=int, default=32)
+    parser.add_argument("--nprobe", type=int, help="lists probed first (default: ivf_index's, about 1%% of them)")
     parser.add_argument("--rerank", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the raw figures here (docs/bench/scale-*.json)")
@@ -222,10 +223,11 @@ def main() -> None:
     queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
 
     # Set-up: masks (packed, 1 bit a row) and exact answers, a chunk at a time.
-    cases = {case: [] for case in CASES}
+    chosen = CASES if not args.cases else [(c.split(":")[0].replace("none", "-"), float(c.split(":")[1])) for c in args.cases]
+    cases = {case: [] for case in chosen}
     for q in queries:
         scores = exact_scores(X, q)
-        for kind, fraction in CASES:
+        for kind, fraction in chosen:
             allowed = seen_mask(kind, fraction, scores, rng)
             masked = np.where(allowed, scores, -np.inf)
             top = np.argpartition(masked, -args.k)[-args.k:]

@@ -226,3 +226,12 @@ def test_extend_adds_the_new_rows_to_the_trained_lists(data):
     assert (ids >= N).all()
     with pytest.raises(ValueError):
         copy.extend(x[:100])  # fewer rows than already indexed
+
+
+@pytest.mark.parametrize("nlist, nprobe", [(64, 32), (4000, 40), (12649, 126)])
+def test_the_first_probe_is_about_one_percent_of_the_lists_and_at_least_32(nlist, nprobe):
+    import faiss
+
+    quantizer = faiss.IndexFlatIP(8)
+    ivf = faiss.IndexIVFScalarQuantizer(quantizer, 8, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
+    assert IvfIndex(ivf, np.zeros((0, 8), np.float32)).nprobe == nprobe
