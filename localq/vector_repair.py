@@ -3,9 +3,10 @@
 vectors.npy is the vectors' only copy, but each row came from a file whose content hash
 SQLite keeps. A row whose digest segment no longer matches (disk damage, a file copied
 over from elsewhere) is embedded again from its file, provided the file still has that
-content: then the row is what indexing wrote, up to the encoder's arithmetic. A row
-whose file is gone or changed cannot be recovered this way; repair then changes
-nothing and says to restore vectors.npy from a backup.
+content: then the row is what indexing wrote, up to the encoder's arithmetic. A
+tombstoned row whose file is gone becomes zeros (it never matches again). A live row
+whose file is gone or changed cannot be recovered this way; repair then changes nothing
+and says to restore vectors.npy from a backup.
 """
 
 from __future__ import annotations
@@ -34,7 +35,10 @@ def reembed(coll, file: VectorFile, ids: np.ndarray) -> int:
                 raise BadImage("changed since it was indexed")
             inputs.append(encoder.preprocess(read_image(data, size).image))
         except (BadImage, MemoryError):
-            lost.append(row.id)
+            if row.deleted:  # a tombstone never matches again: its row only has to be finite
+                inputs.append(None)
+            else:
+                lost.append(row.id)
     if lost:
         raise VectorsDamaged(
             f"{file.path}: {len(lost)} damaged rows (ids {', '.join(map(str, lost[:5]))}"
@@ -42,8 +46,11 @@ def reembed(coll, file: VectorFile, ids: np.ndarray) -> int:
             "so they cannot be embedded again: restore vectors.npy from a backup")
     import torch
 
-    vectors = np.concatenate([encoder.encode_batch(torch.stack(inputs[s:s + _BATCH]))
-                              for s in range(0, len(inputs), _BATCH)])
+    vectors = np.zeros((len(inputs), file.dim), dtype=np.float32)
+    todo = [i for i, tensor in enumerate(inputs) if tensor is not None]
+    for s in range(0, len(todo), _BATCH):
+        batch = todo[s:s + _BATCH]
+        vectors[batch] = encoder.encode_batch(torch.stack([inputs[i] for i in batch]))
     for run in np.split(np.arange(len(ids)), np.flatnonzero(np.diff(ids) != 1) + 1):  # contiguous rows
         file.rewrite(int(ids[run[0]]), vectors[run])
     return len(ids)

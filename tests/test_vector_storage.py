@@ -122,3 +122,29 @@ def test_a_missing_vectors_file_is_named_not_rebuilt(tmp_path):
     (tmp_path / "c" / "vectors.npy").unlink()
     with Collection.open(tmp_path / "c") as again, pytest.raises(VectorsDamaged, match="missing"):
         again.index
+
+
+def test_repair_embeds_damaged_rows_again_and_zeroes_a_tombstone_whose_file_is_gone(tmp_path, colour_folder):
+    from localq.indexer import index_paths
+    from localq.vector_file import header
+
+    with Collection.open(tmp_path / "c", create=True) as coll:
+        index_paths(coll, [colour_folder], ColorEncoder(), batch_size=4)
+        gone = coll.image_rows([5])[0].path
+        Path(gone).unlink()
+        index_paths(coll, [colour_folder], ColorEncoder())  # row 5 becomes a tombstone
+        assert coll.image_rows([5])[0].deleted
+    path = tmp_path / "c" / "vectors.npy"
+    good = np.load(path)
+    damaged = good.copy()
+    damaged[5:7] += 0.25  # row 5 (tombstone, file gone) and row 6 (live, file there)
+    path.write_bytes(header(*damaged.shape) + damaged.tobytes())
+    with Collection.open(tmp_path / "c") as coll:
+        coll.bind_encoder(ColorEncoder())
+        assert not coll.check().ok
+        report = coll.repair()
+        assert report.ok and any("again from their image files" in line for line in report.repaired)
+    repaired = np.load(path)
+    np.testing.assert_allclose(repaired[6], good[6], atol=1e-6)
+    assert not repaired[5].any()
+    np.testing.assert_array_equal(np.delete(repaired, [5, 6], axis=0), np.delete(good, [5, 6], axis=0))
