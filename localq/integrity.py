@@ -4,7 +4,7 @@ It reads SQLite below the store's API (PRAGMAs, raw rows), so Collection.check()
 Collection.repair() hand it the store: drivers call those, never this module.
 
 ``check`` reads everything and writes nothing: SQLite's own integrity check, ids and
-vectors (dense ids; vectors.npy holding every row, each finite and unit-length, and each
+vectors (dense ids; vectors.npy holding every row, each finite and, if live, unit-length, and each
 segment of the digest chain matching its rows), the IVF file's record, and the
 classifiers' rounds, labels and seen flags against each other.
 
@@ -155,16 +155,17 @@ def _check_vectors(coll: Collection, store: Store, report: Report) -> None:
         report.add(False, "vectors", str(exc))
         return
     not_finite, bad_norm = [], []
+    live = store.live_mask(n)  # a tombstone never matches again: repair may have zeroed it
     for start in range(0, n, _CHUNK):
         block = np.asarray(matrix[start:start + _CHUNK])
         finite = np.isfinite(block).all(axis=1)
         not_finite += (start + np.flatnonzero(~finite)).tolist()
         with np.errstate(over="ignore", invalid="ignore"):
             off = np.abs(np.linalg.norm(block, axis=1) - 1.0) > NORM_TOLERANCE
-        bad_norm += (start + np.flatnonzero(off & finite)).tolist()
+        bad_norm += (start + np.flatnonzero(off & finite & live[start:start + len(block)])).tolist()
         release_pages(matrix, start, start + len(block))
     detail = f"{n} vectors of {dim}-d in {paths.VECTORS_FILE}"
-    for what, ids in (("NaN or infinite", not_finite), (f"norm off 1 by more than {NORM_TOLERANCE:g}", bad_norm)):
+    for what, ids in (("NaN or infinite", not_finite), (f"live, with a norm off 1 by more than {NORM_TOLERANCE:g}", bad_norm)):
         if ids:
             detail += f"; {len(ids)} {what} (ids {_few(ids)}): re-index those files"
     report.add(not (not_finite or bad_norm), "vectors", detail)
