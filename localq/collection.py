@@ -188,14 +188,9 @@ class Collection:
     def save_index(self) -> None:
         """Build, extend or drop the IVF file as the ``search_index`` setting wants (the
         vectors themselves are durable once written). Writers call it when a run ends,
-        not per batch: at 10M rows the file holds 5 GB."""
+        not per batch (at 10M rows the file holds 5 GB), and `localq repair`."""
         with self.writing():
             ivf_mirror.save(self.store, self.root, self.index, self._ivf, self.search_index(), self.lock.on_wait)
-
-    def rebuild_ivf(self) -> None:
-        """Rebuild a stale IVF file, or drop an unwanted one (``localq repair``)."""
-        with self.writing():
-            ivf_mirror.save(self.store, self.root, self.index, self._ivf, self.search_index())
 
     def refresh(self) -> bool:
         """Take in rows committed by another connection (a background indexer); True if any."""

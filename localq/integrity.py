@@ -95,7 +95,7 @@ def repair(coll: Collection, store: Store) -> Report:
                 done.append(f"embedded rows {_ranges(bad)} again from their image files: they no longer "
                             "matched their recorded digests")
             ivf_before = _ivf_state(coll)
-            coll.rebuild_ivf()
+            coll.save_index()
             ivf_after = _ivf_state(coll)
             if ivf_after != ivf_before:
                 done.append(f"{'rebuilt' if ivf_after else 'deleted'} {ivf_mirror.FILE_NAME}")
@@ -209,7 +209,7 @@ def _check_ivf(coll: Collection, store: Store, report: Report) -> None:
 
 def _recomputed_chain(store: Store, matrix: np.ndarray) -> list[tuple[int, str]]:
     """The chain over ``matrix`` with the batch boundaries SQLite recorded."""
-    ends = [end for end, _ in store.vector_digests() if end <= len(matrix)]
+    ends = [end for _, _, end, _ in store.digest_segments(len(matrix))]
     if len(matrix) and (not ends or ends[-1] != len(matrix)):
         ends.append(len(matrix))
     chain, digest, start = [], "", 0

@@ -216,9 +216,6 @@ class Store(ClassifierQueries):
         row = conn.execute("SELECT digest FROM vector_digests WHERE end_row = ?", (end_row,)).fetchone()
         return row[0] if row else None
 
-    def vector_digests(self) -> list[tuple[int, str]]:
-        return self.conn.execute("SELECT end_row, digest FROM vector_digests ORDER BY end_row").fetchall()
-
     def digest_segments(self, end_row: int, *, edges_only: bool = False) -> list[tuple[int, str, int, str]]:
         """The digest chain's segments up to ``end_row``: (start, digest before it, end,
         digest at its end). ``edges_only``: the first and the last only (what an open

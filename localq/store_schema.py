@@ -155,10 +155,12 @@ def _legacy_blocks(conn: sqlite3.Connection, rows: int, dim: int, size: int = 65
     # had it; the digest chain then disagrees and `localq check` names those rows.
     import numpy as np
 
+    from localq.store_codec import from_blob
+
     for start in range(0, rows, size):
         block = np.zeros((min(size, rows - start), dim), dtype=np.float32)
         for i, blob in conn.execute("SELECT id, vector FROM vectors WHERE id >= ? AND id < ?", (start, start + size)):
-            v = np.frombuffer(blob, dtype="<f4")
+            v = from_blob(blob)
             if v.shape == (dim,) and np.isfinite(v).all():
                 block[i - start] = v
         yield block

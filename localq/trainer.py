@@ -250,7 +250,6 @@ class Trainer(Scoring, ColdStartActions):
         from localq.explore import collection_clusters
 
         pool = self._pool_mask() if pool is None else pool
-
         labels = self.labels()
         per_round: dict[int, int] = {}
         for round_no, _image, score in self.label_history():

@@ -42,6 +42,9 @@ _GATHER_BELOW_FRACTION = 0.3
 # Rows gathered at a time: bounds the copy whatever the allowed count.
 _GATHER_BLOCK_ROWS = 65536
 
+# Rows scored at a time by ``scores`` before their pages are let go (512 MB at 512-d).
+_SCAN_BLOCK_ROWS = 262144
+
 # search_many works through blocks of rows so that the [nq, block] float32 scores and
 # the gathered rows each stay under this many bytes.
 _SCORE_BLOCK_BYTES = 64 << 20
@@ -96,8 +99,8 @@ class VectorIndex:
         after it: a pass over 10M rows (20 GB) never holds them all resident."""
         m, w = self._matrix, np.asarray(w, dtype=np.float32)
         out = np.empty(len(m), dtype=np.float32)
-        for start in range(0, len(m), _GATHER_BLOCK_ROWS * 4):
-            stop = min(start + _GATHER_BLOCK_ROWS * 4, len(m))
+        for start in range(0, len(m), _SCAN_BLOCK_ROWS):
+            stop = min(start + _SCAN_BLOCK_ROWS, len(m))
             out[start:stop] = m[start:stop] @ w
             release_pages(m, start, stop)
         return out

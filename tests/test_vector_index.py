@@ -287,7 +287,7 @@ def test_both_single_query_paths_match_brute_force_at_every_fraction(index, data
 def test_scores_of_every_row_a_block_at_a_time(index, data, monkeypatch):
     import localq.vector_index as vi
 
-    monkeypatch.setattr(vi, "_GATHER_BLOCK_ROWS", 100)  # blocks of 400 rows over 3000
+    monkeypatch.setattr(vi, "_SCAN_BLOCK_ROWS", 400)  # several blocks over 3000 rows
     rng, x = data
     w = rng.standard_normal(DIM).astype(np.float32)
     np.testing.assert_allclose(index.scores(w), x @ w, rtol=0, atol=1e-5)
