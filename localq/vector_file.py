@@ -24,6 +24,7 @@ from __future__ import annotations
 import ast
 import ctypes
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +53,7 @@ class VectorFile:
             return cls(path, dim, 0)
         if not path.is_file():
             raise VectorsDamaged(f"{path} is not a regular file: move it away and restore the collection's vectors.npy")
-        rows, file_dim = read_header(path)
+        rows, file_dim = settled_header(path)
         if file_dim != dim:
             raise EncoderMismatch(f"{path} holds {file_dim}-d vectors but the collection's encoder makes {dim}-d ones")
         if path.stat().st_size < HEADER_BYTES + rows * dim * _DTYPE.itemsize:
@@ -64,17 +65,9 @@ class VectorFile:
 
         Exactly those rows are mapped: past them may lie a killed writer's rows, which the
         next writer truncates."""
-        for attempt in range(3):
-            if n <= self.rows_on_disk or not self.path.exists():
-                break
-            # Another process wrote since. Its header rewrite in place may race this read,
-            # and a torn read gives any count or none: too few, or none, look again; too
-            # many is harmless, as only n rows are mapped.
-            try:
-                self.rows_on_disk = read_header(self.path)[0]
-            except VectorsDamaged:
-                if attempt == 2:
-                    raise
+        if n > self.rows_on_disk and self.path.exists():
+            # Another process wrote since: look at its header again.
+            self.rows_on_disk = settled_header(self.path)[0]
         if n > self.rows_on_disk:
             raise VectorsDamaged(
                 f"{self.path} holds {self.rows_on_disk} rows but the database has {n} images: the file "
@@ -93,17 +86,20 @@ class VectorFile:
             raise ValueError(f"expected vectors of shape [n, {self.dim}], got {vectors.shape}")
         if not np.isfinite(vectors).all():
             raise ValueError("vectors contain NaN or infinity")
-        if start > self.rows_on_disk and (not self.path.exists() or start > read_header(self.path)[0]):
+        if start > self.rows_on_disk and (not self.path.exists() or start > settled_header(self.path)[0]):
             raise VectorsDamaged(f"{self.path} holds fewer rows than the database: restore it from a backup")
         end = start + len(vectors)
         row_bytes = self.dim * _DTYPE.itemsize
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        if not self.path.exists():
+            # Made whole and renamed into place: a reader never sees a file without its header.
+            write_whole(self.path, self.dim, [], 0)
+        fd = os.open(self.path, os.O_RDWR)
         try:
-            if os.fstat(fd).st_size < HEADER_BYTES:
-                os.pwrite(fd, header(0, self.dim), 0)
             _pwrite_all(fd, memoryview(vectors).cast("B"), HEADER_BYTES + start * row_bytes)
-            os.ftruncate(fd, HEADER_BYTES + end * row_bytes)  # a killed writer's rows past the end
             os.pwrite(fd, header(end, self.dim), 0)
+            # A killed writer's rows past the end, cut only now: a header never promises
+            # more rows than the file holds.
+            os.ftruncate(fd, HEADER_BYTES + end * row_bytes)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -130,10 +126,32 @@ def header(rows: int, dim: int) -> bytes:
     return _MAGIC + (HEADER_BYTES - len(_MAGIC) - 2).to_bytes(2, "little") + text.encode() + b" " * padding + b"\n"
 
 
-def read_header(path: Path) -> tuple[int, int]:
-    """(rows, dim) from the header localq writes; VectorsDamaged for anything else."""
+def settled_header(path: Path, attempts: int = 5) -> tuple[int, int]:
+    """(rows, dim) from the header, read while no writer is rewriting it.
+
+    A writer rewrites the header in place while readers take no lock, so a read can
+    catch it half-written: a count that is neither the old nor the new one, or no valid
+    header at all. Two reads in a row that agree, and parse, are a settled header; a
+    header that stays unreadable across the retries is damaged."""
+    for attempt in range(attempts):
+        first, second = _raw_header(path), _raw_header(path)
+        if first == second:
+            try:
+                return parse_header(first, path)
+            except VectorsDamaged:
+                if attempt == attempts - 1:
+                    raise
+        time.sleep(0.002 * 2**attempt)
+    return parse_header(_raw_header(path), path)
+
+
+def _raw_header(path: Path) -> bytes:
     with open(path, "rb") as f:
-        raw = f.read(HEADER_BYTES)
+        return f.read(HEADER_BYTES)
+
+
+def parse_header(raw: bytes, path: Path) -> tuple[int, int]:
+    """(rows, dim) from a header localq writes; VectorsDamaged for anything else."""
     try:
         if len(raw) < HEADER_BYTES or raw[:len(_MAGIC)] != _MAGIC or raw[-1:] != b"\n":
             raise ValueError

@@ -148,3 +148,59 @@ def test_repair_embeds_damaged_rows_again_and_zeroes_a_tombstone_whose_file_is_g
     np.testing.assert_allclose(repaired[6], good[6], atol=1e-6)
     assert not repaired[5].any()
     np.testing.assert_array_equal(np.delete(repaired, [5, 6], axis=0), np.delete(good, [5, 6], axis=0))
+
+
+_APPENDER = """
+import sys
+import numpy as np
+from localq.vector_file import VectorFile
+path, dim, times = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+file = VectorFile.open(path, dim)
+for i in range(times):
+    file.write(i, np.full((1, dim), i, dtype=np.float32))
+"""
+
+
+def test_a_reader_never_sees_a_half_made_or_half_rewritten_header(tmp_path):
+    """Readers take no lock while a writer creates the file and rewrites its header in place
+    (this failed once in CI: a UI opened the collection while the indexer made the file)."""
+    import subprocess
+    import sys
+
+    from localq.vector_file import VectorFile
+
+    path, dim = tmp_path / "vectors.npy", 4
+    writer = subprocess.Popen([sys.executable, "-c", _APPENDER, str(path), str(dim), "400"])
+    opened, last = 0, 0
+    try:
+        while writer.poll() is None:
+            if path.exists():
+                file = VectorFile.open(path, dim)  # raised VectorsDamaged on a torn or empty header
+                rows = file.rows_on_disk
+                assert rows >= last
+                assert (file.rows(rows)[:, 0] == np.arange(rows)).all()
+                opened, last = opened + 1, rows
+    finally:
+        writer.wait()
+    assert writer.returncode == 0 and opened > 0
+    assert VectorFile.open(path, dim).rows_on_disk == 400
+
+
+def test_every_write_to_a_new_file_finds_a_whole_header_at_its_path(tmp_path, monkeypatch):
+    """The race the test above hunts, made certain: at each write a writer makes, a reader
+    opening the path at that instant reads a whole header (the file is made elsewhere and
+    renamed into place, not created empty and then given its header)."""
+    import localq.vector_file as vector_file
+
+    path, dim, seen = tmp_path / "vectors.npy", 4, []
+    real_pwrite = vector_file.os.pwrite
+
+    def pwrite(fd, data, offset):
+        seen.append(vector_file.VectorFile.open(path, dim).rows_on_disk)
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(vector_file.os, "pwrite", pwrite)
+    file = vector_file.VectorFile.open(path, dim)
+    file.write(0, np.ones((3, dim), dtype=np.float32))
+    file.write(3, np.ones((2, dim), dtype=np.float32))
+    assert seen and seen[0] == 0 and seen[-1] == 3
