@@ -57,6 +57,12 @@ class Clusters:
         few ms and picks the same images."""
         return np.lexsort((-self.closeness, self.assign))
 
+    @cached_property
+    def starts(self) -> np.ndarray:
+        """Where each cluster's rows begin in ``typical_first`` (C + 1 offsets)."""
+        sizes = np.bincount(self.assign, minlength=len(self.centroids))
+        return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+
 
 def n_clusters_for(n: int) -> int:
     return int(np.clip(n // IMAGES_PER_CLUSTER, MIN_CLUSTERS, MAX_CLUSTERS)) if n >= MIN_CLUSTERS else max(n, 1)
@@ -217,25 +223,47 @@ def coverage(clusters: Clusters, allowed: np.ndarray, query: np.ndarray, labeled
     key = rel / max(temperature, 1e-6) + rng.gumbel(size=n_c)
     order = np.lexsort((-key, visits))  # fewest labels first, then the best key
 
-    # Each cluster's allowed members, most typical first.
-    rows = clusters.typical_first
-    if len(rows) > len(allowed):  # clusters of more rows than this view holds
-        rows = rows[rows < len(allowed)]
-    members = rows[allowed[rows]]
-    n_allowed = len(members)
-    first = np.searchsorted(clusters.assign[members], np.arange(n_c + 1))
+    # Each cluster's allowed members, most typical first, found by walking its rows in
+    # ``typical_first`` from where the last pick stopped: a batch reads a few rows of the
+    # clusters it visits, where filtering every row by the mask cost 130 ms at 10M.
+    members = _AllowedMembers(clusters, allowed)
     chosen: list[int] = []
-    depth = 0
-    while len(chosen) < min(k, n_allowed):
-        took = False
-        for c in order:
-            i = first[c] + depth
-            if i < first[c + 1]:
-                chosen.append(int(members[i]))
-                took = True
-                if len(chosen) == k:
-                    break
-        if not took:
-            break
-        depth += 1  # more than one image per cluster only once every cluster gave one
+    open_clusters = list(order)
+    while len(chosen) < k and open_clusters:
+        still_open = []
+        for c in open_clusters:
+            row = members.next(int(c))
+            if row is None:
+                continue
+            chosen.append(row)
+            still_open.append(c)
+            if len(chosen) == k:
+                break
+        open_clusters = still_open  # more than one image per cluster only once every cluster gave one
     return np.asarray(chosen, np.int64)
+
+
+class _AllowedMembers:
+    """The next allowed row of a cluster, most typical first, a chunk of rows at a time."""
+
+    _FIRST_CHUNK = 256
+
+    def __init__(self, clusters: Clusters, allowed: np.ndarray):
+        self.rows, self.starts, self.allowed = clusters.typical_first, clusters.starts, allowed
+        self.cursor = self.starts[:-1].copy()
+
+    def next(self, c: int) -> int | None:
+        start, end, chunk = int(self.cursor[c]), int(self.starts[c + 1]), self._FIRST_CHUNK
+        while start < end:
+            rows = self.rows[start:min(end, start + chunk)]
+            # Clusters can hold rows past this view of a growing collection: those are not allowed.
+            ok = rows < len(self.allowed)
+            ok[ok] = self.allowed[rows[ok]]
+            hit = int(np.argmax(ok))
+            if ok[hit]:
+                self.cursor[c] = start + hit + 1
+                return int(rows[hit])
+            start += len(rows)
+            chunk *= 4  # a mostly seen cluster: look further at a time
+        self.cursor[c] = end
+        return None

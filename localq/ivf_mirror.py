@@ -66,8 +66,8 @@ def wanted(kind: str, rows: int) -> bool:
 
 
 class ApproximateSearch:
-    """The exact index's contract (``search``, ``matrix()``, ``ntotal``) with the IVF's
-    search: what sampling and the Collection use when the IVF index is on."""
+    """The exact index's contract (``search``, ``candidates``, ``matrix()``, ``ntotal``)
+    with the IVF's search: what sampling and the Collection use when the IVF index is on."""
 
     def __init__(self, flat: VectorIndex, ivf: IvfIndex, trained_rows: int):
         self.flat = flat
@@ -84,6 +84,9 @@ class ApproximateSearch:
 
     def search(self, query, k: int, allowed: np.ndarray | None = None):
         return self.ivf.search(query, k, allowed)
+
+    def candidates(self, query, n: int, allowed: np.ndarray | None = None):
+        return self.ivf.candidates(query, n, allowed)
 
     def usable_over(self, flat: VectorIndex) -> bool:
         """Built over ``flat``'s rows, none of which went away since (the database put

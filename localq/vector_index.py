@@ -125,6 +125,11 @@ class VectorIndex:
             return self._search_numpy(q, k, np.flatnonzero(allowed))
         return self._search_blas(q, k, allowed)
 
+    def candidates(self, query: np.ndarray, n: int, allowed: np.ndarray | None = None):
+        """The ``n`` best allowed rows with their scores, as ``search`` (an approximate
+        index answers this from its codes instead: ivf_index.py)."""
+        return self.search(query, n, allowed)
+
     def search_many(
         self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:

@@ -49,7 +49,7 @@ def seen_mask(kind, fraction, x, q, rng):
     return allowed
 
 
-def assert_contract(ids, scores, x, q, k, allowed):
+def assert_contract(ids, scores, x, q, k, allowed, exact=True):
     n_allowed = len(x) if allowed is None else int(allowed.sum())
     assert ids.dtype == np.int64 and scores.dtype == np.float32
     assert len(ids) == min(k, n_allowed)
@@ -58,7 +58,8 @@ def assert_contract(ids, scores, x, q, k, allowed):
     if allowed is not None:
         assert allowed[ids].all(), "a disallowed id came back"
     assert np.all(np.diff(scores) <= 0), "results must be best first"
-    np.testing.assert_allclose(scores, x[ids] @ q, rtol=0, atol=1e-5)  # exact, re-ranked
+    if exact:
+        np.testing.assert_allclose(scores, x[ids] @ q, rtol=0, atol=1e-5)  # exact, re-ranked
 
 
 def test_nlist_follows_four_sqrt_n(data):
@@ -235,3 +236,48 @@ def test_the_first_probe_is_about_one_percent_of_the_lists_and_at_least_32(nlist
     quantizer = faiss.IndexFlatIP(8)
     ivf = faiss.IndexIVFScalarQuantizer(quantizer, 8, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
     assert IvfIndex(ivf, np.zeros((0, 8), np.float32)).nprobe == nprobe
+
+
+@pytest.mark.parametrize("kind", ["random", "near"])
+@pytest.mark.parametrize("fraction", [0.0, 0.5, 0.99])
+def test_candidates_are_a_pool_ranked_by_the_codes_without_reading_float_rows(data, kind, fraction):
+    """Boundary sampling's pool: thousands of rows ranked by the SQ8 estimates, with no
+    float row read (the rows here are an array that refuses to be read)."""
+    index, x, queries = data
+    rng = np.random.default_rng(3)
+    q = queries[1]
+    allowed = seen_mask(kind, fraction, x, q, rng)
+    n = 2000
+    unreadable = IvfIndex(index._index, _Unreadable(x.shape), exact_below_rows=0)
+    try:
+        ids, estimates = unreadable.candidates(q, n, allowed)
+    except _Read:
+        # Only the documented last resort reads rows: few rows allowed, first probe short.
+        assert allowed.sum() <= len(x) / 16
+        ids, estimates = index.candidates(q, n, allowed)
+    assert_contract(ids, estimates, x, q, n, allowed, exact=False)
+    assert np.abs(estimates - x[ids] @ q).max() < 0.01  # SQ8 estimates of unit vectors
+    exact_ids, _ = brute_force(x, q, n, allowed)
+    assert len(set(ids.tolist()) & set(exact_ids.tolist())) / len(exact_ids) >= 0.85  # misses lie at the edge
+    assert set(exact_ids[:K].tolist()) <= set(ids.tolist())
+
+
+class _Read(Exception):
+    pass
+
+
+class _Unreadable(np.ndarray):
+    """Shaped like the float rows; reading any of them raises _Read."""
+
+    def __new__(cls, shape):
+        return np.zeros((1, shape[1]), np.float32).view(cls)._with_rows(shape[0])
+
+    def _with_rows(self, n):
+        self.rows = n
+        return self
+
+    def __len__(self):
+        return self.rows
+
+    def __getitem__(self, item):
+        raise _Read

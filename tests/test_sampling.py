@@ -25,6 +25,9 @@ class FakeIndex:
         order = np.argsort(-scores, kind="stable")[: min(k, n)]
         return order.astype(np.int64), scores[order].astype(np.float32)
 
+    def candidates(self, query, n, allowed):
+        return self.search(query, n, allowed)
+
 
 def unit_rows(a):
     return (a / np.linalg.norm(a, axis=1, keepdims=True)).astype(np.float32)
@@ -73,6 +76,48 @@ def test_boundary_picks_scores_nearest_the_threshold():
     b = -float(vecs[50] @ w)
     ids = select("boundary", idx, w, b, 3, np.ones(101, bool), np.random.default_rng(0))
     assert set(ids.tolist()) == {49, 50, 51}
+
+
+class EstimatingIndex(FakeIndex):
+    """An approximate index: ``candidates`` ranks and scores by noisy estimates (as IVF's
+    codes do), and every float row read through ``matrix()`` is counted."""
+
+    def __init__(self, vectors, noise, seed=0):
+        super().__init__(vectors)
+        self.noise = np.random.default_rng(seed).normal(scale=noise, size=len(vectors)).astype(np.float32)
+        self.rows_read = 0
+        index = self
+
+        class Rows:
+            def __getitem__(self, ids):
+                index.rows_read += np.atleast_1d(np.arange(len(index._m))[ids]).size
+                return index._m[ids]
+
+        self._rows = Rows()
+
+    def matrix(self):
+        return self._rows
+
+    def candidates(self, query, n, allowed):
+        scores = self._m @ np.asarray(query, dtype=np.float32) + self.noise
+        scores = np.where(allowed, scores, -np.inf)
+        order = np.argsort(-scores, kind="stable")[: min(n, int(allowed.sum()))]
+        return order.astype(np.int64), scores[order]
+
+
+def test_boundary_settles_estimated_candidates_exactly_reading_only_a_shortlist():
+    from localq.sampling import SHORTLIST_PER_LABEL
+
+    # Scores spread evenly along w; the estimates are off by up to ~3 neighbours' gap.
+    x = np.linspace(0, 1, 2001, dtype=np.float32)
+    vecs = unit_rows(np.stack([x, np.full_like(x, 2.0)], axis=1))
+    idx = EstimatingIndex(vecs, noise=5e-4)
+    w = np.array([10.0, 0.0], np.float32)
+    b = -float(vecs[1000] @ w)
+    ids = select("boundary", idx, w, b, 5, np.ones(len(x), bool), np.random.default_rng(0), candidates=2001)
+    exact = np.abs(vecs @ w + b)
+    assert set(ids.tolist()) == set(np.argsort(exact)[:5].tolist())  # the exact nearest, not the estimates'
+    assert idx.rows_read == SHORTLIST_PER_LABEL * 5  # of 2,001 candidates
 
 
 def test_diverse_avoids_near_duplicates():
