@@ -227,7 +227,7 @@ class Collection:
         # Cached like the live mask: evaluation runs every round and SQLite reads cost ~50 ms at 60k.
         n = self.rows()
         if self._labels is None or self._labels.n_rows != n:
-            self._labels = FolderLabels(n, self.store.labels_with_split())
+            self._labels = FolderLabels(n, self.store.each_label_with_split())
         return self._labels
 
     def id_of_path(self, path: str | Path) -> int | None:

@@ -169,8 +169,11 @@ class Store(ClassifierQueries):
 
     def labels_with_split(self) -> list[tuple[int, str, str | None]]:
         """(id, label, split) of every live image with a folder label."""
-        rows = self.conn.execute("SELECT id, label, split FROM images WHERE deleted = 0 AND label IS NOT NULL ORDER BY id")
-        return rows.fetchall()
+        return list(self.each_label_with_split())
+
+    def each_label_with_split(self) -> Iterator[tuple[int, str, str | None]]:
+        """The rows of ``labels_with_split``, read as they are consumed (10M at once: GBs)."""
+        return self.conn.execute("SELECT id, label, split FROM images WHERE deleted = 0 AND label IS NOT NULL ORDER BY id")
 
     def live_id_for_path(self, path: str) -> int | None:
         row = self.conn.execute("SELECT id FROM images WHERE path = ? AND deleted = 0", (to_db(path),)).fetchone()
