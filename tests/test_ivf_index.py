@@ -69,7 +69,7 @@ def test_nlist_follows_four_sqrt_n(data):
 
 
 @pytest.mark.parametrize("kind", ["random", "near"])
-@pytest.mark.parametrize("fraction", [0.0, 0.5, 0.99])
+@pytest.mark.parametrize("fraction", [0.0, 0.01, 0.05, 0.5, 0.99])
 def test_recall_at_10_against_exact(data, kind, fraction):
     index, x, queries = data
     rng = np.random.default_rng(int(fraction * 100) + (kind == "near"))
