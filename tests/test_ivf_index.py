@@ -119,6 +119,7 @@ class RecordingIndex:
     def __init__(self, inner, find_nothing=False):
         self.inner, self.find_nothing, self.nprobes = inner, find_nothing, []
         self.ntotal, self.d, self.nlist = inner.ntotal, inner.d, inner.nlist
+        self.quantizer, self.invlists = inner.quantizer, inner.invlists
 
     def search(self, q, k, params):
         self.nprobes.append(params.nprobe)
@@ -146,15 +147,20 @@ def test_probed_lists_all_seen_widen_nprobe_and_return_full_correct_results(data
     np.testing.assert_allclose(scores[0], want_scores[0], atol=1e-5)
 
 
-def test_a_short_first_probe_over_few_allowed_rows_reads_them_exactly(data):
+def test_a_short_first_probe_over_few_allowed_rows_scans_every_list_once(data):
     index, x, queries = data
     q = queries[2]
     allowed = np.zeros(N, dtype=bool)
     allowed[np.argsort(x @ q)[:1000]] = True  # under N/16, all far from q
     recording = RecordingIndex(index._index)
+    narrow = IvfIndex(recording, _Unreadable(x.shape), nprobe=2, exact_below_rows=0)
+    with pytest.raises(_Read):  # no exact read of the allowed rows: only the re-ranking reads
+        narrow.search(q, K, allowed)
+    assert recording.nprobes == [2, index.nlist]
+    recording.nprobes.clear()
     narrow = IvfIndex(recording, index.matrix, nprobe=2, exact_below_rows=0)
     ids, scores = narrow.search(q, K, allowed)
-    assert recording.nprobes == [2]
+    assert recording.nprobes == [2, index.nlist]
     want, want_scores = brute_force(x, q, K, allowed)
     assert ids.tolist() == want.tolist()
     np.testing.assert_allclose(scores, want_scores, atol=1e-5)
