@@ -17,8 +17,11 @@ on a sample of about 50 rows per list: training on every row took 207 s at 1M.
 
 Why re-rank. SQ8 scores are off by a little, enough to swap neighbours near the k-th
 place (recall 0.98 at 1M without re-ranking, FAISS-NOTES). The index over-fetches
-``rerank * k`` candidates (past 256 results, one more per result) and scores them again with the float rows, which may be an
-``np.memmap`` of the collection's vectors: only the candidates' rows are read. (Each
+``rerank * k`` candidates (past 256 results, one more per result) and scores them
+again with the float rows, which may be an ``np.memmap`` of the collection's vectors:
+only the candidates' rows are read. Where the best rows' scores lie closer together
+than the codes can tell apart, it reads further down their ranking until no row there
+could beat the k-th exact score (``_settled_rerank``). (Each
 read maps the page cache around the row into the process, whole folios on recent
 kernels: VmRSS counts those pages as file-backed, but they are shared and reclaimable;
 the index's own memory is the anonymous part.)
