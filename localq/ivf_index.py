@@ -81,10 +81,10 @@ _DEFAULT_RERANK = 4  # candidates fetched per result asked for
 # for 10,000 candidates) needs no more spare candidates there than a small one.
 _RERANK_SPARE_CAP = 256
 _WIDEN = 4  # nprobe grows by this factor after a search short of candidates
-# Re-ranking reads past the over-fetch, up to this many times it, while a row further
+# Re-ranking reads past the over-fetch, up to this many rows more, while a row further
 # down the codes' ranking could still beat the k-th exact score by more than this many
 # RMS errors of the estimates (IvfIndex._settled_rerank).
-_SETTLE_DEPTH = 64
+_SETTLE_MAX_ROWS = 4096
 _SETTLE_SIGMAS = 4.0
 # The probed lists count as depleted (IvfIndex._depleted) when the share of their rows
 # still allowed is under this fraction of the share allowed overall.
@@ -279,28 +279,30 @@ class IvfIndex:
             params = faiss.SearchParametersIVF(nprobe=nprobe)
             if selector is not None:
                 params.sel = selector
-            # Re-ranking may read further down the codes' ranking than ``fetch`` (see
-            # _settled_rerank), so FAISS keeps a longer list: a deeper heap costs little
-            # next to scanning the lists.
-            depth = min(n_allowed, fetch * _SETTLE_DEPTH) if rerank else fetch
+            # The answer's re-ranking may read further down the codes' ranking than
+            # ``fetch`` (_settled_rerank), so FAISS keeps a longer list: a deeper heap costs
+            # little next to scanning the lists.
+            depth = min(n_allowed, fetch + _SETTLE_MAX_ROWS) if rerank else fetch
             estimates, found = self._index.search(q[None, :], depth, params=params)
             keep = found[0] >= 0
             if allowed is not None:
                 keep &= allowed[np.maximum(found[0], 0)]  # the selector already did; guards the contract
             found, estimates = found[0][keep], estimates[0][keep]
+            # FAISS returns the estimates best first.
             if len(found) >= k:
-                # FAISS returns the estimates best first.
-                ids, scores = (self._settled_rerank(q, k, found, estimates, fetch) if rerank
+                ids, scores = (self._settled_rerank(q, k, found, estimates, fetch, deepen=False) if rerank
                                else (found[:k], estimates[:k]))
-                if len(found) >= fetch:
-                    if previous is not None and np.array_equal(np.sort(previous), np.sort(ids)):
-                        return ids, scores
-                    if previous is None and nprobe == first and (
-                            allowed is None or not self._depleted(q, nprobe, allowed, n_allowed)):
-                        return ids, scores
+                if len(found) >= fetch and (
+                    previous is not None and np.array_equal(np.sort(previous), np.sort(ids))
+                    or previous is None and nprobe == first
+                    and (allowed is None or not self._depleted(q, nprobe, allowed, n_allowed))
+                ):
+                    break
                 previous = ids
             if nprobe >= self.nlist:
-                return (ids, scores) if len(found) >= k else self._exact_search(q, k, allowed)
+                if len(found) < k:
+                    return self._exact_search(q, k, allowed)
+                break
             if nprobe == first and n_allowed <= _SCAN_ALL_AFTER_SHORT_FRACTION * self.ntotal:
                 # Few rows allowed and the nearest lists hold too few of them: one scan of
                 # every list, which decodes only the allowed rows' codes.
@@ -308,6 +310,9 @@ class IvfIndex:
             else:
                 nprobe = min(self.nlist, nprobe * _WIDEN)
             fetch = min(n_allowed, fetch * _WIDEN)
+        # Only the answer's level reads down the ranking until it is settled: the levels
+        # before it are compared with their over-fetch alone.
+        return self._settled_rerank(q, k, found, estimates, fetch, deepen=True) if rerank else (ids, scores)
 
     def _depleted(self, q: np.ndarray, nprobe: int, allowed: np.ndarray, n_allowed: int) -> bool:
         """Whether the lists probed first hold far fewer allowed rows than the collection
@@ -332,7 +337,8 @@ class IvfIndex:
             rows += size
         return rows > 0 and allowed_rows / rows < _DEPLETED_SHARE * n_allowed / len(allowed)
 
-    def _settled_rerank(self, q: np.ndarray, k: int, found: np.ndarray, estimates: np.ndarray, fetch: int):
+    def _settled_rerank(self, q: np.ndarray, k: int, found: np.ndarray, estimates: np.ndarray, fetch: int,
+                        deepen: bool):
         """The exact top-k of the first ``fetch`` candidates, read further down the codes'
         ranking (4x at a time) while a row there could still beat the k-th exact score.
 
@@ -351,7 +357,7 @@ class IvfIndex:
             self._learn_error(scores - estimates[:m][order])
             top = np.argpartition(scores, -k)[-k:] if m > k else np.arange(m)
             ids, top_scores = _sorted_best_first(rows[top], scores[top])
-            if m >= len(found) or estimates[m] + _SETTLE_SIGMAS * self._rms_error() < top_scores[-1]:
+            if not deepen or m >= len(found) or estimates[m] + _SETTLE_SIGMAS * self._rms_error() < top_scores[-1]:
                 return ids, top_scores
             m = min(len(found), m * _WIDEN)
 
