@@ -142,3 +142,26 @@ def test_default_repeats_is_five():
     param = next(p for p in bench.params if p.name == "repeats")
     assert param.default == 5
     assert BenchConfig().prompt_from == "own" and BenchConfig().tune is False
+
+
+def test_folder_labels_read_in_chunks_keep_every_row_label_and_split(monkeypatch):
+    """FolderLabels stores codes read a chunk at a time from an iterator (10M rows as
+    tuples held ~3 GB): the arrays it answers with are those of the rows themselves."""
+    import localq.folder_labels as folder_labels
+
+    monkeypatch.setattr(folder_labels, "_CHUNK_ROWS", 7)  # several chunks, one partial
+    splits = ["train", "val", None]
+    rows = [(i, f"class{i % 4}", splits[i % 3]) for i in range(0, 60, 2)]  # ids with gaps
+    labels = folder_labels.FolderLabels(50, iter(rows))  # rows past the view are left out
+    kept = [r for r in rows if r[0] < 50]
+    ids, names = labels.rows()
+    assert ids.tolist() == [r[0] for r in kept] and names.tolist() == [r[1] for r in kept]
+    assert labels.splits.tolist() == [r[2] for r in kept]
+    val_ids, val_names = labels.rows("val")
+    assert val_ids.tolist() == [r[0] for r in kept if r[2] == "val"]
+    assert val_names.tolist() == [r[1] for r in kept if r[2] == "val"]
+    assert np.flatnonzero(labels.split_mask("train")).tolist() == [r[0] for r in kept if r[2] == "train"]
+    assert not labels.split_mask("test").any()
+    assert labels.of([0, 1, 48, 49]) == ["class0", None, "class0", None]
+    empty = folder_labels.FolderLabels(10, iter([]))
+    assert empty.rows()[0].size == 0 and empty.of([3]) == [None] and not empty.split_mask("val").any()
