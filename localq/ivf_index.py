@@ -56,7 +56,7 @@ from pathlib import Path
 import numpy as np
 
 from localq import trailer_file
-from localq.vector_file import release_pages
+from localq.vector_file import gather_rows, release_pages
 from localq.vector_index import _EMPTY_IDS, _EMPTY_SCORES, _sorted_best_first, exact_scores, search_request
 
 
@@ -239,7 +239,7 @@ class IvfIndex:
         for start in range(0, total, _CHUNK_ROWS):
             stop = min(start + _CHUNK_ROWS, total)
             chunk_ids = np.arange(start, stop, dtype=np.int64) if ids is None else ids[start:stop]
-            rows = self.matrix[start:stop] if ids is None else self.matrix[chunk_ids]
+            rows = self.matrix[start:stop] if ids is None else gather_rows(self.matrix, chunk_ids)
             scores = exact_scores(rows, q)
             best_ids = np.concatenate([best_ids, chunk_ids])
             best_scores = np.concatenate([best_scores, scores])
@@ -353,7 +353,7 @@ class IvfIndex:
         while True:
             order = np.argsort(found[:m])  # file order: the (memory-mapped) rows read front to back
             rows = found[:m][order]
-            scores = exact_scores(self.matrix[rows], q)
+            scores = exact_scores(gather_rows(self.matrix, rows), q)
             self._learn_error(scores - estimates[:m][order])
             top = np.argpartition(scores, -k)[-k:] if m > k else np.arange(m)
             ids, top_scores = _sorted_best_first(rows[top], scores[top])

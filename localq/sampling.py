@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from localq.vector_file import gather_rows
+
 STRATEGIES = ("auto", "top", "boundary", "diverse", "random")
 DEFAULT_STRATEGY = "auto"
 
@@ -117,7 +119,7 @@ def _candidates(index, w, n, allowed) -> tuple[np.ndarray, np.ndarray]:
 def _raw_scores(index, ids, w, b) -> np.ndarray:
     """Exact ``w.x + b`` of ``ids`` (reads their float rows, in file order)."""
     order = np.argsort(ids, kind="stable")
-    vecs = np.asarray(index.matrix()[ids[order]], dtype=np.float32)
+    vecs = gather_rows(index.matrix(), ids[order])
     out = np.empty(len(ids), dtype=np.float32)
     out[order] = vecs @ np.asarray(w, dtype=np.float32).ravel() + np.float32(b)
     return out

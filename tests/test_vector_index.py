@@ -292,3 +292,38 @@ def test_scores_of_every_row_a_block_at_a_time(index, data, monkeypatch):
     w = rng.standard_normal(DIM).astype(np.float32)
     np.testing.assert_allclose(index.scores(w), x @ w, rtol=0, atol=1e-5)
     np.testing.assert_array_equal(index.matrix(), x)  # the pages let go are read again from the file
+
+
+def test_gather_rows_asks_for_every_page_first_and_returns_the_rows(tmp_path, monkeypatch):
+    """gather_rows hints the kernel about each row's pages before reading them: every row
+    asked for lies inside one of the ranges advised, and the rows come back unchanged
+    (ids unsorted, repeated, and next to each other, whose ranges merge)."""
+    import ctypes
+
+    import localq.vector_file as vector_file
+
+    x = np.random.default_rng(0).standard_normal((5000, 64)).astype(np.float32)
+    np.save(tmp_path / "v.npy", x)
+    matrix = np.load(tmp_path / "v.npy", mmap_mode="r")
+    advised = []
+
+    class Libc:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        @staticmethod
+        def madvise(address, length, advice):
+            advised.append((address.value, address.value + length.value, advice.value))
+            return 0
+
+    monkeypatch.setattr(ctypes, "CDLL", Libc)
+    ids = np.array([4999, 3, 4, 3, 2500, 17, 4998])
+    rows = vector_file.gather_rows(matrix, ids)
+    np.testing.assert_array_equal(rows, x[ids])
+    base, row_bytes = matrix.ctypes.data, matrix.strides[0]
+    assert all(advice == 3 for *_, advice in advised)  # MADV_WILLNEED
+    for i in ids:
+        start, end = base + i * row_bytes, base + (i + 1) * row_bytes
+        assert any(lo <= start and end <= hi for lo, hi, _ in advised), i
+    assert len(advised) < len(ids)  # neighbouring rows share a call
+    np.testing.assert_array_equal(vector_file.gather_rows(x, ids), x[ids])  # not a memmap: just the rows
