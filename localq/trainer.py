@@ -35,6 +35,7 @@ from localq.start_query import START_POSITIVE_FRACTION, example_vectors, pool_ma
 from localq.store import ClassifierRow, RoundRow
 from localq.trainer_types import (COLD_ROUNDS, FIT_MODES, ClassifierState, Evaluation, LoopSummary, Prediction, Settings,
                                   Undone)
+from localq.vector_file import gather_rows
 
 # Re-exported: drivers and tests import these from localq.trainer, the module they always came from.
 __all__ = [
@@ -360,7 +361,7 @@ class Trainer(Scoring, ColdStartActions):
 
     def _fit(self, labels: dict[int, float]) -> tuple[np.ndarray, float]:
         ids = np.fromiter(labels, dtype=np.int64)
-        x = self.collection.index.matrix()[ids]
+        x = gather_rows(self.collection.index.matrix(), ids)
         y = np.fromiter(labels.values(), dtype=np.float32)
         s = self.settings
         w, b = fit_linear(
@@ -389,7 +390,7 @@ class Trainer(Scoring, ColdStartActions):
                 draw = rng.integers(0, len(live), size=2 * want)
                 picked = np.unique(np.concatenate([picked, draw[live[draw]]]))
             picked = rng.permutation(picked)[:want]
-        return self.collection.index.matrix()[np.sort(picked)]
+        return gather_rows(self.collection.index.matrix(), np.sort(picked))  # rows at random: pages asked for at once
 
     # -- files ---------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
