@@ -38,8 +38,10 @@ def queries(centres, n=12, seed=5):
     return q / np.linalg.norm(q, axis=1, keepdims=True)
 
 
-def recall(coll, q, k, allowed) -> float:
-    got, _ = coll.searcher.search(q, k, allowed)
+def recall(coll, q, k, allowed, pool: bool = False) -> float:
+    """Share of exact search's top k that the collection's searcher finds (as a ranked
+    search, or with ``pool`` as the codes-ranked candidates sampling draws from)."""
+    got, _ = (coll.searcher.candidates if pool else coll.searcher.search)(q, k, allowed)
     want, _ = coll.index.search(q, k, allowed)
     assert allowed is None or allowed[got].all()
     return len(set(got.tolist()) & set(want.tolist())) / len(want)
@@ -182,7 +184,12 @@ def test_candidate_pools_of_boundary_and_warm_up_keep_their_recall(tmp_path, k):
     coll, centres = ivf_collection(tmp_path / "c")
     rng = np.random.default_rng(3)
     for q in queries(centres, n=4):
-        assert recall(coll, q, k, rng.random(coll.rows()) < 0.9) >= 0.95
+        allowed = rng.random(coll.rows()) < 0.9
+        assert recall(coll, q, k, allowed) >= 0.95
+        # Ranked by the codes alone, a pool's edge is blurred by their error (here 32-d
+        # codes; at 10M x 512 the boundary batches drawn from such pools were exact
+        # search's own, docs/bench/round-10m-with-agreement.md).
+        assert recall(coll, q, k, allowed, pool=True) >= 0.8
 
 
 def test_index_option_sets_the_search_index_and_stats_report_it(tmp_path, colour_folder, monkeypatch):
