@@ -88,10 +88,11 @@ def repair(coll: Collection, store: Store) -> Report:
             bad = index_mirror.bad_segments(matrix, store.digest_segments(len(matrix)))
             if bad:
                 vector_repair.reembed(coll, file, np.concatenate([np.arange(s, e) for s, e in bad]))
+                first = bad[0][0]  # the chain before the first damaged segment stays as it is
+                chain = _recomputed_chain(store, matrix, first)
                 with store.transaction() as tx:
-                    tx.execute("DELETE FROM vector_digests")
-                    tx.executemany("INSERT INTO vector_digests(end_row, digest) VALUES (?, ?)",
-                                   _recomputed_chain(store, matrix))
+                    tx.execute("DELETE FROM vector_digests WHERE end_row > ?", (first,))
+                    tx.executemany("INSERT INTO vector_digests(end_row, digest) VALUES (?, ?)", chain)
                 done.append(f"embedded rows {_ranges(bad)} again from their image files: they no longer "
                             "matched their recorded digests")
             ivf_before = _ivf_state(coll)
@@ -207,15 +208,21 @@ def _check_ivf(coll: Collection, store: Store, report: Report) -> None:
             f"; the {n - rows} newer ones are added to it on open" if rows < n else ""))
 
 
-def _recomputed_chain(store: Store, matrix: np.ndarray) -> list[tuple[int, str]]:
-    """The chain over ``matrix`` with the batch boundaries SQLite recorded."""
-    ends = [end for _, _, end, _ in store.digest_segments(len(matrix))]
-    if len(matrix) and (not ends or ends[-1] != len(matrix)):
+def _recomputed_chain(store: Store, matrix: np.ndarray, first: int) -> list[tuple[int, str]]:
+    """The chain's entries past row ``first`` (a segment's start), recomputed over
+    ``matrix`` with the batch boundaries SQLite recorded: the rows before it are not read
+    again."""
+    segments = [seg for seg in store.digest_segments(len(matrix)) if seg[0] >= first]
+    ends = [end for _, _, end, _ in segments]
+    if len(matrix) > first and (not ends or ends[-1] != len(matrix)):
         ends.append(len(matrix))
-    chain, digest, start = [], "", 0
+    chain, start = [], first
+    digest = segments[0][1]  # ``first`` starts a segment of the chain (bad_segments found it)
     for end in ends:
-        digest, start = chain_digest(digest, [to_blob(matrix[start:end])]), end
+        digest = chain_digest(digest, [to_blob(matrix[start:end])])
+        release_pages(matrix, start, end)
         chain.append((end, digest))
+        start = end
     return chain
 
 

@@ -23,34 +23,38 @@ _BATCH = 32
 def reembed(coll, file: VectorFile, ids: np.ndarray) -> int:
     """Embed rows ``ids`` (sorted) again from their files and write them in place (the
     caller holds the write lock and recomputes the digest chain after). Returns the rows
-    written."""
-    rows = coll.image_rows(ids.tolist())
-    inputs, lost = [], []
+    written. Nothing is written unless every live row could be embedded again."""
+    import torch
+
     encoder = coll.encoder()
     size = getattr(encoder, "image_size", None)
-    for row in rows:
+    vectors = np.zeros((len(ids), file.dim), dtype=np.float32)  # a tombstone that is gone stays zeros
+    batch, positions, lost = [], [], []
+
+    def encode() -> None:  # a batch at a time: a damaged segment is up to 16,384 images
+        if batch:
+            vectors[positions] = encoder.encode_batch(torch.stack(batch))
+            batch.clear()
+            positions.clear()
+
+    for position, row in enumerate(coll.image_rows(ids.tolist())):
         try:
             data = read_file(row.path)
             if file_digest(data) != row.hash:
                 raise BadImage("changed since it was indexed")
-            inputs.append(encoder.preprocess(read_image(data, size).image))
+            batch.append(encoder.preprocess(read_image(data, size).image))
+            positions.append(position)
         except (BadImage, MemoryError):
-            if row.deleted:  # a tombstone never matches again: its row only has to be finite
-                inputs.append(None)
-            else:
+            if not row.deleted:  # a tombstone never matches again: its row only has to be finite
                 lost.append(row.id)
+        if len(batch) == _BATCH:
+            encode()
+    encode()
     if lost:
         raise VectorsDamaged(
             f"{file.path}: {len(lost)} damaged rows (ids {', '.join(map(str, lost[:5]))}"
             f"{', ...' if len(lost) > 5 else ''}) have image files that are gone or changed since indexing, "
             "so they cannot be embedded again: restore vectors.npy from a backup")
-    import torch
-
-    vectors = np.zeros((len(inputs), file.dim), dtype=np.float32)
-    todo = [i for i, tensor in enumerate(inputs) if tensor is not None]
-    for s in range(0, len(todo), _BATCH):
-        batch = todo[s:s + _BATCH]
-        vectors[batch] = encoder.encode_batch(torch.stack([inputs[i] for i in batch]))
     for run in np.split(np.arange(len(ids)), np.flatnonzero(np.diff(ids) != 1) + 1):  # contiguous rows
         file.rewrite(int(ids[run[0]]), vectors[run])
     return len(ids)
