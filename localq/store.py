@@ -93,27 +93,24 @@ class Store(ClassifierQueries):
     def _migrate(self) -> None:
         if not pending_migrations(self.conn):
             return
-        moved = 0
+        on_wait = getattr(self.lock, "on_wait", None)
+        vacuum = False
         with self.transaction():
             # Re-read under the lock: another process may have migrated meanwhile.
             self.db["_migrations"].create({"name": str, "applied_at": str}, pk="name", if_not_exists=True)
             for step in pending_migrations(self.conn):
-                if step is m006_vectors_to_file:
-                    moved = self._announce_vector_move()
+                notice = getattr(step, "notice", None)  # a long step says so first (store_schema.py)
+                text = notice(self.conn) if notice is not None else None
+                if text and on_wait is not None:
+                    on_wait(text)
                 step(self.db)
                 self.db["_migrations"].insert({"name": step.__name__, "applied_at": timestamp()})
-        if moved:
-            try:  # give the BLOBs' pages back to the file system (best effort: a reader may block it)
+                vacuum |= getattr(step, "frees_space", False)
+        if vacuum:
+            try:  # give the freed pages back to the file system (best effort: a reader may block it)
                 self.conn.execute("VACUUM")
             except sqlite3.Error:
                 pass
-
-    def _announce_vector_move(self) -> int:
-        n = self.conn.execute("SELECT count(*) FROM vectors").fetchone()[0]
-        on_wait = getattr(self.lock, "on_wait", None)
-        if n >= 100_000 and on_wait is not None:
-            on_wait(f"moving {n:,} vectors out of {self.path.name} into vectors.npy (once; about a minute per million)")
-        return n
 
     # -- metadata ---------------------------------------------------------------
     def meta(self) -> dict[str, str]:

@@ -150,6 +150,19 @@ def m006_vectors_to_file(db: sqlite_utils.Database) -> None:
     (root / "vectors.faiss").unlink(missing_ok=True)
 
 
+def _vector_move_notice(conn: sqlite3.Connection) -> str | None:
+    n = conn.execute("SELECT count(*) FROM vectors").fetchone()[0]
+    if n < 100_000:
+        return None
+    return f"moving {n:,} vectors out of localq.db into vectors.npy (once; about a minute per million)"
+
+
+# Migration steps may carry ``notice(conn)`` (a line shown before a long step) and
+# ``frees_space`` (VACUUM once the migrations commit): Store._migrate reads both.
+m006_vectors_to_file.notice = _vector_move_notice
+m006_vectors_to_file.frees_space = True  # the BLOBs' pages: 20 GB at 10M rows
+
+
 def _legacy_blocks(conn: sqlite3.Connection, rows: int, dim: int, size: int = 65536):
     # A missing, wrong-length or non-finite vector becomes zeros, as 0.1.0's FAISS copy
     # had it; the digest chain then disagrees and `localq check` names those rows.
