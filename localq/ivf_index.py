@@ -21,7 +21,7 @@ place (recall 0.98 at 1M without re-ranking, FAISS-NOTES). The index over-fetche
 again with the float rows, which may be an ``np.memmap`` of the collection's vectors:
 only the candidates' rows are read. Where the best rows' scores lie closer together
 than the codes can tell apart, it reads further down their ranking until no row there
-could beat the k-th exact score (``_settled_rerank``). (Each
+could beat the k-th exact score (``_settle``). (Each
 read maps the page cache around the row into the process, whole folios on recent
 kernels: VmRSS counts those pages as file-backed, but they are shared and reclaimable;
 the index's own memory is the anonymous part.)
@@ -83,7 +83,7 @@ _RERANK_SPARE_CAP = 256
 _WIDEN = 4  # nprobe grows by this factor after a search short of candidates
 # Re-ranking reads past the over-fetch, up to this many rows more, while a row further
 # down the codes' ranking could still beat the k-th exact score by more than this many
-# RMS errors of the estimates (IvfIndex._settled_rerank).
+# RMS errors of the estimates (IvfIndex._settle).
 _SETTLE_MAX_ROWS = 4096
 _SETTLE_SIGMAS = 4.0
 # The probed lists count as depleted (IvfIndex._depleted) when the share of their rows
@@ -278,7 +278,7 @@ class IvfIndex:
             if selector is not None:
                 params.sel = selector
             # The answer's re-ranking may read further down the codes' ranking than
-            # ``fetch`` (_settled_rerank), so FAISS keeps a longer list: a deeper heap costs
+            # ``fetch`` (_settle), so FAISS keeps a longer list: a deeper heap costs
             # little next to scanning the lists.
             depth = min(n_allowed, fetch + _SETTLE_MAX_ROWS) if rerank else fetch
             estimates, found = self._index.search(q[None, :], depth, params=params)
@@ -288,7 +288,7 @@ class IvfIndex:
             found, estimates = found[0][keep], estimates[0][keep]
             # FAISS returns the estimates best first.
             if len(found) >= k:
-                ids, scores = (self._settled_rerank(q, k, found, estimates, fetch, deepen=False) if rerank
+                ids, scores = (self._rerank(q, k, found[:fetch], estimates[:fetch]) if rerank
                                else (found[:k], estimates[:k]))
                 if len(found) >= fetch and (
                     previous is not None and np.array_equal(np.sort(previous), np.sort(ids))
@@ -310,7 +310,7 @@ class IvfIndex:
             fetch = min(n_allowed, fetch * _WIDEN)
         # Only the answer's level reads down the ranking until it is settled: the levels
         # before it are compared with their over-fetch alone.
-        return self._settled_rerank(q, k, found, estimates, fetch, deepen=True) if rerank else (ids, scores)
+        return self._settle(q, k, found, estimates, min(len(found), fetch), ids, scores) if rerank else (ids, scores)
 
     def _depleted(self, q: np.ndarray, nprobe: int, allowed: np.ndarray, n_allowed: int) -> bool:
         """Whether the lists probed first hold far fewer allowed rows than the collection
@@ -335,10 +335,20 @@ class IvfIndex:
             rows += size
         return rows > 0 and allowed_rows / rows < _DEPLETED_SHARE * n_allowed / len(allowed)
 
-    def _settled_rerank(self, q: np.ndarray, k: int, found: np.ndarray, estimates: np.ndarray, fetch: int,
-                        deepen: bool):
-        """The exact top-k of the first ``fetch`` candidates, read further down the codes'
-        ranking (4x at a time) while a row there could still beat the k-th exact score.
+    def _rerank(self, q: np.ndarray, k: int, found: np.ndarray, estimates: np.ndarray):
+        """The exact top-k of ``found`` (learning the estimates' error from them)."""
+        order = np.argsort(found)  # file order: the (memory-mapped) rows read front to back
+        rows = found[order]
+        scores = exact_scores(gather_rows(self.matrix, rows), q)
+        self._learn_error(scores - estimates[order])
+        top = np.argpartition(scores, -k)[-k:] if len(rows) > k else np.arange(len(rows))
+        return _sorted_best_first(rows[top], scores[top])
+
+    def _settle(self, q: np.ndarray, k: int, found: np.ndarray, estimates: np.ndarray, m: int,
+                ids: np.ndarray, scores: np.ndarray):
+        """``(ids, scores)``, the exact top-k of ``found[:m]``, completed by reading further
+        down the codes' ranking (4x at a time) while a row there could still beat the k-th
+        exact score.
 
         Where the best allowed rows' scores lie close together (a "near" seen set: they sit
         at its edge, all about as far from the query) the codes' errors reorder them, and
@@ -346,18 +356,15 @@ class IvfIndex:
         position m has an estimate under ``estimates[m]``, so it can beat the k-th exact
         score only if its estimate is off by more than the gap: reading stops once the gap
         exceeds ``_SETTLE_SIGMAS`` times the estimates' RMS error, learned from every
-        row re-ranked so far."""
-        m = min(len(found), fetch)
-        while True:
-            order = np.argsort(found[:m])  # file order: the (memory-mapped) rows read front to back
-            rows = found[:m][order]
-            scores = exact_scores(gather_rows(self.matrix, rows), q)
-            self._learn_error(scores - estimates[:m][order])
-            top = np.argpartition(scores, -k)[-k:] if m > k else np.arange(m)
-            ids, top_scores = _sorted_best_first(rows[top], scores[top])
-            if not deepen or m >= len(found) or estimates[m] + _SETTLE_SIGMAS * self._rms_error() < top_scores[-1]:
-                return ids, top_scores
-            m = min(len(found), m * _WIDEN)
+        row re-ranked so far. Each step scores only the rows it adds."""
+        while m < len(found) and estimates[m] + _SETTLE_SIGMAS * self._rms_error() >= scores[-1]:
+            end = min(len(found), m * _WIDEN)
+            more_ids, more_scores = self._rerank(q, k, found[m:end], estimates[m:end])
+            ids, scores = np.concatenate([ids, more_ids]), np.concatenate([scores, more_scores])
+            top = np.argpartition(scores, -k)[-k:] if len(ids) > k else np.arange(len(ids))
+            ids, scores = _sorted_best_first(ids[top], scores[top])
+            m = end
+        return ids, scores
 
     def _learn_error(self, errors: np.ndarray) -> None:
         self._error_sq += float(np.dot(errors, errors))

@@ -313,7 +313,8 @@ def test_gather_rows_asks_for_every_page_first_and_returns_the_rows(tmp_path, mo
 
         @staticmethod
         def madvise(address, length, advice):
-            advised.append((address.value, address.value + length.value, advice.value))
+            value = lambda x: getattr(x, "value", x)  # noqa: E731  (ctypes objects or plain ints)
+            advised.append((value(address), value(address) + value(length), value(advice)))
             return 0
 
     monkeypatch.setattr(ctypes, "CDLL", Libc)
