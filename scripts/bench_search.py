@@ -40,7 +40,7 @@ VS_NUMPY_NOISE = 1.05
 def synthetic_index(n: int, dim: int, rng: np.random.Generator) -> tuple[VectorIndex, np.ndarray]:
     centers = rng.standard_normal((100, dim)).astype(np.float32)
     centers /= np.linalg.norm(centers, axis=1, keepdims=True)
-    index = VectorIndex.open(_nowhere(), dim)
+    index = VectorIndex.open(_scratch_vectors_file(), dim)
     for start in range(0, n, 100_000):
         m = min(100_000, n - start)
         x = centers[rng.integers(0, 100, m)]
@@ -52,7 +52,7 @@ def synthetic_index(n: int, dim: int, rng: np.random.Generator) -> tuple[VectorI
     return index, (query / np.linalg.norm(query)).astype(np.float32)
 
 
-def _nowhere():
+def _scratch_vectors_file():
     import atexit
     import shutil
     import tempfile
