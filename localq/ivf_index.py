@@ -341,8 +341,7 @@ class IvfIndex:
         rows = found[order]
         scores = exact_scores(gather_rows(self.matrix, rows), q)
         self._learn_error(scores - estimates[order])
-        top = np.argpartition(scores, -k)[-k:] if len(rows) > k else np.arange(len(rows))
-        return _sorted_best_first(rows[top], scores[top])
+        return _best(rows, scores, k)
 
     def _settle(self, q: np.ndarray, k: int, found: np.ndarray, estimates: np.ndarray, m: int,
                 ids: np.ndarray, scores: np.ndarray):
@@ -360,9 +359,7 @@ class IvfIndex:
         while m < len(found) and estimates[m] + _SETTLE_SIGMAS * self._rms_error() >= scores[-1]:
             end = min(len(found), m * _WIDEN)
             more_ids, more_scores = self._rerank(q, k, found[m:end], estimates[m:end])
-            ids, scores = np.concatenate([ids, more_ids]), np.concatenate([scores, more_scores])
-            top = np.argpartition(scores, -k)[-k:] if len(ids) > k else np.arange(len(ids))
-            ids, scores = _sorted_best_first(ids[top], scores[top])
+            ids, scores = _best(np.concatenate([ids, more_ids]), np.concatenate([scores, more_scores]), k)
             m = end
         return ids, scores
 
@@ -372,6 +369,12 @@ class IvfIndex:
 
     def _rms_error(self) -> float:
         return math.sqrt(self._error_sq / self._error_n) if self._error_n else 0.0
+
+
+def _best(ids: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k best of ``ids`` by ``scores``, best first."""
+    top = np.argpartition(scores, -k)[-k:] if len(ids) > k else np.arange(len(ids))
+    return _sorted_best_first(ids[top], scores[top])
 
 
 def _add_rows(index, matrix: np.ndarray, start: int) -> None:
