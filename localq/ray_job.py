@@ -9,6 +9,11 @@ only when a job runs.
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
+import re
+import sys
+import threading
 import warnings
 from typing import Callable
 
@@ -50,7 +55,7 @@ def run(actor_class: type, constructor_kwargs: dict, rows: list[dict], *, worker
             max_restarts=_RAY_RESTARTS, max_task_retries=_RAY_RESTARTS,
         )
     try:
-        with _no_ray_data_console_errors():
+        with _no_ray_data_console_errors(), _without_native_lines(_ACTOR_ARGS_NOTICE):
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
                 take(batch)
     except (ray.exceptions.RayError, ray.data.exceptions.SystemException) as exc:
@@ -64,7 +69,6 @@ def run(actor_class: type, constructor_kwargs: dict, rows: list[dict], *, worker
 def _no_ray_data_console_errors():
     """Ray Data prints a failed job's stack trace on stderr before it raises; the error
     this module raises says it in one line instead (the trace stays in ray-data.log)."""
-    import logging
 
     consoles = [h for h in logging.getLogger("ray.data").handlers if isinstance(h, logging.StreamHandler)]
     levels = [h.level for h in consoles]
@@ -75,6 +79,43 @@ def _no_ray_data_console_errors():
     finally:
         for h, level in zip(consoles, levels):
             h.setLevel(level)
+
+
+# Ray's C++ core worker logs this at ERROR level on the driver's stderr for every actor
+# Ray Data starts: its constructor arguments are object refs and restarts are on, which is
+# exactly what localq asks for (ray-project/ray#53727). Nothing is wrong and the user can
+# do nothing about it, yet it reads like a failure.
+_ACTOR_ARGS_NOTICE = re.compile(
+    rb"\[[^\]\n]*\] core_worker\.cc:\d+: Actor with class name: [^\n]*"
+    rb"has constructor arguments in the object store and max_restarts > 0[^\n]*\n?")
+
+
+@contextlib.contextmanager
+def _without_native_lines(pattern: re.Pattern):
+    """Everything written on file descriptor 2 meanwhile, by Python or by native code,
+    passes through except what ``pattern`` matches. Native code's logging cannot be
+    filtered any other way: a logging level would hide its real errors too."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def pump() -> None:
+        with os.fdopen(read_end, "rb", buffering=0) as source:
+            while chunk := source.read(65536):  # one native log line is one write
+                os.write(saved, pattern.sub(b"", chunk))
+
+    thread = threading.Thread(target=pump, name="localq-stderr-filter", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # drops the pipe's last writer: the pump reads to the end, then stops
+        thread.join(timeout=5)
+        if not thread.is_alive():  # else a child process kept the pipe: leave the pump its target
+            os.close(saved)
 
 
 def _refuse_unreachable(address: str) -> None:
@@ -92,9 +133,23 @@ def _refuse_unreachable(address: str) -> None:
                           "start one with `ray start --head` or check the address") from None
 
 
+class _DropTokenNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled")
+
+
+def _quiet_token_notice() -> None:
+    """A cluster that ``ray.init`` starts here turns on token authentication (good: other
+    local users cannot submit work to it) and says so on the console in a WARNING line a
+    user can do nothing about. Drop that line only: the warning that authentication is
+    *off* (joining an open cluster) still shows."""
+    setup = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    if not any(isinstance(f, _DropTokenNotice) for f in setup.filters):
+        setup.addFilter(_DropTokenNotice())
+
+
 def connect(address: str) -> None:
     """Join (or start, for "local") a Ray cluster once per process."""
-    import logging
 
     try:
         import ray
@@ -103,6 +158,7 @@ def connect(address: str) -> None:
     if ray.is_initialized():
         return
     _refuse_unreachable(address)
+    _quiet_token_notice()
     kwargs = dict(include_dashboard=False, logging_level=logging.WARNING, configure_logging=True)
     try:
         ray.init(address=address, **kwargs)  # "local" starts a cluster here
