@@ -69,7 +69,6 @@ def run(actor_class: type, constructor_kwargs: dict, rows: list[dict], *, worker
 def _no_ray_data_console_errors():
     """Ray Data prints a failed job's stack trace on stderr before it raises; the error
     this module raises says it in one line instead (the trace stays in ray-data.log)."""
-
     consoles = [h for h in logging.getLogger("ray.data").handlers if isinstance(h, logging.StreamHandler)]
     levels = [h.level for h in consoles]
     try:
@@ -150,7 +149,6 @@ def _quiet_token_notice() -> None:
 
 def connect(address: str) -> None:
     """Join (or start, for "local") a Ray cluster once per process."""
-
     try:
         import ray
     except ImportError as exc:
