@@ -251,8 +251,67 @@ def prefetch_rows(matrix: np.ndarray, rows: np.ndarray) -> None:
 
 
 def gather_rows(matrix: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """``matrix[ids]`` as a float32 array, the rows' pages asked for all at once first
-    (``prefetch_rows``): at 10M rows a cold re-rank of a search fell from 278 to 15 ms."""
+    """``matrix[ids]`` as a float32 array.
+
+    Rows of a memory-mapped file are read with ``preadv`` into the result, every run of
+    neighbouring rows asked for at once first (``POSIX_FADV_WILLNEED``) so that the disk
+    serves them in parallel: at 10M rows a cold re-rank of a search fell from 278 to 15 ms
+    when the pages were first asked for together. Reading through the map instead would
+    fault each row in, and the kernel maps whole folios around every fault: rows read at
+    random then count against the process's resident memory until reclaimed (measured at
+    10M: 7.5 GB file-backed after 56 searches). ``preadv`` maps nothing, and was faster
+    where the pages were cached (1,000 random rows of a 1M file: 3.1 against 6.7 ms) and
+    as fast where they were not. Where it cannot be used (no file name, another layout,
+    another platform) the rows come through the map. The file is read by name: localq only
+    ever appends to or rewrites vectors.npy in place, never replaces it under a reader."""
     ids = np.asarray(ids, dtype=np.int64)
-    prefetch_rows(matrix, ids)
-    return np.asarray(matrix[ids], dtype=np.float32)
+    place = _file_place(matrix) if len(ids) and hasattr(os, "preadv") else None
+    if place is None or ids.min() < 0 or ids.max() >= len(matrix):  # numpy's own indexing and errors
+        prefetch_rows(matrix, ids)
+        return np.asarray(matrix[ids], dtype=np.float32)
+    path, first_row_at = place
+    ordered = bool(np.all(ids[1:] >= ids[:-1]))
+    order = None if ordered else np.argsort(ids, kind="stable")
+    rows = ids if ordered else ids[order]
+    out = np.empty((len(rows), matrix.shape[1]), dtype=np.float32)
+    row_bytes = matrix.strides[0]
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1  # runs of consecutive rows: one read each
+    run_starts = np.concatenate([[0], breaks])
+    run_lengths = np.diff(np.concatenate([run_starts, [len(rows)]]))
+    offsets = (first_row_at + rows[run_starts] * row_bytes).tolist()
+    sizes = (run_lengths * row_bytes).tolist()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if hasattr(os, "posix_fadvise"):
+            for offset, size in zip(offsets, sizes):
+                os.posix_fadvise(fd, offset, size, os.POSIX_FADV_WILLNEED)
+        buffer = memoryview(out).cast("B")
+        at = 0
+        for offset, size in zip(offsets, sizes):
+            if os.preadv(fd, [buffer[at:at + size]], offset) != size:
+                # The file is shorter than the map: it was replaced since. Trust the map.
+                return np.asarray(matrix[ids], dtype=np.float32)
+            at += size
+    finally:
+        os.close(fd)
+    if ordered:
+        return out
+    result = np.empty_like(out)
+    result[order] = out
+    return result
+
+
+def _file_place(matrix: np.ndarray) -> tuple[str, int] | None:
+    """(file name, byte offset of row 0) of a memmap of float32 rows laid out one after
+    another, or None. A slice of a memmap is one too: its place is found from the array
+    that owns the map."""
+    if not isinstance(matrix, np.memmap) or matrix.ndim != 2 or matrix.dtype != np.dtype("<f4"):
+        return None
+    if matrix.strides[1] != 4 or matrix.strides[0] != 4 * matrix.shape[1]:
+        return None
+    owner = matrix
+    while isinstance(owner.base, np.memmap):
+        owner = owner.base
+    if not owner.filename or not isinstance(owner.offset, int):
+        return None
+    return owner.filename, owner.offset + (matrix.ctypes.data - owner.ctypes.data)

@@ -1,5 +1,7 @@
 """VectorIndex and vectors.npy: filtered exact top-k against a NumPy brute-force answer, the file."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -294,11 +296,11 @@ def test_scores_of_every_row_a_block_at_a_time(index, data, monkeypatch):
     np.testing.assert_array_equal(index.matrix(), x)  # the pages let go are read again from the file
 
 
-def test_gather_rows_asks_for_every_page_first_and_returns_the_rows(tmp_path, monkeypatch):
-    """gather_rows hints the kernel about each row's pages before reading them: every row
-    asked for lies inside one of the ranges advised, and the rows come back unchanged
-    (ids unsorted, repeated, and next to each other, whose ranges merge)."""
-    import ctypes
+def test_gather_rows_asks_for_every_row_first_and_returns_the_rows(tmp_path, monkeypatch):
+    """gather_rows hints the kernel about every row before reading any: each row asked for
+    lies inside one of the ranges advised, and the rows come back unchanged (ids unsorted,
+    repeated, and next to each other, whose ranges merge), from a slice of the map too."""
+    import os
 
     import localq.vector_file as vector_file
 
@@ -306,25 +308,43 @@ def test_gather_rows_asks_for_every_page_first_and_returns_the_rows(tmp_path, mo
     np.save(tmp_path / "v.npy", x)
     matrix = np.load(tmp_path / "v.npy", mmap_mode="r")
     advised = []
+    real_fadvise = os.posix_fadvise
 
-    class Libc:
-        def __init__(self, *args, **kwargs):
-            pass
+    def fadvise(fd, offset, length, advice):
+        advised.append((offset, offset + length, advice))
+        return real_fadvise(fd, offset, length, advice)
 
-        @staticmethod
-        def madvise(address, length, advice):
-            value = lambda x: getattr(x, "value", x)  # noqa: E731  (ctypes objects or plain ints)
-            advised.append((value(address), value(address) + value(length), value(advice)))
-            return 0
-
-    monkeypatch.setattr(ctypes, "CDLL", Libc)
+    monkeypatch.setattr(os, "posix_fadvise", fadvise)
     ids = np.array([4999, 3, 4, 3, 2500, 17, 4998])
     rows = vector_file.gather_rows(matrix, ids)
     np.testing.assert_array_equal(rows, x[ids])
-    base, row_bytes = matrix.ctypes.data, matrix.strides[0]
-    assert all(advice == 3 for *_, advice in advised)  # MADV_WILLNEED
+    base, row_bytes = matrix.offset, matrix.strides[0]
+    assert all(advice == os.POSIX_FADV_WILLNEED for *_, advice in advised)
     for i in ids:
         start, end = base + i * row_bytes, base + (i + 1) * row_bytes
         assert any(lo <= start and end <= hi for lo, hi, _ in advised), i
     assert len(advised) < len(ids)  # neighbouring rows share a call
+    np.testing.assert_array_equal(vector_file.gather_rows(matrix[100:], ids % 4900), x[100:][ids % 4900])
     np.testing.assert_array_equal(vector_file.gather_rows(x, ids), x[ids])  # not a memmap: just the rows
+    with pytest.raises(IndexError):
+        vector_file.gather_rows(matrix, np.array([5000]))
+
+
+def test_gathered_rows_do_not_stay_mapped(tmp_path):
+    """Rows read at random must not count against the process's resident memory: reading
+    them through the map left each one's pages (and the folios around them) mapped."""
+    import localq.vector_file as vector_file
+
+    def mapped_file_kb():
+        status = Path("/proc/self/status").read_text()
+        return int(next(line for line in status.splitlines() if line.startswith("RssFile:")).split()[1])
+
+    x = np.random.default_rng(0).standard_normal((32768, 256)).astype(np.float32)  # 32 MiB
+    np.save(tmp_path / "v.npy", x)
+    matrix = np.load(tmp_path / "v.npy", mmap_mode="r")
+    ids = np.sort(np.random.default_rng(1).choice(len(x), 4096, replace=False))
+    before = mapped_file_kb()
+    np.testing.assert_array_equal(vector_file.gather_rows(matrix, ids), x[ids])
+    assert mapped_file_kb() - before < 1024
+    np.asarray(matrix[ids])  # the map itself does map them: the measure can see it
+    assert mapped_file_kb() - before > 4096
