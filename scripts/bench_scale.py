@@ -253,7 +253,7 @@ def main() -> None:
         for kind, fraction in chosen:
             allowed = seen_mask(kind, fraction, scores, rng)
             masked = np.where(allowed, scores, -np.inf)
-            top = np.argpartition(masked, -args.k)[-args.k:]
+            top = np.argpartition(masked, -args.k)[-args.k:].copy()  # not a view: it would keep 10M ids alive
             # The best RANKED allowed scores, to place a missed answer: how far down the
             # true ranking its worst row lies, and how much lower it scores.
             ranked = np.sort(masked[np.argpartition(masked, -RANKED)[-RANKED:]])[::-1]
