@@ -280,7 +280,10 @@ def gather_rows(matrix: np.ndarray, ids: np.ndarray) -> np.ndarray:
     run_lengths = np.diff(np.concatenate([run_starts, [len(rows)]]))
     offsets = (first_row_at + rows[run_starts] * row_bytes).tolist()
     sizes = (run_lengths * row_bytes).tolist()
-    fd = os.open(path, os.O_RDONLY)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # gone or unreadable by name: the map still holds it
+        return np.asarray(matrix[ids], dtype=np.float32)
     try:
         if hasattr(os, "posix_fadvise"):
             for offset, size in zip(offsets, sizes):
@@ -288,7 +291,7 @@ def gather_rows(matrix: np.ndarray, ids: np.ndarray) -> np.ndarray:
         buffer = memoryview(out).cast("B")
         at = 0
         for offset, size in zip(offsets, sizes):
-            if os.preadv(fd, [buffer[at:at + size]], offset) != size:
+            if not _read_exactly(fd, buffer[at:at + size], offset):
                 # The file is shorter than the map: it was replaced since. Trust the map.
                 return np.asarray(matrix[ids], dtype=np.float32)
             at += size
@@ -315,3 +318,14 @@ def _file_place(matrix: np.ndarray) -> tuple[str, int] | None:
     if not owner.filename or not isinstance(owner.offset, int):
         return None
     return owner.filename, owner.offset + (matrix.ctypes.data - owner.ctypes.data)
+
+
+def _read_exactly(fd: int, view: memoryview, offset: int) -> bool:
+    """Fill ``view`` from ``offset``; False if the file ends first. A read may return less
+    than asked (Linux stops one at 2 GiB) without being at the end."""
+    while len(view):
+        got = os.preadv(fd, [view], offset)
+        if got == 0:
+            return False
+        view, offset = view[got:], offset + got
+    return True

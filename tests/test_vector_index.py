@@ -330,6 +330,20 @@ def test_gather_rows_asks_for_every_row_first_and_returns_the_rows(tmp_path, mon
         vector_file.gather_rows(matrix, np.array([5000]))
 
 
+def test_gather_rows_trusts_the_map_when_the_file_under_its_name_is_shorter_or_gone(tmp_path):
+    import localq.vector_file as vector_file
+
+    x = np.random.default_rng(0).standard_normal((100, 8)).astype(np.float32)
+    np.save(tmp_path / "v.npy", x)
+    matrix = np.load(tmp_path / "v.npy", mmap_mode="r")
+    np.save(tmp_path / "short.npy", x[:10] + 1)
+    (tmp_path / "short.npy").replace(tmp_path / "v.npy")  # another file under the name
+    ids = np.array([2, 50, 99])
+    np.testing.assert_array_equal(vector_file.gather_rows(matrix, ids), x[ids])
+    (tmp_path / "v.npy").unlink()
+    np.testing.assert_array_equal(vector_file.gather_rows(matrix, ids), x[ids])
+
+
 def test_gathered_rows_do_not_stay_mapped(tmp_path):
     """Rows read at random must not count against the process's resident memory: reading
     them through the map left each one's pages (and the folios around them) mapped."""
