@@ -317,9 +317,12 @@ def main() -> None:
     print(f"- target <= {TARGET_GB:.0f} GB resident during the IVF searches: peak "
           f"{mem_ivf.get('VmHWM', float('nan')):.2f} GiB {mark(mem_ivf.get('VmHWM', np.inf) <= limit)}, "
           f"anonymous at the end {mark(mem_ivf['RssAnon'] <= limit)}. "
-          "File-backed is page cache of the memmapped rows that re-ranking and exact reads "
-          "mapped in (the kernel maps whole folios around each row read): reclaimable and "
-          "shared, but counted in VmRSS and its peak")
+          "File-backed is page cache of vectors.npy that reads through the map left mapped "
+          "(re-ranking reads its rows without mapping them): reclaimable and shared, but "
+          "counted in VmRSS and its peak")
+    print("- answer's k-th row: its place in exact search's own ranking of the allowed rows, and "
+          "how much lower it scores than the true k-th; gaps under 1e-6 print as 0, as a "
+          f"{args.dim}-term float32 dot product itself rounds by about 1e-7")
     if args.markdown:
         sys.stdout = sys.__stdout__
         header = (f"Output of `python scripts/bench_scale.py {' '.join(sys.argv[1:])}`, "
