@@ -256,7 +256,7 @@ def main() -> None:
             top = np.argpartition(masked, -args.k)[-args.k:].copy()  # not a view: it would keep 10M ids alive
             # The best RANKED allowed scores, to place a missed answer: how far down the
             # true ranking its worst row lies, and how much lower it scores.
-            ranked = np.sort(masked[np.argpartition(masked, -RANKED)[-RANKED:]])[::-1]
+            ranked = np.sort(masked[np.argpartition(masked, -min(RANKED, len(masked)))[-RANKED:]])[::-1]
             cases[(kind, fraction)].append((np.packbits(allowed), top, ranked))
     print("masks and truths ready", flush=True)
     mem_setup = start_phase()
