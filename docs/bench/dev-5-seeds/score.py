@@ -1,4 +1,4 @@
-"""Scores the first-batch dev study (docs/benchmark.md) from runs.json under the rule in RULE.md."""
+"""Scores the five-seed dev studies (docs/benchmark.md) from runs.json under the rules in RULE*.md: python score.py [VARIANT ...]."""
 import json, sys, statistics as st
 from pathlib import Path
 RUNS = json.loads((Path(__file__).parent / "runs.json").read_text())
