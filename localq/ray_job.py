@@ -157,7 +157,11 @@ def connect(address: str) -> None:
         return
     _refuse_unreachable(address)
     _quiet_token_notice()
-    kwargs = dict(include_dashboard=False, logging_level=logging.WARNING, configure_logging=True)
+    # log_to_driver=False: the workers' own log lines stay in the cluster's log files. A job
+    # stopped with Ctrl-C otherwise printed Ray's retry notices for every actor it killed;
+    # a worker's failure still reaches this process as an exception (one line, see run).
+    kwargs = dict(include_dashboard=False, logging_level=logging.WARNING, configure_logging=True,
+                  log_to_driver=False)
     try:
         ray.init(address=address, **kwargs)  # "local" starts a cluster here
     except (ConnectionError, ValueError, RuntimeError) as exc:

@@ -258,3 +258,20 @@ def test_embed_on_an_unreachable_ray_address_is_one_line_at_once(photos, tmp_pat
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.startswith("error: cannot reach a Ray cluster at '127.0.0.1:1'") and proc.stderr.count("\n") == 1
     assert not list(out.glob("img_emb/*.npy"))  # nothing embedded
+
+
+def test_embed_on_a_local_ray_cluster_prints_only_its_own_lines(photos, tmp_path):
+    """What a person sees from `localq embed --ray local`: the progress line and the summary,
+    none of Ray's own notices (token authentication, the core worker's per-actor ERROR line
+    about restarts, workers' forwarded logs). The real default encoder runs in the actors."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "shards"
+    proc = subprocess.run([sys.executable, "-m", "localq", "embed", str(photos), "--out", str(out), "--ray", "local",
+                           "--workers", "1"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "12 embedded" in proc.stdout + proc.stderr and "1 skipped" in proc.stdout + proc.stderr
+    noise = [line for line in proc.stderr.splitlines() if line.strip() and not line.lstrip("\r").startswith("embedding [")]
+    assert noise == [], noise
+    assert len(list(out.glob("img_emb/*.npy"))) == 1
