@@ -120,6 +120,11 @@ class IvfIndex:
             raise ValueError(
                 f"the IVF index holds {index.ntotal} x {index.d}, the matrix {matrix.shape}"
             )
+        # localq searches one query at a time, and FAISS's default splits a search by query:
+        # one core scanned every probed list. Mode 1 splits the probed lists among the
+        # threads (a heap each, merged): the same answers, and scans of many lists (near-seen
+        # sets) ~0.7x as long on 2 cores (1M, near 50% seen: 131 -> 91 ms).
+        index.parallel_mode = 1
         self._index = index
         self.matrix = matrix
         if nprobe is None:
