@@ -21,10 +21,8 @@ place (recall 0.98 at 1M without re-ranking, FAISS-NOTES). The index over-fetche
 again with the float rows, which may be an ``np.memmap`` of the collection's vectors:
 only the candidates' rows are read. Where the best rows' scores lie closer together
 than the codes can tell apart, it reads further down their ranking until no row there
-could beat the k-th exact score (``_settle``). (Each
-read maps the page cache around the row into the process, whole folios on recent
-kernels: VmRSS counts those pages as file-backed, but they are shared and reclaimable;
-the index's own memory is the anonymous part.)
+could beat the k-th exact score (``_settle``). The rows are read with
+``vector_file.gather_rows``, which maps nothing: the index's memory is its codes.
 
 The fallback chain. An IVF search under a selector returns -1 rows when the probed
 lists hold fewer allowed rows than asked for (pitfall 6): with a "near" seen set,

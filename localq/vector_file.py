@@ -198,8 +198,7 @@ def write_whole(path: Path, dim: int, blocks, rows: int) -> None:
         os.close(dir_fd)
 
 
-_MADV_WILLNEED = 3  # linux/mman.h
-_MADV_DONTNEED = 4
+_MADV_DONTNEED = 4  # linux/mman.h
 
 
 def release_pages(matrix: np.ndarray, start: int, stop: int) -> None:
@@ -223,33 +222,6 @@ def release_pages(matrix: np.ndarray, start: int, stop: int) -> None:
         )
 
 
-def prefetch_rows(matrix: np.ndarray, rows: np.ndarray) -> None:
-    """Ask the kernel to start reading the pages of ``matrix[rows]`` (a memmap) now, all
-    at once, before they are touched.
-
-    Touching rows that are not in the page cache faults them in one at a time, each a
-    disk round trip (0.3-1 ms here): re-ranking 40 candidates of a 10M collection cost
-    tens of ms, 4,000 a few seconds. MADV_WILLNEED queues the reads together, so the
-    disk serves them in parallel. Only a hint: errors are ignored."""
-    if not isinstance(matrix, np.memmap) or len(rows) == 0:
-        return
-    page = os.sysconf("SC_PAGE_SIZE")
-    row_bytes = matrix.strides[0]
-    base = matrix.ctypes.data
-    starts = base + np.asarray(rows, dtype=np.int64) * row_bytes
-    first = (starts // page) * page
-    last = -(-(starts + row_bytes) // page) * page
-    order = np.argsort(first, kind="stable")
-    first, last = first[order], last[order]
-    # Merge overlapping or touching ranges: one call per run of pages.
-    runs = np.concatenate([[0], np.flatnonzero(first[1:] > np.maximum.accumulate(last)[:-1]) + 1])
-    begins, ends = first[runs], np.maximum.reduceat(last, runs)
-    madvise = ctypes.CDLL(None, use_errno=True).madvise
-    madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-    for begin, length in zip(begins.tolist(), (ends - begins).tolist()):  # plain ints: ~1 us a call
-        madvise(begin, length, _MADV_WILLNEED)
-
-
 def gather_rows(matrix: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """``matrix[ids]`` as a float32 array.
 
@@ -265,10 +237,15 @@ def gather_rows(matrix: np.ndarray, ids: np.ndarray) -> np.ndarray:
     another platform) the rows come through the map. The file is read by name: localq only
     ever appends to or rewrites vectors.npy in place, never replaces it under a reader."""
     ids = np.asarray(ids, dtype=np.int64)
+    rows = _pread_rows(matrix, ids)
+    return rows if rows is not None else np.asarray(matrix[ids], dtype=np.float32)
+
+
+def _pread_rows(matrix: np.ndarray, ids: np.ndarray) -> np.ndarray | None:
+    """``matrix[ids]`` read from the memmap's file, or None where the map must answer."""
     place = _file_place(matrix) if len(ids) and hasattr(os, "preadv") else None
     if place is None or ids.min() < 0 or ids.max() >= len(matrix):  # numpy's own indexing and errors
-        prefetch_rows(matrix, ids)
-        return np.asarray(matrix[ids], dtype=np.float32)
+        return None
     path, first_row_at = place
     ordered = bool(np.all(ids[1:] >= ids[:-1]))
     order = None if ordered else np.argsort(ids, kind="stable")
@@ -283,7 +260,7 @@ def gather_rows(matrix: np.ndarray, ids: np.ndarray) -> np.ndarray:
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:  # gone or unreadable by name: the map still holds it
-        return np.asarray(matrix[ids], dtype=np.float32)
+        return None
     try:
         if hasattr(os, "posix_fadvise"):
             for offset, size in zip(offsets, sizes):
@@ -292,8 +269,7 @@ def gather_rows(matrix: np.ndarray, ids: np.ndarray) -> np.ndarray:
         at = 0
         for offset, size in zip(offsets, sizes):
             if not _read_exactly(fd, buffer[at:at + size], offset):
-                # The file is shorter than the map: it was replaced since. Trust the map.
-                return np.asarray(matrix[ids], dtype=np.float32)
+                return None  # the file is shorter than the map: it was replaced since
             at += size
     finally:
         os.close(fd)
