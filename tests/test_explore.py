@@ -53,6 +53,45 @@ def test_coverage_takes_one_typical_image_per_unvisited_cluster():
     assert set(clusters.assign[many[:6]].tolist()) == set(range(6))
 
 
+def _one_cluster(n=100, dim=8):
+    """One cluster whose rows are ever less typical: row i has closeness 1 - i / n."""
+    centroid = unit_rows(np.eye(dim, dtype=np.float32)[:1])
+    return explore.Clusters(centroid, np.zeros(n, np.int32), (1.0 - np.arange(n) / n).astype(np.float32), n)
+
+
+def test_a_cluster_that_holds_a_label_gives_images_drawn_across_it_not_its_next_most_typical():
+    clusters = _one_cluster()
+    allowed = np.ones(100, bool)
+    labeled = [0]  # its most typical image was labeled: the cluster has been visited
+    allowed[0] = False
+    rng = np.random.default_rng(0)
+    picks = []
+    for _ in range(30):  # one image a batch, each labeled before the next
+        (row,) = explore.coverage(clusters, allowed, clusters.centroids[0], np.array(labeled), 1, rng)
+        picks.append(int(row))
+        labeled.append(int(row))
+        allowed[row] = False
+    assert len(set(picks)) == 30 and 0 not in picks
+    # Typical-first would have given rows 1..30 and never the least typical tenth (a class
+    # too rare to own a cluster); drawn at random, the picks spread over the whole cluster.
+    assert picks != list(range(1, 31))
+    assert any(row >= 90 for row in picks) and max(picks) - min(picks) > 50
+
+
+def test_one_batch_never_takes_a_row_twice_and_an_unvisited_cluster_starts_with_its_most_typical():
+    clusters = _one_cluster()
+    allowed = np.ones(100, bool)
+    ids = explore.coverage(clusters, allowed, clusters.centroids[0], np.empty(0, np.int64), 20,
+                           np.random.default_rng(3))
+    assert ids[0] == 0  # no label in it yet: its most typical image first
+    assert len(ids) == 20 and len(set(ids.tolist())) == 20  # then at random, never row 0 again
+    # A mostly seen cluster: only what is left, each once.
+    allowed[:] = False
+    allowed[[7, 55, 99]] = True
+    ids = explore.coverage(clusters, allowed, clusters.centroids[0], np.array([0]), 5, np.random.default_rng(3))
+    assert sorted(ids.tolist()) == [7, 55, 99]
+
+
 def test_coverage_ranks_clusters_by_the_query_at_low_temperature():
     x, labels, _ = _blobs()
     clusters = explore.kmeans(x, 6)
