@@ -222,7 +222,8 @@ def coverage(clusters: Clusters, allowed: np.ndarray, query: np.ndarray, labeled
     of long-tailed copies of CIFAR-10 and Imagenette with mismatched prompts, typical-first
     found no positive in 100 labels in 40 of 100 runs, drawing at random in 23 (mean AP
     over 10-100 labels +0.131 on Imagenette, +0.011 on CIFAR-10; the balanced data sets
-    unchanged). Drawing even the first image at random lost 0.04 AP on the balanced ones.
+    unchanged). Drawing even the first image at random lost 0.024 on the balanced ones
+    (0.04-0.05 with mismatched prompts).
     See docs/benchmark.md, the within-cluster study.
     """
     allowed = np.asarray(allowed, bool)
