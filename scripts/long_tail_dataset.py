@@ -30,6 +30,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from localq.display import printable  # names as one safe line: undecodable bytes as \xff
+
 
 def kept_counts(sizes: dict[str, int], imbalance: float) -> dict[str, int]:
     """Images kept per class (sorted class order), geometric from the smallest class's size."""
@@ -91,12 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         counts = make_long_tail(args.src, args.dst, args.split, args.imbalance)
     except (ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable(exc)}", file=sys.stderr)
         return 1
     total = sum(kept for kept, _ in counts.values())
-    print(f"{args.dst}: split {args.split!r} thinned to {total} images (imbalance {args.imbalance:g})")
+    print(f"{printable(args.dst)}: split {printable(args.split)!r} thinned to {total} images (imbalance {args.imbalance:g})")
     for c, (kept, had) in counts.items():
-        print(f"  {c}\t{kept} of {had}\t{kept / total:.1%} of the pool")
+        print(f"  {printable(c)}\t{kept} of {had}\t{kept / total:.1%} of the pool")
     return 0
 
 

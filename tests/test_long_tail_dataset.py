@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -72,3 +74,21 @@ def test_bad_arguments_give_one_line_and_exit_1_without_touching_the_destination
         assert err.startswith("error: ") and err.count("\n") == 1, (argv, err)
     assert _names(existing) == ["keep.txt"]
     assert not any((tmp_path / f"out{i}").exists() for i in (1, 2, 3))
+
+
+def test_a_class_folder_whose_name_is_not_utf8_is_thinned_and_named_without_a_crash(tmp_path):
+    src = tmp_path / "src"
+    for split in ("train", "val"):
+        for name in (b"ok", b"bad\xff"):
+            folder = os.path.join(os.fsencode(src), split.encode(), name)
+            os.makedirs(folder)
+            for i in range(4):
+                with open(os.path.join(folder, b"f%d.jpg" % i), "wb") as f:
+                    f.write(b"%d" % i)
+    os.mkfifo(src / "train" / "ok" / "not-a-file.jpg")  # skipped, never opened
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}  # strict: a surrogate in print() would raise
+    done = subprocess.run([sys.executable, str(SCRIPT), str(src), str(tmp_path / "dst"), "--imbalance", "4"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "bad\\xff\t4 of 4" in done.stdout and "ok\t1 of 4" in done.stdout
+    assert len(os.listdir(os.path.join(os.fsencode(tmp_path), b"dst", b"train", b"bad\xff"))) == 4
