@@ -10,8 +10,8 @@ CIFAR-10-LT does (Cui et al. 2019): in sorted class order, class ``c`` of ``C`` 
 
 images of that split (at least 1, at most what it has), ``n_max`` being the smallest
 class's count so every class can give its share. Which images stay is fixed by the
-SHA-256 of each file's path under its class folder: the same copy on every machine, and
-no dependence on how files happen to be numbered. Other splits (the held-out one) are
+SHA-256 of each file's name: the same copy on every machine, and no dependence on how
+files happen to be numbered. Other splits (the held-out one) are
 kept whole, so AP is still measured on a balanced split.
 
 Files are hard links where the file system allows (no space, no copy of the data),
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 import os
 import shutil
 import sys
@@ -58,8 +59,8 @@ def _files(folder: Path) -> list[Path]:
 
 def make_long_tail(src: Path, dst: Path, split: str, imbalance: float) -> dict[str, tuple[int, int]]:
     """Write the long-tailed copy; returns {class: (kept, had)} for ``split``."""
-    if imbalance < 1:
-        raise ValueError("--imbalance must be at least 1 (1 keeps the classes as they are)")
+    if not math.isfinite(imbalance) or imbalance < 1:
+        raise ValueError("--imbalance must be a number of at least 1 (1 keeps the classes as they are)")
     pool = src / split
     if not pool.is_dir():
         raise ValueError(f"{pool} is not a folder: expected SRC/{split}/CLASS/FILE")
@@ -70,15 +71,19 @@ def make_long_tail(src: Path, dst: Path, split: str, imbalance: float) -> dict[s
     if not classes:
         raise ValueError(f"{pool} has no class folder with files in it")
     keep = kept_counts({c: len(files) for c, files in classes.items()}, imbalance)
-    for split_dir in sorted(d for d in src.iterdir() if d.is_dir()):
-        for class_dir in sorted(d for d in split_dir.iterdir() if d.is_dir()):
-            files = _files(class_dir)
-            if split_dir.name == split and class_dir.name in keep:
-                files = sorted(sorted(files, key=_order_key)[:keep[class_dir.name]])
-            out = dst / split_dir.name / class_dir.name
-            out.mkdir(parents=True, exist_ok=True)
-            for f in files:
-                _place(f, out / f.name)
+    try:
+        for split_dir in sorted(d for d in src.iterdir() if d.is_dir()):
+            for class_dir in sorted(d for d in split_dir.iterdir() if d.is_dir()):
+                files = _files(class_dir)
+                if split_dir.name == split and class_dir.name in keep:
+                    files = sorted(sorted(files, key=_order_key)[:keep[class_dir.name]])
+                out = dst / split_dir.name / class_dir.name
+                out.mkdir(parents=True, exist_ok=True)
+                for f in files:
+                    _place(f, out / f.name)
+    except BaseException:  # a full disk, an unreadable file, Ctrl-C: no half copy left to mistake for a whole one
+        shutil.rmtree(dst, ignore_errors=True)
+        raise
     return {c: (keep[c], len(files)) for c, files in classes.items()}
 
 

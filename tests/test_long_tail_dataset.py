@@ -67,13 +67,30 @@ def test_bad_arguments_give_one_line_and_exit_1_without_touching_the_destination
         [str(tmp_path / "missing"), str(tmp_path / "out1")],
         [str(src), str(tmp_path / "out2"), "--split", "nope"],
         [str(src), str(tmp_path / "out3"), "--imbalance", "0.5"],
+        [str(src), str(tmp_path / "out4"), "--imbalance", "nan"],
     ]
     for argv in cases:
         assert lt.main(argv) == 1
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1, (argv, err)
     assert _names(existing) == ["keep.txt"]
-    assert not any((tmp_path / f"out{i}").exists() for i in (1, 2, 3))
+    assert not any((tmp_path / f"out{i}").exists() for i in (1, 2, 3, 4))
+
+
+def test_a_copy_that_fails_half_way_leaves_no_destination_behind(lt, tmp_path, monkeypatch):
+    src = _dataset(tmp_path / "src", {"a": 5, "b": 5})
+    placed = []
+
+    def place_then_fail(source, target):
+        if len(placed) == 6:
+            raise OSError(28, "No space left on device")
+        placed.append(target)
+        os.link(source, target)
+
+    monkeypatch.setattr(lt, "_place", place_then_fail)
+    with pytest.raises(OSError):
+        lt.make_long_tail(src, tmp_path / "dst", "train", 2.0)
+    assert placed and not (tmp_path / "dst").exists()
 
 
 def test_a_class_folder_whose_name_is_not_utf8_is_thinned_and_named_without_a_crash(tmp_path):
