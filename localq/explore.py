@@ -300,10 +300,10 @@ class _AllowedMembers:
     def at_random(self, c: int, rng: np.random.Generator) -> int | None:
         """An allowed row not yet taken, uniformly at random among the cluster's."""
         rows = self.rows[self.starts[c]:self.starts[c + 1]]
+        if not len(rows):
+            return None
         n_allowed = len(self.allowed)
         for _ in range(self._RANDOM_TRIES):  # a few draws, when most of the cluster is allowed
-            if not len(rows):
-                return None
             row = int(rows[rng.integers(len(rows))])
             if row < n_allowed and self.allowed[row] and row not in self.taken:
                 return self._take(c, row)

@@ -74,9 +74,10 @@ def make_long_tail(src: Path, dst: Path, split: str, imbalance: float) -> dict[s
     try:
         for split_dir in sorted(d for d in src.iterdir() if d.is_dir()):
             for class_dir in sorted(d for d in split_dir.iterdir() if d.is_dir()):
-                files = _files(class_dir)
-                if split_dir.name == split and class_dir.name in keep:
-                    files = sorted(sorted(files, key=_order_key)[:keep[class_dir.name]])
+                if split_dir.name == split and class_dir.name in keep:  # listed above: not read again
+                    files = sorted(classes[class_dir.name], key=_order_key)[:keep[class_dir.name]]
+                else:
+                    files = _files(class_dir)
                 out = dst / split_dir.name / class_dir.name
                 out.mkdir(parents=True, exist_ok=True)
                 for f in files:

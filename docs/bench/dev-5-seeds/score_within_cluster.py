@@ -5,8 +5,7 @@ python score_within_cluster.py --default w1 w1 x1       the per-image study, aga
 
 Eight scenarios (the four balanced ones and their long-tailed copies); S4 over the balanced four, S8 over all eight."""
 import statistics as st, sys
-from score import B, coarse, print_coarse, print_random, random_curves, scenario_rows, violations
-BAL = ["cifar10-own", "cifar10-other", "imagenette-own", "imagenette-other"]
+from score import SC as BAL, coarse, print_coarse, print_random, random_curves, scenario_rows, violations
 LT = ["cifar10-lt-own", "cifar10-lt-other", "imagenette-lt-own", "imagenette-lt-other"]
 SC = BAL + LT
 def S(row, scenarios): return st.mean(row[sc]["m"] for sc in scenarios)
