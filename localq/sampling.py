@@ -51,22 +51,20 @@ WARMUP_POOL_PER_LABEL = 100
 # Boundary sampling settles its k picks exactly among this many per pick nearest the
 # threshold by the index's estimates (an IVF index estimates from its codes).
 SHORTLIST_PER_LABEL = 4
-# Cosine above which two images count as near-duplicates for ``diverse``.
-NEAR_DUPLICATE = 0.95
 
 
 # ``auto``: how a batch is shared between exploring and exploiting (see docs/benchmark.md).
-# Chosen with `localq bench --tune` (dev parts of the pools, seeds 0-1); the held-out splits
-# were not used. EXPLORE_COLD and TEMPERATURE: Imagenette dev, mismatched prompts.
-# EXPLORE_FIRST and TOP_SHARE: the mean AP at 10/20/50/100 labels over four dev scenarios
-# (CIFAR-10 and Imagenette, own and mismatched prompts), a rule fixed before the runs.
-AUTO_EXPLORE_FIRST = 0.5  # share of the first batch (nothing labeled yet) spent exploring
-#   (0.2, 0.3: mismatched prompts 0.02-0.04 AP worse; 0.7 and 1.0: no better overall)
+AUTO_EXPLORE_FIRST = 0.0  # share of the first batch (nothing labeled yet) spent exploring:
+#   none; the prompt's best come first, and exploration waits for a batch without a positive
 AUTO_EXPLORE_COLD = 0.9  # share of a batch spent exploring after an all-negative batch (0.7: worse)
-AUTO_TOP_SHARE = 0.0  # while exploiting: share of the batch from the top, the rest at the boundary
-#   (0.3 cost 0.015-0.02 AP on CIFAR-10 with either prompt and gained nothing on Imagenette)
+AUTO_TOP_SHARE = 0.5  # while refining: share of the batch from the top, the rest at the boundary
 AUTO_TEMPERATURE = 3.0  # how strongly the query ranks the clusters to explore (1: too strongly; 10: no better)
 COLD_BATCHES = 1  # this many batches in a row without a positive bring exploration back
+# Cosine above which an image counts as a near-copy (a burst shot, a re-encode, a crop) of one
+# already labeled or already in the batch; every strategy skips those. 1.0 turns it off.
+NEAR_COPY = 0.95
+
+PHASES = ("start", "exploring", "refining")
 
 
 @dataclass(frozen=True)
@@ -89,6 +87,64 @@ class Context:
         """No positive yet, or the last COLD_BATCHES batches held none."""
         recent = self.batch_positives[-COLD_BATCHES:]
         return self.positives() == 0 or (len(recent) == COLD_BATCHES and not any(recent))
+
+    def phase(self) -> str:
+        """``start`` before any batch was labeled, ``exploring`` after a batch without a
+        positive (until the next positive), ``refining`` otherwise."""
+        if not self.batch_positives and not len(self.labeled_ids):
+            return "start"
+        return "exploring" if self.cold() else "refining"
+
+
+class NearCopies:
+    """Picks distinct images: none a near-copy (cosine above ``threshold``) of an image
+    already labeled or already picked for this batch.
+
+    Each strategy hands it its candidates in order of preference; it keeps the first that
+    are distinct. The labeled rows are read once per batch (a few MB at 10,000 labels)."""
+
+    def __init__(self, matrix, labeled_ids, threshold: float = NEAR_COPY):
+        self.matrix, self.threshold = matrix, float(threshold)
+        ids = np.unique(np.asarray(labeled_ids, np.int64))
+        self.on = self.threshold < 1.0
+        self.kept = gather_rows(matrix, ids) if self.on and len(ids) else np.empty((0, 0), np.float32)
+        self.picked: list[int] = []
+        self.skipped = 0  # candidates passed over as near-copies, for reports
+
+    def take(self, ids, n: int) -> np.ndarray:
+        """Up to ``n`` of ``ids`` (in their order) that are distinct; they join the picked."""
+        ids = np.asarray(ids, np.int64)
+        taken = set(self.picked)
+        ids = ids[[int(i) not in taken for i in ids]] if taken else ids
+        if n <= 0 or not len(ids):
+            return ids[:0]
+        if not self.on:
+            out = ids[:n]
+            self.picked += [int(i) for i in out]
+            return out
+        rows = gather_rows(self.matrix, ids)
+        near = (rows @ self.kept.T).max(axis=1) > self.threshold if len(self.kept) else np.zeros(len(ids), bool)
+        chosen: list[int] = []
+        for j in range(len(ids)):
+            if near[j]:
+                self.skipped += 1
+                continue
+            chosen.append(j)
+            if len(chosen) == n:
+                break
+            # Later candidates must also be distinct from this one.
+            near[j + 1:] |= rows[j + 1:] @ rows[j] > self.threshold
+        out = ids[chosen]
+        self.kept = np.concatenate([self.kept, rows[chosen]]) if len(self.kept) else rows[chosen]
+        self.picked += [int(i) for i in out]
+        return out
+
+    def fill(self, ids, n: int) -> np.ndarray:
+        """``n`` more of ``ids`` not picked yet, copies or not: for when nothing distinct is left."""
+        taken = set(self.picked)
+        out = np.asarray([int(i) for i in ids if int(i) not in taken][:max(n, 0)], np.int64)
+        self.picked += [int(i) for i in out]
+        return out
 
 
 def _unit(w) -> np.ndarray:
@@ -126,90 +182,121 @@ def _estimated_raw(w, b, estimates) -> np.ndarray:
     return estimates * np.float32(np.linalg.norm(np.asarray(w, dtype=np.float32))) + np.float32(b)
 
 
-def _warmup(index, w, k, allowed, rng, pool) -> np.ndarray:
+def _distinct_best(nc: NearCopies, k: int, total: int, fetch) -> np.ndarray:
+    """``k`` distinct ids in the order ``fetch(n)`` ranks them (its best ``n``), asking for a
+    wider ranking while near-copies leave the batch short; near-copies fill what no
+    distinct image can."""
+    n, examined, got = min(total, 4 * k), 0, []
+    while True:
+        ids = fetch(n)
+        got.append(nc.take(ids[examined:], k - sum(map(len, got))))
+        examined = len(ids)
+        if sum(map(len, got)) >= k or n >= total or not len(ids):
+            break
+        n = min(total, 4 * n)
+    out = np.concatenate(got) if got else np.empty(0, np.int64)
+    if len(out) < k:
+        out = np.concatenate([out, nc.fill(ids, k - len(out))])
+    return out.astype(np.int64)
+
+
+def _top(index, w, k, allowed, nc: NearCopies) -> np.ndarray:
+    return _distinct_best(nc, k, int(allowed.sum()), lambda n: _search(index, w, n, allowed))
+
+
+def _warmup(index, w, k, allowed, rng, pool, nc: NearCopies) -> np.ndarray:
     ids, _ = _candidates(index, w, max(k, pool), allowed)
-    return np.sort(rng.choice(ids, size=k, replace=False))
+    order = rng.permutation(ids)
+    out = nc.take(order, k)
+    if len(out) < k:
+        out = np.concatenate([out, nc.fill(order, k - len(out))])
+    return np.sort(out)
 
 
-def _boundary(index, w, b, k, allowed, candidates) -> np.ndarray:
-    return _nearest_threshold(index, *_candidates(index, w, max(k, candidates), allowed), w, b, k)
+def _boundary(index, w, b, k, allowed, candidates, nc: NearCopies) -> np.ndarray:
+    return _nearest_threshold(index, *_candidates(index, w, max(k, candidates), allowed), w, b, k, nc)
 
 
-def _nearest_threshold(index, ids, estimates, w, b, k) -> np.ndarray:
-    """The ``k`` of ``ids`` whose score ``w.x + b`` is nearest 0 (ties: the better ranked).
+def _nearest_threshold(index, ids, estimates, w, b, k, nc: NearCopies) -> np.ndarray:
+    """The ``k`` distinct ``ids`` whose score ``w.x + b`` is nearest 0 (ties: the better ranked).
 
-    Chosen from the estimates, then settled exactly among the ``SHORTLIST_PER_LABEL * k``
-    nearest by estimate: only those rows are read from disk."""
-    near = np.argsort(np.abs(_estimated_raw(w, b, estimates)), kind="stable")[:SHORTLIST_PER_LABEL * k]
-    near = np.sort(near)  # ties keep the ranking's order, as the estimates' own sort did
-    exact = _raw_scores(index, ids[near], w, b)
-    return ids[near[np.argsort(np.abs(exact), kind="stable")[:k]]]
+    Ranked by the estimates, then settled exactly a shortlist of ``SHORTLIST_PER_LABEL * k``
+    at a time: only those rows are read from disk, and a further shortlist only where
+    near-copies left the batch short."""
+    order = np.argsort(np.abs(_estimated_raw(w, b, estimates)), kind="stable")
+    step = SHORTLIST_PER_LABEL * max(k, 1)
+    got: list[np.ndarray] = []
+    for start in range(0, len(order), step):
+        near = np.sort(order[start:start + step])  # ties keep the ranking's order
+        exact = _raw_scores(index, ids[near], w, b)
+        got.append(nc.take(ids[near[np.argsort(np.abs(exact), kind="stable")]], k - sum(map(len, got))))
+        if sum(map(len, got)) >= k:
+            break
+    out = np.concatenate(got) if got else np.empty(0, np.int64)
+    if len(out) < k:
+        out = np.concatenate([out, nc.fill(ids[order], k - len(out))])
+    return out.astype(np.int64)
 
 
-def _diverse(index, w, b, k, allowed, rng, candidates) -> np.ndarray:
+def _diverse(index, w, b, k, allowed, rng, candidates, nc: NearCopies) -> np.ndarray:
     ids, estimates = _candidates(index, w, max(k, candidates), allowed)
-    if len(ids) <= k:
-        return ids
     z = _estimated_raw(w, b, estimates).astype(np.float64)
     p = 0.5 * (1.0 + np.tanh(0.5 * z)) + 1e-12
     # Draw in order of exponential race keys: a weighted sample without replacement in
-    # one pass, so skipped near-duplicates are simply passed over.
-    order = np.argsort(rng.exponential(size=len(ids)) / p, kind="stable")
-    vecs = index.matrix()
-    chosen: list[int] = []
-    chosen_vecs = []
-    for i in order:
-        v = np.asarray(vecs[ids[i]], dtype=np.float32)
-        if chosen_vecs and float(np.max(np.stack(chosen_vecs) @ v)) > NEAR_DUPLICATE:
-            continue
-        chosen.append(int(ids[i]))
-        chosen_vecs.append(v)
-        if len(chosen) == k:
-            return np.asarray(chosen, dtype=np.int64)
-    # Everything left is a near-duplicate of the batch: fill with the likeliest of them.
-    taken = set(chosen)
-    rest = [int(ids[i]) for i in order if int(ids[i]) not in taken]
-    return np.asarray(chosen + rest[: k - len(chosen)], dtype=np.int64)
+    # one pass, so skipped near-copies are simply passed over.
+    order = ids[np.argsort(rng.exponential(size=len(ids)) / p, kind="stable")]
+    out = nc.take(order, k)
+    if len(out) < k:  # everything left is a near-copy: the likeliest of them
+        out = np.concatenate([out, nc.fill(order, k - len(out))])
+    return out.astype(np.int64)
 
 
-def _auto(index, w, b, k, allowed, rng, ctx: Context, candidates, pool) -> np.ndarray:
+def _auto(index, w, b, k, allowed, rng, ctx: Context, candidates, nc: NearCopies) -> np.ndarray:
+    """The prompt's best first; explore after a batch without a positive, until the next
+    positive; otherwise refine: ``top_share`` of the batch from the top, the rest at the
+    boundary (module docstring)."""
     from localq.explore import coverage
 
-    unfitted = is_unfitted(w, b)
-    if ctx.cold():
-        share = ctx.explore_first if len(ctx.batch_positives) == 0 else ctx.explore_cold
-        n_explore = int(round(share * k))
-        if n_explore:
-            if ctx.clusters is not None:
-                explore = coverage(ctx.clusters, allowed, w, ctx.labeled_ids, n_explore, rng,
-                                   temperature=ctx.temperature)
-            else:
-                explore = _random(n_explore, allowed, rng)
+    phase = ctx.phase()
+    if phase == "refining" and not is_unfitted(w, b):
+        n_top = int(round(ctx.top_share * k))
+        # One search serves both parts: its best rows give the top part, and the rest are
+        # the candidates ``_boundary`` would search for.
+        ids, estimates = _candidates(index, w, n_top + max(k - n_top, candidates), allowed)
+        top = nc.take(ids, n_top)
+        rest = ~np.isin(ids, top)
+        m = min(k - len(top), int(rest.sum()))
+        edge = _nearest_threshold(index, ids[rest], estimates[rest], w, b, m, nc) if m > 0 else ids[:0]
+        return np.concatenate([top, edge]).astype(np.int64)
+    share = ctx.explore_first if phase == "start" else ctx.explore_cold
+    n_explore = int(round(share * k))
+    explore = np.empty(0, np.int64)
+    if n_explore:
+        if ctx.clusters is not None:
+            # Twice what is wanted, so near-copies of labeled images can be passed over.
+            offered = coverage(ctx.clusters, allowed, w, ctx.labeled_ids, 2 * n_explore, rng,
+                               temperature=ctx.temperature)
         else:
-            explore = np.empty(0, np.int64)
-        rest = allowed.copy()
-        rest[explore] = False
-        m = min(k - len(explore), int(rest.sum()))
-        if m <= 0:
-            return explore
-        # The exploit part: the query's best (a warm-up draw among them while unfitted).
-        exploit = _warmup(index, w, m, rest, rng, pool) if unfitted else _search(index, w, m, rest)
-        return np.concatenate([exploit, explore]).astype(np.int64)
-    if unfitted:  # positives but no fit (cannot happen from the trainer): treat as a prompt
-        return _warmup(index, w, k, allowed, rng, pool)
-    n_top = int(round(ctx.top_share * k))
-    # One search serves both parts: its first n_top rows are the top part, and the next
-    # ``candidates`` are the best of the rest, which is what ``_boundary`` would search for.
-    ids, estimates = _candidates(index, w, n_top + max(k - n_top, candidates), allowed)
-    top, pool = ids[:n_top], ids[n_top:]
-    m = min(k - len(top), len(pool))
-    edge = _nearest_threshold(index, pool, estimates[n_top:], w, b, m) if m > 0 else pool[:0]
-    return np.concatenate([top, edge]).astype(np.int64)
+            offered = rng.permutation(np.flatnonzero(allowed))[:4 * n_explore]
+        explore = nc.take(offered, n_explore)
+    rest = allowed.copy()
+    rest[explore] = False
+    m = min(k - len(explore), int(rest.sum()))
+    if m <= 0:
+        return explore
+    return np.concatenate([_top(index, w, m, rest, nc), explore]).astype(np.int64)
 
 
-def _random(k, allowed, rng) -> np.ndarray:
+def _random(k, allowed, rng, nc: NearCopies) -> np.ndarray:
     pool = np.flatnonzero(allowed)
-    return np.sort(rng.choice(pool, size=min(k, pool.size), replace=False)).astype(np.int64)
+    order = rng.choice(pool, size=min(4 * k, pool.size), replace=False)
+    out = nc.take(order, k)
+    if len(out) < k and len(order) < pool.size:  # near-copies everywhere: look at all of them
+        order = rng.permutation(pool)
+        out = np.concatenate([out, nc.take(order, k - len(out))])
+    if len(out) < k:
+        out = np.concatenate([out, nc.fill(order, k - len(out))])
+    return np.sort(out).astype(np.int64)
 
 
 def select(
@@ -224,6 +311,8 @@ def select(
     candidates: int = DEFAULT_CANDIDATES,
     warmup_pool: int | None = None,
     context: Context | None = None,
+    labeled: np.ndarray | None = None,
+    near_copy: float = NEAR_COPY,
 ) -> np.ndarray:
     """Ids (int64) of ``min(k, allowed.sum())`` distinct allowed images to label next.
 
@@ -231,7 +320,9 @@ def select(
     ``ntotal``);
     ``allowed`` is a bool mask over its rows; ``rng`` drives the random strategies.
     ``context`` is what ``auto`` reads (labels so far, clusters); without it, ``auto``
-    acts as on a fresh session without clusters.
+    acts as on a fresh session without clusters. ``labeled`` (default: the context's
+    labeled ids) are the images whose near-copies (cosine above ``near_copy``) are
+    skipped, as are near-copies within the batch; ``near_copy=1`` turns that off.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown sampling strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
@@ -241,15 +332,18 @@ def select(
     k = min(int(k), int(allowed.sum()))
     if k <= 0:
         return np.empty(0, dtype=np.int64)
+    context = context or Context()
+    labeled = context.labeled_ids if labeled is None else labeled
+    nc = NearCopies(index.matrix(), labeled, near_copy)
     if strategy == "random":
-        return _random(k, allowed, rng)
+        return _random(k, allowed, rng, nc)
     if strategy == "top":
-        return _search(index, w, k, allowed)
-    pool = WARMUP_POOL_PER_LABEL * k if warmup_pool is None else warmup_pool
+        return _top(index, w, k, allowed, nc)
     if strategy == "auto":
-        return _auto(index, w, b, k, allowed, rng, context or Context(), candidates, pool)
+        return _auto(index, w, b, k, allowed, rng, context, candidates, nc)
+    pool = WARMUP_POOL_PER_LABEL * k if warmup_pool is None else warmup_pool
     if is_unfitted(w, b):
-        return _warmup(index, w, k, allowed, rng, pool)
+        return _warmup(index, w, k, allowed, rng, pool, nc)
     if strategy == "boundary":
-        return _boundary(index, w, b, k, allowed, candidates)
-    return _diverse(index, w, b, k, allowed, rng, candidates)
+        return _boundary(index, w, b, k, allowed, candidates, nc)
+    return _diverse(index, w, b, k, allowed, rng, candidates, nc)

@@ -243,14 +243,23 @@ class Trainer(Scoring, ColdStartActions):
             w, b = unit(w), 0.0
         pool = self._pool_mask()  # read once: the unseen mask and auto's clusters both start from it
         context = self._auto_context(pool) if strategy == "auto" else None
-        ids = select(strategy, self.collection.searcher, w, b, k, pool & ~self._seen_mask(), rng, context=context)
+        labels = self.labels()
+        ids = select(strategy, self.collection.searcher, w, b, k, pool & ~self._seen_mask(), rng, context=context,
+                     labeled=np.fromiter(labels, dtype=np.int64, count=len(labels)),
+                     near_copy=self.settings.near_copy)
         return self._set_pending(ids, strategy)
 
-    def _auto_context(self, pool: np.ndarray | None = None) -> sampling.Context:
-        """What ``auto`` reads: labels so far, positives per labeled round, ``pool``'s clusters."""
+    def phase(self) -> str:
+        """What ``auto`` does next: ``start`` (the prompt's best), ``exploring`` (a batch came
+        back without a positive) or ``refining`` (sampling.Context.phase)."""
+        return self._auto_context(clusters=False).phase()
+
+    def _auto_context(self, pool: np.ndarray | None = None, *, clusters: bool = True) -> sampling.Context:
+        """What ``auto`` reads: labels so far, positives per labeled round, ``pool``'s clusters
+        (left out with ``clusters=False``: they cost a k-means on first use)."""
         from localq.explore import collection_clusters
 
-        pool = self._pool_mask() if pool is None else pool
+        pool = self._pool_mask() if pool is None and clusters else pool
         labels = self.labels()
         per_round: dict[int, int] = {}
         for round_no, _image, score in self.label_history():
@@ -261,7 +270,8 @@ class Trainer(Scoring, ColdStartActions):
             labeled_scores=np.fromiter(labels.values(), dtype=np.float32, count=len(labels)),
             batch_positives=tuple(per_round[r] for r in sorted(per_round)),
             # A pool restricted to a split (a benchmark) is also what the clusters are fitted on.
-            clusters=collection_clusters(self.collection, pool if s.pool_split is not None else None),
+            clusters=collection_clusters(self.collection, pool if s.pool_split is not None else None)
+            if clusters else None,
             explore_first=s.explore_first, explore_cold=s.explore_cold, top_share=s.top_share,
             temperature=s.explore_temperature,
         )

@@ -41,6 +41,7 @@ class Settings:
     explore_cold: float = sampling.AUTO_EXPLORE_COLD
     top_share: float = sampling.AUTO_TOP_SHARE
     explore_temperature: float = sampling.AUTO_TEMPERATURE
+    near_copy: float = sampling.NEAR_COPY  # cosine above which an unseen image counts as a copy of a labeled one
     exclude_dev: bool = False  # leave the pool split's dev part (localq.devsplit) out: bench --tune
 
     @classmethod

@@ -18,8 +18,7 @@ def test_a_trainers_default_settings_carry_the_sampling_defaults():
         sampling.AUTO_EXPLORE_FIRST, sampling.AUTO_EXPLORE_COLD, sampling.AUTO_TOP_SHARE, sampling.AUTO_TEMPERATURE)
 
 
-def test_by_default_auto_exploits_at_the_boundary_once_positives_come_back():
-    """top_share 0 was chosen on dev: an exploiting batch is boundary's batch."""
+def test_by_default_auto_refines_half_from_the_top_half_at_the_boundary():
     x, _, _ = _blobs(n_clusters=6, per=50)
     index = FakeIndex(x)
     clusters = explore.kmeans(x, 6)
@@ -29,20 +28,35 @@ def test_by_default_auto_exploits_at_the_boundary_once_positives_come_back():
     allowed[labeled] = False
     warm = Context(labeled_ids=labeled, labeled_scores=np.r_[1.0, -np.ones(9)].astype(np.float32),
                    batch_positives=(1,), clusters=clusters)
-    assert not warm.cold()
-    ids = select("auto", index, w, b, 10, allowed, np.random.default_rng(0), context=warm)
-    assert ids.tolist() == select("boundary", index, w, b, 10, allowed, np.random.default_rng(0)).tolist()
+    assert warm.phase() == "refining"
+    ids = select("auto", index, w, b, 10, allowed, np.random.default_rng(0), context=warm, near_copy=1.0)
+    top = select("top", index, w, b, 5, allowed, np.random.default_rng(0), near_copy=1.0)
+    rest = allowed.copy()
+    rest[top] = False
+    edge = select("boundary", index, w, b, 5, rest, np.random.default_rng(0), near_copy=1.0)
+    assert ids.tolist() == top.tolist() + edge.tolist()
 
 
-def test_by_default_the_first_batch_still_explores_half():
-    """A mismatched prompt needs the first batch's exploration (0.2 and 0.3 were worse on dev)."""
+def test_by_default_the_first_batch_is_the_prompts_best():
+    """Exploration waits until a batch comes back without a positive."""
     x, _, _ = _blobs(n_clusters=6, per=50)
     index = FakeIndex(x)
     clusters = explore.kmeans(x, 6)
     w = clusters.centroids[0]  # an unfitted prompt: unit norm, zero bias
+    assert Context(clusters=clusters).phase() == "start"
     ids = select("auto", index, w, 0.0, 10, np.ones(len(x), bool), np.random.default_rng(0),
-                 warmup_pool=20, context=Context(clusters=clusters))
-    assert len(set(ids.tolist())) == 10
-    # The prompt's own half comes from its best 20 (all in its cluster); the explore half
-    # reaches the clusters it does not.
-    assert len(set(clusters.assign[ids].tolist())) >= 5
+                 context=Context(clusters=clusters), near_copy=1.0)
+    assert ids.tolist() == select("top", index, w, 0.0, 10, np.ones(len(x), bool), np.random.default_rng(0),
+                                  near_copy=1.0).tolist()
+
+
+def test_a_batch_without_a_positive_starts_exploring_and_the_next_positive_ends_it():
+    labeled = np.arange(10)
+    cold = Context(labeled_ids=labeled, labeled_scores=-np.ones(10, np.float32), batch_positives=(0,))
+    assert cold.phase() == "exploring"
+    found = Context(labeled_ids=np.arange(20), labeled_scores=np.r_[-np.ones(19), 1.0].astype(np.float32),
+                    batch_positives=(0, 1))
+    assert found.phase() == "refining"
+    relapse = Context(labeled_ids=np.arange(30), labeled_scores=np.r_[-np.ones(19), 1.0, -np.ones(10)].astype(
+        np.float32), batch_positives=(0, 1, 0))
+    assert relapse.phase() == "exploring"

@@ -177,11 +177,11 @@ def test_auto_explores_while_cold_and_exploits_once_positives_come_back():
     warm = Context(labeled_ids=neg, labeled_scores=np.r_[1.0, -np.ones(9)].astype(np.float32),
                    batch_positives=(0, 1), **ctx)
     assert not warm.cold()
-    ids = select("auto", index, w, b, k, allowed, rng, context=warm)
-    top = select("top", index, w, b, 3, allowed, rng)
+    ids = select("auto", index, w, b, k, allowed, rng, context=warm, near_copy=1.0)
+    top = select("top", index, w, b, 3, allowed, rng, near_copy=1.0)
     rest = allowed.copy()
     rest[top] = False
-    edge = select("boundary", index, w, b, 7, rest, rng)
+    edge = select("boundary", index, w, b, 7, rest, rng, near_copy=1.0)
     assert ids.tolist() == top.tolist() + edge.tolist()
 
     # Positives exist but the latest batch came back all negative: explore again.

@@ -114,25 +114,57 @@ def test_boundary_settles_estimated_candidates_exactly_reading_only_a_shortlist(
     idx = EstimatingIndex(vecs, noise=5e-4)
     w = np.array([10.0, 0.0], np.float32)
     b = -float(vecs[1000] @ w)
-    ids = select("boundary", idx, w, b, 5, np.ones(len(x), bool), np.random.default_rng(0), candidates=2001)
+    ids = select("boundary", idx, w, b, 5, np.ones(len(x), bool), np.random.default_rng(0), candidates=2001,
+                 near_copy=1.0)  # two-dimensional rows: every pair is a near-copy
     exact = np.abs(vecs @ w + b)
     assert set(ids.tolist()) == set(np.argsort(exact)[:5].tolist())  # the exact nearest, not the estimates'
     assert idx.rows_read == SHORTLIST_PER_LABEL * 5  # of 2,001 candidates
 
 
-def test_diverse_avoids_near_duplicates():
+def test_every_strategy_skips_near_copies_within_the_batch():
     rng = np.random.default_rng(0)
-    base = unit_rows(rng.normal(size=(20, 32)))
+    base = unit_rows(rng.normal(size=(40, 32)))
     w = base[0].copy()
-    # The 10 best-scoring rows are near-copies of one vector.
+    # The 10 best-scoring rows are near-copies of one vector (a burst of one scene).
     dups = unit_rows(base[0] + 0.01 * rng.normal(size=(10, 32)))
     idx = FakeIndex(np.concatenate([dups, base[1:]]))
     allowed = np.ones(idx.ntotal, dtype=bool)
-    top = select("top", idx, w, 0.0, 5, allowed, rng)
+    # With the check off, top takes the burst whole; with it on, one shot of it.
+    assert (select("top", idx, w, 0.0, 5, allowed, rng, near_copy=1.0) < 10).all()
+    assert (select("top", idx, w, 0.0, 5, allowed, rng) < 10).sum() == 1
     # A fitted classifier (not a unit start query) that calls everything positive.
-    diverse = select("diverse", idx, 20 * w, 5.0, 5, allowed, rng)
-    assert (top < 10).all()
-    assert (diverse < 10).sum() <= 2
+    for strategy in ("auto", "boundary", "diverse", "random"):
+        ids = select(strategy, idx, 20 * w, 5.0, 5, allowed, np.random.default_rng(1))
+        assert len(ids) == 5 and (ids < 10).sum() <= 1, strategy
+
+
+def test_every_strategy_skips_near_copies_of_labeled_images():
+    from localq.sampling import Context
+
+    rng = np.random.default_rng(0)
+    base = unit_rows(rng.normal(size=(60, 32)))
+    copies = unit_rows(base[:20] + 0.01 * rng.normal(size=(20, 32)))  # one near-copy of each of rows 0-19
+    idx = FakeIndex(np.concatenate([base, copies]))
+    labeled = np.arange(20)
+    allowed = np.ones(idx.ntotal, dtype=bool)
+    allowed[labeled] = False
+    w = unit_rows(base[:20].sum(axis=0, keepdims=True))[0]  # a query that ranks the labeled scenes first
+    ctx = Context(labeled_ids=labeled, labeled_scores=np.r_[np.ones(10), -np.ones(10)].astype(np.float32),
+                  batch_positives=(10, 0, 1))
+    for strategy in ("auto", "top", "boundary", "diverse", "random"):
+        ids = select(strategy, idx, 3 * w, -1.0, 10, allowed, np.random.default_rng(2), context=ctx)
+        assert len(ids) == 10 and not (ids >= 60).any(), (strategy, ids)
+        off = select(strategy, idx, 3 * w, -1.0, 10, allowed, np.random.default_rng(2), context=ctx, near_copy=1.0)
+        if strategy == "top":
+            assert (off >= 60).sum() >= 5  # the copies rank first without the check
+
+
+def test_near_copies_fill_the_batch_when_nothing_else_is_left():
+    rng = np.random.default_rng(0)
+    burst = unit_rows(np.ones((1, 16)) + 0.001 * rng.normal(size=(12, 16)))
+    idx = FakeIndex(burst)
+    ids = select("top", idx, burst[0], 0.0, 5, np.ones(12, bool), rng)
+    assert len(set(ids.tolist())) == 5
 
 
 def test_random_is_reproducible_with_a_seed(index):

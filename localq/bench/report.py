@@ -42,6 +42,8 @@ def summarize(result: BenchResult) -> list[dict]:
             "classes": len(rows),
             "batch_precision": _nanmean([r.batch_precision for r in rows]),
             "positives_per_label": _nanmean([r.positives_per_label for r in rows]),
+            "repeats_per_100": _nanmean([100.0 * getattr(r, "repeats", 0) / r.labels if r.labels else None
+                                         for r in rows]),
         })
     order = {m["name"]: i for i, m in enumerate(result.methods)}
     out = []
@@ -49,7 +51,7 @@ def summarize(result: BenchResult) -> list[dict]:
         ap_mean, ap_sd = _mean_sd([s["ap"] for s in seeds])
         entry = {"method": method, "round": round_no, "labels": int(round(np.mean([s["labels"] for s in seeds]))),
                  "seeds": len(seeds), "classes": seeds[0]["classes"], "ap_mean": ap_mean, "ap_sd": ap_sd}
-        for key in ("batch_precision", "positives_per_label"):
+        for key in ("batch_precision", "positives_per_label", "repeats_per_100"):
             vals = [s[key] for s in seeds if s[key] is not None]
             entry[f"{key}_mean"], entry[f"{key}_sd"] = _mean_sd(vals) if vals else (None, None)
         out.append(entry)
@@ -184,6 +186,12 @@ def markdown(result: BenchResult, summary: list[dict], budgets=DEFAULT_BUDGETS, 
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for m in loops:
             cells = [_fmt(_at(summary, m["name"], b), "positives_per_label") for b in budgets]
+            lines.append(f"| {_label(m, result)} | " + " | ".join(cells) + " |")
+        lines += ["", "Labels spent on a scene already labeled (a near-copy of an image labeled before or in "
+                      "the same batch; scripts/burst_dataset.py names them), per 100 labels:", ""]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for m in loops:
+            cells = [_fmt(_at(summary, m["name"], b), "repeats_per_100") for b in budgets]
             lines.append(f"| {_label(m, result)} | " + " | ".join(cells) + " |")
     lines += _comparisons(result, summary, budgets)
     lines += _robustness(result, budgets[-1] if budgets else 0)

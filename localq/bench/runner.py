@@ -34,6 +34,7 @@ import numpy as np
 
 from localq.bench.datasets import BenchDataError, class_names
 from localq.bench.labeler import labeler_for
+from localq.bench.scenes import scene_of
 from localq.errors import LocalqError
 
 BENCH_PREFIX = "bench."
@@ -96,6 +97,7 @@ class Row:
     positives: int  # target-class images labeled so far
     positives_per_label: float | None
     prompt: str | None = None  # the start prompt of this run (round 0 rows)
+    repeats: int = 0  # labels so far on a scene already labeled (a near-copy; localq.bench.scenes)
 
 
 @dataclass
@@ -319,7 +321,8 @@ def _one_run(trainer, labeler, method: Method, seed: int, rounds: int, evaluate,
     target = labeler.target
     ap, precision, recall = evaluate(trainer.weights, trainer.bias)
     rows = [Row(dataset, target, class_name, method.name, seed, 0, 0, ap, precision, recall, None, 0, None, prompt)]
-    n_labels = positives = 0
+    n_labels = positives = repeats = 0
+    scenes: set[str] = set()
     for round_no in range(1, rounds + 1):
         hits = timer("next_batch", trainer.next_batch)
         if not hits:
@@ -330,8 +333,12 @@ def _one_run(trainer, labeler, method: Method, seed: int, rounds: int, evaluate,
         in_class = sum(1 for h in hits if h.label == target)
         n_labels += len(hits)
         positives += in_class
+        for h in hits:
+            scene = scene_of(h.path)
+            repeats += scene in scenes
+            scenes.add(scene)
         rows.append(Row(dataset, target, class_name, method.name, seed, round_no, n_labels, ap, precision,
-                        recall, in_class / len(hits), positives, positives / n_labels))
+                        recall, in_class / len(hits), positives, positives / n_labels, repeats=repeats))
         tick()
     tick(rounds - (len(rows) - 1))  # rounds skipped on an exhausted pool still count as done
     return rows
