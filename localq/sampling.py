@@ -1,24 +1,33 @@
 """Batch selection: which unseen images a round shows the labeler.
 
-- ``top``: the article's choice, the k highest ``w.x``. It finds positives, but they are
-  the ones the query already ranks first, near-copies of each other, so they teach the
-  classifier little (measured: ~100% batch precision, yet the worst AP of the four).
+- ``top``: the article's choice, the k highest ``w.x``. It finds positives, but the ones
+  the query already ranks first, so alone it teaches the classifier little.
 - ``boundary``: the k images whose score ``w.x + b`` is nearest the decision threshold
   (uncertainty sampling): what the classifier is least sure of, positives it ranks too
-  low and negatives it ranks too high. The best AP per label once positives exist.
+  low and negatives it ranks too high.
 - ``diverse``: k images drawn at random among the likely positives, each with
-  probability proportional to ``sigmoid(w.x + b)``, near-duplicates of an image already
-  drawn skipped. The batch spreads over the whole positive region instead of piling up
-  at its top.
+  probability proportional to ``sigmoid(w.x + b)``. The batch spreads over the whole
+  positive region instead of piling up at its top.
 - ``random``: uniform over the allowed images (the benchmark's control).
-- ``auto`` (the default): reads the situation from the labels so far
-  (:class:`Context`). Before any positive exists, and again whenever the last
-  ``COLD_BATCHES`` batches held no positive, it *explores*: most of the batch covers the
-  collection's k-means clusters (``localq.explore.coverage``: clusters not labeled yet
-  first, ranked softly by the query), the rest exploits the query, so a working prompt
-  is not wasted. Once positives come back it *exploits*: by default the whole batch at
-  the ``boundary`` (what the classifier is least sure of); ``top_share`` can give part of
-  it to ``top`` (the query's best). The shares were chosen on dev splits (docs/benchmark.md).
+- ``auto`` (the default) reads the session so far (:class:`Context`) and is in one of
+  three phases (``Context.phase``):
+
+  * ``start`` (nothing labeled yet): the query's best, as ``top``. A prompt the encoder
+    understands puts most positives there, and the person sees at once whether it works;
+  * ``exploring`` (the last ``COLD_BATCHES`` batches held no positive): most of the
+    batch covers the collection's k-means clusters (``localq.explore.coverage``:
+    clusters not labeled yet first, ranked softly by the query), the rest is the query's
+    best, until a batch brings a positive back;
+  * ``refining``: ``top_share`` of the batch from the query's best, the rest at the
+    ``boundary``.
+
+  The shares were chosen on dev splits (docs/benchmark.md).
+
+Every strategy skips *near-copies* (``NearCopies``): an image whose cosine to an image
+already labeled, or already in the batch, is above ``near_copy``. Photo collections hold
+bursts of one scene, and a strategy that exploits would otherwise spend label after
+label on what the person has in effect labeled already. Where nothing distinct is left,
+near-copies fill the batch.
 
 A query that has never been fitted (unit norm and zero bias, as a prompt or an example
 image starts) has no calibrated threshold, so ``boundary`` and ``diverse`` then draw k
