@@ -1,7 +1,7 @@
 """IvfIndex: recall against exact brute force under seen sets, the VectorIndex search
 contract, and the fallback chain (widened nprobe, then exact) on real FAISS.
 
-Synthetic data as in FAISS-NOTES: Gaussian clusters on the unit sphere; "random" seen
+Synthetic data as in docs/faiss-notes.md: Gaussian clusters on the unit sphere; "random" seen
 sets and "near" ones (the query's own nearest rows, what a labeling loop produces)."""
 
 import numpy as np
@@ -131,7 +131,7 @@ class RecordingIndex:
 
 def test_probed_lists_all_seen_widen_nprobe_and_return_full_correct_results(data):
     # Only the rows farthest from the query are allowed: every list near it is seen,
-    # so FAISS answers -1 rows (FAISS-NOTES pitfall 6) until nprobe reaches them.
+    # so FAISS answers -1 rows (docs/faiss-notes.md, pitfall 6) until nprobe reaches them.
     index, x, queries = data
     q = queries[2]
     allowed = np.zeros(N, dtype=bool)
