@@ -275,7 +275,7 @@ def public_dir(tmp_path):
 
 
 def _chmod_tree(root, dir_mode, file_mode):
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, _dirnames, filenames in os.walk(root):
         os.chmod(dirpath, dir_mode)
         for name in filenames:
             os.chmod(os.path.join(dirpath, name), file_mode)
