@@ -62,12 +62,14 @@ def assert_contract(ids, scores, x, q, k, allowed, exact=True):
         np.testing.assert_allclose(scores, x[ids] @ q, rtol=0, atol=1e-5)  # exact, re-ranked
 
 
+@pytest.mark.slow
 def test_nlist_follows_four_sqrt_n(data):
     index, _, _ = data
     assert index.nlist == default_nlist(N) == round(4 * np.sqrt(N))
     assert default_nlist(100) == 2  # never more lists than k-means can train
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["random", "near"])
 @pytest.mark.parametrize("fraction", [0.0, 0.01, 0.05, 0.5, 0.99])
 def test_recall_at_10_against_exact(data, kind, fraction):

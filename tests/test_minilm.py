@@ -1,10 +1,13 @@
 """localq's NumPy MiniLM against the sentence-transformers reference it replaces."""
 
 import numpy as np
+import pytest
 import sentence_transformers  # the reference: in the test extra only, never a runtime dependency
 
 from localq.encoders.lite import _minilm_dir
 from localq.encoders.minilm import MAX_TOKENS, load_minilm
+
+pytestmark = pytest.mark.slow  # loads sentence-transformers and the real MiniLM
 
 TEXTS = [
     "a golf ball", "a photo of a dog", "dogs in the snow", "", "Ünïcödé café 日本語 😀",

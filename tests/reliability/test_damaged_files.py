@@ -22,6 +22,8 @@ from reliability.helpers import (
     assert_one_line_error, run_cli, snapshot, vectors_match_images, write_folder,
 )
 
+pytestmark = pytest.mark.slow  # runs every command in a subprocess per damaged file
+
 damaged = pytest.mark.reliability("damaged files")
 permissions = pytest.mark.reliability("permissions")
 
