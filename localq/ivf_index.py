@@ -10,13 +10,13 @@ can wait for (about 80 ms per million 512-d rows on the 2-core machine, so ~0.8 
 reads only the ``nprobe`` lists nearest the query, and 8-bit scalar quantization keeps
 one byte per dimension: 10M x 512 is about 5.2 GB of codes and ids, where IVF-Flat would
 hold the 20 GB again. HNSW is not an option: under a selector it lost the "near" results
-entirely (FAISS-NOTES pitfall 5). IVF honours ``IDSelectorBitmap`` (packed with
+entirely (docs/faiss-notes.md, pitfall 5). IVF honours ``IDSelectorBitmap`` (packed with
 ``bitorder="little"``, pitfall 1), which costs one bit per row to build per call (about
 1-5 ms at 10M rows). ``nlist`` is ~4*sqrt(n), as autofaiss picks it, and k-means trains
 on a sample of about 50 rows per list: training on every row took 207 s at 1M.
 
 Why re-rank. SQ8 scores are off by a little, enough to swap neighbours near the k-th
-place (recall 0.98 at 1M without re-ranking, FAISS-NOTES). The index over-fetches
+place (recall 0.98 at 1M without re-ranking, docs/faiss-notes.md). The index over-fetches
 ``rerank * k`` candidates (past 256 results, one more per result) and scores them
 again with the float rows, which may be an ``np.memmap`` of the collection's vectors:
 only the candidates' rows are read. Where the best rows' scores lie closer together

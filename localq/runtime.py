@@ -10,7 +10,7 @@ import sys
 
 # numpy's OpenBLAS pool and faiss's OpenMP pool spin-wait for work by default; on a
 # 2-core machine a faiss search right after a numpy product then ran ~1.8x slower
-# (FAISS-NOTES pitfall 4). Passive waiting removes the collision.
+# (docs/faiss-notes.md, pitfall 4). Passive waiting removes the collision.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 

@@ -3,7 +3,7 @@
 Row position == id == SQLite ``images.id``. Rows are never removed: callers exclude rows
 with the ``allowed`` mask instead. The rows are memory-mapped from vectors.npy
 (vector_file.py), so NumPy and BLAS read them in place and nothing loads them all into
-RAM. HNSW and IVF lose results under a selector (FAISS-NOTES pitfalls 5 and 6); the
+RAM. HNSW and IVF lose results under a selector (docs/faiss-notes.md, pitfalls 5 and 6); the
 approximate index past a size is ivf_index.py, which re-ranks from these rows.
 
 One query (``search``), measured by ``scripts/bench_search.py``:
@@ -11,7 +11,7 @@ One query (``search``), measured by ``scripts/bench_search.py``:
   matrix-vector product over every row (``X @ q``, the bandwidth floor itself), the
   disallowed scores set to -inf, and ``argpartition``. On an idle 2-core machine FAISS's
   flat scan had run at 1.8-2.0x that floor at 1M rows (one OpenMP thread cannot pull
-  the bandwidth OpenBLAS's two threads do; FAISS-NOTES pitfall 3). The top-k selection
+  the bandwidth OpenBLAS's two threads do; docs/faiss-notes.md, pitfall 3). The top-k selection
   costs 5-10% of the product;
 - below it, the allowed rows are gathered in blocks and scored: that reads only them,
   so its cost follows the allowed fraction (a few percent of the floor at 99% seen),

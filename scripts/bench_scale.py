@@ -4,7 +4,7 @@ Issue 12's targets, for a 10M x 512 collection: a filtered top-k in <= 20 ms at
 recall@10 >= 0.95 against exact search, in <= 8 GB of resident memory.
 
 Data: N x 512 float32 unit vectors (100 Gaussian clusters on the sphere, as in
-FAISS-NOTES), written a chunk at a time to ``WORK/vectors.npy`` and memory-mapped, the way
+docs/faiss-notes.md), written a chunk at a time to ``WORK/vectors.npy`` and memory-mapped, the way
 a collection's vectors would be. The IVF index is saved as ``WORK/index.ivf`` and reused
 on the next run with the same ``--work`` (``--rebuild`` to train again). Queries are like
 a classifier's weights: near a cluster centre, not stored rows. Seen sets: "random" ids,

@@ -105,7 +105,7 @@ def time_to_first_batch(args: list[str], env: dict, cwd: Path, timeout: float) -
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-        raise SystemExit(f"localq {' '.join(args)}: no first batch within {timeout:.0f} s")
+        raise SystemExit(f"localq {' '.join(args)}: no first batch within {timeout:.0f} s") from None
     finally:
         os.close(master)
     if not mark.exists():

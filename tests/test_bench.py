@@ -20,6 +20,8 @@ from localq.bench.report import load_result, summarize, write_reports
 from localq.bench.runner import BENCH_PREFIX, BenchConfig, run_benchmark
 from localq.metrics import average_precision
 
+pytestmark = pytest.mark.slow  # runs the benchmark
+
 
 def _unit(x: np.ndarray) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)

@@ -18,6 +18,8 @@ from localq.metrics import average_precision
 from conftest import with_rows_replaced
 from test_bench import clusters, small_config
 
+pytestmark = pytest.mark.slow  # runs benchmark loops
+
 
 def test_dev_is_a_hash_chosen_part_of_the_pool_and_never_meets_eval(tmp_path):
     coll = clusters(tmp_path / "c", train=60, val=20)

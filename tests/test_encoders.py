@@ -10,6 +10,8 @@ from localq.errors import EncoderUnavailable
 
 from conftest import IMAGENETTE_CLASSES
 
+pytestmark = pytest.mark.slow  # loads the real encoders
+
 torch = pytest.importorskip("torch")
 
 DATASETS = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets"

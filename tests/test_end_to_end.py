@@ -2,10 +2,13 @@
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from conftest import IMAGENETTE, needs_imagenette
 from localq.cli import cli
+
+pytestmark = pytest.mark.slow  # the real encoder on Imagenette images
 
 CLASSES = {"n02102040": "English springer", "n03028079": "church", "n03888257": "parachute"}
 

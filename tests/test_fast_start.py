@@ -22,6 +22,8 @@ from localq.collection import Collection
 from localq.indexer import index_paths, spread_order
 from localq.scan import FileEntry
 
+pytestmark = pytest.mark.slow  # times whole localq processes
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -176,6 +176,7 @@ def thumbnail_regions(app):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.asyncio
 async def test_kitty_places_each_thumbnail_once_and_follows_screens(photo_root):
     app, sent = graphics_app(photo_root, KITTY)
@@ -250,6 +251,7 @@ def test_sixel_images_fit_the_terminals_largest_image(tmp_path):
     cache.close()
 
 
+@pytest.mark.slow
 @pytest.mark.asyncio
 async def test_sixel_is_redrawn_only_where_textual_rewrote_cells(photo_root):
     app, sent = graphics_app(photo_root, SIXEL)
@@ -290,6 +292,7 @@ def latest_placements(sent: list[str]) -> dict[int, tuple]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.asyncio
 async def test_kitty_crops_scrolled_thumbnails_and_dims_skipped_ones(photo_root):
     app, sent = graphics_app(photo_root, KITTY)

@@ -128,6 +128,7 @@ def test_ctrl_c_keeps_finished_batches_and_resumes(tmp_path, colour_folder, colo
         assert coll.store.count_live() == 12 == coll.index.ntotal
 
 
+@pytest.mark.slow
 def test_kill_9_mid_run_resumes_without_duplicates(tmp_path, colour_folder):
     """A real SIGKILL after the second batch commits: the FAISS file was never saved."""
     script = textwrap.dedent(f"""

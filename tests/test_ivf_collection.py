@@ -100,6 +100,7 @@ def test_a_file_far_behind_the_collection_is_not_caught_up_on_every_open(tmp_pat
     assert isinstance(coll.searcher, ivf_mirror.ApproximateSearch) and coll.searcher.ivf.ntotal == 8300
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["garbage", "another collection's file", "no record"])
 def test_a_stale_or_damaged_ivf_file_is_never_searched(tmp_path, damage):
     coll, centres = ivf_collection(tmp_path / "c")
@@ -161,6 +162,7 @@ def test_top_batches_through_the_ivf_index_are_exact_searchs(tmp_path):
     assert batches["ivf"] == batches["exact"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["auto", "boundary", "diverse", "random"])
 def test_every_strategy_runs_on_the_ivf_index_and_finds_what_exact_search_finds(tmp_path, strategy):
     found = {}

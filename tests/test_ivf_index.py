@@ -1,7 +1,7 @@
 """IvfIndex: recall against exact brute force under seen sets, the VectorIndex search
 contract, and the fallback chain (widened nprobe, then exact) on real FAISS.
 
-Synthetic data as in FAISS-NOTES: Gaussian clusters on the unit sphere; "random" seen
+Synthetic data as in docs/faiss-notes.md: Gaussian clusters on the unit sphere; "random" seen
 sets and "near" ones (the query's own nearest rows, what a labeling loop produces)."""
 
 import numpy as np
@@ -62,12 +62,14 @@ def assert_contract(ids, scores, x, q, k, allowed, exact=True):
         np.testing.assert_allclose(scores, x[ids] @ q, rtol=0, atol=1e-5)  # exact, re-ranked
 
 
+@pytest.mark.slow
 def test_nlist_follows_four_sqrt_n(data):
     index, _, _ = data
     assert index.nlist == default_nlist(N) == round(4 * np.sqrt(N))
     assert default_nlist(100) == 2  # never more lists than k-means can train
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["random", "near"])
 @pytest.mark.parametrize("fraction", [0.0, 0.01, 0.05, 0.5, 0.99])
 def test_recall_at_10_against_exact(data, kind, fraction):
@@ -131,7 +133,7 @@ class RecordingIndex:
 
 def test_probed_lists_all_seen_widen_nprobe_and_return_full_correct_results(data):
     # Only the rows farthest from the query are allowed: every list near it is seen,
-    # so FAISS answers -1 rows (FAISS-NOTES pitfall 6) until nprobe reaches them.
+    # so FAISS answers -1 rows (docs/faiss-notes.md, pitfall 6) until nprobe reaches them.
     index, x, queries = data
     q = queries[2]
     allowed = np.zeros(N, dtype=bool)

@@ -27,6 +27,7 @@ def test_perfect_and_empty_rankings():
     assert average_precision([3, 2, 1], [0, 0, 0]) == 0.0
 
 
+@pytest.mark.slow
 def test_matches_sklearn_on_random_data():
     sk = pytest.importorskip("sklearn.metrics")
     rng = np.random.default_rng(0)

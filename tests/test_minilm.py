@@ -2,11 +2,12 @@
 
 import numpy as np
 import pytest
+import sentence_transformers  # the reference: in the test extra only, never a runtime dependency
 
-sentence_transformers = pytest.importorskip("sentence_transformers")
+from localq.encoders.lite import _minilm_dir
+from localq.encoders.minilm import MAX_TOKENS, load_minilm
 
-from localq.encoders.lite import _minilm_dir  # noqa: E402
-from localq.encoders.minilm import MAX_TOKENS, load_minilm  # noqa: E402
+pytestmark = pytest.mark.slow  # loads sentence-transformers and the real MiniLM
 
 TEXTS = [
     "a golf ball", "a photo of a dog", "dogs in the snow", "", "Ünïcödé café 日本語 😀",

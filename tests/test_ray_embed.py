@@ -20,6 +20,8 @@ from localq.collection import Collection
 from localq.embed import embed_to_shards
 from localq.errors import EmbedFailed
 
+pytestmark = pytest.mark.slow  # starts a Ray cluster
+
 
 @pytest.fixture(scope="module")
 def ray_cluster():

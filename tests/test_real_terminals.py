@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # drives kitty and xterm under Xvfb
+
 sys.path.insert(0, str(Path(__file__).parent))
 pytest.importorskip("textual")
 

@@ -247,6 +247,7 @@ def test_help_imports_neither_ray_nor_pyarrow_nor_torch():
     assert out.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_embed_on_an_unreachable_ray_address_is_one_line_at_once(photos, tmp_path):
     # ray.init retries a dead HOST:PORT for minutes; nothing listens on port 1 here.
     import subprocess
@@ -260,6 +261,7 @@ def test_embed_on_an_unreachable_ray_address_is_one_line_at_once(photos, tmp_pat
     assert not list(out.glob("img_emb/*.npy"))  # nothing embedded
 
 
+@pytest.mark.slow
 def test_embed_on_a_local_ray_cluster_prints_only_its_own_lines(photos, tmp_path):
     """What a person sees from `localq embed --ray local`: the progress line and the summary,
     none of Ray's own notices (token authentication, the core worker's per-actor ERROR line

@@ -180,6 +180,7 @@ def test_predict_lists_positives_sorted(tmp_path):
     assert top.count("0") >= 45
 
 
+@pytest.mark.slow
 def test_labels_survive_a_process_killed_mid_round(tmp_path):
     coll, centres = synthetic_collection(tmp_path / "c")
     start(coll, centres)

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # runs the Textual app
+
 pytest.importorskip("textual")
 
 from textual import events  # noqa: E402

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # runs the Textual app
+
 pytest.importorskip("textual")
 
 from conftest import ColorEncoder, write_image  # noqa: E402

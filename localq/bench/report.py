@@ -35,7 +35,7 @@ def summarize(result: BenchResult) -> list[dict]:
     for row in result.rows:
         per_seed[(row.method, row.round, row.seed)].append(row)
     grouped: dict[tuple, list[dict]] = defaultdict(list)
-    for (method, round_no, seed), rows in per_seed.items():
+    for (method, round_no, _seed), rows in per_seed.items():
         grouped[(method, round_no)].append({
             "ap": float(np.mean([r.ap for r in rows])),
             "labels": float(np.mean([r.labels for r in rows])),

@@ -257,7 +257,7 @@ def run_benchmark(collection, config: BenchConfig, *, dataset: str,
         prompt = config.prompt.replace("{class}", names[prompt_class(pool_labels, target, config.prompt_from)])
         relevant = eval_labels == target
 
-        def evaluate(w, b):
+        def evaluate(w, b, relevant=relevant):  # this target's mask, bound here
             return timer("evaluate", _evaluate, w, b, eval_vectors, relevant)
 
         # Zero-shot, and the ceiling measured by the same evaluation code.

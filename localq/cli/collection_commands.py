@@ -208,8 +208,9 @@ def skipped(db, as_json):
 @json_option
 @friendly_errors
 def check(db, as_json):
-    """Check the collection: SQLite integrity, every FAISS row against SQLite, vector
-    norms, classifiers' rounds, labels and seen flags. Exit 1 if anything is wrong.
+    """Check the collection: SQLite integrity, every row of the vectors file against its
+    recorded digest, vector norms, the search index's record, classifiers' rounds, labels
+    and seen flags. Exit 1 if anything is wrong.
 
     \b
     Example:
@@ -227,8 +228,9 @@ def check(db, as_json):
 @json_option
 @friendly_errors
 def repair(db, as_json):
-    """Rebuild what is derived from the database (the FAISS file, the vector digests,
-    round counters, orphan seen flags, temp files). Never deletes labels or rounds.
+    """Rebuild what is derived (the IVF search index, vector rows that fail their digests
+    embedded again from their image files, round counters, orphan seen flags, temp files).
+    Never deletes labels or rounds.
 
     \b
     Example:

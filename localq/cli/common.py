@@ -40,7 +40,7 @@ def db_option(f, help=None):
 
 @_with_help
 def json_option(f, help=None):
-    return click.option("--json", "as_json", is_flag=True, help=help or "Machine-readable output (see README, 'JSON output').")(f)
+    return click.option("--json", "as_json", is_flag=True, help=help or "Machine-readable output (see docs/formats.md).")(f)
 
 
 @_with_help

@@ -66,6 +66,7 @@ def test_submit_refuses_bad_ids_and_scores(trainer, scores):
     assert same_state(state(trainer), before)
 
 
+@pytest.mark.slow
 def test_submit_accepts_integral_numbers_of_any_kind(trainer):
     row = trainer.submit({np.int64(0): np.float32(1.0), 1.0: Fraction(1, 2), np.float64(2.0): -1})
     assert trainer.labels() == {0: 1.0, 1: 0.5, 2: -1.0} and row.round == 1
@@ -85,6 +86,7 @@ numbers = st.one_of(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(key=st.one_of(numbers, st.integers(min_value=0, max_value=5)).filter(lambda k: not _signaling(k)), value=numbers)
 @example(key=Fraction(10**400, 1), value=0.0)  # found by CI: float() of it overflowed into a traceback

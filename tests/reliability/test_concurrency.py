@@ -19,6 +19,8 @@ from reliability.helpers import (
     assert_one_line_error, popen_cli, popen_python, run_cli, snapshot, vectors_match_images, write_folder,
 )
 
+pytestmark = pytest.mark.slow  # races real processes
+
 concurrency = pytest.mark.reliability("concurrency")
 
 

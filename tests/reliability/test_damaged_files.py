@@ -22,6 +22,8 @@ from reliability.helpers import (
     assert_one_line_error, run_cli, snapshot, vectors_match_images, write_folder,
 )
 
+pytestmark = pytest.mark.slow  # runs every command in a subprocess per damaged file
+
 damaged = pytest.mark.reliability("damaged files")
 permissions = pytest.mark.reliability("permissions")
 
@@ -275,7 +277,7 @@ def public_dir(tmp_path):
 
 
 def _chmod_tree(root, dir_mode, file_mode):
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, _dirnames, filenames in os.walk(root):
         os.chmod(dirpath, dir_mode)
         for name in filenames:
             os.chmod(os.path.join(dirpath, name), file_mode)
