@@ -16,7 +16,9 @@ spent on a scene already labeled. Everything is seeded by a hash of the file's n
 the same copy on every machine.
 
 ``--classes N`` keeps N classes (chosen by a hash of their names), so a burst set stays
-small enough to index in minutes. ``--dev-from-pool`` makes a copy for choosing
+small enough to index in minutes; ``--offset M`` skips the first M of that order, so a
+held-out set can have other classes than the dev set. ``--copies 0`` writes the same
+subset without copies, to compare against. ``--dev-from-pool`` makes a copy for choosing
 settings: the held-out split is never read; the pool split's images are divided by a
 hash of their names into a new pool (with copies) and a new ``val`` split (without),
 a fifth of them in ``val``.
@@ -85,10 +87,10 @@ def _write_copies(src: Path, dst_dir: Path, copies: int) -> int:
 
 
 def make_bursts(src: Path, dst: Path, *, split: str = "train", copies: int = 4, classes: int = 0,
-                dev_from_pool: bool = False) -> dict[str, int]:
+                offset: int = 0, dev_from_pool: bool = False) -> dict[str, int]:
     """Write the burst copy; returns counts: originals, copies, held-out images."""
-    if copies < 1:
-        raise ValueError("--copies must be at least 1")
+    if copies < 0:
+        raise ValueError("--copies must be 0 (the same subset, without copies) or more")
     pool = src / split
     if not pool.is_dir():
         raise ValueError(f"{pool} is not a folder: expected SRC/{split}/CLASS/FILE")
@@ -97,8 +99,10 @@ def make_bursts(src: Path, dst: Path, *, split: str = "train", copies: int = 4, 
     names = sorted(d.name for d in pool.iterdir() if d.is_dir() and _files(d))
     if not names:
         raise ValueError(f"{pool} has no class folder with files in it")
-    if classes:
-        names = sorted(sorted(names, key=_hash)[:classes])
+    if classes or offset:
+        names = sorted(sorted(names, key=_hash)[offset:offset + classes if classes else None])
+        if not names:
+            raise ValueError(f"--offset {offset} leaves no class of the {split} split")
     counts = {"originals": 0, "copies": 0, "held_out": 0}
     try:
         for class_name in names:
@@ -135,12 +139,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", default="train", help="the pool split that gets copies (default: train)")
     ap.add_argument("--copies", type=int, default=4, help="near-copies per photo (default: 4)")
     ap.add_argument("--classes", type=int, default=0, help="keep this many classes, chosen by name hash (default: all)")
+    ap.add_argument("--offset", type=int, default=0,
+                    help="skip this many classes of the hash order first: a set of other classes than --offset 0's")
     ap.add_argument("--dev-from-pool", action="store_true",
                     help="hold out a fifth of the pool split as val instead of reading the other splits")
     args = ap.parse_args(argv)
     try:
         counts = make_bursts(args.src, args.dst, split=args.split, copies=args.copies, classes=args.classes,
-                             dev_from_pool=args.dev_from_pool)
+                             offset=args.offset, dev_from_pool=args.dev_from_pool)
     except (ValueError, OSError) as exc:
         print(f"burst_dataset: {printable(str(exc))}", file=sys.stderr)
         return 1
