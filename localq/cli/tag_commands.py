@@ -1,4 +1,5 @@
-"""`localq tag`: a classifier's positives as keywords in XMP sidecars photo managers read."""
+"""Putting a classifier to work where the photos live: `localq tag` (keywords in XMP sidecars
+photo managers read) and the image-folder output of `localq export` (folders training code reads)."""
 
 from __future__ import annotations
 
@@ -71,3 +72,17 @@ def tag(classifier, paths, threshold, keyword, style, remove, dry_run, db, as_js
                    err=True)
     if report.problems:
         sys.exit(1)
+
+
+def export_imagefolder(trainer, out_dir: Path, predicted: bool, copy_files: bool) -> None:
+    """`localq export --format imagefolder`: the folders, then one summary line."""
+    from localq.imagefolder import export_imagefolder as write
+
+    result = write(trainer, out_dir, predicted=predicted, copy=copy_files)
+    for path in result.missing:
+        click.echo(f"skipped {printable(path)}: no longer on disk", err=True)
+    words = {"hardlink": "hard links", "symlink": "symbolic links", "copy": "copies"}
+    how = ", ".join(f"{n} {words[kind]}" for kind, n in result.how.items() if n)
+    click.echo(printable(result.manifest))
+    click.echo(f"{result.counts['positive']} positive, {result.counts['negative']} negative "
+               f"({'predicted' if predicted else 'labeled'}) in {printable(out_dir)}" + (f": {how}" if how else ""), err=True)
