@@ -68,29 +68,48 @@ def tag_photos(trainer: Trainer, paths: Sequence[str | Path] = (), *, threshold:
     scored = _scores(trainer, paths, report)
     report.photos = len(scored)
     report.positives = sum(1 for _, s in scored if s > threshold)
+    photo_of: dict[Path, tuple[str, float]] = {}  # sidecar -> (photo, score), for the report
+
+    def done(edit: xmp.Edit) -> None:
+        photo, score = photo_of[edit.sidecar]
+        change = Change(photo, edit.sidecar, edit.action, score)
+        report.changes.append(change)
+        if on_change:
+            on_change(change)
+
+    def problem(message: str) -> None:
+        report.problems.append(message)
+        if on_problem:
+            on_problem(message)
+
     lock = _null() if dry_run else tag_lock(trainer.collection.root, on_wait)
+    writer = xmp.SidecarWriter(on_done=done, on_problem=lambda edit, message: problem(message))
     with lock:
-        for photo, score in scored:
-            positive = score > threshold and not remove
-            tag = xmp.Tag(trainer.name, keyword, score, trainer.round) if positive else None
-            sidecar = xmp.sidecar_path(photo, style)
-            try:
-                if positive:
-                    _check_photo(photo)
-                action = xmp.update(sidecar, trainer.name, tag, write=not dry_run)
-            except DiskFull as exc:
-                raise DiskFull(f"{exc}; {len(report.changes)} sidecars were written before it, "
-                               "re-run when there is space") from None
-            except SidecarProblem as exc:
-                report.problems.append(str(exc))
-                if on_problem:
-                    on_problem(str(exc))
-                continue
-            if action != "unchanged":
-                change = Change(photo, sidecar, action, score)
-                report.changes.append(change)
-                if on_change:
-                    on_change(change)
+        try:
+            for photo, score in scored:
+                positive = score > threshold and not remove
+                tag = xmp.Tag(trainer.name, keyword, score, trainer.round) if positive else None
+                sidecar = xmp.sidecar_path(photo, style)
+                if writer.holds(sidecar):  # photo.xmp style: a.jpg and a.png share a.xmp; read it written
+                    writer.flush()
+                try:
+                    if positive:
+                        _check_photo(photo)
+                    edit = xmp.plan(sidecar, trainer.name, tag, build=not dry_run)
+                except SidecarProblem as exc:
+                    problem(str(exc))
+                    continue
+                if edit is None:
+                    continue
+                photo_of[sidecar] = (photo, score)
+                if dry_run:
+                    done(edit)
+                else:
+                    writer.add(edit)
+            writer.flush()
+        except DiskFull as exc:
+            raise DiskFull(f"{exc}; {len(report.changes)} sidecars were written before it, "
+                           "re-run when there is space") from None
     return report
 
 

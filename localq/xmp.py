@@ -63,16 +63,40 @@ def read_tags(sidecar: Path) -> list[Tag]:
     return [_as_tag(e) for e in _entries(_parse(sidecar, data).xmpData())]
 
 
+@dataclass(frozen=True)
+class Edit:
+    """A sidecar's new content, not yet written; ``packet`` None: the sidecar goes."""
+
+    sidecar: Path
+    action: str  # added, updated, removed
+    packet: bytes | None
+
+
 def update(sidecar: Path, classifier: str, tag: Tag | None, *, write: bool = True) -> str:
     """Make ``sidecar`` carry ``tag`` as classifier's keyword (``None``: carry none of it).
 
     Returns what changed: "added", "updated", "removed" or "unchanged". With ``write=False``
     nothing is written (a dry run). Raises SidecarProblem for this sidecar alone (unreadable,
     read-only, not XMP, its folder locked) and DiskFull when the disk is."""
+    edit = plan(sidecar, classifier, tag, build=write)
+    if edit is None:
+        return "unchanged"
+    if write:
+        problems: list[str] = []
+        with SidecarWriter(on_problem=lambda e, message: problems.append(message)) as writer:
+            writer.add(edit)
+        if problems:
+            raise SidecarProblem(problems[0])
+    return edit.action
+
+
+def plan(sidecar: Path, classifier: str, tag: Tag | None, *, build: bool = True) -> Edit | None:
+    """The edit that makes ``sidecar`` carry ``tag`` (None: nothing to change). With
+    ``build=False`` only the action is worked out (a dry run: no packet, no write checks)."""
     _setup()
     data = _read(sidecar)
     if data is None and tag is None:
-        return "unchanged"
+        return None
     image = _parse(sidecar, data) if data is not None else _new_image()
     xmp = image.xmpData()
     entries = _entries(xmp)
@@ -83,12 +107,12 @@ def update(sidecar: Path, classifier: str, tag: Tag | None, *, write: bool = Tru
         new = {"classifier": tag.classifier, "keyword": tag.keyword, "score": f"{tag.score:.4f}",
                "round": str(tag.round), "addedSubject": "False"}
         if old is not None and _same(old, new):
-            return "unchanged"
+            return None
     elif old is None:
-        return "unchanged"
+        return None
     action = "removed" if new is None else ("added" if old is None else "updated")
-    if not write:
-        return action
+    if not build:
+        return Edit(sidecar, action, None)
     _check_writable(sidecar)
 
     subjects = _bag(xmp, _SUBJECT)
@@ -115,14 +139,11 @@ def update(sidecar: Path, classifier: str, tag: Tag | None, *, write: bool = Tru
     _set_entries(xmp, remaining)
     if xmp.count() == 0:
         # Nothing but localq's own keyword was in it: the sidecar goes as a whole.
-        _remove(sidecar)
-        return action
+        return Edit(sidecar, action, None)
     image.setXmpData(xmp)
     image.writeMetadata()
     with image.io().mmap() as view:
-        packet = bytes(view)
-    _replace(sidecar, packet)
-    return action
+        return Edit(sidecar, action, bytes(view))
 
 
 # -- XMP through libexiv2 ---------------------------------------------------------------
@@ -274,7 +295,79 @@ def _check_writable(sidecar: Path) -> None:
         raise SidecarProblem(f"{sidecar} is read-only; localq leaves it as it is")
 
 
-def _replace(sidecar: Path, data: bytes) -> None:
+class SidecarWriter:
+    """Writes edits a batch at a time: each new sidecar to a temporary file beside it, the
+    batch's files fsynced together on threads (the file system commits them as one; one
+    fsync after another costs milliseconds each), then each renamed over its sidecar and
+    each folder fsynced once. Temporary files exist only inside ``flush``; a kill -9 there
+    leaves at most a hidden ``.NAME.localq-PID.tmp``, never a half sidecar."""
+
+    def __init__(self, *, batch: int = 256, on_done=None, on_problem=None):
+        self.batch = batch
+        self.on_done = on_done or (lambda edit: None)
+        self.on_problem = on_problem or (lambda edit, message: None)
+        self._pending: list[Edit] = []
+        self._pending_paths: set[Path] = set()
+
+    def __enter__(self) -> "SidecarWriter":
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:
+            self.flush()
+
+    def holds(self, sidecar: Path) -> bool:
+        """Whether an edit of ``sidecar`` waits in this batch (read it again only after a flush)."""
+        return sidecar in self._pending_paths
+
+    def add(self, edit: Edit) -> None:
+        self._pending.append(edit)
+        self._pending_paths.add(edit.sidecar)
+        if len(self._pending) >= self.batch:
+            self.flush()
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        self._pending_paths = set()
+        staged: list[tuple[Edit, Path | None]] = []
+        try:
+            for edit in pending:
+                try:
+                    staged.append((edit, _stage(edit) if edit.packet is not None else None))
+                except SidecarProblem as exc:
+                    self.on_problem(edit, str(exc))
+            _fsync_all([tmp for _, tmp in staged if tmp is not None])
+        except BaseException:
+            for _, tmp in staged:
+                if tmp is not None:
+                    _unlink_quietly(tmp)
+            raise
+        folders = set()
+        for i, (edit, tmp) in enumerate(staged):
+            try:
+                if tmp is None:
+                    edit.sidecar.unlink(missing_ok=True)
+                else:
+                    os.replace(tmp, edit.sidecar)
+            except OSError as exc:
+                if tmp is not None:
+                    _unlink_quietly(tmp)
+                self.on_problem(edit, f"cannot write {edit.sidecar}: {exc.strerror or exc}")
+                continue
+            except BaseException:
+                for _, later in staged[i:]:
+                    if later is not None:
+                        _unlink_quietly(later)
+                raise
+            folders.add(edit.sidecar.parent)
+            self.on_done(edit)
+        for folder in folders:
+            _sync_folder(folder)
+
+
+def _stage(edit: Edit) -> Path:
+    """Write ``edit.packet`` to a temporary file beside its sidecar, with the sidecar's mode."""
+    sidecar = edit.sidecar
     tmp = sidecar.with_name(f".{sidecar.name}.localq-{os.getpid()}.tmp")
     try:
         mode = stat.S_IMODE(os.stat(sidecar).st_mode)
@@ -283,27 +376,35 @@ def _replace(sidecar: Path, data: bytes) -> None:
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
         try:
-            view = memoryview(data)
+            view = memoryview(edit.packet)
             while view:
                 view = view[os.write(fd, view):]
-            os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, sidecar)
     except OSError as exc:
         _unlink_quietly(tmp)
         raise _write_error(sidecar, exc) from None
-    _sync_folder(sidecar.parent)
+    return tmp
 
 
-def _remove(sidecar: Path) -> None:
-    try:
-        sidecar.unlink()
-    except FileNotFoundError:
+def _fsync_all(paths: list[Path]) -> None:
+    """fsync every file, on threads; DiskFull or SidecarProblem on the first that fails."""
+    if not paths:
         return
+    from concurrent.futures import ThreadPoolExecutor
+
+    def sync(path: Path) -> None:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    try:
+        with ThreadPoolExecutor(max_workers=min(16, len(paths))) as pool:
+            list(pool.map(sync, paths))
     except OSError as exc:
-        raise _write_error(sidecar, exc) from None
-    _sync_folder(sidecar.parent)
+        raise _write_error(Path(exc.filename or paths[0]), exc) from None
 
 
 def _write_error(sidecar: Path, exc: OSError) -> Exception:
