@@ -113,15 +113,6 @@ def tag_photos(trainer: Trainer, paths: Sequence[str | Path] = (), *, threshold:
     return report
 
 
-def count_sidecars(trainer: Trainer, *, threshold: float = 0.0, style: str = xmp.STYLES[0]) -> tuple[int, int]:
-    """(positives, sidecars a tag run over the collection would write or check): what the
-    UI shows before it writes. Sidecars of negatives are counted only where they exist."""
-    scored = _scores(trainer, (), TagReport(trainer.name))
-    positives = sum(1 for _, s in scored if s > threshold)
-    existing = sum(1 for p, s in scored if s <= threshold and os.path.lexists(xmp.sidecar_path(p, style)))
-    return positives, positives + existing
-
-
 def _scores(trainer: Trainer, paths: Sequence[str | Path], report: TagReport) -> list[tuple[str, float]]:
     """(photo path, score) of every photo the run covers."""
     coll = trainer.collection
