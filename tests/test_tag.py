@@ -309,3 +309,17 @@ def test_full_disk_is_one_line_and_loses_nothing(tmp_path, monkeypatch):
         assert not [p for p in disk.iterdir() if p.name.endswith(".tmp")]
     finally:
         subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_photos_outside_the_collection_are_embedded_on_the_fly(tagged, tmp_path):
+    db, photos = tagged
+    new = tmp_path / "new"
+    write_image(new / "red-new.png", (225, 15, 25))
+    write_image(new / "blue-new.png", (30, 40, 210))
+    (new / "broken.png").write_bytes(b"not a png")
+    proc = tag(db, new)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in new.glob("*.xmp")) == ["red-new.png.xmp"]
+    assert f"skipped {new / 'broken.png'}:" in proc.stderr
+    assert "1 of 2 photos positive" in proc.stderr
+    assert not list(photos.rglob("*.xmp"))  # the collection's photos are not under PATHS
