@@ -92,7 +92,7 @@ def update(sidecar: Path, classifier: str, tag: Tag | None, *, write: bool = Tru
 
 def plan(sidecar: Path, classifier: str, tag: Tag | None, *, build: bool = True) -> Edit | None:
     """The edit that makes ``sidecar`` carry ``tag`` (None: nothing to change). With
-    ``build=False`` only the action is worked out (a dry run: no packet, no write checks)."""
+    ``build=False`` only the action is worked out (a dry run: no packet)."""
     _setup()
     data = _read(sidecar)
     if data is None and tag is None:
@@ -111,9 +111,9 @@ def plan(sidecar: Path, classifier: str, tag: Tag | None, *, build: bool = True)
     elif old is None:
         return None
     action = "removed" if new is None else ("added" if old is None else "updated")
+    _check_writable(sidecar)  # a dry run reports what a real run could not write, too
     if not build:
         return Edit(sidecar, action, None)
-    _check_writable(sidecar)
 
     subjects = _bag(xmp, _SUBJECT)
     hierarchy = _bag(xmp, _HIERARCHY)

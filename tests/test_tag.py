@@ -186,12 +186,14 @@ def test_unusable_sidecars_and_locked_folders_one_line_each_others_written(tagge
     locked = photos / "val" / "red"
     locked.chmod(0o555)  # a folder the person locked
     try:
+        dry = tag(db, "--dry-run")  # says beforehand what a real run could not write
         proc = tag(db)
     finally:
         locked.chmod(0o755)
     assert proc.returncode == 1
     problems = [line for line in proc.stderr.splitlines() if line.startswith("problem: ")]
     assert len(problems) == 3 and "Traceback" not in proc.stderr
+    assert dry.returncode == 1 and [line for line in dry.stderr.splitlines() if line.startswith("problem: ")] == problems
     assert any("red0.png.xmp is not an XMP sidecar" in line for line in problems)
     assert any("red1.png.xmp is read-only" in line for line in problems)
     assert any(f"folder {locked} is read-only" in line for line in problems)

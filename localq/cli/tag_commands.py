@@ -51,6 +51,9 @@ def tag(classifier, paths, threshold, keyword, style, remove, dry_run, db, as_js
 
     with open_collection(db) as coll:
         trainer = Trainer.open(coll, classifier)
+        if trainer.round == 0 and not remove:
+            click.echo(f"note: {printable(classifier)} has no labeled round yet: its scores come from the start query alone",
+                       err=True)
         report = tag_photos(trainer, paths, threshold=threshold, keyword=keyword, style=style, remove=remove,
                             dry_run=dry_run, on_wait=lambda m: click.echo(m + " ...", err=True),
                             on_change=show, on_problem=problem)
