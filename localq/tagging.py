@@ -3,8 +3,8 @@
 Each photo the run covers (the collection, or the files under the given paths) either
 carries the classifier's keyword (a positive) or not: a photo no longer predicted loses
 the keyword a previous run gave it, so re-running after more rounds brings the set up to
-date. Sidecars are changed one at a time by localq.xmp; a sidecar that cannot be used is
-reported and the others are still written. A full disk stops the run. Two runs on one
+date. Each sidecar's edit is worked out by localq.xmp and written in batches by its
+SidecarWriter; a sidecar that cannot be used is reported and the others are still written. A full disk stops the run. Two runs on one
 collection take turns on the collection's tag lock.
 """
 

@@ -519,7 +519,7 @@ async def test_save_dialog_tags_photos_and_exports_an_image_folder_after_showing
         assert isinstance(app.screen, SaveScreen)
         text = dialog_text(app.screen)
         changes = int(re.search(r"XMP sidecars beside the photos: (\d+) sidecars? to change", text).group(1))
-        positive, negative = map(int, re.search(r"\((\d+) files in positive/, (\d+) in negative/", text).groups())
+        positive, negative = map(int, re.search(r"\((\d+) files? in positive/, (\d+) in negative/", text).groups())
         assert changes > 0 and (positive, negative) == (2, 1)
         assert not list(photos.rglob("*.xmp"))  # counted, nothing written yet
         await pilot.press("t")

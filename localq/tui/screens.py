@@ -338,8 +338,9 @@ class SaveScreen(ModalScreen[tuple[str, str] | None]):
                     f"({c.tag_added} gain it, {c.tag_updated} updated, {c.tag_removed} lose it; "
                     f"{c.tag_positives} of {c.photos} photos positive)"
                     + (f"; {c.tag_problems} cannot be used" if c.tag_problems else "") + "\n"))
-                yield Static(f"i: export an image folder from the labels ({c.folder_positive} files in positive/, "
-                             f"{c.folder_negative} in negative/, hard links where possible) to")
+                yield Static(f"i: export an image folder from the labels ({c.folder_positive} "
+                             f"file{'s' * (c.folder_positive != 1)} in positive/, {c.folder_negative} in negative/, "
+                             "hard links where possible) to")
                 yield Input(str(self.folder), id="folder", select_on_focus=False)
             yield Static(Text("tab: edit a path    esc: cancel", style="dim"))
 
