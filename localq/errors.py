@@ -90,3 +90,12 @@ def first_line(exc: BaseException, limit: int = 200) -> str:
     """The first line of an exception's message (or its type's name), for a one-line error."""
     text = str(exc).strip()
     return text.splitlines()[0][:limit] if text else type(exc).__name__
+
+
+class SidecarProblem(LocalqError):
+    """One XMP sidecar could not be read or written (not XMP, read-only, its folder locked);
+    the others are still written."""
+
+
+class DiskFull(LocalqError):
+    """The disk filled up while writing; what was being written was left as it was."""

@@ -479,3 +479,61 @@ async def test_snapshot_predictions(photo_root, tmp_path):
         await pilot.press("v")
         await settle(pilot)
         check_snapshot(app, "predictions_160x48", tmp_path)
+
+
+@pytest.mark.asyncio
+async def test_save_dialog_keeps_its_path_when_w_is_pressed_again(synthetic_root):
+    # Issue 23: the second `w` replaced the path with the letter "w". In the dialog, w saves.
+    app = make_app(synthetic_root, "t")
+    async with app.run_test(size=(100, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("w")
+        await pilot.pause()
+        field = app.screen.query_one("#path")
+        default = str(app.default_save_path())
+        assert field.value == default
+        await pilot.press("w")
+        await pilot.pause()
+        assert field.value == default
+        await settle(pilot)
+    assert classifier_file.load(app.default_save_path()).meta["name"] == "t"
+
+
+def dialog_text(screen) -> str:
+    return " ".join(str(w.render()) for w in screen.query("Static"))
+
+
+@pytest.mark.asyncio
+async def test_save_dialog_tags_photos_and_exports_an_image_folder_after_showing_counts(photo_root):
+    import csv
+    import re
+
+    from localq.tui.screens import SaveScreen
+
+    photos = photo_root.parent / "photos"
+    app = make_app(photo_root, "reds")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("3", "j", "3", "j", "left", "left", "left", "left", "f")  # two positives, one negative
+        await settle(pilot)
+        await pilot.press("w")
+        await settle(pilot)
+        assert isinstance(app.screen, SaveScreen)
+        text = dialog_text(app.screen)
+        changes = int(re.search(r"XMP sidecars beside the photos: (\d+) sidecars? to change", text).group(1))
+        positive, negative = map(int, re.search(r"\((\d+) files? in positive/, (\d+) in negative/", text).groups())
+        assert changes > 0 and (positive, negative) == (2, 1)
+        assert not list(photos.rglob("*.xmp"))  # counted, nothing written yet
+        await pilot.press("t")
+        await settle(pilot)
+        assert len(list(photos.rglob("*.xmp"))) == changes
+        await pilot.press("w")
+        await settle(pilot)
+        assert "0 sidecars to change" in dialog_text(app.screen)  # a second run would change nothing
+        await pilot.press("i")
+        await settle(pilot)
+    out = app.default_folder_path()
+    with open(out / "manifest.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert sorted(r["class"] for r in rows) == ["negative", "positive", "positive"]
+    assert len(os.listdir(out / "positive")) == positive and len(os.listdir(out / "negative")) == negative

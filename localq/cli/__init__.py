@@ -11,7 +11,7 @@ from __future__ import annotations
 import click
 
 from localq import __version__
-from localq.cli import bench, classifier_commands, collection_commands, demo, scale
+from localq.cli import bench, classifier_commands, collection_commands, demo, scale, tag_commands
 from localq.cli.common import LocalqGroup
 
 
@@ -31,7 +31,7 @@ for command in (
     collection_commands.index, collection_commands.search, collection_commands.stats, collection_commands.reset,
     collection_commands.skipped, collection_commands.check, collection_commands.repair,
     classifier_commands.train, classifier_commands.classifiers, classifier_commands.predict,
-    classifier_commands.export, classifier_commands.history, classifier_commands.undo,
+    classifier_commands.export, classifier_commands.history, classifier_commands.undo, tag_commands.tag,
     demo.demo, bench.bench, scale.embed, scale.ingest,
 ):
     cli.add_command(command)

@@ -166,21 +166,31 @@ def predict(classifier, paths, threshold, split, limit, as_csv, db, as_json):
 @click.command()
 @click.argument("classifier")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Directory (default: ./CLASSIFIER-export).")
-@click.option("--format", "fmt", type=click.Choice(["safetensors", "npy"]), default="safetensors", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["safetensors", "npy", "imagefolder"]), default="safetensors", show_default=True,
+              help="imagefolder: OUT/positive/ and OUT/negative/ with a manifest.csv, as torchvision's ImageFolder reads.")
+@click.option("--predicted", is_flag=True, help="imagefolder: classes from predictions (score > 0), not labels.")
+@click.option("--copy", "copy_files", is_flag=True, help="imagefolder: copy files (default: hard links, else symlinks, else copies).")
 @db_option
 @friendly_errors
-def export(classifier, out_dir, fmt, db):
+def export(classifier, out_dir, fmt, predicted, copy_files, db):
     """Write the classifier file and its labels (CSV and JSONL, with paths and scores).
 
     \b
     Example:
       localq export a-photo-of-a-dog --out exports/
+      localq export a-photo-of-a-dog --format imagefolder --predicted --out dogs/
     """
     from localq.export import export_classifier
 
     check_name(classifier)  # before it becomes the default folder name
+    if (predicted or copy_files) and fmt != "imagefolder":
+        raise click.UsageError("--predicted and --copy go with --format imagefolder")
     with open_collection(db) as coll:
         trainer = _open_trainer(coll, classifier)
+        if fmt == "imagefolder":
+            from localq.cli.tag_commands import export_imagefolder
+
+            return export_imagefolder(trainer, out_dir or Path(f"{classifier}-imagefolder"), predicted, copy_files)
         written = export_classifier(trainer, out_dir or Path(f"{classifier}-export"), fmt=fmt)
     for path in written:
         click.echo(printable(path))

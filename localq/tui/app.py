@@ -253,8 +253,42 @@ class TrainApp(App):
         name = self.status.name if self.status else "classifier"
         return self.root / "classifiers" / f"{name}.safetensors"
 
+    def default_folder_path(self) -> Path:
+        name = self.status.name if self.status else "classifier"
+        return self.root / "exports" / f"{name}-imagefolder"
+
     def save_classifier(self) -> None:
-        self.push_screen(SaveScreen(self.default_save_path()), lambda path: path and self.run_job("saving", self._save(path)))
+        self.run_job("counting what saving would touch", self._open_save())
+
+    async def _open_save(self) -> None:
+        counts = await self.core.call(bridge.save_counts)
+        self.push_screen(SaveScreen(self.default_save_path(), self.default_folder_path(), counts), self._save_chosen)
+
+    def _save_chosen(self, choice: tuple[str, str] | None) -> None:
+        if not choice:
+            return
+        action, path = choice
+        if action == "file":
+            self.run_job("saving", self._save(path))
+        elif action == "tag":
+            self.run_job("writing keywords into XMP sidecars", self._tag())
+        elif action == "imagefolder":
+            self.run_job("exporting an image folder", self._export_folder(path))
+
+    async def _tag(self) -> None:
+        report = await self.core.call(bridge.tag)
+        changed = len(report.changes)
+        problems = f"; {len(report.problems)} could not be used, first: {report.problems[0]}" if report.problems else ""
+        self.notify(f"keyword {report.keyword!r}: {changed} sidecar{'s' * (changed != 1)} changed "
+                    f"({report.count('added')} gained it, {report.count('updated')} updated, "
+                    f"{report.count('removed')} lost it){problems}",
+                    severity="warning" if report.problems else "information", timeout=8)
+
+    async def _export_folder(self, path: str) -> None:
+        result = await self.core.call(bridge.export_imagefolder, path)
+        missing = f"; {len(result.missing)} photos no longer on disk were left out" if result.missing else ""
+        self.notify(f"image folder {result.out_dir}: {result.counts['positive']} positive, "
+                    f"{result.counts['negative']} negative, manifest.csv{missing}", timeout=8)
 
     async def _save(self, path: str) -> None:
         saved = await self.core.call(bridge.save, path)

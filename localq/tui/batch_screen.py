@@ -26,7 +26,7 @@ tab/j        next card                 shift+tab/k  previous card
 ↑/↓          a row up / down           x            skip (no label)
 f / enter    fit + next batch          u            undo the last round
 p / space    preview (j/k, esc)        s            next strategy
-r            reset seen flags          w            save the classifier
+r            reset seen flags          w            save: file, photo keywords, image folder
 v            predictions               q            quit, saving scores
 """ + cold_start.KEYS_HELP + """
 

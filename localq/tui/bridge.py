@@ -151,5 +151,46 @@ def save(t, path: str) -> Path:
     return t.save(Path(path).expanduser())
 
 
+@dataclass(frozen=True)
+class SaveCounts:
+    """What the save dialog's actions would touch, counted before it writes."""
+
+    keyword: str
+    photos: int
+    tag_positives: int
+    tag_added: int
+    tag_updated: int
+    tag_removed: int
+    tag_problems: int
+    folder_positive: int
+    folder_negative: int
+
+    @property
+    def tag_changes(self) -> int:
+        return self.tag_added + self.tag_updated + self.tag_removed
+
+
+def save_counts(t) -> SaveCounts:
+    from localq.imagefolder import planned
+    from localq.tagging import tag_photos
+
+    report = tag_photos(t, dry_run=True)  # reads the sidecars that exist; writes nothing
+    classes = [cls for _, _, cls, _ in planned(t)]
+    return SaveCounts(report.keyword, report.photos, report.positives, report.count("added"), report.count("updated"),
+                      report.count("removed"), len(report.problems), classes.count("positive"), classes.count("negative"))
+
+
+def tag(t):
+    from localq.tagging import tag_photos
+
+    return tag_photos(t)
+
+
+def export_imagefolder(t, path: str):
+    from localq.imagefolder import export_imagefolder as write
+
+    return write(t, Path(path).expanduser())
+
+
 def predictions(t, limit: int):
     return t.predict(threshold=0.0, limit=limit)

@@ -299,27 +299,63 @@ class ConfirmScreen(ModalScreen[bool]):
         self.dismiss(yes)
 
 
-class SaveScreen(ModalScreen[str | None]):
-    """Ask where to save the classifier file (.safetensors, or .npy + .json)."""
+class SaveScreen(ModalScreen[tuple[str, str] | None]):
+    """Where the classifier goes: its file, keywords in the photos' XMP sidecars, or an image
+    folder; each with what it will touch, counted before anything is written.
+
+    Dismisses with (action, path): ("file", PATH), ("tag", ""), ("imagefolder", DIR), or None.
+    No path field has focus until tab gives it one, so the dialog's keys (w again saves) never
+    land in a path; with a field focused, keys type into it and enter runs its action."""
 
     DEFAULT_CSS = """
     SaveScreen { align: center middle; }
-    SaveScreen > Vertical { width: 80%; max-width: 100; height: auto; border: thick $accent; background: $surface; padding: 1 2; }
+    SaveScreen > Vertical { width: 80%; max-width: 110; height: auto; border: thick $accent; background: $surface; padding: 1 2; }
+    SaveScreen Input { margin: 0 0 1 0; }
     """
-    BINDINGS = [Binding("escape", "cancel", "Cancel", priority=True)]
+    AUTO_FOCUS = ""  # None would mean the app's "*": the first path field
+    BINDINGS = [
+        Binding("escape", "cancel", "Cancel", priority=True),
+        Binding("w,enter", "choose('file')", "save file"),
+        Binding("t", "choose('tag')", "tag photos"),
+        Binding("i", "choose('imagefolder')", "image folder"),
+    ]
 
-    def __init__(self, default: Path):
+    def __init__(self, default: Path, folder: Path | None = None, counts=None):
         super().__init__()
         self.default = default
+        self.folder = folder
+        self.counts = counts  # bridge.SaveCounts, or None: the file alone is offered
 
     def compose(self) -> ComposeResult:
+        c = self.counts
         with Vertical():
-            yield Static("Save the classifier to (.safetensors, or .npy for weights + .json):")
-            yield Input(str(self.default), id="path")
-            yield Static(Text("enter: save    esc: cancel", style="dim"))
+            yield Static("w / enter: save the classifier file (.safetensors, or .npy for weights + .json) to")
+            yield Input(str(self.default), id="path", select_on_focus=False)
+            if c is not None:
+                yield Static(Text(
+                    f"t: write the keyword {printable(c.keyword)!r} into XMP sidecars beside the photos: "
+                    f"{c.tag_changes} sidecar{'s' * (c.tag_changes != 1)} to change "
+                    f"({c.tag_added} gain it, {c.tag_updated} updated, {c.tag_removed} lose it; "
+                    f"{c.tag_positives} of {c.photos} photos positive)"
+                    + (f"; {c.tag_problems} cannot be used" if c.tag_problems else "") + "\n"))
+                yield Static(f"i: export an image folder from the labels ({c.folder_positive} "
+                             f"file{'s' * (c.folder_positive != 1)} in positive/, {c.folder_negative} in negative/, "
+                             "hard links where possible) to")
+                yield Input(str(self.folder), id="folder", select_on_focus=False)
+            yield Static(Text("tab: edit a path    esc: cancel", style="dim"))
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
-        self.dismiss(event.value.strip() or None)
+        self.action_choose("file" if event.input.id == "path" else "imagefolder")
+
+    def action_choose(self, action: str) -> None:
+        if action != "file" and self.counts is None:
+            return
+        if action == "tag":
+            self.dismiss(("tag", ""))
+            return
+        value = self.query_one("#path" if action == "file" else "#folder", Input).value.strip()
+        if value:
+            self.dismiss((action, value))
 
     def action_cancel(self) -> None:
         self.dismiss(None)
