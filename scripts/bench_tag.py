@@ -94,7 +94,7 @@ def baseline(trainer, out: Path) -> tuple[float, int]:
     start = time.perf_counter()
     preds = trainer.predict(threshold=0.0)
     rows = trainer.collection.image_rows(np.flatnonzero(trainer.collection.live_mask()))
-    for i, row in enumerate(rows):
+    for i in range(len(rows)):
         image = exiv2.ImageFactory.create(exiv2.ImageType.xmp)
         data = image.xmpData()
         data["Xmp.dc.subject"] = "bench"
