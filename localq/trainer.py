@@ -25,10 +25,11 @@ from localq import classifier_file, sampling
 from localq.arrays import unit
 from localq.cold_start_actions import ColdStartActions
 from localq.collection import Collection, Hit
-from localq.errors import ClassifierNotFound, LocalqError, NothingToUndo, StaleClassifier
+from localq.display import printable
+from localq.errors import ClassifierNotFound, InvalidName, LocalqError, NothingToUndo, StaleClassifier
 from localq.fit import fit_article_baseline, fit_linear  # fit_linear looked up here: a test patches it
 from localq.label_checks import checked_id, validated_scores
-from localq.names import check_name
+from localq.names import check_name, is_valid_name, suggestion
 from localq.sampling import STRATEGIES, select
 from localq.scoring import Scoring
 from localq.start_query import START_POSITIVE_FRACTION, example_vectors, pool_mask, start_bias
@@ -64,10 +65,15 @@ class Trainer(Scoring, ColdStartActions):
     # -- creating and opening ---------------------------------------------------------
     @classmethod
     def open(cls, collection: Collection, name: str) -> "Trainer":
-        row = collection.store.classifier(check_name(name))
+        row = collection.store.classifier(name) if is_valid_name(name) else None
         if row is None:
-            known = ", ".join(c.name for c in collection.store.classifiers()) or "none yet"
-            raise ClassifierNotFound(f"no classifier named {name!r} (known: {known})")
+            known = [c.name for c in collection.store.classifiers()]
+            meant = suggestion(name, known)
+            if meant is not None:  # the prompt typed instead of the name made of it
+                error = ClassifierNotFound if is_valid_name(name) else InvalidName
+                raise error(f"no classifier named {printable(name)!r}: did you mean {meant}?")
+            check_name(name)
+            raise ClassifierNotFound(f"no classifier named {name!r} (known: {', '.join(known) or 'none yet'})")
         return cls(collection, row)
 
     @classmethod
