@@ -258,19 +258,34 @@ class Trainer(Scoring, ColdStartActions):
 
         pool = self._pool_mask() if pool is None else pool
         labels = self.labels()
-        per_round: dict[int, int] = {}
-        for round_no, _image, score in self.label_history():
-            per_round[round_no] = per_round.get(round_no, 0) + (score > 0)
         s = self.settings
         return sampling.Context(
             labeled_ids=np.fromiter(labels, dtype=np.int64, count=len(labels)),
             labeled_scores=np.fromiter(labels.values(), dtype=np.float32, count=len(labels)),
-            batch_positives=tuple(per_round[r] for r in sorted(per_round)),
+            batch_positives=self._batch_positives(),
             # A pool restricted to a split (a benchmark) is also what the clusters are fitted on.
             clusters=collection_clusters(self.collection, pool if s.pool_split is not None else None),
             explore_first=s.explore_first, explore_cold=s.explore_cold, top_share=s.top_share,
             temperature=s.explore_temperature,
         )
+
+    def _batch_positives(self) -> tuple[int, ...]:
+        """Positive labels given in each labeled round, oldest first."""
+        per_round: dict[int, int] = {}
+        for round_no, _image, score in self.label_history():
+            per_round[round_no] = per_round.get(round_no, 0) + (score > 0)
+        return tuple(per_round[r] for r in sorted(per_round))
+
+    def phase(self) -> str:
+        """"exploring" while ``auto`` spreads its next batch over the collection (no positive
+        yet, or the last batch held none: sampling.Context.cold), else "refining". What the
+        UI's status line names; clusters are left out, the rule needs only the labels."""
+        if self.settings.strategy != "auto":  # a fixed strategy: random draws explore, the others search near w
+            return "exploring" if self.settings.strategy == "random" else "refining"
+        labels = self.labels()
+        context = sampling.Context(labeled_scores=np.fromiter(labels.values(), dtype=np.float32, count=len(labels)),
+                                   batch_positives=self._batch_positives())
+        return "exploring" if context.cold() else "refining"
 
     def restore_batch(self, ids: Sequence[int]) -> list[Hit]:
         """Make ``ids`` the pending batch again (after undo, or a UI draft), dropping seen ones."""

@@ -106,8 +106,10 @@ def classifiers(db, as_json):
     if as_json:
         emit_json({"classifiers": rows})
         return
+    from localq.label_names import readable
+
     for r in rows:
-        ap = f"  AP {r['ap']:.3f} ({r['target']})" if r["ap"] is not None else ""
+        ap = f"  AP {r['ap']:.3f} ({printable(readable(r['target']))})" if r["ap"] is not None else ""
         click.echo(f"{printable(r['name']):<28} round {r['round']:>3}  +{r['labels_positive']}/-{r['labels_negative']}  "
                    f"{r['strategy']:<8} {r['source']}: {printable(r['prompt'])}{ap}")
     if not rows:

@@ -155,7 +155,7 @@ def open_collection(db, *, create: bool = False):
 
     try:
         return Collection.open(db, create=create, on_wait=lambda message: click.echo(message + " ...", err=True))
-    except CollectionNotFound as exc:
+    except CollectionNotFound:
         hint = _other_collections(db)
         if hint is None:
             raise
