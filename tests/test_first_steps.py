@@ -11,7 +11,7 @@ from pathlib import Path
 from conftest import ColorEncoder, write_image
 from localq.collection import Collection
 from localq.trainer import Settings, Trainer
-from reliability.helpers import assert_one_line_error, run_cli
+from reliability.helpers import assert_one_line_error, run_cli, write_folder
 
 
 def _collection(root: Path, photos: Path, n: int = 12) -> Path:
@@ -103,3 +103,40 @@ def test_a_prompt_typed_for_a_classifier_name_gets_did_you_mean(tmp_path):
     assert not (tmp_path / "out").exists()
     # A name that is nobody's slug keeps the rule.
     assert_one_line_error(run_cli("predict", "a photo of a dog", "--db", root), "invalid classifier name")
+
+
+# -- small things ---------------------------------------------------------------------------------------
+
+def test_export_npy_lists_every_file_it_writes(tmp_path):
+    root = _collection(tmp_path / "c", tmp_path / "photos", n=2)
+    _prompt_classifier(root, "red", "reds")
+    _fit_reds(root, "reds")
+    out = tmp_path / "out"
+    proc = run_cli("export", "reds", "--format", "npy", "--out", out, "--db", root)
+    assert proc.returncode == 0, proc.stderr
+    listed = sorted(Path(line).name for line in proc.stdout.splitlines())
+    assert listed == sorted(p.name for p in out.iterdir()) == ["reds-labels.csv", "reds-labels.jsonl", "reds.json", "reds.npy"]
+
+
+def test_check_and_repair_help_speaks_of_the_files_there_are():
+    for command in ("check", "repair"):
+        shown = run_cli(command, "--help").stdout
+        assert "FAISS" not in shown and "vectors.npy" in shown and "IVF" in shown, shown
+
+
+def test_top_level_help_does_not_cut_command_descriptions():
+    proc = run_cli("--help", extra_env={"COLUMNS": "80"})
+    commands = proc.stdout.split("Commands:")[1]
+    assert "..." not in commands
+    assert "classifiers' rounds" not in commands  # only the first sentence: check's details stay in `check --help`
+    assert "fitted\n               weights." in commands or "fitted weights." in commands
+
+
+def test_progress_written_to_a_pipe_is_plain_lines(tmp_path):
+    photos = write_folder(tmp_path / "photos", 30, seed=1)
+    proc = run_cli("index", photos, "--db", tmp_path / "c")  # stderr is a pipe, as in a log or CI
+    assert proc.returncode == 0, proc.stderr
+    assert "\r" not in proc.stderr and "[###" not in proc.stderr
+    progress = [line for line in proc.stderr.splitlines() if line.startswith("indexing ")]
+    assert progress and progress[-1].startswith("indexing 30/30 (100%)")
+    assert len(progress) <= 3  # a line now and then, not one per batch

@@ -117,6 +117,18 @@ class LocalqGroup(click.Group):
         except click.ClickException as exc:
             raise _one_line(exc) from None
 
+    def format_commands(self, ctx, formatter) -> None:
+        """Each command with its whole first sentence, wrapped: click's default cuts it to
+        the terminal's width with "...", mid-phrase."""
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=1_000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
 
 def _one_line(exc: click.ClickException) -> click.ClickException:
     if isinstance(exc, OneLineError):
