@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 import click
@@ -49,7 +50,7 @@ class ProgressLine:
 
 def _stderr_is_terminal() -> bool:
     try:
-        return click.get_text_stream("stderr").isatty()
+        return sys.stderr.isatty()
     except (AttributeError, ValueError, OSError):  # closed or replaced stderr
         return False
 
