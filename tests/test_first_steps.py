@@ -140,3 +140,20 @@ def test_progress_written_to_a_pipe_is_plain_lines(tmp_path):
     progress = [line for line in proc.stderr.splitlines() if line.startswith("indexing ")]
     assert progress and progress[-1].startswith("indexing 30/30 (100%)")
     assert len(progress) <= 3  # a line now and then, not one per batch
+
+
+def test_classifiers_names_the_target_class_not_its_wordnet_id(tmp_path):
+    photos = tmp_path / "photos"
+    for i in range(4):
+        write_image(photos / "n03028079" / f"c{i}.png", (200 + i, 20, 20))  # church
+        write_image(photos / "n01440764" / f"t{i}.png", (20, 20, 200 + i))  # tench
+    root = tmp_path / "c"
+    assert run_cli("index", photos, "--labels", "--db", root).returncode == 0
+    _prompt_classifier(root, "red", "churches")
+    with Collection.open(root) as coll:
+        trainer = Trainer.open(coll, "churches")
+        trainer.submit({h.id: 1.0 if "n03028079" in h.path else -1.0 for h in trainer.next_batch(8, "random")})
+    proc = run_cli("classifiers", "--db", root)
+    assert proc.returncode == 0, proc.stderr
+    assert "(church)" in proc.stdout and "n03028079" not in proc.stdout
+    assert json.loads(run_cli("classifiers", "--json", "--db", root).stdout)["classifiers"][0]["target"] == "n03028079"

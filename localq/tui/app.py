@@ -152,8 +152,10 @@ class TrainApp(App):
 
         Not Textual's ``@work(exclusive=True)``: exclusive *cancels* the job in flight, and
         a cancelled fit still finishes on the core thread while the screen never learns of
-        it (stale batch, round and draft); here a second key while busy is refused instead,
-        with the busy label, the frozen cards and the error notices around every job. Nor
+        it (stale batch, round and draft); here a second job asked for while busy is refused
+        instead (keys typed meanwhile wait for the job, see ``on_event``; a modal's answer or
+        a click does not), with the busy label, the frozen cards and the error notices around
+        every job. Nor
         ``thread=True``: the job updates widgets, which only the UI thread may do, and the
         Trainer calls already run on the core thread (bridge.py)."""
         if self.busy or self.quitting:
