@@ -72,11 +72,11 @@ def test_predict_on_an_unfitted_classifier_says_it_is_the_start_query(tmp_path):
     _prompt_classifier(root, "a red photo", "reds")
     proc = run_cli("predict", "reds", "--db", root)
     assert proc.returncode == 0, proc.stderr
-    assert "round 0, never fitted" in proc.stderr and "the prompt 'a red photo' alone" in proc.stderr
+    assert "round 0, not yet fitted on labels" in proc.stderr and "the prompt 'a red photo' alone" in proc.stderr
     assert "localq train --classifier reds" in proc.stderr
     _fit_reds(root, "reds")
     fitted = run_cli("predict", "reds", "--db", root)
-    assert fitted.returncode == 0 and "never fitted" not in fitted.stderr
+    assert fitted.returncode == 0 and "not yet fitted" not in fitted.stderr
 
 
 def test_predict_limit_says_how_many_of_how_many(tmp_path):

@@ -179,9 +179,9 @@ def _unfitted_note(trainer) -> str | None:
     if trainer.round > 0:
         return None
     start = {"prompt": f"the prompt {printable(trainer.row.prompt)!r}", "images": "the example images",
-             "file": "the classifier file it was started from"}.get(trainer.row.source, "its start query")
-    return (f"note: {printable(trainer.name)} is at round 0, never fitted: these scores come from {start} alone; "
-            f"label images with `localq train --classifier {printable(trainer.name)}`")
+             "file": "the loaded classifier file"}.get(trainer.row.source, "its start query")
+    return (f"note: {printable(trainer.name)} is at round 0, not yet fitted on labels: these scores come from "
+            f"{start} alone; label images with `localq train --classifier {printable(trainer.name)}`")
 
 
 @click.command()
