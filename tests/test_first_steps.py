@@ -53,7 +53,7 @@ def test_a_missing_collection_names_the_demo_collection(tmp_path):
     xdg = tmp_path / "xdg"
     demo = _collection(xdg / "localq" / "demo", tmp_path / "photos", n=2)
     env = {"XDG_DATA_HOME": str(xdg), "LOCALQ_HOME": ""}
-    for args in (("stats",), ("classifiers",), ("predict", "reds")):
+    for args in (("stats",), ("classifiers",), ("train", "a photo of a dog"), ("predict", "reds")):
         proc = run_cli(*args, extra_env=env)
         assert_one_line_error(proc, f"no collection at {xdg / 'localq' / 'default'}",
                               "collections here: demo (4 images)", f"use --db {demo}")
