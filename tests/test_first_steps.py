@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-
 from conftest import ColorEncoder, write_image
 from localq.collection import Collection
 from localq.trainer import Settings, Trainer
