@@ -43,7 +43,8 @@ def export_classifier(trainer: Trainer, out_dir: Path, *, fmt: str = "safetensor
     with jsonl_path.open("w") as fh:
         for rec in records:
             fh.write(json.dumps(rec) + "\n")
-    return [model, csv_path, jsonl_path]
+    # Every file written is listed: the .npy format's bias and model id live in its .json sidecar.
+    return [model, *([targets["sidecar"]] if "sidecar" in targets else []), csv_path, jsonl_path]
 
 
 def _inside(out_dir: Path, file_name: str) -> Path:

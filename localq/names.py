@@ -40,3 +40,12 @@ def slug(text: str, fallback: str = "classifier") -> str:
     keep = "".join(c.lower() if c.isalnum() else "-" for c in ascii_text)
     name = "-".join(part for part in keep.split("-") if part)[:60].strip("-")
     return name if is_valid_name(name) else fallback
+
+
+def suggestion(name: object, known) -> str | None:
+    """The slug of ``name`` when it is one of ``known`` and not ``name`` itself: what a person
+    who typed the prompt ('a photo of a church') instead of its classifier's name meant."""
+    if not isinstance(name, str):
+        return None
+    candidate = slug(name, fallback="")
+    return candidate if candidate and candidate != name and candidate in set(known) else None

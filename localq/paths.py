@@ -65,3 +65,23 @@ def refuse_damaged_location(root: Path, db_path: Path) -> None:
             f"{db_path} is empty (0 bytes) but {root} still holds {', '.join(data)}: the classifiers and "
             "labels are gone from it; restore localq.db from a backup, or move the directory aside to start anew"
         )
+
+
+def collections_near(root: Path) -> list[Path]:
+    """Collections other than ``root`` where a person would look for one: beside ``root``
+    and in the user data directory (``localq demo`` builds its own there, ``<data dir>/demo``).
+    Only directories holding a localq.db count; unreadable places are passed over."""
+    root = root.absolute()
+    found: list[Path] = []
+    for place in (root.parent, user_data_dir()):
+        try:
+            children = sorted(place.iterdir())
+        except OSError:
+            continue
+        for child in children:
+            try:
+                if child != root and child not in found and (child / DB_FILE).is_file():
+                    found.append(child)
+            except OSError:
+                continue
+    return found

@@ -80,6 +80,13 @@ class Scoring:
         preds.sort(key=lambda p: -p.score)
         return preds[:limit] if limit else preds
 
+    def count_positive(self, threshold: float = 0.0, *, split: str | None = None) -> int:
+        """How many collection images ``predict`` would return without a limit."""
+        mask = self.collection.live_mask() & (self.score_all() > threshold)
+        if split is not None:
+            mask &= self.collection.split_mask(split)
+        return int(mask.sum())
+
     def predict_files(self, paths: Sequence[str | Path], threshold: float = 0.0
                       ) -> tuple[list[Prediction], list[tuple[str, str]]]:
         """Positives among files outside the collection, best first, and the (path, reason)

@@ -25,10 +25,11 @@ from localq import classifier_file, sampling
 from localq.arrays import unit
 from localq.cold_start_actions import ColdStartActions
 from localq.collection import Collection, Hit
-from localq.errors import ClassifierNotFound, LocalqError, NothingToUndo, StaleClassifier
+from localq.display import printable
+from localq.errors import ClassifierNotFound, InvalidName, LocalqError, NothingToUndo, StaleClassifier
 from localq.fit import fit_article_baseline, fit_linear  # fit_linear looked up here: a test patches it
 from localq.label_checks import checked_id, validated_scores
-from localq.names import check_name
+from localq.names import check_name, is_valid_name, suggestion
 from localq.sampling import STRATEGIES, select
 from localq.scoring import Scoring
 from localq.start_query import START_POSITIVE_FRACTION, example_vectors, pool_mask, start_bias
@@ -64,10 +65,15 @@ class Trainer(Scoring, ColdStartActions):
     # -- creating and opening ---------------------------------------------------------
     @classmethod
     def open(cls, collection: Collection, name: str) -> "Trainer":
-        row = collection.store.classifier(check_name(name))
+        row = collection.store.classifier(name) if is_valid_name(name) else None
         if row is None:
-            known = ", ".join(c.name for c in collection.store.classifiers()) or "none yet"
-            raise ClassifierNotFound(f"no classifier named {name!r} (known: {known})")
+            known = [c.name for c in collection.store.classifiers()]
+            meant = suggestion(name, known)
+            if meant is not None:  # the prompt typed instead of the name made of it
+                error = ClassifierNotFound if is_valid_name(name) else InvalidName
+                raise error(f"no classifier named {printable(name)!r}: did you mean {meant}?")
+            check_name(name)
+            raise ClassifierNotFound(f"no classifier named {name!r} (known: {', '.join(known) or 'none yet'})")
         return cls(collection, row)
 
     @classmethod
@@ -249,11 +255,6 @@ class Trainer(Scoring, ColdStartActions):
                      near_copy=self.settings.near_copy)
         return self._set_pending(ids, strategy)
 
-    def phase(self) -> str:
-        """What ``auto`` does next: ``start`` (the prompt's best), ``exploring`` (a batch came
-        back without a positive) or ``refining`` (sampling.Context.phase)."""
-        return self._auto_context(clusters=False).phase()
-
     def _auto_context(self, pool: np.ndarray | None = None, *, clusters: bool = True) -> sampling.Context:
         """What ``auto`` reads: labels so far, positives per labeled round, ``pool``'s clusters
         (left out with ``clusters=False``: they cost a k-means on first use)."""
@@ -261,20 +262,34 @@ class Trainer(Scoring, ColdStartActions):
 
         pool = self._pool_mask() if pool is None and clusters else pool
         labels = self.labels()
-        per_round: dict[int, int] = {}
-        for round_no, _image, score in self.label_history():
-            per_round[round_no] = per_round.get(round_no, 0) + (score > 0)
         s = self.settings
         return sampling.Context(
             labeled_ids=np.fromiter(labels, dtype=np.int64, count=len(labels)),
             labeled_scores=np.fromiter(labels.values(), dtype=np.float32, count=len(labels)),
-            batch_positives=tuple(per_round[r] for r in sorted(per_round)),
+            batch_positives=self._batch_positives(),
             # A pool restricted to a split (a benchmark) is also what the clusters are fitted on.
             clusters=collection_clusters(self.collection, pool if s.pool_split is not None else None)
             if clusters else None,
             explore_first=s.explore_first, explore_cold=s.explore_cold, top_share=s.top_share,
             temperature=s.explore_temperature,
         )
+
+    def _batch_positives(self) -> tuple[int, ...]:
+        """Positive labels given in each labeled round, oldest first."""
+        per_round: dict[int, int] = {}
+        for round_no, _image, score in self.label_history():
+            per_round[round_no] = per_round.get(round_no, 0) + (score > 0)
+        return tuple(per_round[r] for r in sorted(per_round))
+
+    def phase(self) -> str:
+        """What the next batch does, as the UI's status line names it: with ``auto``,
+        ``start`` (nothing labeled yet: the query's best), ``exploring`` (the last batch held
+        no positive, or none came back yet) or ``refining`` (sampling.Context.phase). A fixed
+        strategy: ``random`` explores, the others refine. Clusters are left out: the rule
+        needs only the labels."""
+        if self.settings.strategy != "auto":
+            return "exploring" if self.settings.strategy == "random" else "refining"
+        return self._auto_context(clusters=False).phase()
 
     def restore_batch(self, ids: Sequence[int]) -> list[Hit]:
         """Make ``ids`` the pending batch again (after undo, or a UI draft), dropping seen ones."""

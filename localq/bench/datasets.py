@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import json
 import re
-from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
 from localq.errors import LocalqError
+from localq.label_names import SYNSET, synset_word  # the core's lookup, shared with the labeling UI
 
 PARQUET_DIR = "parquet-images"  # inside the collection directory
-SYNSET = re.compile(r"^n\d{8}$")
 # Folder names that name a split rather than a class, for parquet files laid out as
 # <split>/<shard>.parquet (the Hub's refs/convert/parquet branch).
 SPLIT_NAMES = ("train", "validation", "valid", "val", "test")
@@ -46,24 +45,6 @@ def class_names(labels: list[str], overrides: dict[str, str] | None = None) -> d
         else:
             out[label] = label.replace("_", " ")
     return out
-
-
-def synset_word(synset: str) -> str | None:
-    """The first lemma of an ImageNet synset (n03394916 -> 'French horn'), from timm's table."""
-    info = _imagenet_info()
-    try:
-        return info.label_name_to_description(synset).split(",")[0].strip() if info else None
-    except KeyError:  # a synset outside timm's WordNet lemma table
-        return None
-
-
-@lru_cache(maxsize=1)
-def _imagenet_info():
-    try:
-        from timm.data import ImageNetInfo
-    except ImportError:  # timm is a core dependency, but the names are only a nicety
-        return None
-    return ImageNetInfo()
 
 
 def load_class_names(path: str | Path) -> dict[str, str]:

@@ -9,7 +9,6 @@ import click
 
 from localq.cli.common import FiniteFloat, count_option, db_option, emit_json, friendly_errors, json_option, open_collection
 from localq.display import printable
-from localq.names import check_name
 
 
 def _open_trainer(coll, name: str):
@@ -107,8 +106,10 @@ def classifiers(db, as_json):
     if as_json:
         emit_json({"classifiers": rows})
         return
+    from localq.label_names import readable
+
     for r in rows:
-        ap = f"  AP {r['ap']:.3f} ({r['target']})" if r["ap"] is not None else ""
+        ap = f"  AP {r['ap']:.3f} ({printable(readable(r['target']))})" if r["ap"] is not None else ""
         click.echo(f"{printable(r['name']):<28} round {r['round']:>3}  +{r['labels_positive']}/-{r['labels_negative']}  "
                    f"{r['strategy']:<8} {r['source']}: {printable(r['prompt'])}{ap}")
     if not rows:
@@ -117,7 +118,7 @@ def classifiers(db, as_json):
 
 @click.command()
 @click.argument("classifier")
-@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--threshold", type=FiniteFloat(), default=0.0, show_default=True, help="Predict positive above this score (w·x + b).")
 @click.option("--split", help="Only collection images of this split (e.g. val).")
 @count_option("--limit", help="At most this many positives.")
@@ -133,22 +134,29 @@ def predict(classifier, paths, threshold, split, limit, as_csv, db, as_json):
       localq predict a-photo-of-a-dog --split val --limit 20
       localq predict a-photo-of-a-dog new_photos/ --csv
     """
+    from localq.errors import ImageNotFound
     from localq.imageio import is_image_path
 
     files = []
     for p in paths:
+        # Checked here, not by click: a mistyped path is one `error:` line and exit 1, like every bad input.
+        if not p.exists():
+            raise ImageNotFound(f"no such file or folder: {printable(p)}")
         files += [str(f) for f in sorted(p.rglob("*")) if is_image_path(f)] if p.is_dir() else [str(p)]
     with open_collection(db) as coll:
         trainer = _open_trainer(coll, classifier)
+        unfitted = _unfitted_note(trainer)
         if files:  # one undecodable file is left out with a note, never fatal to the others
             preds, bad = trainer.predict_files(files, threshold)
+            total = len(preds)
             preds = preds[:limit] if limit else preds
         else:
             preds, bad = trainer.predict(threshold=threshold, split=split, limit=limit), []
+            total = trainer.count_positive(threshold, split=split) if limit and len(preds) == limit else len(preds)
     for path, reason in bad:
         click.echo(f"skipped {printable(path)}: {printable(reason)}", err=True)
     if as_json:
-        emit_json({"classifier": classifier, "threshold": threshold,
+        emit_json({"classifier": classifier, "threshold": threshold, "round": trainer.round, "positive": total,
                    "predictions": [{"id": p.id, "path": p.path, "score": round(p.score, 6), "label": p.label} for p in preds]})
     elif as_csv:
         import csv
@@ -160,7 +168,20 @@ def predict(classifier, paths, threshold, split, limit, as_csv, db, as_json):
     else:
         for p in preds:
             click.echo(f"{p.score:+.4f}  {printable(p.path)}" + (f"  [{printable(p.label)}]" if p.label else ""))
-        click.echo(f"{len(preds)} positive above {threshold}", err=True)
+        shown = f"{len(preds)} shown of {total} positive" if len(preds) < total else f"{total} positive"
+        click.echo(f"{shown} above {threshold}", err=True)
+    if unfitted and not as_json:
+        click.echo(unfitted, err=True)
+
+
+def _unfitted_note(trainer) -> str | None:
+    """Round 0 has no fit: its scores are the start query's, which a person should know."""
+    if trainer.round > 0:
+        return None
+    start = {"prompt": f"the prompt {printable(trainer.row.prompt)!r}", "images": "the example images",
+             "file": "the loaded classifier file"}.get(trainer.row.source, "its start query")
+    return (f"note: {printable(trainer.name)} is at round 0, not yet fitted on labels: these scores come from "
+            f"{start} alone; label images with `localq train --classifier {printable(trainer.name)}`")
 
 
 @click.command()
@@ -182,11 +203,10 @@ def export(classifier, out_dir, fmt, predicted, copy_files, db):
     """
     from localq.export import export_classifier
 
-    check_name(classifier)  # before it becomes the default folder name
     if (predicted or copy_files) and fmt != "imagefolder":
         raise click.UsageError("--predicted and --copy go with --format imagefolder")
     with open_collection(db) as coll:
-        trainer = _open_trainer(coll, classifier)
+        trainer = _open_trainer(coll, classifier)  # checks the name before it becomes the default folder name
         if fmt == "imagefolder":
             from localq.cli.tag_commands import export_imagefolder
 

@@ -208,9 +208,11 @@ def skipped(db, as_json):
 @json_option
 @friendly_errors
 def check(db, as_json):
-    """Check the collection: SQLite integrity, every row of the vectors file against its
-    recorded digest, vector norms, the search index's record, classifiers' rounds, labels
-    and seen flags. Exit 1 if anything is wrong.
+    """Check the collection's integrity; exit 1 if anything is wrong.
+
+    Reads, never writes: SQLite's own integrity check, vectors.npy against SQLite (a row
+    per image, finite unit vectors, the recorded digests), the IVF index file where there
+    is one (from 2M images), and the classifiers' rounds, labels and seen flags.
 
     \b
     Example:
@@ -228,9 +230,11 @@ def check(db, as_json):
 @json_option
 @friendly_errors
 def repair(db, as_json):
-    """Rebuild what is derived (the IVF search index, vector rows that fail their digests
-    embedded again from their image files, round counters, orphan seen flags, temp files).
-    Never deletes labels or rounds.
+    """Fix what can be rebuilt from other data; never deletes labels or rounds.
+
+    Rows of vectors.npy that no longer match their digests are embedded again from their
+    image files; the IVF index file (from 2M images) is rebuilt from vectors.npy; round
+    counters, seen flags of deleted images and temp files of killed runs are put right.
 
     \b
     Example:

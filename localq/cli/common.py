@@ -117,6 +117,18 @@ class LocalqGroup(click.Group):
         except click.ClickException as exc:
             raise _one_line(exc) from None
 
+    def format_commands(self, ctx, formatter) -> None:
+        """Each command with its whole first sentence, wrapped: click's default cuts it to
+        the terminal's width with "...", mid-phrase."""
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=1_000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
 
 def _one_line(exc: click.ClickException) -> click.ClickException:
     if isinstance(exc, OneLineError):
@@ -151,8 +163,43 @@ def emit_json(payload: dict) -> None:
 
 def open_collection(db, *, create: bool = False):
     from localq.collection import Collection
+    from localq.errors import CollectionNotFound
 
-    return Collection.open(db, create=create, on_wait=lambda message: click.echo(message + " ...", err=True))
+    try:
+        return Collection.open(db, create=create, on_wait=lambda message: click.echo(message + " ...", err=True))
+    except CollectionNotFound:
+        hint = _other_collections(db)
+        if hint is None:
+            raise
+        raise CollectionNotFound(hint) from None
+
+
+def _other_collections(db) -> str | None:
+    """The error for a missing collection when others exist (the demo's, another --db):
+    which, how many images each holds, and the --db that opens the first."""
+    from localq import paths
+    from localq.collection import Collection
+
+    root = paths.collection_dir(db)
+    others = paths.collections_near(root)
+    if not others:
+        return None
+    import sqlite3
+
+    from localq.errors import LocalqError
+
+    described = []
+    for other in others:
+        try:
+            with Collection.open(other) as coll:
+                count = f" ({coll.count_live():,} images)"
+        except (LocalqError, sqlite3.Error, OSError):  # a damaged or busy neighbour is still worth naming
+            count = ""
+        # A neighbour by its name; one elsewhere (the user data dir) by its path.
+        shown = other.name if other.parent == root.absolute().parent else str(other)
+        described.append(f"{printable(shown)}{count}")
+    return (f"no collection at {printable(root)}; collections here: {', '.join(described)}; "
+            f"use --db {printable(others[0])} (or `localq index PATH` to start one at {printable(root)})")
 
 
 def _db_path(db) -> Path:

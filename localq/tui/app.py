@@ -8,20 +8,27 @@ set and skipped cards seen, in one transaction (Trainer.submit).
 Nothing typed is lost: the batch on screen with its scores is written to a small draft
 file as the user scores (``<collection>/tui-drafts/<classifier>.json``), quitting
 submits the set scores as a round, and the next start restores a draft whose round
-still matches (after a dropped SSH session, say).
+still matches (after a dropped SSH session, say). Keys typed while the loop is working
+(before the first batch is on screen, during a fit) wait in order and apply to the batch
+that comes (see ``on_event``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import shlex
+import sys
 import threading
+from collections import deque
 from pathlib import Path
 from typing import Callable
 
+from textual import events
 from textual.app import App
 from textual.binding import Binding
 from textual.worker import Worker
 
+from localq.display import printable
 from localq.errors import LocalqError
 from localq.tui import bridge, cold_start, drafts
 from localq.tui.batch_screen import BatchScreen
@@ -31,6 +38,9 @@ from localq.tui.terminal import HALFBLOCK, TerminalGraphics
 from localq.tui.thumbnails import ThumbnailCache, detect_colors
 
 TORCH_WARMUP_DELAY_S = 2.0  # after the first batch is shown; a person takes longer to score it
+# Keys that act at once even while other keys wait for the batch: quitting must never wait
+# behind a slow first batch (it submits what is on screen, the waiting keys applied first).
+UNHELD_KEYS = frozenset({"ctrl+c", "ctrl+q", "q"})
 
 
 class TrainApp(App):
@@ -66,6 +76,12 @@ class TrainApp(App):
         self.batch_round: int | None = None  # the round the cards on screen were fetched for
         self.job: Worker | None = None
         self.quitting = False
+        # Keys typed while a job (the first batch, a fit) will replace the cards: applied,
+        # in order, once it is done. Holding starts at once: the grid is empty until then.
+        self._holding_keys = True
+        self._held_keys: deque[events.Key] = deque()
+        self._releasing_keys = False
+        self.exit_note: str | None = None  # the line `localq train` prints after the UI closes
 
     # -- plumbing ----------------------------------------------------------------------------
     @property
@@ -95,6 +111,31 @@ class TrainApp(App):
                 for thumbnail in self.query("Thumbnail"):
                     thumbnail.watch_path()
 
+    async def on_event(self, event: events.Event) -> None:
+        """Hold the batch screen's keys while a job is changing its cards (see ``_release_keys``).
+
+        Without this, a score typed right after the status line appeared (the first batch
+        still being searched) or during a fit met an empty or frozen grid and was dropped."""
+        if (isinstance(event, events.Key) and not event.is_forwarded and event.key not in UNHELD_KEYS
+                and (self._holding_keys or self._held_keys or self._releasing_keys)
+                and self.screen_stack and self.screen is self.screen_stack[0]):
+            self._held_keys.append(event)
+            return
+        await super().on_event(event)
+
+    async def _release_keys(self) -> None:
+        """Apply the held keys in the order typed; keys arriving meanwhile queue behind them.
+        A held key that starts another job (f) leaves the rest held for that job's batch."""
+        self._holding_keys = False
+        if self._releasing_keys:
+            return
+        self._releasing_keys = True
+        try:
+            while self._held_keys and not self._holding_keys:
+                await super().on_event(self._held_keys.popleft())
+        finally:
+            self._releasing_keys = False
+
     def get_default_screen(self) -> BatchScreen:
         return BatchScreen()
 
@@ -111,14 +152,17 @@ class TrainApp(App):
 
         Not Textual's ``@work(exclusive=True)``: exclusive *cancels* the job in flight, and
         a cancelled fit still finishes on the core thread while the screen never learns of
-        it (stale batch, round and draft); here a second key while busy is refused instead,
-        with the busy label, the frozen cards and the error notices around every job. Nor
+        it (stale batch, round and draft); here a second job asked for while busy is refused
+        instead (keys typed meanwhile wait for the job, see ``on_event``; a modal's answer or
+        a click does not), with the busy label, the frozen cards and the error notices around
+        every job. Nor
         ``thread=True``: the job updates widgets, which only the UI thread may do, and the
         Trainer calls already run on the core thread (bridge.py)."""
         if self.busy or self.quitting:
             work.close()
             self.notify("still working on the last step: try again in a moment", severity="warning", timeout=2)
             return None
+        self._holding_keys = True  # until the job is done: it may replace the cards
         self.job = self.run_worker(self._job(label, work, freeze), group="core", exit_on_error=False)
         return self.job
 
@@ -138,6 +182,8 @@ class TrainApp(App):
             screen.frozen = False
             screen.refresh_bindings()  # the footer hid "x skip" while frozen; focus may not move to redraw it
             screen.status_line.busy = None
+            # From the app's message loop, once this worker has ended: a held "f" must not find it busy.
+            self.call_later(self._release_keys)
 
     async def refresh_status(self) -> None:
         self.status = await self.core.call(bridge.status)
@@ -319,8 +365,9 @@ class TrainApp(App):
                 await self.job.wait()  # a running fit holds the batch on screen: let it land
             except Exception:  # its error was shown already; quitting goes on
                 pass
+        await self._release_keys()  # scores typed before "q" while the batch was coming
         scores, _ = self.batch_screen.entries()
-        message = None
+        saved = None  # what quitting itself wrote, for the line printed after the UI closes
         if scores and self.batch_round is not None:
             _, seen = self.batch_screen.entries()
             self.batch_screen.status_line.busy = f"saving {len(scores)} labels"
@@ -329,13 +376,22 @@ class TrainApp(App):
                 drafts.drop_draft(self.draft_file())
             except LocalqError as exc:
                 self.batch_screen.write_draft()
-                message = f"labels kept as a draft for next time: {exc}"
+                saved = f"labels kept as a draft for next time: {exc}"
+            else:
+                saved = f"saved {len(scores)} new label{'' if len(scores) == 1 else 's'}"
+                try:
+                    await self.refresh_status()  # the round and counts the note names
+                except LocalqError:
+                    pass  # the labels are saved; the note then names the round before them
         else:
             self.batch_screen.write_draft()  # skips alone are not a round: keep them for next time
+            if self.batch_screen.entries()[1] and self.status is not None:
+                saved = "skips kept as a draft for next time"
         if self.background is not None:
             self.batch_screen.status_line.busy = "stopping the indexer (everything indexed is saved)"
             await asyncio.to_thread(self.background.stop)
-        self.exit(message=message)
+        self.exit_note = quit_note(self.status, saved, self.root)  # run_train prints it once the screen is back
+        self.exit()
 
     async def on_unmount(self) -> None:
         if self.painter is not None:
@@ -344,6 +400,20 @@ class TrainApp(App):
         if self.background is not None:
             await asyncio.to_thread(self.background.stop)
         await asyncio.to_thread(self.core.close)
+
+
+def quit_note(status: Status | None, saved: str | None, root: Path) -> str | None:
+    """One line for the terminal once the UI is gone: what quitting saved, where the
+    classifier stands, and the command that carries on from there."""
+    if status is None:  # quit before the classifier opened: nothing to say about it
+        return saved
+    from localq import paths
+
+    resume = f"localq train --classifier {status.name}"
+    if Path(root).absolute() != paths.collection_dir().absolute():  # not the collection a bare command opens
+        resume += f" --db {shlex.quote(str(root))}"
+    where = f"{status.name} is at round {status.round} (+{status.positives}/−{status.negatives} labels)"
+    return f"{saved + '; ' if saved else 'nothing new to save; '}{where}; resume with `{resume}`"
 
 
 def _import_torch() -> None:
@@ -364,8 +434,11 @@ def run_train(collection, trainer, *, k: int | None, strategy: str | None, thumb
     from localq.tui.terminal import resolve
 
     graphics = resolve(thumbnails)  # asks the terminal now: once Textual runs, it reads the answers as keys
-    TrainApp(trainer_opener(collection, trainer.name, background), Path(collection.root), k=k, strategy=strategy,
-             thumbnails=thumbnails, background=background, graphics=graphics).run()
+    app = TrainApp(trainer_opener(collection, trainer.name, background), Path(collection.root), k=k,
+                   strategy=strategy, thumbnails=thumbnails, background=background, graphics=graphics)
+    app.run()
+    if app.exit_note:  # one line, unwrapped (Textual's exit message is wrapped at 80 columns off a terminal)
+        print(printable(app.exit_note), file=sys.stderr, flush=True)
 
 
 def trainer_opener(collection, name: str, background=None) -> Callable[[], object]:

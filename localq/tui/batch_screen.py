@@ -31,7 +31,10 @@ v            predictions               q            quit, saving scores
 """ + cold_start.KEYS_HELP + """
 
 Cards start unset; unset cards get no label and may come back later;
-skipped ones get no label and are not shown again."""
+skipped ones get no label and are not shown again.
+"model +0.12" on a card is the classifier's score w·x + b (> 0: predicted
+positive), the scale of the predictions view (v); batches are drawn where
+it is unsure, so their numbers sit near 0."""
 
 
 class BatchScreen(cold_start.ColdStartActions, GridScreen):

@@ -31,9 +31,10 @@ class Status:
     strategy: str
     k: int
     ap: float | None = None
-    target: str | None = None
+    target: str | None = None  # the folder label AP is measured against, as a person reads it ("church")
     prompt: str | None = None
     hint: str | None = None  # "no positives yet: ..." while the loop is cold (see hint())
+    phase: str | None = None  # Trainer.phase(): "start", "exploring" or "refining"
 
 
 @dataclass
@@ -97,10 +98,13 @@ def hint(summary) -> str | None:
 
 def status(t) -> Status:
     """The status line's content: the classifier's state (what `localq classifiers` lists) and the cold hint."""
+    from localq.label_names import readable
+
     st = t.state()
     return Status(
         name=st.name, round=st.round, positives=st.labels_positive, negatives=st.labels_negative,
-        strategy=st.strategy, k=t.settings.k, ap=st.ap, target=st.target, prompt=st.prompt, hint=hint(t.summary()),
+        strategy=st.strategy, k=t.settings.k, ap=st.ap, target=readable(st.target) if st.target else None,
+        prompt=st.prompt, hint=hint(t.summary()), phase=t.phase(),
     )
 
 

@@ -251,7 +251,7 @@ class PredictionsScreen(GridScreen):
         cards = [Card(_as_hit(p), self.cache, self.color_mode, editable=False, thumb_height=self.thumb_rows) for p in preds]
         await self.grid.mount_all(cards)
         more = " (m: more)" if len(preds) >= self.limit else ""
-        status.extra = f"· predictions: top {len(preds)} with score > 0{more}"
+        status.extra = f"· predictions: top {len(preds)} by model score (> 0, as on the cards){more}"
         self.show_empty(None if preds else "No image scores above 0 yet: label a few positives and fit.")
         self.relayout()
         if cards:

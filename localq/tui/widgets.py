@@ -173,7 +173,10 @@ class ScoreControl(Widget):
 
 
 class Caption(Widget):
-    """File name on the left, the classifier's score (w·x + b) on the right."""
+    """File name on the left, the classifier's score (w·x + b) on the right, named "model":
+    the same number the predictions view (v) shows, and not the person's −1..+1 score below it.
+    A batch is drawn where the model is unsure, so its numbers sit near 0 while the top
+    predictions run to +3 or +4; the word says they are one scale."""
 
     DEFAULT_CSS = """
     Caption { height: 1; width: 1fr; color: $text-muted; }
@@ -186,6 +189,8 @@ class Caption(Widget):
 
     def render(self) -> Text:
         right = "" if self.model_score is None else f"{self.model_score:+.2f}"
+        if right and self.size.width >= len(right) + 12:  # room for the word and a few letters of the name
+            right = f"model {right}"
         room = max(1, self.size.width - len(right) - 1)
         name = self.file_label if len(self.file_label) <= room else self.file_label[: max(1, room - 1)] + "…"
         return Text.assemble(name.ljust(room), " ", (right, "bold"))
@@ -319,6 +324,23 @@ class Card(Widget, can_focus=True):
         self.set_value(message.value)
 
 
+def phase_text(s: Status) -> str | None:
+    """What the loop is doing: "start: the best matches first" (nothing labeled yet),
+    "exploring: no positive yet" (spreading batches over the collection), "refining"
+    (searching near the classifier); with the cold hint when stuck."""
+    if s.phase is None:
+        return s.hint
+    if s.hint:  # "exploring · no positives for 2 rounds: try t, m or a"
+        return f"{s.phase} · {s.hint}"
+    if s.strategy != "auto":
+        return s.phase
+    if s.phase == "start":
+        return "start: the best matches first"
+    if s.phase == "exploring":
+        return "exploring: no positive yet" if s.positives == 0 else "exploring: the last batch held no positive"
+    return s.phase
+
+
 class StatusLine(Widget):
     """classifier · round · +/- labels · AP · strategy, and a busy indicator on the right."""
 
@@ -356,8 +378,9 @@ class StatusLine(Widget):
             text.append(f"+{s.positives}", style="green3")
             text.append(" / ")
             text.append(f"−{s.negatives}", style="red3")
-            if s.hint:  # before AP and strategy: a narrow terminal truncates those first
-                text.append(f"  {s.hint}", style="bold yellow")
+            phase = phase_text(s)
+            if phase:  # before AP and strategy: a narrow terminal truncates those first
+                text.append(f"  {phase}", style="bold yellow" if s.hint else "cyan")
             if s.ap is not None:
                 text.append(f"  AP {s.ap:.3f}", style="bold")
                 text.append(f" ({s.target})", style="dim")
