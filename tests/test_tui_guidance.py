@@ -6,7 +6,6 @@ batch is ready, and the line printed after quitting. The same keys in a real ter
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
