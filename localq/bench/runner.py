@@ -279,7 +279,10 @@ def run_benchmark(collection, config: BenchConfig, *, dataset: str,
         labeler = labeler_for(target, config.graded, names)
         for method in loops:
             for seed in config.seeds:
-                settings = Settings(**{**overrides, "k": config.k, "strategy": method.strategy, "fit": method.fit,
+                # The article's loop as it was written: its top-k has no near-copy check.
+                original = {"near_copy": 1.0} if method.fit == "article" else {}
+                settings = Settings(**{**overrides, **original, "k": config.k, "strategy": method.strategy,
+                                       "fit": method.fit,
                                        "pool_split": config.pool_split, "target": target,
                                        "seed": trainer_seed(seed, target), "exclude_dev": config.tune,
                                        "seed_name": bench_seed_name(method.name, target, seed)})

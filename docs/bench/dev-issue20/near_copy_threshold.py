@@ -45,7 +45,7 @@ def main() -> None:
         nearest_other[start:start + 2048] = sims.max(axis=1)
     print(f"{len(ids)} images, {len(by_scene)} scenes, {len(pair)} copy pairs")
     print("threshold | copy pairs above | images whose nearest other-scene image is above")
-    for t in (0.85, 0.88, 0.90, 0.92, 0.93, 0.94, 0.95, 0.96, 0.97, 0.98):
+    for t in (0.75, 0.78, 0.80, 0.82, 0.83, 0.84, 0.85, 0.86, 0.88, 0.90, 0.92, 0.94, 0.95, 0.96, 0.98):
         print(f"{t:.2f} | {np.mean(pair > t):.3f} | {np.mean(nearest_other > t):.4f}")
     print("copy pair cosine percentiles 1/5/50:", np.percentile(pair, [1, 5, 50]).round(3).tolist())
     print("nearest other-scene percentiles 50/99/99.9:", np.percentile(nearest_other, [50, 99, 99.9]).round(3).tolist())
