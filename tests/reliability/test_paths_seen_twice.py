@@ -107,3 +107,16 @@ def test_a_refused_write_is_not_called_damage():
     text = str(error)
     assert "damaged" not in text and "UNIQUE constraint failed" in text and "localq check" in text
     assert os.linesep not in text
+
+
+def test_bad_files_reached_twice_are_reported_once_under_their_real_path(tmp_path):
+    folder = _photos(tmp_path)
+    (folder / "bad.jpg").write_bytes(b"no jpeg here")
+    (folder / "logo.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"/>')
+    db = tmp_path / "db"
+    report = _index_json(db, folder, folder / ".." / folder.name)
+    assert sorted((s["path"], s["reason"]) for s in report["skipped"]) == [
+        (str(folder / "bad.jpg"), "not an image"), (str(folder / "logo.svg"), "unsupported format: SVG vector drawing")]
+    assert (report["images"], report["duplicates"]) == (3, 5)
+    again = _index_json(db, folder / ".." / folder.name)
+    assert (again["skipped"], again["skipped_known"], again["unchanged"]) == ([], 2, 3)
