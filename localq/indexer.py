@@ -1,8 +1,11 @@
 """`localq index`: bring a collection level with folders on disk.
 
-New and changed files are embedded in batches; unchanged ones cost a stat; deleted ones
-are tombstoned. Each batch commits its rows and vectors in one SQLite transaction, so a
-run stopped by Ctrl-C or kill -9 resumes on the next run with nothing lost or doubled.
+New and changed files are embedded in batches; unchanged ones cost a stat (``verify``:
+a read and a hash); a file reached twice (a symlink beside its target, overlapping
+roots) counts once. A file moved or renamed keeps its image (localq.moves); deleted
+files, and files that no longer decode, are tombstoned and leave search. Each batch
+commits its rows and vectors in one SQLite transaction, so a run stopped by Ctrl-C or
+kill -9 resumes on the next run with nothing lost or doubled.
 
 Files are read and embedded without any lock; each batch is committed under the
 collection's write lock (Collection.add_images: vectors.npy, then SQLite), after
