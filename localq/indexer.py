@@ -133,7 +133,9 @@ def index_paths(
         else:
             # Only now is a file that left its path known to be deleted, not moved: a run
             # stopped early leaves those images for the next run to place.
-            report.removed += collection.remove_if_unchanged(pool.unclaimed())
+            gone = pool.unclaimed()
+            if gone:
+                report.removed += collection.remove_if_unchanged(gone)
     except KeyboardInterrupt:
         report.interrupted = True
     finally:
