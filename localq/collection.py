@@ -290,6 +290,34 @@ class Collection:
             self.store.tombstone(ids)
             self.images_changed()
 
+    def move_images(self, moves: list, *, replaces=()) -> None:
+        """Give images new paths (id, path, size, mtime, label, split): a file moved or
+        renamed keeps its id, so its labels, seen flags and rounds follow it."""
+        with self.writing():
+            self.store.move_images(moves, replaces=list(replaces))
+            self.images_changed()
+
+    def remove_if_unchanged(self, rows) -> int:
+        """Tombstone these image rows unless another process moved or removed them since
+        they were read (under the write lock); returns how many were tombstoned."""
+        with self.writing():
+            now = {r.id: r for r in self.store.images([r.id for r in rows])}
+            ids = [r.id for r in rows if r.id in now and not now[r.id].deleted and now[r.id].path == r.path]
+            if ids:
+                self.store.tombstone(ids)
+                self.images_changed()
+        return len(ids)
+
+    def vector_of_row(self, image_id: int) -> np.ndarray:
+        """The vector at row ``image_id``, tombstoned or not (rows are never rewritten)."""
+        if image_id >= self.rows():
+            self.sync_index()
+        return np.array(self.index.matrix()[image_id])
+
+    def live_rows_with_hash(self, digest: str) -> list:
+        """Live images with this content hash (where a moved file may have come from)."""
+        return self.store.live_rows_with_hash(digest)
+
     def touch_image(self, image_id: int, size: int, mtime: float) -> None:
         """Record a new size and mtime for a file whose content did not change."""
         self.store.touch(image_id, size, mtime)

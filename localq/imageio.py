@@ -30,6 +30,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError, features
 
 from localq.errors import BadImage
 
+# Pillow's EXIF reader warns once per bad tag (a photo with a huge, broken eXIf chunk
+# gave about 30 UserWarnings on stderr). The image itself decodes; its metadata only
+# serves the orientation, which is then taken as upright. Set once, at import: the
+# decode threads share the process's filters, which catch_warnings would race on.
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")
+
 # HEIC/HEIF (what phones write) decode through the pillow-heif plugin, AVIF through
 # Pillow itself where it was built with libavif (Pillow >= 11.3 wheels are).
 HEIF_EXTENSIONS = frozenset({".heic", ".heif", ".hif"})

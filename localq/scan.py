@@ -59,6 +59,9 @@ def scan(roots: list[Path], *, with_labels: bool = False) -> Iterator[FileEntry 
         if not root.is_dir():
             yield ScanSkip(str(root), "no such file or directory")
             continue
+        # The folder's real path, so that 'p', 'p/../p' and a link to p name every file
+        # inside alike (skips included): a file reached twice is then seen to be one.
+        root = Path(os.path.realpath(root))
         yield from _walk(root, root, with_labels)
 
 

@@ -181,6 +181,21 @@ class Store(ClassifierQueries):
         row = self.conn.execute("SELECT id FROM images WHERE hash = ? AND deleted = 0 LIMIT 1", (digest,)).fetchone()
         return row[0] if row else None
 
+    def live_rows_with_hash(self, digest: str) -> list[ImageRow]:
+        """Every live image with this content (the hash index answers it)."""
+        return self._image_rows("WHERE hash = ? AND deleted = 0", (digest,))
+
+    def move_images(self, moves: list[tuple[int, str, int, float, str | None, str | None]],
+                    replaces: Iterable[int] = ()) -> None:
+        """Give images new paths (id, path, size, mtime, label, split), keeping their ids and
+        so their labels, seen flags and rounds. ``replaces``: live rows at those paths,
+        tombstoned first in the same transaction, so a path is never live twice."""
+        with self.transaction() as c:
+            c.executemany("UPDATE images SET deleted = 1 WHERE id = ?", [(int(i),) for i in replaces])
+            c.executemany("UPDATE images SET path = ?, size = ?, mtime = ?, label = ?, split = ? WHERE id = ?",
+                          [(to_db(p), s, m, lab, sp, int(i)) for i, p, s, m, lab, sp in moves])
+            c.executemany("DELETE FROM skipped WHERE path = ?", [(to_db(m[1]),) for m in moves])
+
     def add_images(self, images: list[NewImage], vectors: np.ndarray, replaces: Iterable[int] = ()) -> list[int]:
         """Insert images, with the digests of their vectors, in one transaction; ids are
         the next dense positions. The caller has written the vectors to vectors.npy at

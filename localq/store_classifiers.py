@@ -152,13 +152,16 @@ class ClassifierQueries:
                 f"classifier {row[0]!r} is at round {row[1]}, not {round_no}: another process changed it; reopen it")
 
     def current_labels(self, classifier_id: int) -> dict[int, float]:
-        """Each image's most recent label for this classifier."""
+        """Each image's most recent label for this classifier, in one pass over the
+        labels_by_image index (store_schema.m007): SQLite takes a bare column (score) from
+        the row that holds the group's max(). Ordered as the labels were given (round, then
+        id), so a fit sees them in the same order however they are read."""
         rows = self.conn.execute(
-            "SELECT image_id, score FROM labels l WHERE classifier_id = ? AND round = "
-            "(SELECT max(round) FROM labels WHERE classifier_id = l.classifier_id AND image_id = l.image_id)",
+            "SELECT image_id, score, max(round) AS latest FROM labels WHERE classifier_id = ? GROUP BY image_id"
+            " ORDER BY latest, image_id",
             (classifier_id,),
         )
-        return dict(rows.fetchall())
+        return {image_id: score for image_id, score, _ in rows}
 
     def label_history(self, classifier_id: int) -> list[tuple[int, int, float]]:
         rows = self.conn.execute(

@@ -24,6 +24,14 @@ def sqlite_failure(path: Path, exc: sqlite3.Error) -> LocalqError:
             f"cannot use {path}: {msg}; localq needs write access to the collection directory and its files, "
             "even to search (SQLite keeps its write-ahead log and shared memory there)"
         )
+    if isinstance(exc, sqlite3.IntegrityError):
+        # SQLite refused a write that would break a rule (a UNIQUE path, a NOT NULL
+        # column): it wrote nothing and the file is whole. Only `localq check` can say
+        # the database is damaged, so this is not called damage.
+        return LocalqError(
+            f"collection database {path} refused a write ({msg}); nothing was written and the collection "
+            "is as it was (`localq check` confirms it)"
+        )
     return DatabaseDamaged(
         f"collection database {path} is damaged ({msg}): restore it from a backup, or move it aside "
         f"(mv {path} {path}.broken) and re-index into a new collection; `localq check` says what else is affected"

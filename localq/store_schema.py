@@ -179,9 +179,17 @@ def _legacy_blocks(conn: sqlite3.Connection, rows: int, dim: int, size: int = 65
         yield block
 
 
+def m007_labels_by_image(db: sqlite_utils.Database) -> None:
+    # Each image's latest label is read every round (store_classifiers.current_labels).
+    # The primary key orders labels by round, so finding an image's latest label scanned
+    # all of a classifier's labels: 1.3 s a call at 7,000 labels. Ordered by image, then
+    # round, with the score in the index, it is one pass over the index.
+    db.conn.execute("CREATE INDEX IF NOT EXISTS labels_by_image ON labels(classifier_id, image_id, round, score)")
+
+
 MIGRATIONS: list[Callable[["sqlite_utils.Database"], None]] = [
     m001_initial, m002_classifiers, m003_vector_digests, m004_classifier_versions, m005_ingested_shards,
-    m006_vectors_to_file,
+    m006_vectors_to_file, m007_labels_by_image,
 ]
 
 # Where m006 moves the vectors (paths.VECTORS_FILE; a literal here, as a migration must

@@ -10,6 +10,11 @@ the filtered search alone; with the default strategy a round takes at most 150 m
     python scripts/bench_round.py --sizes 100000 1000000 --index exact ivf --rounds 10 \
         --json docs/bench/round.json --markdown docs/bench/round.md
 
+``--label-scales 10 10000`` times instead a round on a classifier that already holds 10,
+then 10,000 labels, side by side (issue 21's target: at most 2x); a couple of minutes:
+
+    python scripts/bench_round.py --sizes 20000 --label-scales 10 10000 --rounds 5
+
 The synthetic collection (clustered, L2-normalized, 512-d) is built once per size under
 --work (default: a temp dir) with the real store and index code; the IVF file is built
 by ``Collection.save_index`` exactly as ``localq index --index ivf`` builds it.
@@ -117,6 +122,65 @@ def bench(coll: Collection, rounds: int, k: int, strategy: str, kind: str, agree
     }
 
 
+def bench_label_scales(work: Path, n: int, dim: int, scales: list[int], rounds: int, k: int) -> list[dict]:
+    """A round of k labels on a classifier that already holds ``scale`` labels, for each
+    scale: what a long labeling session costs per round as its labels pile up (issue 21:
+    3.1 s a round at 7,000 labels, against 0.32 s for the first rounds).
+
+    The earlier labels are given as rounds of ``k`` (as the UI gives them), written with
+    the store's own commit (no fit between them: only the labels' count matters here)."""
+    out = []
+    with build(work / f"n{n}", n, dim) as coll:
+        coll.set_search_index("exact")
+        for scale in scales:
+            name = f"labels-{scale}"
+            if coll.has_classifier(name):
+                coll.delete_classifier(coll.classifier_id(name))
+            trainer = Trainer.create(coll, name, images=[0], settings=Settings(k=k, strategy="top"))
+            rng = np.random.default_rng(scale)
+            given = rng.choice(n, size=scale, replace=False)
+            for r, start in enumerate(range(0, scale, k), start=1):
+                chunk = given[start:start + k]
+                scores = {int(i): float(rng.choice([-1.0, 1.0])) for i in chunk}
+                coll.store.commit_round(trainer.row.id, r, scores, scores, trainer.weights, trainer.bias, None)
+            trainer = Trainer.open(coll, name)
+            batch = trainer.next_batch()
+            trainer.submit({h.id: 1.0 for h in batch})  # warm-up
+            before = len(trainer.labels())
+            times, labels_ms = [], []
+            for _ in range(rounds):
+                batch = trainer.next_batch()
+                t0 = time.perf_counter()
+                trainer.labels()
+                labels_ms.append((time.perf_counter() - t0) * 1e3)
+                t0 = time.perf_counter()
+                trainer.submit({h.id: (1.0 if h.id % 2 else -1.0) for h in batch})
+                trainer.next_batch()
+                times.append((time.perf_counter() - t0) * 1e3)
+            out.append({"labels": before, "round": statistics.median(times),
+                        "current_labels": statistics.median(labels_ms)})
+            print(out[-1])
+            coll.delete_classifier(trainer.row.id)
+    return out
+
+
+def label_scales_main(args, work: Path) -> None:
+    results = bench_label_scales(work, args.sizes[0], args.dim, args.label_scales, args.rounds, args.k)
+    base = results[0]["round"]
+    lines = ["| labels before the round | whole round (ms) | of which reading the current labels (ms) | vs the first |",
+             "|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r['labels']:,} | {r['round']:.1f} | {r['current_labels']:.1f} | {r['round'] / base:.2f}x |")
+    worst = max(r["round"] for r in results) / base
+    lines += ["", f"Medians of {args.rounds} rounds of k={args.k} on {args.sizes[0]:,} x {args.dim} vectors (exact search, "
+                  f"strategy top). Target (issue 21): at most 2x the round at the fewest labels: "
+                  f"{'MET' if worst <= 2 else 'MISS'} ({worst:.2f}x)."]
+    print()
+    print("\n".join(lines))
+    if args.json:
+        args.json.write_text(json.dumps({"command": _command(), "results": results}, indent=2) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
@@ -132,8 +196,14 @@ def main() -> None:
                     help="skip the exact batch each IVF round is compared with: at 10M its pass over 20 GB "
                          "evicts from the page cache the rows the timed rounds read (and counts as resident)")
     ap.add_argument("--nprobe", type=int, help="the IVF's first probe (default: ivf_index's)")
+    ap.add_argument("--label-scales", type=int, nargs="+", metavar="N",
+                    help="instead: a round on a classifier already holding N labels, side by side for each N "
+                         "(e.g. 10 10000, on the first --sizes)")
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="localq-bench-round-"))
+    if args.label_scales:
+        label_scales_main(args, work)
+        return
     results = []
     for n in args.sizes:
         print(f"building {n} x {args.dim} under {work}")

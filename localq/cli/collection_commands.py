@@ -25,23 +25,30 @@ from localq.display import printable
               help="Threads decoding the next batch while the model runs (0: decode in turn with it).")
 @click.option("--ray", "ray_address", metavar="ADDRESS", help="Embed on Ray (auto, HOST:PORT or local), then ingest (see `localq embed`).")
 @search_index_option
+@click.option("--verify", is_flag=True,
+              help="Re-read and hash every file, even where size and mtime are unchanged (slower; catches a file "
+                   "rewritten with its mtime put back).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @json_option
 @friendly_errors
-def index(paths, db, encoder, weights, with_labels, batch_size, decode_threads, ray_address, search_index, quiet, as_json):
+def index(paths, db, encoder, weights, with_labels, batch_size, decode_threads, ray_address, search_index, verify, quiet,
+          as_json):
     """Embed every image under PATHS into the collection.
 
-    Re-running embeds only new or changed files and drops deleted ones; an interrupted
-    run resumes where it stopped. Unreadable and corrupt files are skipped and recorded
-    (see `localq skipped`).
+    Re-running embeds only new or changed files and drops deleted ones and ones that no
+    longer decode; a file moved or renamed keeps its labels. An interrupted run resumes
+    where it stopped. Unreadable and corrupt files are skipped and recorded (see
+    `localq skipped`). A file counts as unchanged while its size and mtime are: --verify
+    re-reads every file.
 
     \b
     Example:
       localq index ../shared/datasets/imagenette/val --labels
     """
     from localq.encoders import load_encoder
-    from localq.indexer import index_paths
+    from localq.indexer import check_roots, index_paths
 
+    check_roots(paths)  # before the collection is created: a mistyped folder writes nothing
     with open_collection(db, create=True) as coll:
         if search_index:
             coll.set_search_index(search_index)
@@ -64,15 +71,18 @@ def index(paths, db, encoder, weights, with_labels, batch_size, decode_threads, 
         getattr(enc, "model", None)  # a lazily loaded CNN loads now, outside the timed run (as before)
         progress = ProgressLine("indexing", enabled=not quiet and not as_json)
         report = index_paths(coll, list(paths), enc, with_labels=with_labels, batch_size=batch_size, progress=progress,
-                             decode_workers=decode_threads)
+                             decode_workers=decode_threads, verify=verify)
         total = coll.count_live()
     if as_json:
         emit_json({"collection": str(coll.root), "images": total, **_report_dict(report)})
     else:
         click.echo(
-            f"{report.added} added, {report.replaced} changed, {report.removed} removed, "
-            f"{report.unchanged + report.touched} unchanged, {len(report.skipped)} skipped"
+            f"{report.added} added, {report.replaced} changed, "
+            + (f"{report.moved} moved, " if report.moved else "")
+            + f"{report.removed} removed, {report.unchanged + report.touched} unchanged, {len(report.skipped)} skipped"
             + (f" (+{report.skipped_known} known bad)" if report.skipped_known else "")
+            + (f", {report.duplicates} duplicate path{'s' if report.duplicates != 1 else ''} skipped"
+               if report.duplicates else "")
             + f"; {total} images in {printable(coll.root)}"
             + (f"; {report.embedded} embedded at {report.rate:.1f} img/s" if report.embedded else "")
         )
@@ -88,7 +98,8 @@ def index(paths, db, encoder, weights, with_labels, batch_size, decode_threads, 
 def _report_dict(report) -> dict:
     return {
         "scanned": report.scanned, "added": report.added, "changed": report.replaced,
-        "removed": report.removed, "unchanged": report.unchanged + report.touched,
+        "moved": report.moved, "removed": report.removed, "unchanged": report.unchanged + report.touched,
+        "duplicates": report.duplicates,
         "reused": report.reused, "embedded": report.embedded,
         "skipped": [{"path": p, "reason": r} for p, r in report.skipped],
         "skipped_known": report.skipped_known, "interrupted": report.interrupted,

@@ -61,6 +61,7 @@ def collection(template, tmp_path):
 
 
 def _args(cmd, tmp_path, db):
+    (tmp_path / "pics").mkdir(exist_ok=True)  # `index` refuses a missing folder before it opens the database
     return [a.format(tmp=tmp_path, pics=tmp_path / "pics") for a in cmd] + ["--db", str(db)]
 
 
@@ -111,7 +112,7 @@ def test_an_empty_database_beside_data_is_never_recreated(collection, tmp_path):
 @damaged
 def test_a_missing_database_beside_data_is_not_replaced(collection, tmp_path):
     (collection / "localq.db").unlink()
-    proc = run_cli("index", tmp_path / "pics", "--db", collection, "-q")
+    proc = run_cli(*_args(("index", "{pics}", "-q"), tmp_path, collection))
     assert_one_line_error(proc, "missing", "backup")
     assert not (collection / "localq.db").exists()
 
