@@ -86,6 +86,21 @@ class EmbedFailed(LocalqError):
     """An embedding job could not run or was cut short; finished shards are kept."""
 
 
+class OutputRefused(LocalqError):
+    """An output target (export's or embed's --out) that is not a plain file in a plain
+    folder: a symlink planted inside it, a device, a FIFO, a directory, or a place the OS
+    refuses to write."""
+
+
+class WriteFailed(LocalqError):
+    """The OS refused a write: a read-only file system or a failing disk. What was
+    committed before it is intact."""
+
+
+class DiskFull(WriteFailed):
+    """A write ran out of space or quota. What was committed before it is intact."""
+
+
 def first_line(exc: BaseException, limit: int = 200) -> str:
     """The first line of an exception's message (or its type's name), for a one-line error."""
     text = str(exc).strip()

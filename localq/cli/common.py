@@ -69,6 +69,14 @@ def friendly_errors(f):
 
             click.echo(f"error: {sqlite_failure(_db_path(kwargs.get('db')), exc)}", err=True)
             sys.exit(1)
+        except OSError as exc:  # a write that found no space or no working disk, wherever it was
+            from localq.os_errors import write_failure
+
+            failure = write_failure(exc, exc.filename or _db_path(kwargs.get("db")).parent)
+            if failure is None:
+                raise
+            click.echo(f"error: {printable(failure)}", err=True)
+            sys.exit(1)
 
     return wrapper
 
