@@ -221,14 +221,13 @@ def _open_input(path: Path):
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         raise BadShard(f"{path} is unreadable ({exc.strerror or exc})") from None
-    fh = os.fdopen(fd, "rb")
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
-        fh.close()
+        os.close(fd)
         kind = "a FIFO" if stat.S_ISFIFO(mode) else "a directory" if stat.S_ISDIR(mode) else \
             "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file"
         raise BadShard(f"{path} is {kind}, not a regular file: shards are files")
-    return fh
+    return os.fdopen(fd, "rb")
 
 
 def read_input(path: Path) -> bytes:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -72,7 +73,8 @@ def friendly_errors(f):
         except OSError as exc:  # a write that found no space or no working disk, wherever it was
             from localq.os_errors import write_failure
 
-            failure = write_failure(exc, exc.filename or _db_path(kwargs.get("db")).parent)
+            named = exc.filename if isinstance(exc.filename, (str, bytes, os.PathLike)) else None
+            failure = write_failure(exc, named or _db_path(kwargs.get("db")).parent)
             if failure is None:
                 raise
             click.echo(f"error: {printable(failure)}", err=True)
