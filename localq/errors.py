@@ -70,6 +70,10 @@ class StaleClassifier(LocalqError):
     """Another process changed this classifier since it was loaded; it has been reloaded."""
 
 
+class InvalidArgument(LocalqError):
+    """An argument that cannot mean anything, such as an empty --db."""
+
+
 class InvalidName(LocalqError):
     """A classifier name outside the safe slug character set (see localq.names)."""
 

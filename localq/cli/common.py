@@ -168,4 +168,7 @@ def open_collection(db, *, create: bool = False):
 def _db_path(db) -> Path:
     from localq import paths
 
-    return paths.collection_dir(db) / paths.DB_FILE
+    try:
+        return paths.collection_dir(db) / paths.DB_FILE
+    except LocalqError:  # an unusable --db: name the current folder rather than fail again
+        return Path.cwd() / paths.DB_FILE
