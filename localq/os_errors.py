@@ -11,7 +11,9 @@ from __future__ import annotations
 import errno
 import os
 import re
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from localq.errors import DiskFull, LocalqError, WriteFailed
 
@@ -78,3 +80,16 @@ def write_failure(exc: BaseException, where: str | os.PathLike) -> LocalqError |
         return WriteFailed(f"input/output error writing in {place} (a failing or removed disk?): check it and "
                            "re-run; nothing was lost")
     return None
+
+
+@contextmanager
+def write_failures_named(where: str | os.PathLike) -> Iterator[None]:
+    """Inside, an OSError for want of space or a working disk becomes write_failure's
+    LocalqError naming ``where``; any other OSError passes unchanged."""
+    try:
+        yield
+    except OSError as exc:
+        failure = write_failure(exc, where)
+        if failure is None:
+            raise
+        raise failure from exc
