@@ -12,6 +12,7 @@ dimension can be checked.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -43,11 +44,31 @@ class ClassifierFile:
         return int(self.weight.shape[0])
 
 
+def encode(weight: np.ndarray, bias: float, *, model_id: str, meta: dict, fmt: str) -> dict[str, bytes]:
+    """The files of a classifier as bytes, by suffix: {".safetensors": ...} or {".npy": ...,
+    ".json": ...}, for a writer that puts them in place itself (export: outputs.py)."""
+    weight = np.ascontiguousarray(weight, dtype=np.float32).reshape(-1)
+    header = _header(weight, model_id, meta)
+    if fmt == "npy":
+        buf = io.BytesIO()
+        np.save(buf, weight)
+        return {".npy": buf.getvalue(), ".json": json.dumps({**header, "bias": float(bias)}, indent=2).encode()}
+    if fmt != "safetensors":
+        raise ValueError(f"unknown classifier format {fmt!r}")
+    from safetensors.numpy import save
+
+    return {".safetensors": save({"weight": weight[None, :], "bias": np.array([bias], np.float32)}, metadata=header)}
+
+
+def _header(weight: np.ndarray, model_id: str, meta: dict) -> dict[str, str]:
+    return {"format": FORMAT, "model_id": model_id, "dim": str(weight.shape[0]), **{k: str(v) for k, v in meta.items()}}
+
+
 def save(path: str | Path, weight: np.ndarray, bias: float, *, model_id: str, meta: dict) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     weight = np.ascontiguousarray(weight, dtype=np.float32).reshape(-1)
-    header = {"format": FORMAT, "model_id": model_id, "dim": str(weight.shape[0]), **{k: str(v) for k, v in meta.items()}}
+    header = _header(weight, model_id, meta)
     if path.suffix == ".npy":
         np.save(path, weight)
         path.with_suffix(".json").write_text(json.dumps({**header, "bias": float(bias)}, indent=2))

@@ -29,6 +29,7 @@ import numpy as np
 
 from localq import ray_job, shards
 from localq.errors import BadImage, BadShard, EmbedFailed
+from localq.outputs import OutputFolder
 from localq.scan import FileEntry, ScanSkip, scan
 
 DEFAULT_SHARD_SIZE = 10_000
@@ -224,9 +225,21 @@ def embed_to_shards(
     probe = EmbedBatch(encoder_spec, weights, encoder_factory).encoder  # fail fast, here
     items = list_source(source)
     plan = plan_shards(items, shard_size)
-    manifest = shards.read_manifest(out)
-    if manifest is None and (out / shards.EMB_DIR).is_dir() and any((out / shards.EMB_DIR).iterdir()):
-        raise BadShard(f"{out} already holds shards that localq did not write (no manifest): use another --out")
+    with OutputFolder.open(out) as folder:
+        return _embed_into(folder, source, plan, len(items), probe, start, encoder_spec=encoder_spec, weights=weights,
+                           shard_size=shard_size, dtype=dtype, ray_address=ray_address, workers=workers,
+                           batch_size=batch_size, encoder_factory=encoder_factory, progress=progress)
+
+
+def _embed_into(folder: OutputFolder, source, plan: dict[str, list[dict]], n_items: int, probe, start: float, *,
+                encoder_spec, weights, shard_size: int, dtype: str, ray_address, workers, batch_size: int,
+                encoder_factory, progress: Progress | None) -> EmbedReport:
+    out = folder.path
+    manifest = shards.parse_manifest(out / shards.MANIFEST, folder.read_bytes(shards.MANIFEST))
+    if manifest is None:
+        with folder.folder(shards.EMB_DIR) as emb_dir:
+            if emb_dir.names():
+                raise BadShard(f"{out} already holds shards that localq did not write (no manifest): use another --out")
     if manifest is not None:
         _check_resume(manifest, plan, probe.model_id, dtype, shard_size, out)
     else:
@@ -235,13 +248,12 @@ def embed_to_shards(
             "encoder_spec": probe.encoder_spec, "encoder_weights": probe.weights,
             "shard_size": shard_size, "source": str(source), "shards": {},
         }
-    report = EmbedReport(str(out), probe.model_id, probe.dim, images=len(items), shards_total=len(plan))
+    report = EmbedReport(str(out), probe.model_id, probe.dim, images=n_items, shards_total=len(plan))
     report.shards_existing = len(manifest["shards"])
     todo = {k: part for k, part in plan.items() if k not in manifest["shards"]}
     n_todo = sum(len(p) for p in todo.values())
-    out.mkdir(parents=True, exist_ok=True)
     if not manifest["shards"]:
-        shards.write_manifest(out, manifest)  # the dim and model are known before any shard
+        shards.write_manifest(folder, manifest)  # the dim and model are known before any shard
     rows = [it for part in todo.values() for it in part]
     if rows and ray_address is not None:
         ray_job.connect(ray_address)  # an unreachable cluster fails here, before any progress line
@@ -261,7 +273,7 @@ def embed_to_shards(
             pending[key].append({c: np.asarray(v)[sel] for c, v in batch.items()})
             counts[key] += len(sel)
             if counts[key] == len(todo[key]):
-                _write(out, key, pending.pop(key), manifest, dtype, report)
+                _write(folder, key, pending.pop(key), manifest, dtype, report)
         done += len(batch["path"])
         if progress:
             progress(done, n_todo)
@@ -294,7 +306,7 @@ def _columns(rows: list[dict]) -> dict[str, np.ndarray]:
     }
 
 
-def _write(out: Path, key: str, parts: list[dict[str, np.ndarray]], manifest: dict, dtype: str, report: EmbedReport):
+def _write(out: OutputFolder, key: str, parts: list[dict[str, np.ndarray]], manifest: dict, dtype: str, report: EmbedReport):
     cols = {c: np.concatenate([p[c] for p in parts]) for c in parts[0]}
     order = np.argsort(cols["row"])
     cols = {c: v[order] for c, v in cols.items()}

@@ -70,6 +70,10 @@ class StaleClassifier(LocalqError):
     """Another process changed this classifier since it was loaded; it has been reloaded."""
 
 
+class InvalidArgument(LocalqError):
+    """An argument that cannot mean anything, such as an empty --db."""
+
+
 class InvalidName(LocalqError):
     """A classifier name outside the safe slug character set (see localq.names)."""
 
@@ -84,6 +88,21 @@ class BadShard(LocalqError):
 
 class EmbedFailed(LocalqError):
     """An embedding job could not run or was cut short; finished shards are kept."""
+
+
+class OutputRefused(LocalqError):
+    """An output target (export's or embed's --out) that is not a plain file in a plain
+    folder: a symlink planted inside it, a device, a FIFO, a directory, or a place the OS
+    refuses to write."""
+
+
+class WriteFailed(LocalqError):
+    """The OS refused a write: a read-only file system or a failing disk. What was
+    committed before it is intact."""
+
+
+class DiskFull(WriteFailed):
+    """A write ran out of space or quota. What was committed before it is intact."""
 
 
 def first_line(exc: BaseException, limit: int = 200) -> str:

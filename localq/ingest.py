@@ -75,7 +75,7 @@ def ingest_shards(
             report.shards_already += 1
         else:
             data = shards.read_shard(shard, collection.dim)
-            added = _ingest_one(collection, data, live, live_ids, with_labels, report)
+            added = _ingest_one(collection, data, root, live, live_ids, with_labels, report)
             collection.record_ingested_shard(source, shard.key, data.rows, added, shard.vectors.stat().st_size)
             report.shards_ingested += 1
         if progress:
@@ -119,7 +119,8 @@ def _bind(collection: Collection, root: Path, manifest: dict | None, encoder) ->
     collection.bind_encoder(encoder)
 
 
-def _ingest_one(collection, data: shards.ShardData, live: dict, live_ids: dict, with_labels: bool, report) -> int:
+def _ingest_one(collection, data: shards.ShardData, root: Path, live: dict, live_ids: dict, with_labels: bool,
+                report) -> int:
     meta, n = data.metadata, data.rows
 
     def column(name):
@@ -130,7 +131,7 @@ def _ingest_one(collection, data: shards.ShardData, live: dict, live_ids: dict, 
     labels, splits = (column("label"), column("split")) if with_labels else ([None] * n, [None] * n)
     rows, keep, replaces, skips, seen_here = [], [], [], [], set()
     for i in range(n):
-        path = _normalise_path(paths[i])
+        path = _normalise_path(paths[i], root)
         if not path:
             raise BadShard(f"shard {data.key}: row {i} has an empty image_path")
         size, mtime = sizes[i], mtimes[i]
@@ -168,11 +169,13 @@ def _live_id(collection, live_ids: dict, path: str) -> int:
     return live_ids[path]
 
 
-def _normalise_path(path) -> str:
+def _normalise_path(path, root: Path) -> str:
+    """An absolute path; a relative one is taken from the shard folder ``root`` (the
+    shards were written there, wherever `localq ingest` happens to run from)."""
     path = str(path or "")
     if "://" in path or not path:
         return path  # a URL (clip-retrieval from webdataset/img2dataset): kept as given
-    return os.path.abspath(os.path.expanduser(path))
+    return os.path.abspath(os.path.join(root, os.path.expanduser(path)))
 
 
 def _stat(path: str, size, mtime) -> tuple[int, float]:

@@ -20,15 +20,17 @@ backup, not repaired.
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
 from localq import index_mirror, ivf_mirror, paths, trailer_file, vector_repair
 from localq.errors import DatabaseDamaged, EncoderMismatch, VectorsDamaged
-from localq.store import Store, chain_digest, from_blob, to_blob
+from localq.store import Store, chain_digest, from_blob, sqlite_failure, to_blob
 from localq.vector_file import VectorFile, release_pages
 
 if TYPE_CHECKING:  # Collection calls this module: importing it back would close a circle
@@ -59,6 +61,21 @@ class Report:
 
 
 def check(coll: Collection, store: Store) -> Report:
+    with sqlite_errors_named(store):
+        return _check(coll, store)
+
+
+@contextmanager
+def sqlite_errors_named(store: Store) -> Iterator[None]:
+    """What SQLite raises while checking (a full disk, first: PRAGMA integrity_check may
+    need temporary space) as localq's one-line error, never as a finding of damage."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise sqlite_failure(store.path, exc) from exc
+
+
+def _check(coll: Collection, store: Store) -> Report:
     report = Report()
     if not _sqlite_ok(store, report):
         return report  # the rest would read damaged pages
@@ -74,7 +91,7 @@ def check(coll: Collection, store: Store) -> Report:
 def repair(coll: Collection, store: Store) -> Report:
     """Fix what is derived (see the module docstring), then check again."""
     done: list[str] = []
-    with coll.writing():
+    with sqlite_errors_named(store), coll.writing():
         problems = _integrity_problems(store)
         if problems:
             raise DatabaseDamaged(

@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from localq.errors import CollectionUnwritable, DatabaseDamaged
+from localq.errors import CollectionUnwritable, DatabaseDamaged, InvalidArgument
 
 DB_FILE = "localq.db"
 VECTORS_FILE = "vectors.npy"
@@ -27,6 +27,10 @@ def user_data_dir() -> Path:
 
 
 def collection_dir(explicit: str | os.PathLike | None = None) -> Path:
+    if explicit is not None and not os.fspath(explicit):
+        # An empty --db (an unset shell variable, "$DB") must not quietly mean the default collection.
+        raise InvalidArgument('--db "" names no directory: give the collection directory, or leave --db out '
+                              "for the default one")
     if explicit:
         return Path(explicit).expanduser()
     env = os.environ.get("LOCALQ_HOME")

@@ -10,7 +10,8 @@ clip-retrieval or from any job writing the same layout are interchangeable:
 a parquet file with the same ``N`` form one shard. A shard that localq writes counts as
 complete only once the manifest lists it: both files are written under temporary names,
 renamed, and only then recorded, so a killed job leaves at worst an unlisted pair that
-the next run overwrites. Shards from other tools have no manifest: every pair present is
+the next run overwrites (outputs.py writes them without following anything planted in
+the folder). Shards from other tools have no manifest: every pair present is
 taken as complete, and ``read_shard`` checks it.
 
 pyarrow is imported inside the functions that need it (``localq --help`` stays fast).
@@ -19,14 +20,18 @@ pyarrow is imported inside the functions that need it (``localq --help`` stays f
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from localq.display import printable
 from localq.errors import BadShard, first_line
+from localq.outputs import OutputFolder
 
 MANIFEST = "manifest.json"
 FORMAT = "localq-shards/1"
@@ -99,10 +104,17 @@ def list_shards(root: Path) -> list[Shard]:
 
 def read_manifest(root: Path) -> dict | None:
     path = Path(root) / MANIFEST
-    if not path.exists():
+    if not os.path.lexists(path):
+        return None
+    return parse_manifest(path, read_input(path))
+
+
+def parse_manifest(path: Path, raw: bytes | None) -> dict | None:
+    """The manifest in ``raw`` (the bytes of ``path``; None: there is none)."""
+    if raw is None:
         return None
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(raw)
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
             raise ValueError("unknown format")
         int(manifest["dim"]), str(manifest["model_id"])
@@ -112,43 +124,34 @@ def read_manifest(root: Path) -> dict | None:
     return manifest
 
 
-def write_manifest(root: Path, manifest: dict) -> None:
-    path = Path(root) / MANIFEST
-    _atomic_write(path, json.dumps(manifest, indent=1, sort_keys=True).encode())
+def write_manifest(root: OutputFolder, manifest: dict) -> None:
+    root.write_bytes(MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
 
 
 # -- writing ----------------------------------------------------------------------------
 
 
-def write_shard(root: Path, key: str, vectors: np.ndarray, metadata: dict[str, list], dtype: str) -> None:
-    """Write one shard's two files atomically (temp names, fsync, rename). The caller
-    records it in the manifest afterwards: until then the shard does not exist."""
+def write_shard(root: OutputFolder, key: str, vectors: np.ndarray, metadata: dict[str, list], dtype: str) -> None:
+    """Write one shard's two files, each to a temporary name, synced and renamed
+    (outputs.py: nothing planted in the folder is followed). The caller records it in
+    the manifest afterwards: until then the shard does not exist."""
     require_pyarrow()
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    root = Path(root)
-    (root / EMB_DIR).mkdir(parents=True, exist_ok=True)
-    (root / META_DIR).mkdir(parents=True, exist_ok=True)
     n = len(vectors)
     for column, values in metadata.items():
         if len(values) != n:
             raise ValueError(f"metadata column {column} has {len(values)} rows, vectors {n}")
     table = pa.table({c: pa.array(v, type=METADATA_COLUMNS.get(c)) for c, v in metadata.items()})
-    emb = emb_path(root, key)
-    tmp = emb.with_name(emb.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, np.ascontiguousarray(vectors, dtype=dtype))
-        f.flush()
-        os.fsync(f.fileno())
-    meta = meta_path(root, key)
-    meta_tmp = meta.with_name(meta.name + ".tmp")
-    pq.write_table(table, meta_tmp)
-    _fsync_file(meta_tmp)
-    os.replace(tmp, emb)
-    os.replace(meta_tmp, meta)
-    _fsync_dir(emb.parent)
-    _fsync_dir(meta.parent)
+    with root.folder(EMB_DIR) as emb_dir, root.folder(META_DIR) as meta_dir:
+        emb_name, meta_name = emb_path(Path(), key).name, meta_path(Path(), key).name
+        emb_dir.check_target(emb_name)
+        meta_dir.check_target(meta_name)
+        with emb_dir.replacing(emb_name) as f:
+            np.save(f, np.ascontiguousarray(vectors, dtype=dtype))
+        with meta_dir.replacing(meta_name) as f:
+            pq.write_table(table, f)
 
 
 # -- reading ----------------------------------------------------------------------------
@@ -163,20 +166,14 @@ def read_shard(shard: Shard, dim: int | None = None) -> ShardData:
     require_pyarrow()
     import pyarrow.parquet as pq
 
-    try:
-        raw = np.load(shard.vectors, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise BadShard(f"{shard.vectors} is unreadable or truncated ({first_line(exc, 160)})") from exc
-    if raw.ndim != 2 or raw.dtype not in (np.float16, np.float32):
-        raise BadShard(f"{shard.vectors} holds {raw.dtype} of shape {raw.shape}, not [rows, dim] float16/float32")
-    if dim is not None and raw.shape[1] != dim:
-        raise BadShard(f"{shard.vectors} holds {raw.shape[1]}-d vectors, expected {dim}-d")
-    if not shard.metadata.exists():
+    raw = _read_vectors(shard.vectors, dim)
+    if not os.path.lexists(shard.metadata):
         raise BadShard(f"shard {shard.key}: metadata file {shard.metadata} is missing")
-    try:
-        table = pq.read_table(shard.metadata)
-    except Exception as exc:  # pyarrow raises several types for damaged files
-        raise BadShard(f"{shard.metadata} is unreadable ({first_line(exc, 160)})") from exc
+    with _open_input(shard.metadata) as fh:
+        try:
+            table = pq.read_table(fh)
+        except Exception as exc:  # pyarrow raises several types for damaged files
+            raise BadShard(f"{shard.metadata} is unreadable ({first_line(exc, 160)})") from exc
     if "image_path" not in table.column_names:
         raise BadShard(f"{shard.metadata} has no image_path column (columns: {', '.join(table.column_names)})")
     if table.num_rows != len(raw):
@@ -184,6 +181,7 @@ def read_shard(shard: Shard, dim: int | None = None) -> ShardData:
             f"shard {shard.key}: {len(raw)} vectors but {table.num_rows} metadata rows; re-create the shard"
         )
     metadata = {c: table.column(c).to_pylist() for c in table.column_names}
+    _check_metadata(shard.metadata, metadata)
     vectors = raw.astype(np.float32)
     skipped = np.array([bool(r) for r in metadata.get("skip_reason", [None] * len(vectors))], dtype=bool)
     good = vectors[~skipped]
@@ -210,27 +208,89 @@ def require_pyarrow() -> None:
         raise BadShard("embedding shards need pyarrow: pip install -e '.[ray]' (or pip install pyarrow)") from exc
 
 
-# -- helpers ------------------------------------------------------------------------------
+# -- reading input from elsewhere --------------------------------------------------------
+# Shards are made by other tools and other people: every file is opened without blocking
+# and read only once it is known to be a regular file (a FIFO would hang the read, a
+# link to /dev/zero never end it), and the npy header's claims are checked against the
+# file's size before anything is allocated.
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+def _open_input(path: Path):
+    """``path`` opened for reading, refused unless it is (or links to) a regular file."""
     try:
-        os.fsync(fd)
-    finally:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise BadShard(f"{path} is unreadable ({exc.strerror or exc})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
         os.close(fd)
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a directory" if stat.S_ISDIR(mode) else \
+            "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file"
+        raise BadShard(f"{path} is {kind}, not a regular file: shards are files")
+    return os.fdopen(fd, "rb")
+
+
+def read_input(path: Path) -> bytes:
+    with _open_input(path) as fh:
+        return fh.read()
+
+
+def _read_vectors(path: Path, dim: int | None) -> np.ndarray:
+    """The [rows, dim] float16/float32 array in the npy file at ``path``, after its header
+    is checked against the file's size (a header may claim any shape)."""
+    with _open_input(path) as fh:
+        try:
+            version = np.lib.format.read_magic(fh)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                           (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            if read_header is None:
+                raise ValueError(f"npy format version {version} is not supported")
+            shape, fortran, dtype = read_header(fh, max_header_size=10_000)
+        except (ValueError, OSError, EOFError, SyntaxError) as exc:
+            raise BadShard(f"{path} is unreadable or truncated ({first_line(exc, 160)})") from exc
+        if len(shape) != 2 or dtype not in (np.float16, np.float32):
+            raise BadShard(f"{path} holds {dtype} of shape {shape}, not [rows, dim] float16/float32")
+        if dim is not None and shape[1] != dim:
+            raise BadShard(f"{path} holds {shape[1]}-d vectors, expected {dim}-d")
+        expected = shape[0] * shape[1] * dtype.itemsize
+        actual = os.fstat(fh.fileno()).st_size - fh.tell()
+        if actual != expected:
+            raise BadShard(f"{path} is unreadable or truncated: its header promises {shape[0]} x {shape[1]} "
+                           f"{dtype} ({expected} bytes), the file holds {actual}")
+        data = np.frombuffer(fh.read(expected), dtype=dtype)
+    if len(data) * dtype.itemsize != expected:
+        raise BadShard(f"{path} changed while it was read: re-run")
+    return data.reshape(shape, order="F" if fortran else "C")
+
+
+_NUMBER_COLUMNS = ("size", "mtime", "width", "height")
+
+
+def _check_metadata(path: Path, metadata: dict[str, list]) -> None:
+    """Refuse rows that could not have come from a file: a non-finite or negative size,
+    mtime or dimension, or an image_path holding a NUL byte or, unless a file of that
+    very name exists, another control character (they are passed to the OS and shown
+    in terminals later)."""
+    for column in _NUMBER_COLUMNS:
+        for row, value in enumerate(metadata.get(column) or ()):
+            if value is None:
+                continue
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) \
+                    or (value < 0 and column != "mtime"):
+                raise BadShard(f"{path} row {row}: {column} is {value!r}, not a finite number")
+    for row, value in enumerate(metadata.get("image_path") or ()):
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise BadShard(f"{path} row {row}: image_path is {type(value).__name__}, not text")
+        if "\0" in value:
+            raise BadShard(f"{path} row {row}: image_path holds a NUL byte")
+        if _CONTROL.search(value) and not os.path.lexists(value):
+            raise BadShard(f"{path} row {row}: image_path {printable(value)} holds a control character")
+    for column in ("label", "split", "hash", "skip_reason"):
+        for row, value in enumerate(metadata.get(column) or ()):
+            if isinstance(value, str) and "\0" in value:
+                raise BadShard(f"{path} row {row}: {column} holds a NUL byte")
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")

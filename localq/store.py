@@ -72,13 +72,24 @@ class Store(ClassifierQueries):
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """All writes inside commit together or not at all, under the collection's write lock."""
         with self.lock.hold() if self.lock is not None else nullcontext():
-            self.conn.execute("BEGIN IMMEDIATE")
             try:
-                yield self.conn
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
-            self.conn.execute("COMMIT")
+                self.conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self.conn
+                    self.conn.execute("COMMIT")
+                except BaseException:
+                    self._roll_back()
+                    raise
+            except sqlite3.Error as exc:  # library callers get localq's types, as the CLI does
+                raise sqlite_failure(self.path, exc) from exc
+
+    def _roll_back(self) -> None:
+        if not self.conn.in_transaction:  # SQLite rolls back by itself after some errors (SQLITE_FULL)
+            return
+        try:
+            self.conn.execute("ROLLBACK")
+        except sqlite3.Error:  # the error that got us here says more than this one
+            pass
 
     @property
     def db(self) -> "sqlite_utils.Database":

@@ -10,6 +10,7 @@ import sqlite3
 from pathlib import Path
 
 from localq.errors import CollectionBusy, CollectionUnwritable, DatabaseDamaged, LocalqError
+from localq.os_errors import disk_full, low_on_space
 
 
 def sqlite_failure(path: Path, exc: sqlite3.Error) -> LocalqError:
@@ -18,6 +19,11 @@ def sqlite_failure(path: Path, exc: sqlite3.Error) -> LocalqError:
     msg = str(exc)
     if name.startswith("SQLITE_BUSY") or "locked" in msg:
         return CollectionBusy(f"{path} stayed locked by another process ({msg}); try again when it finishes")
+    # Before any "damaged" or "unwritable" wording: a full disk is neither, and SQLite
+    # reports it as SQLITE_FULL ("database or disk is full") or, for its -shm and -wal
+    # files, as a plain I/O error.
+    if name.startswith("SQLITE_FULL") or "disk is full" in msg or low_on_space(path.parent):
+        return disk_full(path.parent)
     if name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_IOERR")) or "readonly" in msg \
             or "unable to open" in msg:
         return CollectionUnwritable(

@@ -419,7 +419,14 @@ class Trainer(Scoring, ColdStartActions):
 
     # -- files ---------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
+        return classifier_file.save(path, self.weights, self.bias, model_id=self.collection.model_id, meta=self._file_meta())
+
+    def encoded(self, fmt: str) -> dict[str, bytes]:
+        """The classifier's files as bytes, by suffix (classifier_file.encode)."""
+        return classifier_file.encode(self.weights, self.bias, model_id=self.collection.model_id,
+                                      meta=self._file_meta(), fmt=fmt)
+
+    def _file_meta(self) -> dict:
         pos, neg = self.label_counts()
-        meta = {"name": self.name, "prompt": self.row.prompt or "", "rounds": self.round,
+        return {"name": self.name, "prompt": self.row.prompt or "", "rounds": self.round,
                 "labels_positive": pos, "labels_negative": neg, "threshold": 0.0}
-        return classifier_file.save(path, self.weights, self.bias, model_id=self.collection.model_id, meta=meta)

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from localq.errors import EncoderMismatch, VectorsDamaged
+from localq.os_errors import write_failures_named
 
 HEADER_BYTES = 128
 _MAGIC = b"\x93NUMPY\x01\x00"
@@ -93,16 +94,19 @@ class VectorFile:
         if not self.path.exists():
             # Made whole and renamed into place: a reader never sees a file without its header.
             write_whole(self.path, self.dim, [], 0)
-        fd = os.open(self.path, os.O_RDWR)
-        try:
-            _pwrite_all(fd, memoryview(vectors).cast("B"), HEADER_BYTES + start * row_bytes)
-            os.pwrite(fd, header(end, self.dim), 0)
-            # A killed writer's rows past the end, cut only now: a header never promises
-            # more rows than the file holds.
-            os.ftruncate(fd, HEADER_BYTES + end * row_bytes)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        # A full disk stops the rows' write before the header names them: the file still
+        # holds exactly the committed rows, and the error says "no space", not damage.
+        with write_failures_named(self.path.parent):
+            fd = os.open(self.path, os.O_RDWR)
+            try:
+                _pwrite_all(fd, memoryview(vectors).cast("B"), HEADER_BYTES + start * row_bytes)
+                os.pwrite(fd, header(end, self.dim), 0)
+                # A killed writer's rows past the end, cut only now: a header never promises
+                # more rows than the file holds.
+                os.ftruncate(fd, HEADER_BYTES + end * row_bytes)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         self.rows_on_disk = end
 
     def rewrite(self, start: int, vectors: np.ndarray) -> None:
@@ -179,14 +183,18 @@ def write_whole(path: Path, dim: int, blocks, rows: int) -> None:
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     written = 0
-    with open(tmp, "wb") as f:
-        f.write(header(rows, dim))
-        for block in blocks:
-            block = np.ascontiguousarray(block, dtype=_DTYPE)
-            f.write(memoryview(block).cast("B"))
-            written += len(block)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with write_failures_named(path.parent), open(tmp, "wb") as f:
+            f.write(header(rows, dim))
+            for block in blocks:
+                block = np.ascontiguousarray(block, dtype=_DTYPE)
+                f.write(memoryview(block).cast("B"))
+                written += len(block)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a half-written copy would only take the space a re-run needs
+        raise
     if written != rows:
         tmp.unlink()
         raise ValueError(f"wrote {written} rows, expected {rows}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -68,6 +69,15 @@ def friendly_errors(f):
             from localq.store_errors import sqlite_failure
 
             click.echo(f"error: {sqlite_failure(_db_path(kwargs.get('db')), exc)}", err=True)
+            sys.exit(1)
+        except OSError as exc:  # a write that found no space or no working disk, wherever it was
+            from localq.os_errors import write_failure
+
+            named = exc.filename if isinstance(exc.filename, (str, bytes, os.PathLike)) else None
+            failure = write_failure(exc, named or _db_path(kwargs.get("db")).parent)
+            if failure is None:
+                raise
+            click.echo(f"error: {printable(failure)}", err=True)
             sys.exit(1)
 
     return wrapper
@@ -205,4 +215,7 @@ def _other_collections(db) -> str | None:
 def _db_path(db) -> Path:
     from localq import paths
 
-    return paths.collection_dir(db) / paths.DB_FILE
+    try:
+        return paths.collection_dir(db) / paths.DB_FILE
+    except LocalqError:  # an unusable --db: name the current folder rather than fail again
+        return Path.cwd() / paths.DB_FILE

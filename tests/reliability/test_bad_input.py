@@ -230,3 +230,16 @@ def test_cli_bad_classifier_file_is_one_line_exit_1(runner, db, tmp_path, monkey
 def test_cli_search_with_an_undecodable_image_is_one_line(runner, db, tmp_path):
     (tmp_path / "q.jpg").write_bytes(b"nope")
     assert_one_error_line(invoke(runner, "search", "--image", tmp_path / "q.jpg", "--db", db))
+
+
+@pytest.mark.parametrize("command", [("index", "{pics}", "-q"), ("stats",), ("search", "red"), ("check",)])
+def test_an_empty_db_is_refused_not_taken_as_the_default(tmp_path, command):
+    """`--db "$UNSET"` must not quietly write into (or read) the default collection."""
+    from reliability.helpers import assert_one_line_error, run_cli, write_folder
+
+    pics = write_folder(tmp_path / "pics", 2, seed=1)
+    data = tmp_path / "data"
+    args = [a.format(pics=pics) for a in command]
+    proc = run_cli(*args, "--db", "", extra_env={"XDG_DATA_HOME": str(data), "LOCALQ_HOME": ""})
+    assert_one_line_error(proc, '--db ""')
+    assert not data.exists()
