@@ -115,6 +115,3 @@ class SidecarProblem(LocalqError):
     """One XMP sidecar could not be read or written (not XMP, read-only, its folder locked);
     the others are still written."""
 
-
-class DiskFull(LocalqError):
-    """The disk filled up while writing; what was being written was left as it was."""
