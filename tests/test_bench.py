@@ -93,8 +93,10 @@ def test_metrics_equal_hand_computed_values(tmp_path):
     vectors = np.stack([xs, np.sqrt(1 - xs ** 2)], axis=1)
     coll = make_collection(tmp_path / "c", vectors, train_labels + val_labels, ["train"] * 5 + ["val"] * 6,
                            {"a": np.array([1.0, 0.0]), "b": np.array([0.0, 1.0])})
+    # near_copy=1: in two dimensions most pairs of rows are near-copies.
     result = run_benchmark(coll, small_config(rounds=1, k=2, seeds=(0,), classes=("a",),
-                                              methods=("zero-shot", "localq-top")), dataset="hand")
+                                              methods=("zero-shot", "localq-top"), settings={"near_copy": 1.0}),
+                           dataset="hand")
     zero = next(r for r in result.rows if r.method == "zero-shot")
     assert zero.ap == pytest.approx((1 + 2 / 3 + 3 / 6) / 3)
     first = next(r for r in result.rows if r.method == "localq-top" and r.round == 1)
