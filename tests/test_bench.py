@@ -48,13 +48,15 @@ class PromptEncoder:
         return np.stack([_unit(self.prompts[t.split()[-1]]) for t in texts])
 
 
-def make_collection(root: Path, vectors: np.ndarray, labels: list[str], splits: list[str], prompts: dict):
+def make_collection(root: Path, vectors: np.ndarray, labels: list[str], splits: list[str], prompts: dict,
+                    paths: list[str] | None = None):
     from localq.collection import Collection
     from localq.store import NewImage
 
     coll = Collection.open(root, create=True)
     coll.bind_encoder(PromptEncoder(prompts))
-    rows = [NewImage(f"/synthetic/{i}.png", f"h{i}", 1, 0.0, 1, 1, labels[i], splits[i]) for i in range(len(labels))]
+    paths = paths or [f"/synthetic/{i}.png" for i in range(len(labels))]
+    rows = [NewImage(paths[i], f"h{i}", 1, 0.0, 1, 1, labels[i], splits[i]) for i in range(len(labels))]
     coll.add_images(rows, _unit(np.asarray(vectors, np.float32)))
     coll.save_index()
     return coll
@@ -268,3 +270,36 @@ def test_cli_writes_reports_and_reproduces_numbers(tmp_path, monkeypatch):
     assert one["command"].startswith("bench --db ") and "--rounds 2" in one["command"]
     bad = runner.invoke(bench, ["--db", str(tmp_path / "c"), "--methods", "nope"])
     assert bad.exit_code != 0 and "unknown method nope" in bad.output
+
+
+def test_labels_on_a_scene_already_labeled_are_counted_per_method(tmp_path):
+    """Four shots of each scene (scripts/burst_dataset.py's naming); the article's top-k labels
+    them over and over, localq's strategies skip the copies."""
+    from localq.bench.report import summarize
+
+    rng = np.random.default_rng(0)
+    centre, other = _unit(rng.standard_normal((2, 16)))
+    # Scenes of one class are alike (cosine ~0.4 apart), far from near-copies of each other.
+    scenes = _unit(np.concatenate([centre + 1.2 * rng.standard_normal((6, 16)) / 4,
+                                   other + 1.2 * rng.standard_normal((6, 16)) / 4]))
+    vectors, labels, splits, paths = [], [], [], []
+    for s, v in enumerate(scenes):
+        for shot in range(4):
+            vectors.append(v + 0.01 * rng.standard_normal(16))
+            labels.append("a" if s < 6 else "b")
+            splits.append("train")
+            paths.append(f"/p/{s}.jpg" if shot == 0 else f"/p/{s}.burst{shot}.jpg")
+    for i in range(8):
+        vectors.append(scenes[i] + 0.3 * rng.standard_normal(16))
+        labels.append("a" if i < 6 else "b")
+        splits.append("val")
+        paths.append(f"/val/{i}.jpg")
+    coll = make_collection(tmp_path / "c", np.array(vectors), labels, splits,
+                           {"a": centre, "b": other}, paths=paths)
+    result = run_benchmark(coll, small_config(rounds=2, k=4, seeds=(0,), classes=("a",),
+                                              methods=("article", "localq-top")), dataset="bursts")
+    last = {r.method: r for r in result.rows if r.round == 2}
+    assert last["article"].repeats >= 4  # top-k piles up the shots of the scenes it ranks first
+    assert last["localq-top"].repeats == 0
+    per_100 = {e["method"]: e["repeats_per_100_mean"] for e in summarize(result) if e["labels"] == 8}
+    assert per_100["localq-top"] == 0 and per_100["article"] == 100 * last["article"].repeats / 8
