@@ -303,3 +303,19 @@ def test_labels_on_a_scene_already_labeled_are_counted_per_method(tmp_path):
     assert last["localq-top"].repeats == 0
     per_100 = {e["method"]: e["repeats_per_100_mean"] for e in summarize(result) if e["labels"] == 8}
     assert per_100["localq-top"] == 0 and per_100["article"] == 100 * last["article"].repeats / 8
+
+
+def test_a_second_bench_on_one_collection_is_refused_in_one_line(tmp_path):
+    """Two runs at once would delete each other's classifiers as stale ones."""
+    import fcntl
+
+    from localq.bench.runner import BENCH_LOCK
+    from localq.errors import LocalqError
+
+    coll = clusters(tmp_path / "c")
+    with open(coll.root / BENCH_LOCK, "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another process's run, as the lock sees it
+        with pytest.raises(LocalqError, match="another `localq bench` is running"):
+            run_benchmark(coll, small_config(methods=("zero-shot",)), dataset="x")
+        fcntl.flock(held, fcntl.LOCK_UN)
+    assert run_benchmark(coll, small_config(methods=("zero-shot",)), dataset="x").rows

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import time
 import zlib
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -191,6 +192,33 @@ def _evaluate(w: np.ndarray, b: float, vectors: np.ndarray, relevant: np.ndarray
 
 def run_benchmark(collection, config: BenchConfig, *, dataset: str,
                   progress: Callable[[int, int], None] | None = None) -> BenchResult:
+    """Run the benchmark; one at a time per collection (``BENCH_LOCK``): a second run would
+    delete the first one's classifiers as stale and write classifiers of the same names."""
+    with _bench_lock(collection):
+        return _run_benchmark(collection, config, dataset=dataset, progress=progress)
+
+
+BENCH_LOCK = "bench.lock"
+
+
+@contextmanager
+def _bench_lock(collection):
+    import fcntl
+
+    with open(collection.root / BENCH_LOCK, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LocalqError(f"another `localq bench` is running on {collection.root}: wait for it to end, "
+                              "or benchmark a copy of the collection") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _run_benchmark(collection, config: BenchConfig, *, dataset: str,
+                   progress: Callable[[int, int], None] | None = None) -> BenchResult:
     from localq.trainer import Settings, Trainer
 
     methods = resolve_methods(config.methods)
