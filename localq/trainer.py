@@ -245,14 +245,22 @@ class Trainer(Scoring, ColdStartActions):
         if self.round == 0 and self.row.source != "file":
             # No fit has calibrated the start query yet: sampling.select recognises an
             # unfitted query as a unit vector with zero bias (our start bias only sets the
-            # prediction threshold) and draws a warm-up batch among its best images.
+            # prediction threshold); auto and top take its best images, boundary and
+            # diverse draw a warm-up batch among them.
             w, b = unit(w), 0.0
         pool = self._pool_mask()  # read once: the unseen mask and auto's clusters both start from it
-        context = self._auto_context(pool) if strategy == "auto" else None
-        labels = self.labels()
+        context = None
+        if strategy == "auto":  # clusters (a k-means on first use) only where auto explores
+            context = self._auto_context(clusters=False)
+            if context.phase() == "exploring":
+                context = self._auto_context(pool)
+        if context is not None:
+            labeled = context.labeled_ids
+        else:
+            labels = self.labels()
+            labeled = np.fromiter(labels, dtype=np.int64, count=len(labels))
         ids = select(strategy, self.collection.searcher, w, b, k, pool & ~self._seen_mask(), rng, context=context,
-                     labeled=np.fromiter(labels, dtype=np.int64, count=len(labels)),
-                     near_copy=self.settings.near_copy)
+                     labeled=labeled, near_copy=self.settings.near_copy)
         return self._set_pending(ids, strategy)
 
     def _auto_context(self, pool: np.ndarray | None = None, *, clusters: bool = True) -> sampling.Context:
