@@ -8,7 +8,8 @@
 - ``diverse``: k images drawn at random among the likely positives, each with
   probability proportional to ``sigmoid(w.x + b)``. The batch spreads over the whole
   positive region instead of piling up at its top.
-- ``random``: uniform over the allowed images (the benchmark's control).
+- ``random``: uniform over the allowed images (the benchmark's control), near-copies
+  passed over as by every strategy.
 - ``auto`` (the default) reads the session so far (:class:`Context`) and is in one of
   three phases (``Context.phase``):
 
