@@ -6,6 +6,8 @@ at once on a collection of any size. ``Collection.stats`` is its only caller.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from localq import ivf_mirror, paths
 
 
@@ -34,3 +36,17 @@ def stats(collection, store) -> dict:
         "bytes": sizes,
         "bytes_total": sum(sizes.values()),
     }
+
+
+def images_at(root: Path) -> int | None:
+    """Live images in the collection at ``root``, read through a read-only connection: no
+    migration runs, no lock is waited on. None where it cannot be read (damaged, busy, or
+    a schema this version does not know)."""
+    import sqlite3
+
+    uri = (Path(root).absolute() / paths.DB_FILE).as_uri() + "?mode=ro"
+    try:
+        with sqlite3.connect(uri, uri=True, timeout=0.5) as conn:
+            return int(conn.execute("SELECT count(*) FROM images WHERE deleted = 0").fetchone()[0])
+    except sqlite3.Error:
+        return None

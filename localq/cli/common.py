@@ -188,23 +188,16 @@ def _other_collections(db) -> str | None:
     """The error for a missing collection when others exist (the demo's, another --db):
     which, how many images each holds, and the --db that opens the first."""
     from localq import paths
-    from localq.collection import Collection
+    from localq.collection_stats import images_at
 
     root = paths.collection_dir(db)
     others = paths.collections_near(root)
     if not others:
         return None
-    import sqlite3
-
-    from localq.errors import LocalqError
-
     described = []
     for other in others:
-        try:
-            with Collection.open(other) as coll:
-                count = f" ({coll.count_live():,} images)"
-        except (LocalqError, sqlite3.Error, OSError):  # a damaged or busy neighbour is still worth naming
-            count = ""
+        n = images_at(other)  # read-only: naming a neighbour never migrates or locks it
+        count = "" if n is None else f" ({n:,} images)"  # a damaged or busy neighbour is still worth naming
         # A neighbour by its name; one elsewhere (the user data dir) by its path.
         shown = other.name if other.parent == root.absolute().parent else str(other)
         described.append(f"{printable(shown)}{count}")
