@@ -127,12 +127,13 @@ def index_paths(
             done += len(batch)
             if progress:
                 progress(done, len(todo))
-            if stop is not None and stop.is_set():
+            if stop is not None and stop.is_set() and done < len(todo):
                 report.interrupted = True
                 break
         else:
             # Only now is a file that left its path known to be deleted, not moved: a run
-            # stopped early leaves those images for the next run to place.
+            # stopped early leaves those images for the next run to place (a stop during the
+            # last batch is no early stop: every file was placed).
             gone = pool.unclaimed()
             if gone:
                 report.removed += collection.remove_if_unchanged(gone)

@@ -30,7 +30,7 @@ _ERRNO_IN_TEXT = re.compile(r"(?:errno|os error)\s*(\d+)", re.IGNORECASE)
 
 def existing_dir(where: str | os.PathLike) -> Path:
     """``where`` if it is a directory, else its nearest existing parent: the place to name."""
-    path = Path(where).absolute()
+    path = Path(os.fsdecode(where)).absolute()  # an error's filename may be bytes
     for candidate in (path, *path.parents):
         try:
             if candidate.is_dir():

@@ -103,3 +103,26 @@ def test_wrong_encoder_is_refused(runner, tmp_path, colour_folder, monkeypatch):
     monkeypatch.setattr(localq.encoders, "load_encoder", lambda spec="lite0", weights=None: OtherEncoder())
     result = run(runner, "index", str(colour_folder), "--db", db, "--encoder", "other", ok=False)
     assert result.exit_code == 1 and "was built with test-colour/v1" in result.output
+
+
+def test_an_os_error_of_any_kind_is_one_line_not_a_traceback():
+    """Refusals that are not a full disk (permissions, a name too long, a bytes file name)."""
+    import errno
+
+    import click
+    from click.testing import CliRunner
+
+    from localq.cli.common import friendly_errors
+
+    for exc in (PermissionError(errno.EACCES, "Permission denied", "/srv/photos/x.xmp"),
+                OSError(errno.ENAMETOOLONG, "File name too long", b"/srv/\xff" + b"a" * 300),
+                OSError("no errno at all")):
+        @click.command()
+        @friendly_errors
+        def cmd(exc=exc):
+            raise exc
+
+        result = CliRunner().invoke(cmd, [])
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 1 and len(lines) == 1 and lines[0].startswith("error: "), result.output
+        assert "Traceback" not in result.output

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from localq.display import printable
-from localq.errors import LocalqError
+from localq.errors import LocalqError, first_line
 
 JSON_SCHEMA_VERSION = 1  # bump when a --json field changes meaning or disappears
 
@@ -75,8 +75,9 @@ def friendly_errors(f):
 
             named = exc.filename if isinstance(exc.filename, (str, bytes, os.PathLike)) else None
             failure = write_failure(exc, named or _db_path(kwargs.get("db")).parent)
-            if failure is None:
-                raise
+            if failure is None:  # another refusal (permissions, a name too long): one line all the same
+                where = f": {os.fsdecode(exc.filename)}" if named else ""
+                failure = f"{exc.strerror or first_line(exc)}{where}"
             click.echo(f"error: {printable(failure)}", err=True)
             sys.exit(1)
 
