@@ -95,12 +95,11 @@ def test_phase_follows_the_labels_and_the_strategy(root):
     with Collection.open(root) as coll:
         trainer = Trainer.open(coll, "t")
         assert trainer.phase() == "start"  # round 0: nothing labeled yet, the query's best come first
-        batch = trainer.next_batch()  # cluster 0's best: the labeler wants cluster 1
-        trainer.submit({h.id: 1.0 if h.label == "1" else -1.0 for h in batch})
+        batch = trainer.next_batch()
+        trainer.submit({h.id: -1.0 for h in batch})  # none of the query's best is wanted
         assert trainer.phase() == "exploring"
-        batch = trainer.next_batch()  # mostly spread over the clusters
-        positive = next(h.id for h in batch if h.label == "1")
-        trainer.submit({h.id: 1.0 if h.id == positive else -1.0 for h in batch})
+        batch = trainer.next_batch()  # mostly spread over the clusters: one of them is wanted
+        trainer.submit({h.id: 1.0 if h.id == batch[0].id else -1.0 for h in batch})
         assert trainer.phase() == "refining"
         trainer.submit({h.id: -1.0 for h in trainer.next_batch()})  # the last batch held none: explore again
         assert trainer.phase() == "exploring"
