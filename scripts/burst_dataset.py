@@ -31,12 +31,14 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import shutil
 import sys
 from pathlib import Path
 
 from localq.display import printable
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from long_tail_dataset import _files, _place  # noqa: E402  (hard links else copies; a folder's files)
 
 COPY_MARK = ".burst"
 DEV_FRACTION = 0.2
@@ -60,17 +62,6 @@ def near_copy(img, rng):
     out = img.crop((x0, y0, x0 + cw, y0 + ch)).resize((w, h), Image.BICUBIC)
     out = ImageEnhance.Brightness(out).enhance(rng.uniform(0.92, 1.08))
     return ImageEnhance.Contrast(out).enhance(rng.uniform(0.92, 1.08))
-
-
-def _place(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:  # another file system, or links refused: copy
-        shutil.copy2(src, dst)
-
-
-def _files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file())
 
 
 def _write_copies(src: Path, dst_dir: Path, copies: int) -> int:

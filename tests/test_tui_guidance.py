@@ -22,6 +22,7 @@ from localq.tui import bridge  # noqa: E402
 from localq.tui.app import TrainApp, quit_note  # noqa: E402
 from localq.tui.bridge import Status  # noqa: E402
 from localq.tui.screens import PredictionsScreen  # noqa: E402
+from test_tui import settle  # noqa: E402
 
 
 @pytest.fixture
@@ -37,16 +38,6 @@ def root(tmp_path) -> Path:
 
 def make_app(root: Path, name: str = "t") -> TrainApp:
     return TrainApp(lambda: Trainer.open(Collection.open(root), name), root, thumbnails="halfblock", colors="truecolor")
-
-
-async def settle(pilot) -> None:
-    app = pilot.app
-    for _ in range(1500):
-        await pilot.pause(0.02)
-        if app.batch_round is not None and not any(w.is_running for w in app.workers):
-            await pilot.pause()
-            return
-    raise AssertionError("the app did not settle")
 
 
 def cards(app):

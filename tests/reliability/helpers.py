@@ -66,6 +66,24 @@ def write_folder(root: Path, n: int, seed: int, prefix: str = "img") -> Path:
     return root
 
 
+
+def indexed_with_a_round(base: Path, n: int, seed: int) -> Path:
+    """``n`` images indexed by the CLI into ``base/coll``, with classifier "c" (prompt "red")
+    holding one round of three positive labels; returns the collection's directory."""
+    from conftest import ColorEncoder
+    from localq.collection import Collection
+    from localq.trainer import Trainer
+
+    pics = write_folder(base / "pics", n, seed=seed)
+    db = base / "coll"
+    assert run_cli("index", pics, "--db", db, "-q").returncode == 0
+    with Collection.open(db) as coll:
+        coll.bind_encoder(ColorEncoder())
+        t = Trainer.create(coll, "c", prompt="red")
+        t.submit({h.id: 1.0 for h in t.next_batch(3)})
+    return db
+
+
 @dataclass
 class Snapshot:
     """What must never be lost: labels, rounds (with weights) from SQLite, vectors from vectors.npy."""

@@ -19,9 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from localq.collection import Collection
-from localq.trainer import Trainer
-from reliability.helpers import assert_one_line_error, run_cli, snapshot, write_folder
+from reliability.helpers import assert_one_line_error, indexed_with_a_round, run_cli, snapshot, write_folder
 
 pytestmark = pytest.mark.reliability("hostile shards")
 
@@ -30,17 +28,9 @@ LIMIT = 120  # seconds: a read blocked on a FIFO fails the trial instead of hang
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory):
-    from conftest import ColorEncoder
-
     base = tmp_path_factory.mktemp("shards")
-    pics = write_folder(base / "pics", 10, seed=4)
+    indexed_with_a_round(base, 10, seed=4)
     more = write_folder(base / "shards" / "pics", 6, seed=9, prefix="s")
-    db = base / "coll"
-    assert run_cli("index", pics, "--db", db, "-q").returncode == 0
-    with Collection.open(db) as coll:
-        coll.bind_encoder(ColorEncoder())
-        t = Trainer.create(coll, "c", prompt="red")
-        t.submit({h.id: 1.0 for h in t.next_batch(3)})
     return base, sorted(more.iterdir())
 
 

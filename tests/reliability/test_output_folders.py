@@ -14,9 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from localq.collection import Collection
-from localq.trainer import Trainer
-from reliability.helpers import assert_one_line_error, run_cli, snapshot, write_folder
+from reliability.helpers import assert_one_line_error, indexed_with_a_round, run_cli, snapshot
 
 pytestmark = pytest.mark.reliability("output folders")
 
@@ -26,16 +24,8 @@ LIMIT = 120  # seconds; a run that blocks on a FIFO fails the trial instead of h
 @pytest.fixture(scope="module")
 def template(tmp_path_factory):
     """12 images indexed by the CLI, a classifier "c" with a round of labels."""
-    from conftest import ColorEncoder
-
     base = tmp_path_factory.mktemp("outputs")
-    pics = write_folder(base / "pics", 12, seed=3)
-    db = base / "coll"
-    assert run_cli("index", pics, "--db", db, "-q").returncode == 0
-    with Collection.open(db) as coll:
-        coll.bind_encoder(ColorEncoder())
-        t = Trainer.create(coll, "c", prompt="red")
-        t.submit({h.id: 1.0 for h in t.next_batch(3)})
+    indexed_with_a_round(base, 12, seed=3)
     return base
 
 
