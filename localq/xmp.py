@@ -336,7 +336,13 @@ class SidecarWriter:
                     staged.append((edit, _stage(edit) if edit.packet is not None else None))
                 except SidecarProblem as exc:
                     self.on_problem(edit, str(exc))
-            _fsync_all([tmp for _, tmp in staged if tmp is not None])
+            failed = _fsync_all([tmp for _, tmp in staged if tmp is not None])
+            if failed:  # one sidecar's failure is its own problem; the others are still written
+                for edit, tmp in staged:
+                    if tmp in failed:
+                        _unlink_quietly(tmp)
+                        self.on_problem(edit, str(_write_error(edit.sidecar, failed[tmp])))
+                staged = [(edit, tmp) for edit, tmp in staged if tmp not in failed]
         except BaseException:
             for _, tmp in staged:
                 if tmp is not None:
@@ -387,24 +393,30 @@ def _stage(edit: Edit) -> Path:
     return tmp
 
 
-def _fsync_all(paths: list[Path]) -> None:
-    """fsync every file, on threads; DiskFull or SidecarProblem on the first that fails."""
+def _fsync_all(paths: list[Path]) -> dict[Path, OSError]:
+    """fsync every file, on threads; the files whose fsync failed, with their errors. A full
+    disk is DiskFull at once: nothing after it can be written either."""
     if not paths:
-        return
+        return {}
     from concurrent.futures import ThreadPoolExecutor
 
-    def sync(path: Path) -> None:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    def sync(path: Path) -> tuple[Path, OSError] | None:
         try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            return path, exc
+        return None
 
-    try:
-        with ThreadPoolExecutor(max_workers=min(16, len(paths))) as pool:
-            list(pool.map(sync, paths))
-    except OSError as exc:
-        raise _write_error(Path(exc.filename or paths[0]), exc) from None
+    with ThreadPoolExecutor(max_workers=min(16, len(paths))) as pool:
+        failed = dict(r for r in pool.map(sync, paths) if r is not None)
+    for path, exc in failed.items():
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise _write_error(path, exc)
+    return failed
 
 
 def _write_error(sidecar: Path, exc: OSError) -> Exception:

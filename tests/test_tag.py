@@ -352,3 +352,34 @@ def test_photos_outside_the_collection_are_embedded_on_the_fly(tagged, tmp_path)
     assert f"skipped {new / 'broken.png'}:" in proc.stderr
     assert "1 of 2 photos positive" in proc.stderr
     assert not list(photos.rglob("*.xmp"))  # the collection's photos are not under PATHS
+
+
+def test_one_failed_fsync_is_that_sidecars_problem_the_others_are_written(tmp_path, monkeypatch):
+    import threading
+
+    from localq import xmp
+
+    sidecars = [tmp_path / f"p{i}.jpg.xmp" for i in range(3)]
+    for s in sidecars:
+        s.write_text(DARKTABLE_SIDECAR)
+    real, calls, lock = os.fsync, [], threading.Lock()
+
+    def flaky(fd):
+        with lock:
+            calls.append(fd)
+            second = len(calls) == 2
+        if second:  # one file's data did not reach the disk
+            raise OSError(5, "Input/output error")
+        return real(fd)
+
+    problems = []
+    monkeypatch.setattr(os, "fsync", flaky)
+    with xmp.SidecarWriter(on_problem=lambda edit, message: problems.append((edit.sidecar, message))) as writer:
+        for s in sidecars:
+            writer.add(xmp.plan(s, "dog", xmp.Tag("dog", "dog", 1.0, 1)))
+    assert len(problems) == 1 and "Input/output error" in problems[0][1] and problems[0][1].endswith(
+        "Input/output error") and str(problems[0][0]) in problems[0][1]
+    failed = problems[0][0]
+    assert failed.read_text() == DARKTABLE_SIDECAR  # left as it was
+    assert all(xmp.read_tags(s) for s in sidecars if s != failed)
+    assert sorted(tmp_path.iterdir()) == sorted(sidecars)  # no temporary file left behind
