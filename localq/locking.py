@@ -68,21 +68,6 @@ class WriteLock:
         finally:
             self.release()
 
-    def try_acquire(self) -> bool:
-        """Take the lock only if it is free now (and the collection is writable)."""
-        if self._depth:
-            self._depth += 1
-            return True
-        try:
-            fd = self._open()
-        except CollectionUnwritable:
-            return False
-        if not _flock(fd, blocking=False):
-            os.close(fd)
-            return False
-        self._fd, self._depth = fd, 1
-        return True
-
     def acquire(self) -> None:
         if self._depth:
             self._depth += 1

@@ -21,10 +21,6 @@ Both return exactly min(k, allowed) rows and never post-filter. On a machine bus
 other processes the two-thread product suffers most (one of its threads waits for the
 other); the ratios above are from idle runs, the case a labeling session is in.
 
-Batches (``search_many``) use matrix products over blocks of rows with the disallowed
-scores set to -inf (a FAISS selector would send FAISS down its sequential per-query
-path, 3x to 10x slower at 100k rows). When few rows are allowed the blocks are gathered
-from the allowed rows only.
 """
 
 from __future__ import annotations
@@ -44,10 +40,6 @@ _GATHER_BLOCK_ROWS = 65536
 
 # Rows scored at a time by ``scores`` before their pages are let go (512 MB at 512-d).
 _SCAN_BLOCK_ROWS = 262144
-
-# search_many works through blocks of rows so that the [nq, block] float32 scores and
-# the gathered rows each stay under this many bytes.
-_SCORE_BLOCK_BYTES = 64 << 20
 
 _EMPTY_IDS = np.empty(0, dtype=np.int64)
 _EMPTY_SCORES = np.empty(0, dtype=np.float32)
@@ -129,72 +121,6 @@ class VectorIndex:
         """The ``n`` best allowed rows with their scores, as ``search`` (an approximate
         index answers this from its codes instead: ivf_index.py)."""
         return self.search(query, n, allowed)
-
-    def search_many(
-        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Batched ``search``: ``[nq, min(k, allowed)]`` ids and scores."""
-        queries = np.ascontiguousarray(queries, dtype=np.float32)
-        if queries.ndim != 2 or queries.shape[1] != self.dim:
-            raise ValueError(f"expected queries of shape [nq, {self.dim}], got {queries.shape}")
-        if not np.isfinite(queries).all():
-            raise ValueError("queries contain NaN or infinity")
-        allowed = checked_mask(allowed, self.ntotal)
-        n = self.ntotal
-        n_allowed = n if allowed is None else int(np.count_nonzero(allowed))
-        k = min(int(k), n_allowed)
-        nq = len(queries)
-        if k <= 0 or nq == 0:
-            return np.empty((nq, 0), np.int64), np.empty((nq, 0), np.float32)
-        if nq == 1:
-            ids, scores = self.search(queries[0], k, allowed)
-            return ids[None, :], scores[None, :]
-        X = self.matrix()
-        row_ids = None
-        if allowed is not None and n_allowed < _GATHER_BELOW_FRACTION * n:
-            row_ids = np.flatnonzero(allowed)
-        total = n if row_ids is None else len(row_ids)
-        # Blocks of rows bound both the [nq, block] score matrix and the gathered copy.
-        block = max(1, min(65536, _SCORE_BLOCK_BYTES // (4 * max(nq, self.dim))))
-        best_ids = np.empty((nq, 0), np.int64)
-        best_scores = np.empty((nq, 0), np.float32)
-        with np.errstate(over="ignore", invalid="ignore"):
-            for start in range(0, total, block):
-                stop = min(start + block, total)
-                if row_ids is None:
-                    ids = np.arange(start, stop, dtype=np.int64)
-                    rows = X[start:stop]
-                else:
-                    ids = row_ids[start:stop]
-                    rows = X[ids]
-                # [rows, nq] order: OpenBLAS ran this shape 1.4x faster than Q @ rows.T
-                # here; the transposed copy is small and makes the top-k scan contiguous.
-                scores = np.ascontiguousarray((rows @ queries.T).T)
-                if row_ids is None and allowed is not None:
-                    # Adding 0 / -inf per column is one pass; boolean column assignment
-                    # was 5x slower.
-                    scores += np.where(allowed[start:stop], 0.0, -np.inf).astype(np.float32)
-                kb = min(k, stop - start)
-                top = np.argpartition(scores, -kb, axis=1)[:, -kb:]
-                best_ids = np.concatenate([best_ids, ids[top]], axis=1)
-                best_scores = np.concatenate(
-                    [best_scores, np.take_along_axis(scores, top, 1)], axis=1
-                )
-                if best_ids.shape[1] > k:
-                    keep = np.argpartition(best_scores, -k, axis=1)[:, -k:]
-                    best_ids = np.take_along_axis(best_ids, keep, 1)
-                    best_scores = np.take_along_axis(best_scores, keep, 1)
-        if allowed is not None and not allowed[best_ids].all():
-            # Only reachable when overflowing products tie allowed rows with the -inf
-            # given to disallowed ones; the per-query path still owes k allowed rows.
-            allowed_ids = np.flatnonzero(allowed)
-            pairs = [self._search_numpy(q, k, allowed_ids) for q in queries]
-            return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
-        order = np.lexsort((best_ids, -best_scores), axis=1)
-        return (
-            np.take_along_axis(best_ids, order, 1),
-            np.take_along_axis(best_scores, order, 1).astype(np.float32, copy=False),
-        )
 
     # -- internals -------------------------------------------------------------------
 

@@ -78,32 +78,6 @@ def test_filtered_search_equals_brute_force(index, data, k):
                 assert allowed[ids].all(), f"{name}: returned a disallowed id"
 
 
-def test_search_many_equals_brute_force(index, data):
-    rng, x = data
-    queries = unit_rows(rng, 9)
-    for allowed in (None, rng.random(len(x)) < 0.5, rng.random(len(x)) < 0.02):
-        ids, scores = index.search_many(queries, 20, allowed)
-        assert ids.shape == scores.shape == (9, 20)
-        for row, q in enumerate(queries):
-            want_ids, want_scores = brute_force(x, q, 20, allowed)
-            assert_same_top_k(ids[row], scores[row], want_ids, want_scores, x, q)
-
-
-@pytest.mark.parametrize("allowed_fraction", [1.0, 0.7, 0.05])
-def test_search_many_merges_blocks(index, data, monkeypatch, allowed_fraction):
-    # Blocks of 3 rows (fewer than k) force many merges of partial top-k lists.
-    import localq.vector_index as vector_index
-
-    monkeypatch.setattr(vector_index, "_SCORE_BLOCK_BYTES", 4 * 3 * DIM)
-    rng, x = data
-    queries = unit_rows(rng, 4)
-    allowed = rng.random(len(x)) < allowed_fraction
-    ids, scores = index.search_many(queries, 10, allowed)
-    for row, q in enumerate(queries):
-        want_ids, want_scores = brute_force(x, q, 10, allowed)
-        assert_same_top_k(ids[row], scores[row], want_ids, want_scores, x, q)
-
-
 @pytest.mark.parametrize("n_allowed", [0, 1, 3, 49, 50, 51])
 def test_returns_exactly_min_k_allowed(index, data, n_allowed):
     rng, x = data
@@ -114,9 +88,6 @@ def test_returns_exactly_min_k_allowed(index, data, n_allowed):
     assert len(ids) == len(scores) == min(50, n_allowed)
     assert set(ids.tolist()) <= set(np.flatnonzero(allowed).tolist())
     assert (ids >= 0).all()
-    many_ids, _ = index.search_many(np.stack([q, -q]), 50, allowed)
-    assert many_ids.shape == (2, min(50, n_allowed))
-    assert allowed[many_ids].all()
 
 
 def test_k_larger_than_everything_and_k_zero(index, data):
@@ -129,8 +100,6 @@ def test_k_larger_than_everything_and_k_zero(index, data):
         ids, scores = index.search(q, k, None)
         assert ids.shape == scores.shape == (0,)
         assert ids.dtype == np.int64 and scores.dtype == np.float32
-    ids, _ = index.search_many(unit_rows(rng, 3), 0, None)
-    assert ids.shape == (3, 0)
 
 
 def test_mask_mutated_in_place_between_calls(index, data):
@@ -264,10 +233,6 @@ def test_overflowing_products_still_return_k_allowed_rows(tmp_path):
         assert len(ids) == 20 and (ids >= 0).all()
         if mask is not None:
             assert mask[ids].all()
-        many, _ = ix.search_many(np.stack([q, -q]), 20, mask)
-        assert many.shape == (2, 20) and (many >= 0).all()
-        if mask is not None:
-            assert mask[many].all()
 
 
 @pytest.mark.parametrize("threshold", [0.0, 1.01])

@@ -68,9 +68,6 @@ class TrainerThread:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._with_trainer, fn, args, kwargs)
 
-    def call_blocking(self, fn: Callable, *args, **kwargs):
-        return self._executor.submit(self._with_trainer, fn, args, kwargs).result()
-
     def close(self) -> None:
         def _close():
             if self._trainer is not None:

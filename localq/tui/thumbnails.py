@@ -125,9 +125,6 @@ class ThumbnailCache:
             self.images.put(key, img)
         return img
 
-    def cached_image(self, path: str, box: int) -> Image.Image | Missing | None:
-        return self.images.get((path, box))
-
     def render(self, path: str, box: int, width: int, height: int, colors: str) -> list[list[Segment]]:
         """Blocking: the image at ``path`` as ``height`` lines of ``width`` cells, decoded if need be."""
         key = (path, box, width, height, colors)
