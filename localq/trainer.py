@@ -27,7 +27,7 @@ from localq.cold_start_actions import ColdStartActions
 from localq.collection import Collection, Hit
 from localq.display import printable
 from localq.errors import ClassifierNotFound, InvalidName, LocalqError, NothingToUndo, StaleClassifier
-from localq.fit import fit_article_baseline, fit_linear  # fit_linear looked up here: a test patches it
+from localq.fit import fit_article_baseline, fit_linear
 from localq.label_checks import checked_id, validated_scores
 from localq.names import check_name, is_valid_name, suggestion
 from localq.sampling import STRATEGIES, select
