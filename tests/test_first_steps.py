@@ -11,6 +11,9 @@ from conftest import ColorEncoder, write_image
 from localq.collection import Collection
 from localq.trainer import Settings, Trainer
 from reliability.helpers import assert_one_line_error, run_cli, write_folder
+import pytest  # noqa: E402
+
+pytestmark = pytest.mark.slow  # whole CLI processes
 
 
 def _collection(root: Path, photos: Path, n: int = 12) -> Path:

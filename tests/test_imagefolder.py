@@ -11,6 +11,8 @@ import localq.encoders
 from conftest import ColorEncoder
 from reliability.helpers import assert_one_line_error, run_cli
 
+pytestmark = pytest.mark.slow  # whole CLI processes
+
 
 @pytest.fixture
 def labeled(tmp_path, colour_folder, monkeypatch):

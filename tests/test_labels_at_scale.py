@@ -14,6 +14,9 @@ import numpy as np
 
 from conftest import synthetic_collection
 from localq.collection import Collection
+import pytest  # noqa: E402
+
+pytestmark = pytest.mark.slow  # 10,000 labels
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 

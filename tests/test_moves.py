@@ -18,6 +18,9 @@ from localq.collection import Collection
 from localq.indexer import index_paths
 from localq.trainer import Trainer
 from reliability.helpers import run_cli
+import pytest  # noqa: E402
+
+pytestmark = pytest.mark.slow  # whole CLI processes
 
 
 def _photos(root: Path) -> Path:

@@ -22,6 +22,8 @@ import localq.encoders
 from conftest import ColorEncoder, write_image
 from reliability.helpers import env, popen_cli, run_cli
 
+pytestmark = pytest.mark.slow  # whole CLI processes and exiftool
+
 DARKTABLE_SIDECAR = """<?xml version="1.0" encoding="UTF-8"?>
 <x:xmpmeta xmlns:x="adobe:ns:meta/" x:xmptk="XMP Core 4.4.0-Exiv2">
  <rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">

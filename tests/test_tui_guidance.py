@@ -24,6 +24,8 @@ from localq.tui.bridge import Status  # noqa: E402
 from localq.tui.screens import PredictionsScreen  # noqa: E402
 from test_tui import settle  # noqa: E402
 
+pytestmark = pytest.mark.slow  # runs the Textual app
+
 
 @pytest.fixture
 def root(tmp_path) -> Path:

@@ -18,8 +18,9 @@ from localq.trainer import Settings, Trainer
 from reliability.helpers import REPO, TEST_CLI, run_cli
 
 # Under CI=true a missing tmux is a failure (.ci/run installs it), never a silent skip.
-pytestmark = pytest.mark.skipif(shutil.which("tmux") is None and os.environ.get("CI") != "true",
-                                reason="tmux is not installed (Debian: tmux)")
+pytestmark = [pytest.mark.skipif(shutil.which("tmux") is None and os.environ.get("CI") != "true",
+                                 reason="tmux is not installed (Debian: tmux)"),
+              pytest.mark.slow]  # the real UI in a real terminal
 
 
 class Tmux:

@@ -20,7 +20,7 @@ from PIL import Image
 from conftest import write_image
 from reliability.helpers import assert_one_line_error, run_cli
 
-pytestmark = pytest.mark.reliability("changed files")
+pytestmark = [pytest.mark.reliability("changed files"), pytest.mark.slow]  # whole CLI processes
 
 
 def _json(*args) -> dict:

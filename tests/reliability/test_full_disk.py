@@ -24,7 +24,7 @@ from localq.collection import Collection
 from localq.trainer import Trainer
 from reliability.helpers import env, run_cli, snapshot, write_folder
 
-pytestmark = pytest.mark.reliability("full disk")
+pytestmark = [pytest.mark.reliability("full disk"), pytest.mark.slow]  # whole CLI processes
 
 FREE_KIB = [0, 40, 100]
 NO_SPACE = "no space left on"

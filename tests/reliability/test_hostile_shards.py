@@ -21,7 +21,7 @@ import pytest
 
 from reliability.helpers import assert_one_line_error, indexed_with_a_round, run_cli, snapshot, write_folder
 
-pytestmark = pytest.mark.reliability("hostile shards")
+pytestmark = [pytest.mark.reliability("hostile shards"), pytest.mark.slow]  # whole CLI processes
 
 LIMIT = 120  # seconds: a read blocked on a FIFO fails the trial instead of hanging the suite
 

@@ -16,7 +16,7 @@ import pytest
 
 from reliability.helpers import assert_one_line_error, indexed_with_a_round, run_cli, snapshot
 
-pytestmark = pytest.mark.reliability("output folders")
+pytestmark = [pytest.mark.reliability("output folders"), pytest.mark.slow]  # whole CLI processes
 
 LIMIT = 120  # seconds; a run that blocks on a FIFO fails the trial instead of hanging the suite
 

@@ -16,7 +16,7 @@ import pytest
 
 from reliability.helpers import run_cli, write_folder
 
-pytestmark = pytest.mark.reliability("path seen twice")
+pytestmark = [pytest.mark.reliability("path seen twice"), pytest.mark.slow]  # whole CLI processes
 
 
 def _photos(tmp_path: Path) -> Path:
