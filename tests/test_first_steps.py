@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+import pytest
 
 from conftest import ColorEncoder, write_image
 from localq.collection import Collection
 from localq.trainer import Settings, Trainer
 from reliability.helpers import assert_one_line_error, run_cli, write_folder
-import pytest  # noqa: E402
 
 pytestmark = pytest.mark.slow  # whole CLI processes
 

@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from conftest import synthetic_collection
 from localq.collection import Collection
-import pytest  # noqa: E402
 
 pytestmark = pytest.mark.slow  # 10,000 labels
 

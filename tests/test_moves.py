@@ -12,13 +12,13 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from conftest import write_image
 from localq.collection import Collection
 from localq.indexer import index_paths
 from localq.trainer import Trainer
 from reliability.helpers import run_cli
-import pytest  # noqa: E402
 
 pytestmark = pytest.mark.slow  # whole CLI processes
 
