@@ -11,7 +11,6 @@ original path. The photos themselves are only read.
 from __future__ import annotations
 
 import csv
-import errno
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from localq.errors import DiskFull, LocalqError
+from localq.os_errors import SPACE_ERRNOS
 from localq.trainer import Trainer
 
 CLASSES = ("negative", "positive")  # ImageFolder's class indices sort them this way: 0, 1
@@ -88,7 +88,7 @@ def export_imagefolder(trainer: Trainer, out_dir: str | Path, *, predicted: bool
             writer.writeheader()
             writer.writerows(records)
     except OSError as exc:
-        if exc.errno == errno.ENOSPC:
+        if exc.errno in SPACE_ERRNOS:
             raise DiskFull(f"no space left on the disk holding {out_dir}; {len(records)} files were placed before it, "
                            "and manifest.csv is not written: remove the folder and export again") from None
         raise LocalqError(f"cannot write the export into {out_dir}: {exc.strerror or exc}") from None
@@ -122,13 +122,13 @@ def _place(source: Path, target: Path, *, copy: bool) -> str:
             os.link(source, target)
             return "hardlink"
         except OSError as exc:
-            if exc.errno == errno.ENOSPC:
+            if exc.errno in SPACE_ERRNOS:
                 raise
         try:
             os.symlink(source.resolve(), target)
             return "symlink"
         except OSError as exc:
-            if exc.errno == errno.ENOSPC:
+            if exc.errno in SPACE_ERRNOS:
                 raise
     shutil.copy2(source, target)
     return "copy"

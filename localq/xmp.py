@@ -15,13 +15,13 @@ one, never half of either. The photo itself is never opened for writing.
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from localq.errors import DiskFull, SidecarProblem
+from localq.os_errors import SPACE_ERRNOS
 
 NAMESPACE = "http://ns.localq.org/xmp/1.0/"
 PREFIX = "localq"
@@ -414,13 +414,13 @@ def _fsync_all(paths: list[Path]) -> dict[Path, OSError]:
     with ThreadPoolExecutor(max_workers=min(16, len(paths))) as pool:
         failed = dict(r for r in pool.map(sync, paths) if r is not None)
     for path, exc in failed.items():
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        if exc.errno in SPACE_ERRNOS:
             raise _write_error(path, exc)
     return failed
 
 
 def _write_error(sidecar: Path, exc: OSError) -> Exception:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+    if exc.errno in SPACE_ERRNOS:
         return DiskFull(f"no space left on the disk holding {sidecar.parent}; {sidecar.name} was left as it was")
     return SidecarProblem(f"cannot write {sidecar}: {exc.strerror or exc}")
 
