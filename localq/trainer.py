@@ -15,7 +15,7 @@ stays ``trainer.method(...)``. None of them imports this module.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -250,10 +250,10 @@ class Trainer(Scoring, ColdStartActions):
             w, b = unit(w), 0.0
         pool = self._pool_mask()  # read once: the unseen mask and auto's clusters both start from it
         context = None
-        if strategy == "auto":  # clusters (a k-means on first use) only where auto explores
-            context = self._auto_context(clusters=False)
+        if strategy == "auto":
+            context = self._auto_context()
             if context.phase() == "exploring":
-                context = self._auto_context(pool)
+                context = replace(context, clusters=self._explore_clusters(pool))
         if context is not None:
             labeled = context.labeled_ids
         else:
@@ -263,24 +263,27 @@ class Trainer(Scoring, ColdStartActions):
                      labeled=labeled, near_copy=self.settings.near_copy)
         return self._set_pending(ids, strategy)
 
-    def _auto_context(self, pool: np.ndarray | None = None, *, clusters: bool = True) -> sampling.Context:
-        """What ``auto`` reads: labels so far, positives per labeled round, ``pool``'s clusters
-        (left out with ``clusters=False``: they cost a k-means on first use)."""
-        from localq.explore import collection_clusters
-
-        pool = self._pool_mask() if pool is None and clusters else pool
+    def _auto_context(self) -> sampling.Context:
+        """What ``auto`` reads: labels so far and positives per labeled round. Its clusters
+        (a k-means on first use) are added by ``next_batch`` only where it explores."""
         labels = self.labels()
         s = self.settings
         return sampling.Context(
             labeled_ids=np.fromiter(labels, dtype=np.int64, count=len(labels)),
             labeled_scores=np.fromiter(labels.values(), dtype=np.float32, count=len(labels)),
             batch_positives=self._batch_positives(),
-            # A pool restricted to a split (a benchmark) is also what the clusters are fitted on.
-            clusters=collection_clusters(self.collection, pool if s.pool_split is not None else None)
-            if clusters else None,
             explore_first=s.explore_first, explore_cold=s.explore_cold, top_share=s.top_share,
             temperature=s.explore_temperature,
         )
+
+    def _explore_clusters(self, pool: np.ndarray | None = None):
+        """The clusters ``auto`` explores: a pool restricted to a split (a benchmark) is also
+        what they are fitted on."""
+        from localq.explore import collection_clusters
+
+        if self.settings.pool_split is None:
+            return collection_clusters(self.collection)
+        return collection_clusters(self.collection, self._pool_mask() if pool is None else pool)
 
     def _batch_positives(self) -> tuple[int, ...]:
         """Positive labels given in each labeled round, oldest first."""
@@ -297,7 +300,7 @@ class Trainer(Scoring, ColdStartActions):
         needs only the labels."""
         if self.settings.strategy != "auto":
             return "exploring" if self.settings.strategy == "random" else "refining"
-        return self._auto_context(clusters=False).phase()
+        return self._auto_context().phase()
 
     def restore_batch(self, ids: Sequence[int]) -> list[Hit]:
         """Make ``ids`` the pending batch again (after undo, or a UI draft), dropping seen ones."""

@@ -265,6 +265,6 @@ def test_a_trainer_with_a_pool_split_explores_clusters_of_its_pool(tmp_path):
     assert 0 < pool.sum() < coll.rows()
     trainer = Trainer.create(coll, "t", images=[int(np.flatnonzero(pool)[0])], settings=Settings(pool_split="train"))
     explore._cache.clear()
-    used = trainer._auto_context().clusters
+    used = trainer._explore_clusters()
     np.testing.assert_array_equal(used.centroids, explore.collection_clusters(coll, pool).centroids)
     assert not np.array_equal(used.centroids, explore.collection_clusters(coll).centroids)
