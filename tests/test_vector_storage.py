@@ -204,3 +204,17 @@ def test_every_write_to_a_new_file_finds_a_whole_header_at_its_path(tmp_path, mo
     file.write(0, np.ones((3, dim), dtype=np.float32))
     file.write(3, np.ones((2, dim), dtype=np.float32))
     assert seen and seen[0] == 0 and seen[-1] == 3
+
+
+def test_a_collection_made_before_the_package_layout_opens_searches_and_trains(tmp_path):
+    root = tmp_path / "coll"
+    shutil.copytree(FIXTURES / "collection-before-packages", root)
+    with Collection.open(root) as coll:
+        assert coll.rows() == 18 and coll.search_index() == "exact"
+        trainer = Trainer.open(coll, "reds")
+        assert len(trainer.labels()) == 8
+        batch = trainer.next_batch(4)
+        assert len(batch) == 4 and not {h.id for h in batch} & set(trainer.labels())
+        trainer.submit({h.id: -1.0 for h in batch})
+        assert len(trainer.labels()) == 12 and np.isfinite(trainer.weights).all()
+        assert coll.check().ok
