@@ -30,7 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import localq  # noqa: E402,F401  (process tuning before numpy/torch load)
-from localq.embed import embed_to_shards  # noqa: E402
+
+# isort: split
+from localq.ingest.embed import embed_to_shards  # noqa: E402
 
 DEFAULT_DATA = ROOT / ".." / "shared" / "datasets" / "imagenette" / "val"
 TARGET = 0.8

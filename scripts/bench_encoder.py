@@ -57,9 +57,9 @@ def pick_images(data: Path, n: int) -> list[Path]:
 def worker(loop: str, data: Path, n: int, spec: str) -> dict:
     import resource
 
-    import localq  # noqa: F401  (runtime tuning, before torch loads)
     import torch
 
+    import localq  # noqa: F401  (runtime tuning, before torch loads)
     from localq.encoders import load_encoder
     from localq.imageio import open_image
     from localq.runtime import MALLOC_TUNED

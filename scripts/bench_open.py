@@ -29,10 +29,12 @@ import time
 from pathlib import Path
 
 import localq  # noqa: F401  (runtime tuning before numpy loads)
+
+# isort: split
 import numpy as np
 
-from localq.collection import Collection
-from localq.store import NewImage
+from localq.collection.collection import Collection
+from localq.storage.store import NewImage
 
 _BATCH = 100_000
 

@@ -32,11 +32,13 @@ import time
 from pathlib import Path
 
 import localq  # noqa: F401  (runtime tuning before numpy/faiss load)
+
+# isort: split
 import numpy as np
 
-from localq.collection import Collection
-from localq.store import NewImage
-from localq.trainer import Settings, Trainer
+from localq.collection.collection import Collection
+from localq.loop.trainer import Settings, Trainer
+from localq.storage.store import NewImage
 
 
 class SyntheticEncoder:

@@ -31,19 +31,21 @@ import argparse
 import io
 import json
 import os
-import sys
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import localq  # noqa: F401  (process tuning before numpy/faiss load)
 
+# isort: split
+
 import numpy as np
 
-from localq import trailer_file
-from localq.ivf_index import IvfIndex
-from localq.vector_file import gather_rows, release_pages
+from localq.search import trailer_file
+from localq.search.ivf import IvfIndex
+from localq.storage.vector_file import gather_rows, release_pages
 
 CLUSTERS = 100
 TARGET_RECALL, TARGET_MS, TARGET_GB = 0.95, 20.0, 8.0
@@ -109,7 +111,7 @@ def open_index(work: Path, X: np.ndarray, args) -> tuple[IvfIndex, dict]:
 
 def open_collection(root: Path, args) -> tuple[np.ndarray, IvfIndex, dict, Path]:
     """A collection's rows and its IVF index over them, as the collection would search."""
-    from localq.collection import Collection
+    from localq.collection.collection import Collection
 
     with Collection.open(root) as coll:
         coll.index  # an older collection moves its vectors into vectors.npy here, once

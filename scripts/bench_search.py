@@ -28,10 +28,12 @@ import time
 
 import localq  # noqa: F401  (process tuning before numpy/faiss load)
 
+# isort: split
+
 import faiss
 import numpy as np
 
-from localq.vector_index import VectorIndex
+from localq.search.exact import VectorIndex
 
 TARGET = 1.2
 VS_NUMPY_NOISE = 1.05

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import localq  # noqa: F401  (process tuning before numpy loads)
 
+# isort: split
+
 import numpy as np
 
 DIM = 64
@@ -55,9 +57,9 @@ class SyntheticEncoder:
 def build(root: Path, n: int, seed: int = 0):
     from PIL import Image
 
-    from localq.collection import Collection
-    from localq.store import NewImage
-    from localq.trainer import Trainer
+    from localq.collection.collection import Collection
+    from localq.loop.trainer import Trainer
+    from localq.storage.store import NewImage
 
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((CLUSTERS, DIM)).astype(np.float32)
@@ -88,7 +90,7 @@ def build(root: Path, n: int, seed: int = 0):
 def baseline(trainer, out: Path) -> tuple[float, int]:
     import exiv2
 
-    from localq import xmp
+    from localq.photos import xmp
 
     xmp._setup()
     start = time.perf_counter()
@@ -106,7 +108,7 @@ def baseline(trainer, out: Path) -> tuple[float, int]:
 
 
 def tag(trainer) -> tuple[float, object]:
-    from localq.tagging import tag_photos
+    from localq.photos.tagging import tag_photos
 
     start = time.perf_counter()
     report = tag_photos(trainer)

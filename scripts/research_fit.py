@@ -6,7 +6,7 @@ the built-in encoder, and prints mean +- sd AP at 10/20/50/100 labels for localq
 default and for variants that each remove one of its parts.
 
 Settings are chosen on **dev**, never on the held-out split: by default the loop
-retrieves from the pool split minus its dev part (``localq.devsplit``: the same files,
+retrieves from the pool split minus its dev part (``localq.loop.devsplit``: the same files,
 chosen by content hash, as ``localq bench --tune``) and AP is measured on dev.
 ``--eval test`` measures on a held-out split instead (to report, not to choose):
 
@@ -28,12 +28,14 @@ import time
 from pathlib import Path
 
 import localq  # noqa: F401  (process tuning before numpy/torch load)
+
+# isort: split
 import numpy as np
 
-from localq.fit import fit_article_baseline, fit_linear
-from localq.metrics import average_precision
-from localq.sampling import DEFAULT_STRATEGY, Context, select
-from localq.vector_index import VectorIndex
+from localq.loop.fit import fit_article_baseline, fit_linear
+from localq.loop.metrics import average_precision
+from localq.loop.sampling import DEFAULT_STRATEGY, Context, select
+from localq.search.exact import VectorIndex
 
 BUDGETS = (10, 20, 50, 100)
 BACKGROUND = 512  # the trainer's background sample
@@ -55,7 +57,7 @@ def dev_flags(root: Path, split: str) -> np.ndarray:
     """Per file of ``split`` (in embed_split's order): is it in the dev part? By content hash."""
     import hashlib
 
-    from localq.devsplit import is_dev
+    from localq.loop.devsplit import is_dev
 
     classes = sorted(p.name for p in (root / split).iterdir() if p.is_dir())
     files = [f for c in classes for f in sorted((root / split / c).iterdir())]
@@ -150,7 +152,7 @@ def main() -> None:
         index = VectorIndex.open(Path(tmp) / "pool.npy", x_pool.shape[1])
         index.add(x_pool)
         seeds = [int(s) for s in args.seeds.split(",")]
-        from localq.explore import kmeans
+        from localq.loop.explore import kmeans
 
         clusters = kmeans(x_pool)  # for ``auto``: the pool's clusters, as the trainer computes them
         zero_shot = [average_precision(x_eval @ q, y_eval == c) for c, q in enumerate(queries)]

@@ -16,12 +16,14 @@ import time
 from pathlib import Path
 
 import localq  # noqa: F401  (runtime tuning before numpy/torch load)
+
+# isort: split
 import numpy as np
 
 from localq.bench.datasets import synset_word
 from localq.encoders import load_encoder
 from localq.imageio import read_image
-from localq.metrics import average_precision, precision_at_k
+from localq.loop.metrics import average_precision, precision_at_k
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT / ".." / "shared" / "datasets" / "imagenette" / "val"

@@ -127,8 +127,8 @@ def synthetic_collection(root: Path, *, clusters: int = 5, per_cluster: int = 20
     """A collection of L2-normalized Gaussian clusters; label = cluster index as text.
 
     Returns (collection, centres)."""
-    from localq.collection import Collection
-    from localq.store import NewImage
+    from localq.collection.collection import Collection
+    from localq.storage.store import NewImage
 
     rng = np.random.default_rng(seed)
     centres = _normalize(rng.standard_normal((clusters, dim)).astype(np.float32))
@@ -148,8 +148,8 @@ def synthetic_collection(root: Path, *, clusters: int = 5, per_cluster: int = 20
 def with_rows_replaced(coll, root: Path, ids: np.ndarray, vectors: np.ndarray):
     """A new collection at ``root``: ``coll``'s images and vectors, but ``vectors`` at rows
     ``ids`` (vectors.npy is append-only: this is how a test changes rows)."""
-    from localq.collection import Collection
-    from localq.store import NewImage
+    from localq.collection.collection import Collection
+    from localq.storage.store import NewImage
 
     matrix = np.array(coll.index.matrix())
     matrix[ids] = vectors

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-
-from localq import explore, sampling
-from localq.sampling import Context, select
-from localq.trainer import Settings
 from test_explore import _blobs
 from test_sampling import FakeIndex
+
+from localq.loop import explore, sampling
+from localq.loop.sampling import Context, select
+from localq.loop.trainer import Settings
 
 
 def test_a_trainers_default_settings_carry_the_sampling_defaults():

@@ -8,17 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from localq.sampling import DEFAULT_STRATEGY
 from click.testing import CliRunner
 
 import localq.encoders
-from localq.cli.bench import bench
 from localq.bench.datasets import class_names, parquet_split
 from localq.bench.labeler import Labeler, MappingError, labeler_for, load_mapping
 from localq.bench.report import load_result, summarize, write_reports
 from localq.bench.runner import BENCH_PREFIX, BenchConfig, run_benchmark
-from localq.metrics import average_precision
+from localq.cli.bench import bench
+from localq.loop.metrics import average_precision
+from localq.loop.sampling import DEFAULT_STRATEGY
 
 pytestmark = pytest.mark.slow  # runs the benchmark
 
@@ -50,8 +49,8 @@ class PromptEncoder:
 
 def make_collection(root: Path, vectors: np.ndarray, labels: list[str], splits: list[str], prompts: dict,
                     paths: list[str] | None = None):
-    from localq.collection import Collection
-    from localq.store import NewImage
+    from localq.collection.collection import Collection
+    from localq.storage.store import NewImage
 
     coll = Collection.open(root, create=True)
     coll.bind_encoder(PromptEncoder(prompts))
@@ -108,7 +107,7 @@ def test_metrics_equal_hand_computed_values(tmp_path):
 
 
 def test_loop_ap_matches_an_independent_evaluation(tmp_path):
-    from localq.trainer import Settings, Trainer
+    from localq.loop.trainer import Settings, Trainer
 
     coll = clusters(tmp_path / "c")
     result = run_benchmark(coll, small_config(rounds=2, seeds=(0,), classes=("1",), methods=("localq-top",)),
@@ -217,9 +216,10 @@ def test_class_names_and_parquet_split_names():
 
 def test_parquet_export_becomes_a_labeled_folder(tmp_path):
     pa = pytest.importorskip("pyarrow", reason="pyarrow is optional: parquet data sets need it")
+    import io
+
     import pyarrow.parquet as pq
     from PIL import Image
-    import io
 
     from localq.bench.datasets import unpack_parquet
 
@@ -241,7 +241,7 @@ def test_parquet_export_becomes_a_labeled_folder(tmp_path):
     # The whole source path: unpacked inside the collection, indexed with labels and splits.
     from conftest import ColorEncoder
     from localq.bench.datasets import index_source
-    from localq.collection import Collection
+    from localq.collection.collection import Collection
 
     pq.write_table(table, tmp_path / "data" / "train-00000-of-00001.parquet")
     with Collection.open(tmp_path / "coll", create=True) as coll:

@@ -7,16 +7,16 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from test_bench import clusters, small_config
 
 import localq.encoders
-from localq.cli.bench import bench
+from conftest import with_rows_replaced
 from localq.bench.report import first_positive, robustness, write_reports
 from localq.bench.runner import BENCH_PREFIX, BenchConfig, prompt_class, run_benchmark
-from localq.devsplit import dev_mask, is_dev
+from localq.cli.bench import bench
 from localq.errors import LocalqError
-from localq.metrics import average_precision
-from conftest import with_rows_replaced
-from test_bench import clusters, small_config
+from localq.loop.devsplit import dev_mask, is_dev
+from localq.loop.metrics import average_precision
 
 pytestmark = pytest.mark.slow  # runs benchmark loops
 
@@ -35,7 +35,7 @@ def test_tune_retrieves_from_pool_minus_dev_and_measures_on_dev_only(tmp_path, m
     coll = clusters(tmp_path / "c", train=60, val=20)
     dev = dev_mask(coll, "train")
     retrieved = []
-    from localq.trainer import Trainer
+    from localq.loop.trainer import Trainer
 
     real = Trainer.next_batch
 
@@ -136,7 +136,7 @@ def test_cli_tune_prompt_from_and_settings(tmp_path, monkeypatch):
     assert bad.exit_code == 1 and "error: cannot set 'nope'" in bad.output
     bad = runner.invoke(bench, args + ["--set", "strategy=top"])
     assert bad.exit_code == 1 and "cannot set 'strategy'" in bad.output
-    assert not any(c.name.startswith(BENCH_PREFIX) for c in localq.collection.Collection.open(tmp_path / "c")
+    assert not any(c.name.startswith(BENCH_PREFIX) for c in localq.collection.collection.Collection.open(tmp_path / "c")
                    .store.classifiers())
 
 
@@ -149,7 +149,7 @@ def test_default_repeats_is_five():
 def test_folder_labels_read_in_chunks_keep_every_row_label_and_split(monkeypatch):
     """FolderLabels stores codes read a chunk at a time from an iterator (10M rows as
     tuples held ~3 GB): the arrays it answers with are those of the rows themselves."""
-    import localq.folder_labels as folder_labels
+    import localq.collection.folder_labels as folder_labels
 
     monkeypatch.setattr(folder_labels, "_CHUNK_ROWS", 7)  # several chunks, one partial
     splits = ["train", "val", None]

@@ -44,8 +44,8 @@ def test_index_stats_search_reset(runner, tmp_path, colour_folder):
 
 
 def test_search_unseen_never_returns_seen_images(runner, tmp_path, colour_folder):
-    from localq.collection import Collection
-    from localq.trainer import Trainer
+    from localq.collection.collection import Collection
+    from localq.loop.trainer import Trainer
 
     db = str(tmp_path / "c")
     run(runner, "index", str(colour_folder), "--labels", "--db", db)
@@ -62,8 +62,8 @@ def test_search_unseen_never_returns_seen_images(runner, tmp_path, colour_folder
 
 
 def test_classifier_commands(runner, tmp_path, colour_folder):
-    from localq.collection import Collection
-    from localq.trainer import Trainer
+    from localq.collection.collection import Collection
+    from localq.loop.trainer import Trainer
 
     db = str(tmp_path / "c")
     run(runner, "index", str(colour_folder), "--labels", "--db", db)

@@ -5,15 +5,14 @@ encoder, so "red" retrieves red images and a red file is near the red ones."""
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
 from conftest import ColorEncoder, OtherEncoder, synthetic_collection, write_image
-from localq.collection import Collection
+from localq.collection.collection import Collection
 from localq.errors import BadImage, EncoderMismatch, ImageNotFound, InvalidPrompt, InvalidScores, LocalqError
-from localq.indexer import index_paths
-from localq.trainer import COLD_ROUNDS, Settings, Trainer
+from localq.ingest.indexer import index_paths
+from localq.loop.trainer import COLD_ROUNDS, Settings, Trainer
 
 
 @pytest.fixture
@@ -217,10 +216,10 @@ def test_k_must_be_positive(colours):
 
 
 def test_train_adds_examples_before_the_ui_opens(tmp_path, colour_folder, monkeypatch):
-    import localq.encoders
-    import localq.tui.app
     from click.testing import CliRunner
 
+    import localq.encoders
+    import localq.tui.app
     from localq.cli import cli
 
     monkeypatch.setattr(localq.encoders, "load_encoder", lambda spec="lite0", weights=None: ColorEncoder(), raising=False)

@@ -74,8 +74,8 @@ def test_the_readme_has_one_python_example_on_the_public_api():
 def test_the_readme_python_example_runs(tmp_path, monkeypatch, capsys):
     # The example opens data/collections/imagenette and treats folder n02102040 as the
     # target: a tiny collection of coloured squares under those names stands in for it.
-    from localq.collection import Collection
-    from localq.indexer import index_paths
+    from localq.collection.collection import Collection
+    from localq.ingest.indexer import index_paths
 
     photos = tmp_path / "photos"
     for split, n in (("train", 20), ("val", 4)):  # 5 rounds of 10 need 50 unseen

@@ -5,10 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import IMAGENETTE_CLASSES
 from localq.encoders import Encoder, load_encoder
 from localq.errors import EncoderUnavailable
-
-from conftest import IMAGENETTE_CLASSES
 
 pytestmark = pytest.mark.slow  # loads the real encoders
 

@@ -42,8 +42,8 @@ def test_index_search_train_predict_on_imagenette(tmp_path):
     hits = json.loads(run("search", "a photo of a church", "-k", "5", "--json"))["results"]
     assert [h["label"] for h in hits] == ["n03028079"] * 5
 
-    from localq.collection import Collection
-    from localq.trainer import Trainer
+    from localq.collection.collection import Collection
+    from localq.loop.trainer import Trainer
 
     with Collection.open(db) as coll:
         dog = Trainer.create(coll, "dog", prompt="a photo of a dog")

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_sampling import FakeIndex, unit_rows
 
 from conftest import synthetic_collection, with_rows_replaced
-from localq import classifier_file, explore
-from localq.sampling import Context, select
-from localq.trainer import Settings, Trainer
-from test_sampling import FakeIndex, unit_rows
+from localq.loop import classifier_file, explore
+from localq.loop.sampling import Context, select
+from localq.loop.trainer import Settings, Trainer
 
 
 def _blobs(n_clusters=6, per=50, dim=16, spread=0.3, seed=0):
@@ -206,7 +206,7 @@ def test_clusters_extend_while_a_collection_grows_and_refit_past_the_growth_limi
     instead of k-means running again every round; a quarter more rows refits."""
     from types import SimpleNamespace
 
-    from localq import explore
+    from localq.loop import explore
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(1000, 16)).astype(np.float32)

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 
 from conftest import ColorEncoder, write_image
-from localq import prompt_cache
-from localq.collection import Collection
-from localq.indexer import index_paths, spread_order
-from localq.scan import FileEntry
+from localq.collection.collection import Collection
+from localq.encoders import prompt_cache
+from localq.ingest.indexer import index_paths, spread_order
+from localq.ingest.scan import FileEntry
 
 pytestmark = pytest.mark.slow  # times whole localq processes
 
@@ -117,9 +117,9 @@ def test_search_with_a_cached_prompt_imports_no_torch(cache, tmp_path):
     """`localq search` end to end on a lite0 collection (synthetic vectors, real model_id)."""
     _run("""
         import json, numpy as np
-        from localq.collection import Collection
+        from localq.collection.collection import Collection
         from localq.encoders import load_encoder
-        from localq.store import NewImage
+        from localq.storage.store import NewImage
         coll = Collection.open(%r, create=True)
         coll.bind_encoder(load_encoder("lite0"))
         rng = np.random.default_rng(0)
@@ -207,8 +207,8 @@ def _photos(root: Path, per_class: int = 20) -> Path:
 
 
 def _ui(tmp_path, encoder, warmup: int = 8):
-    from localq.background import BackgroundIndexer
-    from localq.trainer import Settings, Trainer
+    from localq.ingest.background import BackgroundIndexer
+    from localq.loop.trainer import Settings, Trainer
     from localq.tui.app import TrainApp, trainer_opener
 
     photos, root = _photos(tmp_path / "photos"), tmp_path / "coll"
@@ -269,8 +269,9 @@ async def test_the_ui_opens_while_indexing_and_later_batches_see_new_rows(tmp_pa
 @pytest.mark.asyncio
 async def test_quitting_mid_way_loses_nothing_and_the_next_run_resumes(tmp_path, cache):
     pytest.importorskip("textual")
-    from localq.background import BackgroundIndexer, pending
     from test_tui import settle
+
+    from localq.ingest.background import BackgroundIndexer, pending
 
     encoder = GatedEncoder(free=2)
     app, background, root = _ui(tmp_path, encoder)

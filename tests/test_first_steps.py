@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+
 import pytest
+from reliability.helpers import assert_one_line_error, run_cli, write_folder
 
 from conftest import ColorEncoder, write_image
-from localq.collection import Collection
-from localq.trainer import Settings, Trainer
-from reliability.helpers import assert_one_line_error, run_cli, write_folder
+from localq.collection.collection import Collection
+from localq.loop.trainer import Settings, Trainer
 
 pytestmark = pytest.mark.slow  # whole CLI processes
 

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from localq.fit import agreed_strength, fit_article_baseline, fit_linear, prompt_agreement
-from localq.metrics import average_precision
+from localq.loop.fit import agreed_strength, fit_article_baseline, fit_linear, prompt_agreement
+from localq.loop.metrics import average_precision
 
 
 def unit_rows(a):

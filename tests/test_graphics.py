@@ -19,10 +19,11 @@ from PIL import Image
 
 pytest.importorskip("textual")
 
+from test_tui import make_app, photo_root, settle  # noqa: E402,F401
+
 from localq.tui import kitty, sixel  # noqa: E402
 from localq.tui.graphics import fit_canvas, pixel_box  # noqa: E402
 from localq.tui.terminal import HALFBLOCK, KITTY, SIXEL, TerminalGraphics, parse_answers, resolve  # noqa: E402
-from test_tui import make_app, photo_root, settle  # noqa: E402,F401
 
 PLACE = re.compile(r"\x1b\[(\d+);(\d+)H\x1b_Ga=p,i=(\d+),p=(\d+),x=(\d+),y=(\d+),w=(\d+),h=(\d+),c=(\d+),r=(\d+)")
 DELETE = re.compile(r"\x1b_Ga=d,d=i,i=(\d+),p=(\d+)")

@@ -6,10 +6,10 @@ import csv
 import os
 
 import pytest
+from reliability.helpers import assert_one_line_error, run_cli
 
 import localq.encoders
 from conftest import ColorEncoder
-from reliability.helpers import assert_one_line_error, run_cli
 
 pytestmark = pytest.mark.slow  # whole CLI processes
 
@@ -20,8 +20,8 @@ def labeled(tmp_path, colour_folder, monkeypatch):
     monkeypatch.setattr(localq.encoders, "load_encoder", lambda spec="lite0", weights=None: ColorEncoder(), raising=False)
     db = tmp_path / "db"
     assert run_cli("index", colour_folder, "--labels", "--db", db).returncode == 0
-    from localq.collection import Collection
-    from localq.trainer import Trainer
+    from localq.collection.collection import Collection
+    from localq.loop.trainer import Trainer
 
     with Collection.open(db) as coll:
         trainer = Trainer.create(coll, "reds", prompt="red")
@@ -81,9 +81,9 @@ def test_predicted_export_with_copies(tmp_path, labeled):
 
 
 def test_symlinks_where_hard_links_fail(tmp_path, labeled, monkeypatch):
-    from localq import imagefolder
-    from localq.collection import Collection
-    from localq.trainer import Trainer
+    from localq.collection.collection import Collection
+    from localq.loop.trainer import Trainer
+    from localq.photos import imagefolder
 
     def no_link(*args):
         raise OSError(18, "Invalid cross-device link")

@@ -100,10 +100,10 @@ def test_unreadable_file(tmp_path):
     # Root (CI) reads any file whatever its mode: read it as the unprivileged user instead,
     # from a directory that user can reach (pytest's tmp dirs are 0700).
     import shutil
-    from pathlib import Path
     import subprocess
     import sys
     import tempfile
+    from pathlib import Path
 
     public = Path(tempfile.mkdtemp(prefix="localq-imageio-", dir="/tmp"))
     try:

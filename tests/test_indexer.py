@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from conftest import ColorEncoder, OtherEncoder, write_image
-from localq.collection import Collection
+from localq.collection.collection import Collection
 from localq.errors import EncoderMismatch, VectorsDamaged
-from localq.indexer import index_paths
+from localq.ingest.indexer import index_paths
 
 
 def open_coll(tmp_path) -> Collection:
@@ -135,8 +135,8 @@ def test_kill_9_mid_run_resumes_without_duplicates(tmp_path, colour_folder):
         import os, signal, sys
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from conftest import ColorEncoder
-        from localq.collection import Collection
-        from localq.indexer import index_paths
+        from localq.collection.collection import Collection
+        from localq.ingest.indexer import index_paths
         def progress(done, total):
             if done >= 8:
                 os.kill(os.getpid(), signal.SIGKILL)

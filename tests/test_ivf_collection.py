@@ -1,4 +1,4 @@
-"""A collection searching through its IVF index (ivf_mirror.py): the setting, the file
+"""A collection searching through its IVF index (upkeep.py): the setting, the file
 on disk and its record, rows added after a build, stale and damaged files, and the
 labeling loop on top, all with real FAISS and SQLite files."""
 
@@ -12,13 +12,13 @@ from click.testing import CliRunner
 
 import localq.encoders
 from conftest import ColorEncoder, synthetic_collection
-from localq import ivf_mirror, trailer_file
-from localq.collection import Collection
 from localq.cli import cli
 from localq.cli.common import SEARCH_INDEX_KINDS
-from localq.store import NewImage
-from localq.trainer import Trainer
-from localq.vector_index import VectorIndex
+from localq.collection.collection import Collection
+from localq.loop.trainer import Trainer
+from localq.search import trailer_file, upkeep
+from localq.search.exact import VectorIndex
+from localq.storage.store import NewImage
 
 # 30 clusters x 250 rows: more rows than IvfIndex's exact shortcut (4096 allowed rows),
 # so these searches go through the inverted lists.
@@ -48,19 +48,19 @@ def recall(coll, q, k, allowed, pool: bool = False) -> float:
 
 
 def test_the_cli_and_the_core_offer_the_same_kinds():
-    assert SEARCH_INDEX_KINDS == ivf_mirror.KINDS
+    assert SEARCH_INDEX_KINDS == upkeep.KINDS
 
 
 def test_an_ivf_collection_saves_its_index_and_searches_like_exact(tmp_path):
     coll, centres = ivf_collection(tmp_path / "c")
-    path = tmp_path / "c" / ivf_mirror.FILE_NAME
+    path = tmp_path / "c" / upkeep.FILE_NAME
     state = trailer_file.read_state(path)
     assert state["rows"] == CLUSTERS * PER_CLUSTER and state["digest"] == coll.store.vectors_digest(state["rows"])
     coll.close()
 
     coll = Collection.open(tmp_path / "c")  # a new process's view: loads the file, builds nothing
     mtime = path.stat().st_mtime_ns
-    assert isinstance(coll.searcher, ivf_mirror.ApproximateSearch) and coll.ivf_problem is None
+    assert isinstance(coll.searcher, upkeep.ApproximateSearch) and coll.ivf_problem is None
     n = coll.rows()
     rng = np.random.default_rng(0)
     for q in queries(centres):
@@ -81,23 +81,23 @@ def test_rows_added_after_a_build_are_searched_and_saved(tmp_path):
     odd = np.zeros((1, DIM), np.float32)
     odd[0, 0] = 1.0  # a direction no cluster points to
     [new_id] = coll.add_images([NewImage("/synthetic/new.png", "hnew", 1, 0.0, 1, 1, None, "train")], odd)
-    assert isinstance(coll.searcher, ivf_mirror.ApproximateSearch)
+    assert isinstance(coll.searcher, upkeep.ApproximateSearch)
     ids, scores = coll.searcher.search(odd[0], 1)
     assert ids.tolist() == [new_id] and scores[0] == pytest.approx(1.0)
     coll.save_index()
-    assert trailer_file.read_state(tmp_path / "c" / ivf_mirror.FILE_NAME)["rows"] == new_id + 1
+    assert trailer_file.read_state(tmp_path / "c" / upkeep.FILE_NAME)["rows"] == new_id + 1
 
 
 def test_a_file_far_behind_the_collection_is_not_caught_up_on_every_open(tmp_path, monkeypatch):
     coll, _ = ivf_collection(tmp_path / "c")
-    monkeypatch.setattr(ivf_mirror, "_CATCH_UP_AT_MOST", 10)  # and a tenth of the rows: 750
+    monkeypatch.setattr(upkeep, "_CATCH_UP_AT_MOST", 10)  # and a tenth of the rows: 750
     rows = [NewImage(f"/synthetic/more{i}.png", f"hm{i}", 1, 0.0, 1, 1, None, "train") for i in range(800)]
     coll.add_images(rows, coll.index.matrix()[:800].copy())  # as a run killed before its end leaves it
     coll.close()
     coll = Collection.open(tmp_path / "c")
     assert isinstance(coll.searcher, VectorIndex) and "indexes 7500 of 8300 rows" in coll.ivf_problem
     coll.save_index()
-    assert isinstance(coll.searcher, ivf_mirror.ApproximateSearch) and coll.searcher.ivf.ntotal == 8300
+    assert isinstance(coll.searcher, upkeep.ApproximateSearch) and coll.searcher.ivf.ntotal == 8300
 
 
 @pytest.mark.slow
@@ -105,33 +105,33 @@ def test_a_file_far_behind_the_collection_is_not_caught_up_on_every_open(tmp_pat
 def test_a_stale_or_damaged_ivf_file_is_never_searched(tmp_path, damage):
     coll, centres = ivf_collection(tmp_path / "c")
     coll.close()
-    path = tmp_path / "c" / ivf_mirror.FILE_NAME
+    path = tmp_path / "c" / upkeep.FILE_NAME
     if damage == "garbage":
         path.write_bytes(b"\x00not faiss" * 1000)
     elif damage == "another collection's file":
         other, _ = ivf_collection(tmp_path / "other", seed=1)  # same size, other vectors
         other.close()
-        shutil.copy(tmp_path / "other" / ivf_mirror.FILE_NAME, path)
+        shutil.copy(tmp_path / "other" / upkeep.FILE_NAME, path)
     else:
         data = path.read_bytes()
         path.write_bytes(data[: data.rindex(b"{")])  # FAISS bytes without localq's trailer
     coll = Collection.open(tmp_path / "c")
     assert isinstance(coll.searcher, VectorIndex), "a file that does not match must not be searched"
-    assert ivf_mirror.FILE_NAME in coll.ivf_problem
+    assert upkeep.FILE_NAME in coll.ivf_problem
     q = queries(centres)[0]
     assert [h.id for h in coll.search(q, 10)] == coll.index.search(q, 10)[0].tolist()
     coll.save_index()  # the next write rebuilds it
-    assert isinstance(coll.searcher, ivf_mirror.ApproximateSearch) and coll.ivf_problem is None
+    assert isinstance(coll.searcher, upkeep.ApproximateSearch) and coll.ivf_problem is None
     assert trailer_file.read_state(path)["digest"] == coll.store.vectors_digest(coll.rows())
 
 
 def test_auto_switches_to_ivf_past_its_threshold_and_exact_drops_the_file(tmp_path, monkeypatch):
     coll, _ = synthetic_collection(tmp_path / "c", clusters=CLUSTERS, per_cluster=PER_CLUSTER, dim=DIM)
-    path = tmp_path / "c" / ivf_mirror.FILE_NAME
+    path = tmp_path / "c" / upkeep.FILE_NAME
     assert coll.search_index() == "auto" and not path.exists() and isinstance(coll.searcher, VectorIndex)
-    monkeypatch.setattr(ivf_mirror, "AUTO_IVF_FROM_ROWS", CLUSTERS * PER_CLUSTER)
+    monkeypatch.setattr(upkeep, "AUTO_IVF_FROM_ROWS", CLUSTERS * PER_CLUSTER)
     coll.save_index()
-    assert path.exists() and isinstance(coll.searcher, ivf_mirror.ApproximateSearch)
+    assert path.exists() and isinstance(coll.searcher, upkeep.ApproximateSearch)
     coll.set_search_index("exact")
     coll.save_index()
     assert not path.exists() and isinstance(coll.searcher, VectorIndex)
@@ -157,7 +157,7 @@ def test_top_batches_through_the_ivf_index_are_exact_searchs(tmp_path):
         coll, _ = synthetic_collection(tmp_path / kind, clusters=CLUSTERS, per_cluster=PER_CLUSTER, dim=DIM)
         coll.set_search_index(kind)
         coll.save_index()
-        assert isinstance(coll.searcher, ivf_mirror.ApproximateSearch if kind == "ivf" else VectorIndex)
+        assert isinstance(coll.searcher, upkeep.ApproximateSearch if kind == "ivf" else VectorIndex)
         batches[kind] = run_loop(coll, "top")
     assert batches["ivf"] == batches["exact"]
 
@@ -201,19 +201,19 @@ def test_index_option_sets_the_search_index_and_stats_report_it(tmp_path, colour
     assert result.exit_code == 0, result.output
     assert "building the IVF search index over 12 vectors" in result.output  # before minutes of silence
     stats = json.loads(runner.invoke(cli, ["stats", "--db", db, "--json"]).output)
-    assert (stats["search_index"], stats["search"]) == ("ivf", "ivf") and stats["bytes"][ivf_mirror.FILE_NAME] > 0
+    assert (stats["search_index"], stats["search"]) == ("ivf", "ivf") and stats["bytes"][upkeep.FILE_NAME] > 0
     assert "search      ivf (setting ivf" in runner.invoke(cli, ["stats", "--db", db]).output
     found = json.loads(runner.invoke(cli, ["search", "red", "-k", "3", "--db", db, "--json"]).output)["results"]
     assert [r["label"] for r in found] == ["red"] * 3
     result = runner.invoke(cli, ["index", str(colour_folder), "--db", db, "--index", "exact"])
-    assert result.exit_code == 0 and not (Path(db) / ivf_mirror.FILE_NAME).exists()
+    assert result.exit_code == 0 and not (Path(db) / upkeep.FILE_NAME).exists()
     bad = runner.invoke(cli, ["index", str(colour_folder), "--db", db, "--index", "hnsw"])
     assert bad.exit_code == 2 and "'hnsw' is not one of" in bad.output
 
 
 def test_check_reports_a_stale_ivf_file_and_repair_rebuilds_it(tmp_path):
     coll, _ = ivf_collection(tmp_path / "c")
-    path = tmp_path / "c" / ivf_mirror.FILE_NAME
+    path = tmp_path / "c" / upkeep.FILE_NAME
     assert any(f.topic == "ivf" and f.ok and "indexes 7500 rows" in f.detail for f in coll.check().findings)
     data = path.read_bytes()
     path.write_bytes(data[: data.rindex(b"{")])  # the record lost
@@ -222,7 +222,7 @@ def test_check_reports_a_stale_ivf_file_and_repair_rebuilds_it(tmp_path):
     report = coll.check()
     assert not report.ok and any(f.topic == "ivf" and not f.ok for f in report.findings)
     repaired = coll.repair()
-    assert repaired.ok and f"rebuilt {ivf_mirror.FILE_NAME}" in repaired.repaired
+    assert repaired.ok and f"rebuilt {upkeep.FILE_NAME}" in repaired.repaired
     assert trailer_file.read_state(path)["rows"] == 7500
 
 
@@ -236,4 +236,4 @@ def test_a_reader_behind_a_writers_newer_file_searches_exactly_then_takes_it_aft
     writer.save_index()  # vectors.ivf now indexes 7,505 rows
     assert isinstance(reader.searcher, VectorIndex) and "indexes 7505 rows, the collection 7500" in reader.ivf_problem
     assert reader.refresh()  # takes in the writer's rows
-    assert isinstance(reader.searcher, ivf_mirror.ApproximateSearch) and reader.ivf_problem is None
+    assert isinstance(reader.searcher, upkeep.ApproximateSearch) and reader.ivf_problem is None

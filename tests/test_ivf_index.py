@@ -7,7 +7,7 @@ sets and "near" ones (the query's own nearest rows, what a labeling loop produce
 import numpy as np
 import pytest
 
-from localq.ivf_index import IvfIndex, default_nlist
+from localq.search.ivf import IvfIndex, default_nlist
 
 N, DIM, CLUSTERS, K = 30_000, 64, 100, 10
 NOISE = 0.6 / np.sqrt(DIM)

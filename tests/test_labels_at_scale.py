@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import synthetic_collection
-from localq.collection import Collection
+from localq.collection.collection import Collection
 
 pytestmark = pytest.mark.slow  # 10,000 labels
 

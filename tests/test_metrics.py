@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from localq.metrics import average_precision, precision_at_k, precision_recall_at
+from localq.loop.metrics import average_precision, precision_at_k, precision_recall_at
 
 
 def test_average_precision_hand_computed():

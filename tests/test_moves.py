@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from reliability.helpers import run_cli
 
 from conftest import write_image
-from localq.collection import Collection
-from localq.indexer import index_paths
-from localq.trainer import Trainer
-from reliability.helpers import run_cli
+from localq.collection.collection import Collection
+from localq.ingest.indexer import index_paths
+from localq.loop.trainer import Trainer
 
 pytestmark = pytest.mark.slow  # whole CLI processes
 

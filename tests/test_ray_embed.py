@@ -15,10 +15,10 @@ import pytest
 
 import conftest
 from conftest import ColorEncoder, write_image
-from localq import shards
-from localq.collection import Collection
-from localq.embed import embed_to_shards
+from localq.collection.collection import Collection
 from localq.errors import EmbedFailed
+from localq.ingest import shards
+from localq.ingest.embed import embed_to_shards
 
 pytestmark = pytest.mark.slow  # starts a Ray cluster
 
@@ -73,7 +73,7 @@ def test_ray_gives_the_in_process_vectors(ray_cluster, many_photos, tmp_path, ca
 
 
 def test_the_stderr_filter_drops_only_the_matching_native_lines(capfd):
-    from localq import ray_job
+    from localq.ingest import ray_job
 
     notice = (b"[2026-12-04 22:26:49,332 E 3167 3167] core_worker.cc:2465: Actor with class name: 'MapWorker(X)' "
               b"and ID: 'ab' has constructor arguments in the object store and max_restarts > 0. See issue.\n")
@@ -104,7 +104,7 @@ def test_ray_run_resumes_a_partial_shard_set(ray_cluster, many_photos, tmp_path)
 
 
 def test_index_with_ray_embeds_then_ingests(ray_cluster, colour_folder, tmp_path):
-    from localq.ingest import EMBED_DIR, index_on_ray
+    from localq.ingest.shard_ingest import EMBED_DIR, index_on_ray
 
     coll = Collection.open(tmp_path / "c", create=True)
     reports = index_on_ray(coll, [colour_folder], ColorEncoder(), with_labels=True, address="auto",
@@ -218,7 +218,7 @@ def test_a_worker_that_dies_on_every_try_ends_the_job_with_one_line(ray_cluster,
 def test_only_the_token_enabled_notice_is_dropped(caplog):
     import logging
 
-    from localq import ray_job
+    from localq.ingest import ray_job
 
     ray_job._quiet_token_notice()
     ray_job._quiet_token_notice()  # once per process is enough; twice adds nothing

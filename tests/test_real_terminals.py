@@ -84,10 +84,10 @@ def photos(folder: Path, n: int = 10) -> Path:
 
 
 def make_collection(tmp_path: Path) -> Path:
-    from localq import classifier_file
-    from localq.collection import Collection
-    from localq.indexer import index_paths
-    from localq.trainer import Trainer
+    from localq.collection.collection import Collection
+    from localq.ingest.indexer import index_paths
+    from localq.loop import classifier_file
+    from localq.loop.trainer import Trainer
 
     root = tmp_path / "coll"
     with Collection.open(root, create=True) as coll:
@@ -101,8 +101,8 @@ def make_collection(tmp_path: Path) -> Path:
 def layout(root: Path) -> tuple[list[tuple[str, tuple[int, int, int, int]]], tuple[int, int, int, int]]:
     """(path, thumbnail cells x, y, w, h) of each card at 160x48, and the preview's image cells,
     from the same app under Pilot (on a copy of the collection)."""
-    from localq.collection import Collection
-    from localq.trainer import Trainer
+    from localq.collection.collection import Collection
+    from localq.loop.trainer import Trainer
     from localq.tui.app import TrainApp
 
     copy = root.parent / "layout-copy"

@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 
-from localq.sampling import DEFAULT_STRATEGY, STRATEGIES, select
+from localq.loop.sampling import DEFAULT_STRATEGY, STRATEGIES, select
 
 
 class FakeIndex:
-    """numpy stand-in for localq.vector_index.VectorIndex's search contract."""
+    """numpy stand-in for localq.search.exact.VectorIndex's search contract."""
 
     def __init__(self, vectors):
         self._m = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -106,7 +106,7 @@ class EstimatingIndex(FakeIndex):
 
 
 def test_boundary_settles_estimated_candidates_exactly_reading_only_a_shortlist():
-    from localq.sampling import SHORTLIST_PER_LABEL
+    from localq.loop.sampling import SHORTLIST_PER_LABEL
 
     # Scores spread evenly along w; the estimates are off by up to ~3 neighbours' gap.
     x = np.linspace(0, 1, 2001, dtype=np.float32)
@@ -139,7 +139,7 @@ def test_every_strategy_skips_near_copies_within_the_batch():
 
 
 def test_every_strategy_skips_near_copies_of_labeled_images():
-    from localq.sampling import Context
+    from localq.loop.sampling import Context
 
     rng = np.random.default_rng(0)
     base = unit_rows(rng.normal(size=(60, 32)))

@@ -10,11 +10,11 @@ from click.testing import CliRunner
 
 import localq.encoders
 from conftest import ColorEncoder, OtherEncoder, write_image
-from localq import shards
-from localq.collection import Collection
-from localq.embed import embed_to_shards
+from localq.collection.collection import Collection
 from localq.errors import BadShard, EncoderMismatch, EncoderUnavailable
-from localq.ingest import ingest_shards
+from localq.ingest import shards
+from localq.ingest.embed import embed_to_shards
+from localq.ingest.shard_ingest import ingest_shards
 
 
 @pytest.fixture
@@ -36,8 +36,8 @@ def test_embed_writes_clip_retrieval_layout(photos, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert (manifest["model_id"], manifest["dim"], manifest["dtype"]) == ("test-colour/v1", 15, "float16")
     assert sorted(manifest["shards"]) == ["00000", "00001", "00002"]
-    from PIL import Image
     import pyarrow.parquet as pq
+    from PIL import Image
 
     rows = 0
     for shard in shards.list_shards(out):

@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 
 import pytest
+from reliability.helpers import env, popen_cli, run_cli
 
 import localq.encoders
 from conftest import ColorEncoder, write_image
-from reliability.helpers import env, popen_cli, run_cli
 
 pytestmark = pytest.mark.slow  # whole CLI processes and exiftool
 
@@ -73,8 +73,8 @@ def photos(tmp_path) -> Path:
 
 def make_classifier(db: Path, positive: str = "red", negative_only: bool = False) -> None:
     """A fitted classifier "reds": one round, `positive` images +1, the rest -1."""
-    from localq.collection import Collection
-    from localq.trainer import Trainer
+    from localq.collection.collection import Collection
+    from localq.loop.trainer import Trainer
 
     with Collection.open(db) as coll:
         trainer = Trainer.create(coll, "reds", prompt="red")
@@ -133,8 +133,8 @@ def test_rerun_updates_the_set_and_remove_takes_back_only_localq(tagged):
     sidecar.write_text(DARKTABLE_SIDECAR.replace("<rdf:li>holiday</rdf:li>", "<rdf:li>holiday</rdf:li><rdf:li>reds</rdf:li>"))
     assert tag(db).returncode == 0
     # More rounds: greens become the positives, reds the negatives.
-    from localq.collection import Collection
-    from localq.trainer import Trainer
+    from localq.collection.collection import Collection
+    from localq.loop.trainer import Trainer
 
     with Collection.open(db) as coll:
         trainer = Trainer.open(coll, "reds")
@@ -220,7 +220,7 @@ def test_a_photo_that_became_a_folder_is_one_line(tagged):
 
 def test_two_runs_at_once_take_turns(tagged):
     db, photos = tagged
-    from localq.tagging import tag_lock
+    from localq.photos.tagging import tag_lock
 
     with tag_lock(db):
         proc = tag(db, extra_env={"LOCALQ_LOCK_TIMEOUT": "1"})
@@ -241,8 +241,8 @@ def test_bad_keyword_is_one_line(tagged):
 
 
 def test_a_failed_write_leaves_the_old_sidecar_whole(tmp_path, monkeypatch):
-    from localq import xmp
     from localq.errors import SidecarProblem
+    from localq.photos import xmp
 
     sidecar = tmp_path / "a.jpg.xmp"
     sidecar.write_text(DARKTABLE_SIDECAR)
@@ -257,7 +257,7 @@ def test_a_failed_write_leaves_the_old_sidecar_whole(tmp_path, monkeypatch):
 
 
 def test_kill_9_mid_run_leaves_no_half_written_sidecar(tmp_path):
-    from localq import xmp
+    from localq.photos import xmp
 
     for i in range(300):
         (tmp_path / f"p{i}.jpg.xmp").write_text(DARKTABLE_SIDECAR)
@@ -284,8 +284,8 @@ def test_kill_9_mid_run_leaves_no_half_written_sidecar(tmp_path):
 
 
 def test_an_unreadable_sidecar_is_a_problem_of_its_own(tmp_path, monkeypatch):
-    from localq import xmp
     from localq.errors import SidecarProblem
+    from localq.photos import xmp
 
     sidecar = tmp_path / "a.jpg.xmp"
     sidecar.write_text(DARKTABLE_SIDECAR)
@@ -314,8 +314,8 @@ def test_full_disk_is_one_line_and_loses_nothing(tmp_path, monkeypatch):
         write_image(disk / "blue0.png", (30, 40, 210))
         db = tmp_path / "db"
         assert run_cli("index", disk, "--db", db).returncode == 0
-        from localq.collection import Collection
-        from localq.trainer import Trainer
+        from localq.collection.collection import Collection
+        from localq.loop.trainer import Trainer
 
         with Collection.open(db) as coll:
             trainer = Trainer.create(coll, "reds", prompt="red")
@@ -359,7 +359,7 @@ def test_photos_outside_the_collection_are_embedded_on_the_fly(tagged, tmp_path)
 def test_one_failed_fsync_is_that_sidecars_problem_the_others_are_written(tmp_path, monkeypatch):
     import threading
 
-    from localq import xmp
+    from localq.photos import xmp
 
     sidecars = [tmp_path / f"p{i}.jpg.xmp" for i in range(3)]
     for s in sidecars:

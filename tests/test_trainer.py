@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from conftest import synthetic_collection
-from localq import classifier_file
 from localq.errors import ClassifierMismatch, InvalidScores, NothingToUndo
-from localq.trainer import Settings, Trainer
+from localq.loop import classifier_file
+from localq.loop.trainer import Settings, Trainer
 
 
 def labeler(coll, target: str):
@@ -55,7 +55,7 @@ def test_prior_keeps_the_query_near_the_start(tmp_path):
     # A labeler who wants what the prompt points at: the stronger prior keeps the query nearer it.
     assert drift["0", 10.0] > drift["0", 0.0] + 0.05, drift
     # One who wants something else ranks the prompt's best images negative: the pull is dropped
-    # (localq.fit.prompt_agreement), whatever the strength.
+    # (localq.loop.fit.prompt_agreement), whatever the strength.
     assert drift["1", 10.0] == pytest.approx(drift["1", 0.0]), drift
 
 
@@ -189,8 +189,8 @@ def test_labels_survive_a_process_killed_mid_round(tmp_path):
     coll.close()
     script = textwrap.dedent(f"""
         import os, signal
-        import localq.trainer as t
-        from localq.collection import Collection
+        import localq.loop.trainer as t
+        from localq.collection.collection import Collection
         coll = Collection.open({str(tmp_path / "c")!r})
         trainer = t.Trainer.open(coll, "t")
         labels = coll.store.labels_by_id()
@@ -204,7 +204,7 @@ def test_labels_survive_a_process_killed_mid_round(tmp_path):
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
-    from localq.collection import Collection
+    from localq.collection.collection import Collection
 
     with Collection.open(tmp_path / "c") as again:
         trainer = Trainer.open(again, "t")

@@ -20,9 +20,9 @@ pytest.importorskip("textual")
 from textual import events  # noqa: E402
 
 from conftest import ColorEncoder, synthetic_collection  # noqa: E402
-from localq import classifier_file  # noqa: E402
-from localq.collection import Collection  # noqa: E402
-from localq.trainer import Settings, Trainer  # noqa: E402
+from localq.collection.collection import Collection  # noqa: E402
+from localq.loop import classifier_file  # noqa: E402
+from localq.loop.trainer import Settings, Trainer  # noqa: E402
 from localq.tui import drafts  # noqa: E402
 from localq.tui.app import TrainApp  # noqa: E402
 from localq.tui.screens import PredictionsScreen, PreviewScreen, grid_layout  # noqa: E402
@@ -52,7 +52,7 @@ def picture(hue, seed: int, size: int = 48):
 @pytest.fixture
 def photo_root(tmp_path) -> Path:
     """A collection of 18 real PNGs in three colour classes, one missing file, classifier 'reds'."""
-    from localq.indexer import index_paths
+    from localq.ingest.indexer import index_paths
 
     photos = tmp_path / "photos"
     for name, hue in (("red", (220, 40, 30)), ("green", (40, 200, 60)), ("blue", (40, 60, 220))):
@@ -299,7 +299,7 @@ async def test_a_dropped_session_comes_back_with_its_draft(synthetic_root):
 
 @pytest.mark.asyncio
 async def test_strategy_switch_and_reset_seen(synthetic_root):
-    from localq.sampling import STRATEGIES
+    from localq.loop.sampling import STRATEGIES
 
     app = make_app(synthetic_root, "t")
     async with app.run_test(size=(100, 40)) as pilot:

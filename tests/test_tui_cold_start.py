@@ -11,11 +11,12 @@ pytestmark = pytest.mark.slow  # runs the Textual app
 
 pytest.importorskip("textual")
 
-from conftest import ColorEncoder, write_image  # noqa: E402
-from localq.collection import Collection  # noqa: E402
-from localq.trainer import Settings, Trainer  # noqa: E402
-from localq.tui.cold_start import AskScreen  # noqa: E402
 from test_tui import cards, make_app, photo_root, reopen, settle, synthetic_root  # noqa: E402,F401
+
+from conftest import ColorEncoder, write_image  # noqa: E402
+from localq.collection.collection import Collection  # noqa: E402
+from localq.loop.trainer import Settings, Trainer  # noqa: E402
+from localq.tui.cold_start import AskScreen  # noqa: E402
 
 
 @pytest.fixture

@@ -13,16 +13,17 @@ import pytest
 
 pytest.importorskip("textual")
 
+from test_tui import settle  # noqa: E402
+
 from conftest import VectorEncoder, synthetic_collection  # noqa: E402
-from localq import classifier_file  # noqa: E402
-from localq.collection import Collection  # noqa: E402
-from localq.store import NewImage  # noqa: E402
-from localq.trainer import Settings, Trainer  # noqa: E402
+from localq.collection.collection import Collection  # noqa: E402
+from localq.loop import classifier_file  # noqa: E402
+from localq.loop.trainer import Settings, Trainer  # noqa: E402
+from localq.storage.store import NewImage  # noqa: E402
 from localq.tui import bridge  # noqa: E402
 from localq.tui.app import TrainApp, quit_note  # noqa: E402
 from localq.tui.bridge import Status  # noqa: E402
 from localq.tui.screens import PredictionsScreen  # noqa: E402
-from test_tui import settle  # noqa: E402
 
 pytestmark = pytest.mark.slow  # runs the Textual app
 

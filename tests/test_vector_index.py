@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from localq.errors import EncoderMismatch, LocalqError, VectorsDamaged
-from localq.vector_file import HEADER_BYTES, VectorFile, header
-from localq.vector_index import VectorIndex
+from localq.search.exact import VectorIndex
+from localq.storage.vector_file import HEADER_BYTES, VectorFile, header
 
 DIM = 32
 
@@ -238,7 +238,7 @@ def test_overflowing_products_still_return_k_allowed_rows(tmp_path):
 @pytest.mark.parametrize("threshold", [0.0, 1.01])
 def test_both_single_query_paths_match_brute_force_at_every_fraction(index, data, monkeypatch, threshold):
     # 0.0: the BLAS product path for every mask; 1.01: the gather path for every one.
-    import localq.vector_index as vi
+    import localq.search.exact as vi
 
     monkeypatch.setattr(vi, "_GATHER_BELOW_FRACTION", threshold)
     monkeypatch.setattr(vi, "_GATHER_BLOCK_ROWS", 700)  # several blocks per gather
@@ -252,7 +252,7 @@ def test_both_single_query_paths_match_brute_force_at_every_fraction(index, data
 
 
 def test_scores_of_every_row_a_block_at_a_time(index, data, monkeypatch):
-    import localq.vector_index as vi
+    import localq.search.exact as vi
 
     monkeypatch.setattr(vi, "_SCAN_BLOCK_ROWS", 400)  # several blocks over 3000 rows
     rng, x = data
@@ -267,7 +267,7 @@ def test_gather_rows_asks_for_every_row_first_and_returns_the_rows(tmp_path, mon
     repeated, and next to each other, whose ranges merge), from a slice of the map too."""
     import os
 
-    import localq.vector_file as vector_file
+    import localq.storage.vector_file as vector_file
 
     x = np.random.default_rng(0).standard_normal((5000, 64)).astype(np.float32)
     np.save(tmp_path / "v.npy", x)
@@ -296,7 +296,7 @@ def test_gather_rows_asks_for_every_row_first_and_returns_the_rows(tmp_path, mon
 
 
 def test_gather_rows_trusts_the_map_when_the_file_under_its_name_is_shorter_or_gone(tmp_path):
-    import localq.vector_file as vector_file
+    import localq.storage.vector_file as vector_file
 
     x = np.random.default_rng(0).standard_normal((100, 8)).astype(np.float32)
     np.save(tmp_path / "v.npy", x)
@@ -312,7 +312,7 @@ def test_gather_rows_trusts_the_map_when_the_file_under_its_name_is_shorter_or_g
 def test_gathered_rows_do_not_stay_mapped(tmp_path):
     """Rows read at random must not count against the process's resident memory: reading
     them through the map left each one's pages (and the folios around them) mapped."""
-    import localq.vector_file as vector_file
+    import localq.storage.vector_file as vector_file
 
     def mapped_file_kb():
         status = Path("/proc/self/status").read_text()

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from conftest import ColorEncoder, synthetic_collection
-from localq.collection import Collection
+from localq.collection.collection import Collection
 from localq.errors import VectorsDamaged
-from localq.store import NewImage
-from localq.trainer import Trainer
+from localq.loop.trainer import Trainer
+from localq.storage.store import NewImage
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -125,8 +125,8 @@ def test_a_missing_vectors_file_is_named_not_rebuilt(tmp_path):
 
 
 def test_repair_embeds_damaged_rows_again_and_zeroes_a_tombstone_whose_file_is_gone(tmp_path, colour_folder):
-    from localq.indexer import index_paths
-    from localq.vector_file import header
+    from localq.ingest.indexer import index_paths
+    from localq.storage.vector_file import header
 
     with Collection.open(tmp_path / "c", create=True) as coll:
         index_paths(coll, [colour_folder], ColorEncoder(), batch_size=4)
@@ -153,7 +153,7 @@ def test_repair_embeds_damaged_rows_again_and_zeroes_a_tombstone_whose_file_is_g
 _APPENDER = """
 import sys
 import numpy as np
-from localq.vector_file import VectorFile
+from localq.storage.vector_file import VectorFile
 path, dim, times = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 file = VectorFile.open(path, dim)
 for i in range(times):
@@ -167,7 +167,7 @@ def test_a_reader_never_sees_a_half_made_or_half_rewritten_header(tmp_path):
     import subprocess
     import sys
 
-    from localq.vector_file import VectorFile
+    from localq.storage.vector_file import VectorFile
 
     path, dim = tmp_path / "vectors.npy", 4
     writer = subprocess.Popen([sys.executable, "-c", _APPENDER, str(path), str(dim), "400"])
@@ -190,7 +190,7 @@ def test_every_write_to_a_new_file_finds_a_whole_header_at_its_path(tmp_path, mo
     """The race the test above hunts, made certain: at each write a writer makes, a reader
     opening the path at that instant reads a whole header (the file is made elsewhere and
     renamed into place, not created empty and then given its header)."""
-    import localq.vector_file as vector_file
+    import localq.storage.vector_file as vector_file
 
     path, dim, seen = tmp_path / "vectors.npy", 4, []
     real_pwrite = vector_file.os.pwrite

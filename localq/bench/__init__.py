@@ -1,7 +1,7 @@
 """`localq bench`: the label-efficiency benchmark.
 
 A simulated labeler drives the same core API as the TUI and the CLI
-(:class:`localq.trainer.Trainer` on an indexed collection) for every class of a labeled
+(:class:`localq.loop.trainer.Trainer` on an indexed collection) for every class of a labeled
 collection, several methods, several seeds and a fixed number of rounds; the report
 compares the methods at equal label budgets, on a held-out split.
 

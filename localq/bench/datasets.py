@@ -69,7 +69,7 @@ def parquet_files(source: Path) -> list[Path]:
 def index_source(collection, source: str | Path, encoder, *, batch_size: int = 32,
                  progress: Callable[[int, int], None] | None = None):
     """Bring ``collection`` level with ``source`` (folder layout or parquet export), labels on."""
-    from localq.indexer import index_paths
+    from localq.ingest.indexer import index_paths
 
     source = Path(source).expanduser()
     if not source.exists():

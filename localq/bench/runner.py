@@ -17,7 +17,7 @@ Methods (at equal label budgets, k labels a round):
 
 Protocol: a report run retrieves from the pool split and measures AP on the held-out
 split. A tuning run (``tune=True``, ``localq bench --tune``) retrieves from the pool
-minus its dev part (``localq.devsplit``) and measures AP on dev: settings are chosen
+minus its dev part (``localq.loop.devsplit``) and measures AP on dev: settings are chosen
 there, and the held-out split is never read for a choice. ``prompt_from="other-class"``
 starts every class from another class's prompt (a fixed derangement): the cold start of
 a concept the prompt misses, measurable on any labeled set.
@@ -54,7 +54,7 @@ class Method:
 
 
 def available_methods() -> dict[str, Method]:
-    from localq.sampling import DEFAULT_STRATEGY, STRATEGIES
+    from localq.loop.sampling import DEFAULT_STRATEGY, STRATEGIES
 
     methods = [Method("zero-shot", "zero-shot"), Method("article", "loop", "top", "article")]
     methods += [Method(f"localq-{s}", "loop", s, "all-labels", default=s == DEFAULT_STRATEGY)
@@ -183,7 +183,7 @@ def prompt_class(classes: list[str], target: str, prompt_from: str) -> str:
 
 def _evaluate(w: np.ndarray, b: float, vectors: np.ndarray, relevant: np.ndarray) -> tuple[float, float, float]:
     """(AP, precision, recall at score > 0) of ``w.x + b`` over the evaluation rows."""
-    from localq.metrics import average_precision, precision_recall_at
+    from localq.loop.metrics import average_precision, precision_recall_at
 
     scores = vectors @ np.asarray(w, np.float32) + np.float32(b)
     precision, recall = precision_recall_at(scores, relevant, 0.0)
@@ -219,7 +219,7 @@ def _bench_lock(collection):
 
 def _run_benchmark(collection, config: BenchConfig, *, dataset: str,
                    progress: Callable[[int, int], None] | None = None) -> BenchResult:
-    from localq.trainer import Settings, Trainer
+    from localq.loop.trainer import Settings, Trainer
 
     methods = resolve_methods(config.methods)
     rows_all = collection.folder_label_rows()
@@ -233,7 +233,7 @@ def _run_benchmark(collection, config: BenchConfig, *, dataset: str,
     if eval_split == config.pool_split:
         raise BenchDataError("the held-out split must differ from the pool split")
     if config.tune:
-        from localq.devsplit import dev_mask
+        from localq.loop.devsplit import dev_mask
 
         dev = dev_mask(collection, config.pool_split)
         evaluation = [(i, label) for i, label in pool if dev[i]]
@@ -335,7 +335,7 @@ def _run_benchmark(collection, config: BenchConfig, *, dataset: str,
 
 def _check_settings(overrides: dict) -> dict:
     """Settings overrides for the loops: known fields only, and never the ones the bench sets."""
-    from localq.trainer import Settings
+    from localq.loop.trainer import Settings
 
     fixed = {"k", "strategy", "fit", "pool_split", "target", "seed", "exclude_dev"}
     out = {}

@@ -7,7 +7,7 @@ standardized features: one pass over the pool serves every class. The L2 strengt
 chosen on a seeded 20% hold-out of the pool (never on the held-out evaluation split),
 then the model is refitted on the whole pool.
 
-Why not ``localq.fit.fit_linear``: it is a fixed-step Adam fit made for the loop's few
+Why not ``localq.loop.fit.fit_linear``: it is a fixed-step Adam fit made for the loop's few
 hundred labels. On CIFAR-10's 50k-image pool, 300 full-batch steps (about 11 s a class)
 stop well short of convergence: AP 0.837 / 0.886 / 0.781 on airplane / automobile / bird,
 against 0.887 / 0.934 / 0.829 for this fit (about 30 s for all ten classes).
@@ -56,7 +56,7 @@ def fit_one_vs_rest(x: np.ndarray, targets: np.ndarray, *, l2: float, max_iter: 
 
 def choose_l2(x: np.ndarray, targets: np.ndarray, *, seed: int = 0, grid=L2_GRID) -> float:
     """The L2 strength with the best mean AP on a seeded hold-out of the pool itself."""
-    from localq.metrics import average_precision
+    from localq.loop.metrics import average_precision
 
     rng = np.random.default_rng(seed)
     held = rng.random(len(x)) < HOLDOUT

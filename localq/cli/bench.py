@@ -123,12 +123,12 @@ def _run(ctx, source, db, encoder, weights, rounds, k, seed, repeats, methods, c
          prompt, prompt_from, tune, overrides, class_names, graded, budgets, name, out, quiet, as_json):
     import json
 
-    from localq import paths
     from localq.bench.datasets import index_source, load_class_names
     from localq.bench.labeler import load_mapping
     from localq.bench.report import summarize, write_reports
     from localq.bench.runner import BenchConfig, resolve_methods, run_benchmark
-    from localq.collection import Collection
+    from localq.collection.collection import Collection
+    from localq.storage import paths
 
     if rounds < 1 or k < 1 or repeats < 1:
         raise click.BadParameter("--rounds, -k and --repeats must be at least 1")

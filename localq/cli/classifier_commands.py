@@ -7,12 +7,20 @@ from pathlib import Path
 
 import click
 
-from localq.cli.common import FiniteFloat, count_option, db_option, emit_json, friendly_errors, json_option, open_collection
+from localq.cli.common import (
+    FiniteFloat,
+    count_option,
+    db_option,
+    emit_json,
+    friendly_errors,
+    json_option,
+    open_collection,
+)
 from localq.display import printable
 
 
 def _open_trainer(coll, name: str):
-    from localq.trainer import Trainer
+    from localq.loop.trainer import Trainer
 
     return Trainer.open(coll, name)
 
@@ -44,7 +52,7 @@ def train(prompt, images, from_classifier, from_file, name, k, strategy, thumbna
     for item in examples:  # a person breaking a cold start, as the UI's "a" key does
         row = trainer.add_example(item)
         click.echo(f"added {item} as a positive example (round {row.round})", err=True)
-    from localq.background import BackgroundIndexer, pending
+    from localq.ingest.background import BackgroundIndexer, pending
     from localq.tui.app import run_train
 
     coll = trainer.collection
@@ -75,7 +83,7 @@ def import_ui_meanwhile() -> None:
 
 def start_from_options(db, prompt, images, from_classifier, from_file, name, k, strategy):
     """The classifier `train` and `demo` open: started, or continued when its name is taken."""
-    from localq.classifier_start import start_or_open
+    from localq.loop.classifier_start import start_or_open
 
     if sum(bool(x) for x in (prompt, images, from_classifier, from_file)) != 1:
         raise click.UsageError("give one of PROMPT, --image, --classifier or --from-file")
@@ -99,7 +107,7 @@ def classifiers(db, as_json):
     """
     from dataclasses import asdict
 
-    from localq.trainer import Trainer
+    from localq.loop.trainer import Trainer
 
     with open_collection(db) as coll:
         rows = [asdict(state) for state in Trainer.states(coll)]
@@ -201,7 +209,7 @@ def export(classifier, out_dir, fmt, predicted, copy_files, db):
       localq export a-photo-of-a-dog --out exports/
       localq export a-photo-of-a-dog --format imagefolder --predicted --out dogs/
     """
-    from localq.export import export_classifier
+    from localq.loop.export import export_classifier
 
     if (predicted or copy_files) and fmt != "imagefolder":
         raise click.UsageError("--predicted and --copy go with --format imagefolder")

@@ -8,7 +8,13 @@ from pathlib import Path
 import click
 
 from localq.cli.common import (
-    count_option, db_option, emit_json, encoder_options, friendly_errors, json_option, open_collection,
+    count_option,
+    db_option,
+    emit_json,
+    encoder_options,
+    friendly_errors,
+    json_option,
+    open_collection,
     search_index_option,
 )
 from localq.cli.progress import ProgressLine
@@ -46,7 +52,7 @@ def index(paths, db, encoder, weights, with_labels, batch_size, decode_threads, 
       localq index ../shared/datasets/imagenette/val --labels
     """
     from localq.encoders import load_encoder
-    from localq.indexer import check_roots, index_paths
+    from localq.ingest.indexer import check_roots, index_paths
 
     check_roots(paths)  # before the collection is created: a mistyped folder writes nothing
     with open_collection(db, create=True) as coll:
@@ -55,7 +61,7 @@ def index(paths, db, encoder, weights, with_labels, batch_size, decode_threads, 
         spec = encoder or coll.encoder_spec or "lite0"
         enc = load_encoder(spec, weights if weights else (coll.encoder_weights if spec == coll.encoder_spec else None))
         if ray_address:
-            from localq.ingest import index_on_ray
+            from localq.ingest.shard_ingest import index_on_ray
 
             reports = index_on_ray(coll, list(paths), enc, with_labels=with_labels, address=ray_address, batch_size=batch_size,
                                    progress=ProgressLine("embedding", enabled=not quiet and not as_json))

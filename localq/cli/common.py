@@ -66,7 +66,7 @@ def friendly_errors(f):
             click.echo(f"error: {printable(exc)}", err=True)
             sys.exit(1)
         except sqlite3.Error as exc:  # damage found mid-command, after the database opened
-            from localq.store_errors import sqlite_failure
+            from localq.storage.sqlite_errors import sqlite_failure
 
             click.echo(f"error: {sqlite_failure(_db_path(kwargs.get('db')), exc)}", err=True)
             sys.exit(1)
@@ -173,7 +173,7 @@ def emit_json(payload: dict) -> None:
 
 
 def open_collection(db, *, create: bool = False):
-    from localq.collection import Collection
+    from localq.collection.collection import Collection
     from localq.errors import CollectionNotFound
 
     try:
@@ -188,8 +188,8 @@ def open_collection(db, *, create: bool = False):
 def _other_collections(db) -> str | None:
     """The error for a missing collection when others exist (the demo's, another --db):
     which, how many images each holds, and the --db that opens the first."""
-    from localq import paths
-    from localq.collection_stats import images_at
+    from localq.collection.stats import images_at
+    from localq.storage import paths
 
     root = paths.collection_dir(db)
     others = paths.collections_near(root)
@@ -207,7 +207,7 @@ def _other_collections(db) -> str | None:
 
 
 def _db_path(db) -> Path:
-    from localq import paths
+    from localq.storage import paths
 
     try:
         return paths.collection_dir(db) / paths.DB_FILE

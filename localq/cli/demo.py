@@ -41,10 +41,10 @@ def demo(folder, prompt, index_only, db):
       localq demo
       localq demo ~/Pictures --prompt "a photo of a beach"
     """
-    from localq import paths
-    from localq.background import BackgroundIndexer
     from localq.encoders import load_encoder
-    from localq.indexer import index_paths
+    from localq.ingest.background import BackgroundIndexer
+    from localq.ingest.indexer import index_paths
+    from localq.storage import paths
 
     source = folder or find_demo_data()
     if source is None:

@@ -1,5 +1,5 @@
-"""`localq embed` and `localq ingest`: the CLI side of scaling out (localq.embed,
-localq.ingest)."""
+"""`localq embed` and `localq ingest`: the CLI side of scaling out (localq.ingest.embed,
+localq.ingest.shard_ingest)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,16 @@ from pathlib import Path
 import click
 
 from localq.cli.common import (
-    db_option, emit_json, encoder_options, friendly_errors, json_option, open_collection, search_index_option,
+    db_option,
+    emit_json,
+    encoder_options,
+    friendly_errors,
+    json_option,
+    open_collection,
+    search_index_option,
 )
 from localq.cli.progress import ProgressLine
+
 
 @click.command()
 @click.argument("source", type=click.Path(path_type=Path))
@@ -37,7 +44,7 @@ def embed(source, out, ray_address, encoder, weights, shard_size, dtype, workers
       localq embed ~/Pictures --out /shared/pictures-shards --ray auto
       localq ingest /shared/pictures-shards --db ~/collections/pictures
     """
-    from localq.embed import embed_to_shards
+    from localq.ingest.embed import embed_to_shards
 
     progress = ProgressLine("embedding", enabled=not quiet and not as_json)
     report = embed_to_shards(
@@ -76,7 +83,7 @@ def ingest(shards_dir, db, encoder, weights, with_labels, search_index, quiet, a
     Example:
       localq ingest /shared/laion-subset/embeddings --db ~/collections/laion --encoder clip:ViT-B-32 --weights ~/models/vit-b-32.bin
     """
-    from localq.ingest import ingest_shards
+    from localq.ingest.shard_ingest import ingest_shards
 
     enc = None
     if encoder:

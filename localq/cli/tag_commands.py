@@ -38,8 +38,8 @@ def tag(classifier, paths, threshold, keyword, style, remove, dry_run, db, as_js
       localq tag a-photo-of-a-dog --keyword dog --dry-run
       localq tag a-photo-of-a-dog ~/Pictures/2024
     """
-    from localq.tagging import tag_photos
-    from localq.trainer import Trainer
+    from localq.loop.trainer import Trainer
+    from localq.photos.tagging import tag_photos
 
     def show(change):
         if not as_json:
@@ -79,7 +79,7 @@ def tag(classifier, paths, threshold, keyword, style, remove, dry_run, db, as_js
 
 def export_imagefolder(trainer, out_dir: Path, predicted: bool, copy_files: bool) -> None:
     """`localq export --format imagefolder`: the folders, then one summary line."""
-    from localq.imagefolder import export_imagefolder as write
+    from localq.photos.imagefolder import export_imagefolder as write
 
     result = write(trainer, out_dir, predicted=predicted, copy=copy_files)
     for path in result.missing:

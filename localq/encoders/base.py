@@ -16,7 +16,6 @@ import numpy as np
 
 from localq.arrays import unit_rows
 
-
 if TYPE_CHECKING:  # torch and PIL stay out of `import localq.encoders`
     import torch
     from PIL import Image

@@ -293,7 +293,7 @@ def _load_quietly(path: Path) -> np.ndarray | None:
 
 
 def _cache_dir() -> Path:
-    from localq.paths import cache_dir
+    from localq.storage.paths import cache_dir
 
     return cache_dir()
 

@@ -56,7 +56,7 @@ class TrainApp(App):
         """``graphics``: what terminal.resolve() found (run_train asks the terminal). Without it,
         ``thumbnails`` kitty|sixel is taken as said, and auto means half-blocks: nothing is probed."""
         super().__init__()
-        self.background = background  # a localq.background.BackgroundIndexer still filling the collection
+        self.background = background  # a localq.ingest.background.BackgroundIndexer still filling the collection
         self.core = TrainerThread(open_trainer, root)
         self.root = Path(root)
         self.k = k
@@ -262,7 +262,7 @@ class TrainApp(App):
         self.batch_screen.write_draft()
 
     def switch_strategy(self) -> None:
-        from localq.sampling import STRATEGIES
+        from localq.loop.sampling import STRATEGIES
 
         if self.status is None:
             return
@@ -407,7 +407,7 @@ def quit_note(status: Status | None, saved: str | None, root: Path) -> str | Non
     classifier stands, and the command that carries on from there."""
     if status is None:  # quit before the classifier opened: nothing to say about it
         return saved
-    from localq import paths
+    from localq.storage import paths
 
     resume = f"localq train --classifier {status.name}"
     if Path(root).absolute() != paths.collection_dir().absolute():  # not the collection a bare command opens
@@ -443,7 +443,7 @@ def run_train(collection, trainer, *, k: int | None, strategy: str | None, thumb
 
 def trainer_opener(collection, name: str, background=None) -> Callable[[], object]:
     def open_trainer():
-        from localq.trainer import Trainer
+        from localq.loop.trainer import Trainer
 
         # The caller's vector index is already in memory: the core thread takes it over.
         coll = collection.reopen()

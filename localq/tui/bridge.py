@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from localq.collection import Hit
+from localq.collection.collection import Hit
 
 if TYPE_CHECKING:
     from localq.tui.drafts import Draft
@@ -172,8 +172,8 @@ class SaveCounts:
 
 
 def save_counts(t) -> SaveCounts:
-    from localq.imagefolder import planned
-    from localq.tagging import tag_photos
+    from localq.photos.imagefolder import planned
+    from localq.photos.tagging import tag_photos
 
     report = tag_photos(t, dry_run=True)  # reads the sidecars that exist; writes nothing
     classes = [cls for _, _, cls, _ in planned(t)]
@@ -182,13 +182,13 @@ def save_counts(t) -> SaveCounts:
 
 
 def tag(t):
-    from localq.tagging import tag_photos
+    from localq.photos.tagging import tag_photos
 
     return tag_photos(t)
 
 
 def export_imagefolder(t, path: str):
-    from localq.imagefolder import export_imagefolder as write
+    from localq.photos.imagefolder import export_imagefolder as write
 
     return write(t, Path(path).expanduser())
 

@@ -271,7 +271,7 @@ class PredictionsScreen(GridScreen):
 
 
 def _as_hit(prediction):
-    from localq.collection import Hit
+    from localq.collection.collection import Hit
 
     return Hit(prediction.id, prediction.score, prediction.path, prediction.label)
 

@@ -71,8 +71,8 @@ def indexed_with_a_round(base: Path, n: int, seed: int) -> Path:
     """``n`` images indexed by the CLI into ``base/coll``, with classifier "c" (prompt "red")
     holding one round of three positive labels; returns the collection's directory."""
     from conftest import ColorEncoder
-    from localq.collection import Collection
-    from localq.trainer import Trainer
+    from localq.collection.collection import Collection
+    from localq.loop.trainer import Trainer
 
     pics = write_folder(base / "pics", n, seed=seed)
     db = base / "coll"

@@ -220,8 +220,8 @@ def test_predict_on_files_skips_the_undecodable_one(runner, tmp_path):
     folder = good_folder(tmp_path)
     db = tmp_path / "db"
     ok_json(runner, "index", folder, "--db", db)
-    from localq.collection import Collection
-    from localq.trainer import Trainer
+    from localq.collection.collection import Collection
+    from localq.loop.trainer import Trainer
 
     with Collection.open(db) as coll:
         Trainer.create(coll, "reds", prompt="red")

@@ -15,11 +15,11 @@ from hypothesis.extra import numpy as hnp
 from safetensors.numpy import save_file
 
 from conftest import ColorEncoder, write_image
-from localq import classifier_file
-from localq.collection import Collection
+from localq.collection.collection import Collection
 from localq.errors import InvalidClassifierFile, InvalidScores, LocalqError
-from localq.indexer import index_paths
-from localq.trainer import Trainer
+from localq.ingest.indexer import index_paths
+from localq.loop import classifier_file
+from localq.loop.trainer import Trainer
 from reliability.inprocess import assert_one_error_line, invoke, runner  # noqa: F401
 
 pytestmark = pytest.mark.reliability("bad input")

@@ -10,13 +10,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from localq.collection import Collection
+from localq.collection.collection import Collection
 from localq.errors import CollectionBusy, StaleClassifier
-from localq.locking import WriteLock
-from localq.trainer import Trainer
-from localq.vector_file import header
+from localq.loop.trainer import Trainer
+from localq.storage.locking import WriteLock
+from localq.storage.vector_file import header
 from reliability.helpers import (
-    assert_one_line_error, popen_cli, popen_python, run_cli, snapshot, vectors_match_images, write_folder,
+    assert_one_line_error,
+    popen_cli,
+    popen_python,
+    run_cli,
+    snapshot,
+    vectors_match_images,
+    write_folder,
 )
 
 pytestmark = pytest.mark.slow  # races real processes
@@ -81,8 +87,8 @@ def test_two_index_runs_on_one_folder_insert_each_path_once(tmp_path, trial):
 
 _TRAIN = textwrap.dedent("""
     import json, sys
-    from localq.collection import Collection
-    from localq.trainer import Trainer
+    from localq.collection.collection import Collection
+    from localq.loop.trainer import Trainer
     db, seed = sys.argv[1], int(sys.argv[2])
     coll = Collection.open(db)
     t = Trainer.open(coll, "race")
@@ -134,8 +140,8 @@ _READER = textwrap.dedent("""
     from PIL import Image
     sys.path.insert(0, %r)
     from conftest import ColorEncoder
-    from localq.collection import Collection
-    from localq.trainer import Trainer
+    from localq.collection.collection import Collection
+    from localq.loop.trainer import Trainer
     db, n = sys.argv[1], int(sys.argv[2])
     def embedding(coll, image_id):  # what the image's file embeds to: its row must hold exactly that
         return ColorEncoder().encode_images([Image.open(coll.image_rows([image_id])[0].path)])[0]
@@ -320,9 +326,9 @@ def test_creating_one_classifier_in_two_processes_is_one_line(tmp_path):
         import sys
         sys.path.insert(0, {str(__import__('pathlib').Path(__file__).resolve().parents[1])!r})
         from conftest import ColorEncoder
-        from localq.collection import Collection
+        from localq.collection.collection import Collection
         from localq.errors import LocalqError
-        from localq.trainer import Trainer
+        from localq.loop.trainer import Trainer
         coll = Collection.open({str(db)!r})
         coll.bind_encoder(ColorEncoder())
         try:

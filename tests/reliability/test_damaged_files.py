@@ -15,11 +15,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from localq.collection import Collection
-from localq.trainer import Trainer
-from localq.vector_file import header
+from localq.collection.collection import Collection
+from localq.loop.trainer import Trainer
+from localq.storage.vector_file import header
 from reliability.helpers import (
-    assert_one_line_error, run_cli, snapshot, vectors_match_images, write_folder,
+    assert_one_line_error,
+    run_cli,
+    snapshot,
+    vectors_match_images,
+    write_folder,
 )
 
 pytestmark = pytest.mark.slow  # runs every command in a subprocess per damaged file

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from localq.collection import Collection
-from localq.trainer import Trainer
+from localq.collection.collection import Collection
+from localq.loop.trainer import Trainer
 from reliability.helpers import env, run_cli, snapshot, write_folder
 
 pytestmark = [pytest.mark.reliability("full disk"), pytest.mark.slow]  # whole CLI processes
@@ -191,9 +191,9 @@ API_TRIAL = """
 import sys
 sys.path.insert(0, {tests!r})
 from conftest import ColorEncoder
-from localq.collection import Collection
+from localq.collection.collection import Collection
 from localq.errors import LocalqError
-from localq.trainer import Trainer
+from localq.loop.trainer import Trainer
 try:
     with Collection.open({db!r}) as coll:
         coll.bind_encoder(ColorEncoder())

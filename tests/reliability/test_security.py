@@ -13,13 +13,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import ColorEncoder, write_image
-from localq.collection import Collection
+from localq.collection.collection import Collection
 from localq.display import printable
 from localq.errors import InvalidName, LocalqError
-from localq.export import export_classifier
-from localq.indexer import index_paths
+from localq.ingest.indexer import index_paths
+from localq.loop.export import export_classifier
+from localq.loop.trainer import Trainer
 from localq.names import NAME_PATTERN, check_name, is_valid_name, slug
-from localq.trainer import Trainer
 from reliability.inprocess import assert_one_error_line, assert_terminal_safe, invoke, ok_json, runner  # noqa: F401
 
 pytestmark = pytest.mark.reliability("security")

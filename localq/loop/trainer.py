@@ -1,0 +1,451 @@
+"""Trainer: one named classifier on a collection, and the retrieve / label / fit loop.
+
+This is the API the TUI, the CLI and the benchmark drive. Every round is persisted in
+one SQLite transaction before ``submit`` returns, so a killed process loses nothing that
+was submitted, and undo restores the exact earlier state.
+
+This module keeps what writes or reads a classifier's rounds (create, submit, undo, fit).
+The rest is split off along what it needs: start_query.py (the start vector, bias and
+pool, from a collection alone), label_checks.py (labels checked before a fit),
+scoring.py (read-only scores, evaluation, prediction) and cold_start_actions.py (other
+prompts, examples, "more like this"), the last two mixed into Trainer so every method
+stays ``trainer.method(...)``. None of them imports this module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from localq.arrays import unit
+from localq.collection.collection import Collection, Hit
+from localq.display import printable
+from localq.errors import ClassifierNotFound, InvalidName, LocalqError, NothingToUndo, StaleClassifier
+from localq.loop import classifier_file, sampling
+from localq.loop.cold_start_actions import ColdStartActions
+from localq.loop.fit import fit_article_baseline, fit_linear
+from localq.loop.label_checks import checked_id, validated_scores
+from localq.loop.sampling import STRATEGIES, select
+from localq.loop.scoring import Scoring
+from localq.loop.start_query import START_POSITIVE_FRACTION, example_vectors, pool_mask, start_bias
+from localq.loop.trainer_types import (
+    COLD_ROUNDS,
+    FIT_MODES,
+    ClassifierState,
+    Evaluation,
+    LoopSummary,
+    Prediction,
+    Settings,
+    Undone,
+)
+from localq.names import check_name, is_valid_name, suggestion
+from localq.storage.store import ClassifierRow, RoundRow
+from localq.storage.vector_file import gather_rows
+
+# Re-exported: drivers and tests import these from localq.loop.trainer, the module they always came from.
+__all__ = [
+    "Trainer", "Settings", "FIT_MODES", "COLD_ROUNDS", "START_POSITIVE_FRACTION", "pool_mask",
+    "ClassifierState", "Evaluation", "LoopSummary", "Prediction", "Undone",
+]
+
+
+class Trainer(Scoring, ColdStartActions):
+    def __init__(self, collection: Collection, row: ClassifierRow):
+        self.collection = collection
+        self.store = collection.store
+        self.row = row
+        self.settings = Settings.from_dict(row.settings)
+        self.prior = self.store.classifier_prior(row.id)
+        self.pending: list[Hit] = []  # the batch handed out and not yet submitted
+        self._pending_strategy: str | None = None
+        # In-memory mirrors of SQLite state, refreshed on every write by this object, so a
+        # round at 1M images costs one search and not several full-table reads.
+        self._latest_row: RoundRow | None = None
+        self._seen: np.ndarray | None = None
+        # The classifier's change counter when the mirrors above were read: another
+        # process that writes to it bumps the counter, and every write here checks it.
+        self._version = self.store.classifier_version(row.id)
+
+    # -- creating and opening ---------------------------------------------------------
+    @classmethod
+    def open(cls, collection: Collection, name: str) -> "Trainer":
+        row = collection.store.classifier(name) if is_valid_name(name) else None
+        if row is None:
+            known = [c.name for c in collection.store.classifiers()]
+            meant = suggestion(name, known)
+            if meant is not None:  # the prompt typed instead of the name made of it
+                error = ClassifierNotFound if is_valid_name(name) else InvalidName
+                raise error(f"no classifier named {printable(name)!r}: did you mean {meant}?")
+            check_name(name)
+            raise ClassifierNotFound(f"no classifier named {name!r} (known: {', '.join(known) or 'none yet'})")
+        return cls(collection, row)
+
+    @classmethod
+    def create(
+        cls,
+        collection: Collection,
+        name: str,
+        *,
+        prompt: str | None = None,
+        images: Sequence[int | str | Path] = (),
+        weights_file: str | Path | None = None,
+        settings: Settings | None = None,
+        replace: bool = False,
+    ) -> "Trainer":
+        """Start a classifier from a text prompt, example images (ids or files) or a classifier file."""
+        check_name(name)
+        if sum(bool(x) for x in (prompt, images, weights_file)) != 1:
+            raise LocalqError("start a classifier from exactly one of: a prompt, example images, a classifier file")
+        settings = settings or Settings()
+        if settings.strategy not in STRATEGIES:
+            raise LocalqError(f"unknown strategy {settings.strategy!r}: choose one of {', '.join(STRATEGIES)}")
+        if collection.store.classifier(name) is not None and not replace:
+            raise LocalqError(f"classifier {name!r} exists: open it, or choose another name")
+        bias = None
+        if prompt:
+            source, query = "prompt", collection.text_vector(prompt)
+        elif images:
+            source, query = "images", unit(example_vectors(collection, images).mean(axis=0))
+            prompt = ", ".join(str(i) for i in images)
+        else:
+            loaded = classifier_file.load(weights_file)
+            classifier_file.check_compatible(loaded, collection.model_id, collection.dim, str(weights_file))
+            source, prompt = "file", loaded.meta.get("prompt") or str(weights_file)
+            query, bias = loaded.weight, loaded.bias
+        query = np.asarray(query, np.float32)
+        if bias is None:
+            bias = start_bias(collection, query, settings)
+        with collection.writing():  # the existence check and the creation, with no process in between
+            existing = collection.store.classifier(name)
+            if existing is not None and replace:
+                collection.store.delete_classifier(existing.id)
+            row = collection.store.create_classifier(
+                name, source=source, prompt=prompt, prior=unit(query), weights=query, bias=bias, settings=asdict(settings),
+            )
+        return cls(collection, row)
+
+    # -- state ----------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.row.name
+
+    @property
+    def round(self) -> int:
+        return self._latest().round
+
+    @property
+    def weights(self) -> np.ndarray:
+        return self._latest().weights
+
+    @property
+    def bias(self) -> float:
+        return self._latest().bias
+
+    @property
+    def query(self) -> np.ndarray:
+        return unit(self.weights)
+
+    def _latest(self) -> RoundRow:
+        if self._latest_row is None:
+            self._latest_row = self.store.latest_round(self.row.id)
+        return self._latest_row
+
+    def _seen_mask(self) -> np.ndarray:
+        n = self.collection.rows()
+        if self._seen is None or len(self._seen) != n:
+            self._seen = np.zeros(n, dtype=bool)
+            seen = self.store.seen_ids(self.row.id)
+            self._seen[seen[seen < n]] = True
+        return self._seen
+
+    def _name_seed(self) -> int:
+        """A seed from the classifier's name: stable whatever other classifiers exist."""
+        key = self.settings.seed_name or self.name
+        return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "little")
+
+    def _reload(self) -> None:
+        self._latest_row = None
+        self._seen = None
+
+    def _catch_up(self) -> bool:
+        """Under the write lock: reload if another process changed this classifier; True if it had."""
+        version = self.store.classifier_version(self.row.id)
+        if version is None or self._version is None or version[0] != self._version[0]:
+            raise StaleClassifier(f"classifier {self.name!r} was deleted (or replaced) by another process; reopen it")
+        if version == self._version:
+            return False
+        self.row = self.store.classifier(self.name) or self.row
+        self.settings = Settings.from_dict(self.row.settings)
+        self._reload()
+        self._version = version
+        return True
+
+    def _wrote(self) -> None:
+        self._version = self.store.classifier_version(self.row.id)
+
+    def history(self) -> list[RoundRow]:
+        return self.store.rounds(self.row.id)
+
+    def labels(self) -> dict[int, float]:
+        return self.store.current_labels(self.row.id)
+
+    def label_counts(self) -> tuple[int, int]:
+        scores = list(self.labels().values())
+        return sum(s > 0 for s in scores), sum(s < 0 for s in scores)
+
+    def label_history(self) -> list[tuple[int, int, float]]:
+        """(round, image id, score) of every label given, oldest round first."""
+        return self.store.label_history(self.row.id)
+
+    def label_rounds(self) -> dict[int, int]:
+        """The round in which each labeled image got its current label."""
+        return {image_id: r for r, image_id, _ in self.label_history()}
+
+    def state(self) -> ClassifierState:
+        """Where this classifier stands: what `localq classifiers` and the TUI status line show."""
+        pos, neg = self.label_counts()
+        ev = self.evaluate()
+        return ClassifierState(
+            name=self.name, source=self.row.source, prompt=self.row.prompt, round=self.round,
+            labels_positive=pos, labels_negative=neg, seen=self.store.count_seen(self.row.id),
+            strategy=self.settings.strategy, created_at=self.row.created_at,
+            target=ev.target if ev else None, ap=round(ev.ap, 4) if ev else None)
+
+    @classmethod
+    def states(cls, collection: Collection) -> list[ClassifierState]:
+        return [cls(collection, row).state() for row in collection.classifier_rows()]
+
+    def update_settings(self, **changes) -> None:
+        for key, value in changes.items():
+            if key not in Settings.__dataclass_fields__:
+                raise LocalqError(f"unknown setting {key!r}")
+            if key == "fit" and value not in FIT_MODES:
+                raise LocalqError(f"unknown fit {value!r}: choose one of {', '.join(FIT_MODES)}")
+            if key == "strategy" and value not in STRATEGIES:
+                raise LocalqError(f"unknown strategy {value!r}: choose one of {', '.join(STRATEGIES)}")
+        with self.collection.writing():
+            self._catch_up()
+            for key, value in changes.items():
+                setattr(self.settings, key, value)
+            self.store.update_settings(self.row.id, asdict(self.settings))
+            self._wrote()
+
+    # -- the loop ------------------------------------------------------------------------------
+    def unseen_mask(self) -> np.ndarray:
+        return self._pool_mask() & ~self._seen_mask()
+
+    def _pool_mask(self) -> np.ndarray:
+        return pool_mask(self.collection, self.settings)
+
+    def next_batch(self, k: int | None = None, strategy: str | None = None) -> list[Hit]:
+        """The next k unseen images to label, chosen by the strategy; never a seen one."""
+        k = self.settings.k if k is None else k
+        strategy = strategy or self.settings.strategy
+        self.collection.refresh()  # retrieve from rows a background indexer added meanwhile
+        if strategy not in STRATEGIES:
+            raise LocalqError(f"unknown strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
+        rng = np.random.default_rng([self.settings.seed, self._name_seed(), self.round])
+        w, b = self.weights, self.bias
+        if self.round == 0 and self.row.source != "file":
+            # No fit has calibrated the start query yet: sampling.select recognises an
+            # unfitted query as a unit vector with zero bias (our start bias only sets the
+            # prediction threshold); auto and top take its best images, boundary and
+            # diverse draw a warm-up batch among them.
+            w, b = unit(w), 0.0
+        pool = self._pool_mask()  # read once: the unseen mask and auto's clusters both start from it
+        context = None
+        if strategy == "auto":
+            context = self._auto_context()
+            if context.phase() == "exploring":
+                context = replace(context, clusters=self._explore_clusters(pool))
+        if context is not None:
+            labeled = context.labeled_ids
+        else:
+            labels = self.labels()
+            labeled = np.fromiter(labels, dtype=np.int64, count=len(labels))
+        ids = select(strategy, self.collection.searcher, w, b, k, pool & ~self._seen_mask(), rng, context=context,
+                     labeled=labeled, near_copy=self.settings.near_copy)
+        return self._set_pending(ids, strategy)
+
+    def _auto_context(self) -> sampling.Context:
+        """What ``auto`` reads: labels so far and positives per labeled round. Its clusters
+        (a k-means on first use) are added by ``next_batch`` only where it explores."""
+        labels = self.labels()
+        s = self.settings
+        return sampling.Context(
+            labeled_ids=np.fromiter(labels, dtype=np.int64, count=len(labels)),
+            labeled_scores=np.fromiter(labels.values(), dtype=np.float32, count=len(labels)),
+            batch_positives=self._batch_positives(),
+            explore_first=s.explore_first, explore_cold=s.explore_cold, top_share=s.top_share,
+            temperature=s.explore_temperature,
+        )
+
+    def _explore_clusters(self, pool: np.ndarray | None = None):
+        """The clusters ``auto`` explores: a pool restricted to a split (a benchmark) is also
+        what they are fitted on."""
+        from localq.loop.explore import collection_clusters
+
+        if self.settings.pool_split is None:
+            return collection_clusters(self.collection)
+        return collection_clusters(self.collection, self._pool_mask() if pool is None else pool)
+
+    def _batch_positives(self) -> tuple[int, ...]:
+        """Positive labels given in each labeled round, oldest first."""
+        per_round: dict[int, int] = {}
+        for round_no, _image, score in self.label_history():
+            per_round[round_no] = per_round.get(round_no, 0) + (score > 0)
+        return tuple(per_round[r] for r in sorted(per_round))
+
+    def phase(self) -> str:
+        """What the next batch does, as the UI's status line names it: with ``auto``,
+        ``start`` (nothing labeled yet: the query's best), ``exploring`` (the last batch held
+        no positive, or none came back yet) or ``refining`` (sampling.Context.phase). A fixed
+        strategy: ``random`` explores, the others refine. Clusters are left out: the rule
+        needs only the labels."""
+        if self.settings.strategy != "auto":
+            return "exploring" if self.settings.strategy == "random" else "refining"
+        return self._auto_context().phase()
+
+    def restore_batch(self, ids: Sequence[int]) -> list[Hit]:
+        """Make ``ids`` the pending batch again (after undo, or a UI draft), dropping seen ones."""
+        unseen = self.unseen_mask()
+        ids = np.array([int(i) for i in ids if 0 <= int(i) < len(unseen) and unseen[int(i)]], dtype=np.int64)
+        return self._set_pending(ids, None)
+
+    def _set_pending(self, ids: np.ndarray, strategy: str | None) -> list[Hit]:
+        scores = self.collection.index.matrix()[ids] @ self.weights + self.bias if len(ids) else np.zeros(0)
+        self.pending = self.collection.hits(ids, scores)
+        self._pending_strategy = strategy
+        return self.pending
+
+    def submit(self, scores: dict[int, float], *, seen: Iterable[int] | None = None) -> RoundRow:
+        """Record one round: validate, fit on every label so far, persist, mark seen.
+
+        ``seen`` defaults to the pending batch (so images left unscored are not offered
+        again); without a pending batch, to the scored ids.
+
+        Another process may have written rounds meanwhile: the classifier is reloaded and
+        these labels become the round after its latest one (nothing typed is dropped).
+        """
+        with self.collection.writing():
+            self._catch_up()
+            return self._submit(scores, seen)
+
+    def _submit(self, scores: dict, seen: Iterable[int] | None) -> RoundRow:
+        scores = self._validate(scores)
+        if seen is None:
+            seen = [h.id for h in self.pending] or list(scores)
+        live = self.collection.live_mask()
+        # A pending image deleted since by another `localq index` is simply not marked.
+        seen = {i for i in (checked_id(i, None) for i in seen) if 0 <= i < len(live) and live[i]} | set(scores)
+        if self.settings.fit == "article":
+            w, b = fit_article_baseline(
+                self.collection.index.matrix()[np.fromiter(scores, dtype=np.int64)],
+                np.fromiter(scores.values(), dtype=np.float32), self.weights, self.bias,
+            )
+            w, b = np.asarray(w, np.float32), float(b)
+        else:
+            labels = self.labels()
+            labels.update(scores)
+            w, b = self._fit(labels)
+        round_no = self.round + 1
+        strategy = self._pending_strategy if self.pending else None
+        self.store.commit_round(self.row.id, round_no, scores, seen, w, b, strategy)
+        self.pending = []
+        self._latest_row = None  # re-read: n_labels and created_at come from the transaction
+        self._seen_mask()[list(seen)] = True
+        self._wrote()
+        return self._latest()
+
+    def relabel(self, image_id: int, score: float) -> RoundRow:
+        """Change one image's label; it counts as a round of its own (and can be undone)."""
+        pending, self.pending = self.pending, []
+        try:
+            return self.submit({image_id: score})
+        finally:
+            self.pending = [h for h in pending if h.id != image_id]
+
+    def undo(self) -> Undone:
+        """Drop the last round: its labels, seen flags and weights."""
+        with self.collection.writing():
+            if self._catch_up():
+                # Undoing now would drop a round this object never showed: refuse once.
+                raise StaleClassifier(
+                    f"classifier {self.name!r} was changed by another process and is now at round "
+                    f"{self.round}; nothing was undone (undo again to drop round {self.round})")
+            if self.round == 0:
+                raise NothingToUndo(f"classifier {self.name!r} has no labeled round to undo")
+            undone = self.round
+            # Read under the write lock, so no other writer's round can be mistaken for this one.
+            scores = {int(i): float(v) for r, i, v in self.store.label_history(self.row.id) if r == undone}
+            seen_before = set(self.store.seen_ids(self.row.id).tolist())
+            self.store.undo_round(self.row.id, undone)
+            released = seen_before - set(self.store.seen_ids(self.row.id).tolist())
+            self.pending = []
+            self._reload()
+            self._wrote()
+        return Undone(undone, scores, sorted(released, key=lambda i: (i not in scores, i)))
+
+    def reset_seen(self) -> int:
+        """Make every image retrievable again for this classifier; labels stay."""
+        with self.collection.writing():
+            self._catch_up()
+            self.pending = []
+            self._seen = None
+            n = self.store.reset_seen(self.row.id)
+            self._wrote()
+        return n
+
+    def _validate(self, scores: dict) -> dict[int, float]:
+        return validated_scores(scores, {h.id for h in self.pending}, self.collection.live_mask())
+
+    def _fit(self, labels: dict[int, float]) -> tuple[np.ndarray, float]:
+        ids = np.fromiter(labels, dtype=np.int64)
+        x = gather_rows(self.collection.index.matrix(), ids)
+        y = np.fromiter(labels.values(), dtype=np.float32)
+        s = self.settings
+        w, b = fit_linear(
+            x, y, self.weights, self.bias, prior=self.prior, prior_strength=s.prior_strength,
+            lr=s.lr, iters=s.iters, background=self._background(ids), background_weight=s.background_weight,
+            ridge=s.ridge,
+        )
+        return np.asarray(w, np.float32), float(b)
+
+    def _background(self, labeled: np.ndarray) -> np.ndarray | None:
+        """A fixed random sample of unlabeled images: for a rare concept, mostly negatives."""
+        if self.settings.background <= 0:
+            return None
+        live = self._pool_mask()  # held-out images (eval, and dev when tuning) must not shape the fit
+        live[labeled] = False
+        n_live = int(live.sum())
+        if n_live == 0:
+            return None
+        rng = np.random.default_rng([self.settings.seed, self._name_seed()])
+        want = min(self.settings.background, n_live)
+        if n_live <= 4 * want:
+            picked = rng.choice(np.flatnonzero(live), size=want, replace=False)
+        else:  # rejection sampling: O(want), not O(collection) like choice(replace=False)
+            picked = np.zeros(0, dtype=np.int64)
+            while len(picked) < want:
+                draw = rng.integers(0, len(live), size=2 * want)
+                picked = np.unique(np.concatenate([picked, draw[live[draw]]]))
+            picked = rng.permutation(picked)[:want]
+        return gather_rows(self.collection.index.matrix(), np.sort(picked))  # rows at random: pages asked for at once
+
+    # -- files ---------------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        return classifier_file.save(path, self.weights, self.bias, model_id=self.collection.model_id, meta=self._file_meta())
+
+    def encoded(self, fmt: str) -> dict[str, bytes]:
+        """The classifier's files as bytes, by suffix (classifier_file.encode)."""
+        return classifier_file.encode(self.weights, self.bias, model_id=self.collection.model_id,
+                                      meta=self._file_meta(), fmt=fmt)
+
+    def _file_meta(self) -> dict:
+        pos, neg = self.label_counts()
+        return {"name": self.name, "prompt": self.row.prompt or "", "rounds": self.round,
+                "labels_positive": pos, "labels_negative": neg, "threshold": 0.0}

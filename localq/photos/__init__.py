@@ -1,0 +1,1 @@
+"""A trained classifier where photos live: XMP sidecar keywords and image folders."""

@@ -1,0 +1,329 @@
+"""SQLite storage for a collection: images, skips, classifiers, labels, rounds, and the
+digest chain of the vectors (the vectors themselves live in vectors.npy: vector_file.py).
+
+SQLite is the source of truth for all it holds. Every write that belongs together (a
+batch of images with their vectors' digests; a round's labels, seen flags and weights)
+happens in one transaction, so a process killed at any point leaves either all of it
+or none.
+
+This module holds the Store: its connection, transactions, and the queries on images,
+digests, skips and metadata. The rest lives beside it, and what other modules import
+is re-exported here, so ``from localq.storage.store import ...`` keeps working:
+  store_classifiers.py  the queries on classifiers, rounds, labels, seen flags (a mixin)
+  store_rows.py         the typed rows
+  store_codec.py        vectors as bytes, the digest chain, timestamps
+  store_schema.py       connection settings and the named migrations
+  store_errors.py       SQLite errors as one-line LocalqErrors
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Iterator
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import sqlite_utils
+
+from localq.arrays import chunks
+from localq.storage.classifier_queries import ClassifierQueries
+from localq.storage.codec import chain_digest, chain_entries, from_blob, timestamp, to_blob
+from localq.storage.pathcodec import from_db, to_db
+from localq.storage.rows import ClassifierRow, ImageRow, NewImage, RoundRow, Skip
+from localq.storage.schema import (
+    BUSY_TIMEOUT_S,
+    MIGRATIONS,
+    configure,
+    m001_initial,
+    m002_classifiers,
+    m003_vector_digests,
+    m004_classifier_versions,
+    m005_ingested_shards,
+    m006_vectors_to_file,
+    pending_migrations,
+)
+from localq.storage.sqlite_errors import sqlite_failure
+
+__all__ = [
+    "Store", "ImageRow", "NewImage", "Skip", "ClassifierRow", "RoundRow",
+    "to_blob", "from_blob", "chain_digest", "sqlite_failure", "BUSY_TIMEOUT_S", "MIGRATIONS",
+    "m001_initial", "m002_classifiers", "m003_vector_digests", "m004_classifier_versions", "m005_ingested_shards",
+    "m006_vectors_to_file",
+]
+
+
+class Store(ClassifierQueries):
+    def __init__(self, path: Path, lock=None):
+        """``lock``: the collection's WriteLock; every write transaction holds it."""
+        self.path = path
+        self.lock = lock
+        try:
+            conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise sqlite_failure(path, exc) from None
+        try:
+            configure(conn)
+            self.conn = conn
+            self._db = None
+            self._migrate()
+        except sqlite3.Error as exc:
+            conn.close()
+            raise sqlite_failure(path, exc) from None
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """All writes inside commit together or not at all, under the collection's write lock."""
+        with self.lock.hold() if self.lock is not None else nullcontext():
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self.conn
+                    self.conn.execute("COMMIT")
+                except BaseException:
+                    self._roll_back()
+                    raise
+            except sqlite3.Error as exc:  # library callers get localq's types, as the CLI does
+                raise sqlite_failure(self.path, exc) from exc
+
+    def _roll_back(self) -> None:
+        if not self.conn.in_transaction:  # SQLite rolls back by itself after some errors (SQLITE_FULL)
+            return
+        try:
+            self.conn.execute("ROLLBACK")
+        except sqlite3.Error:  # the error that got us here says more than this one
+            pass
+
+    @property
+    def db(self) -> "sqlite_utils.Database":
+        """sqlite_utils, for migrations only: importing it imports pandas when installed
+        (0.6-1.4 s measured), which every `localq search` paid."""
+        if self._db is None:
+            import sqlite_utils
+
+            self._db = sqlite_utils.Database(self.conn)
+        return self._db
+
+    def _migrate(self) -> None:
+        if not pending_migrations(self.conn):
+            return
+        on_wait = getattr(self.lock, "on_wait", None)
+        vacuum = False
+        with self.transaction():
+            # Re-read under the lock: another process may have migrated meanwhile.
+            self.db["_migrations"].create({"name": str, "applied_at": str}, pk="name", if_not_exists=True)
+            for step in pending_migrations(self.conn):
+                notice = getattr(step, "notice", None)  # a long step says so first (store_schema.py)
+                text = notice(self.conn) if notice is not None else None
+                if text and on_wait is not None:
+                    on_wait(text)
+                step(self.db)
+                self.db["_migrations"].insert({"name": step.__name__, "applied_at": timestamp()})
+                vacuum |= getattr(step, "frees_space", False)
+        if vacuum:
+            try:  # give the freed pages back to the file system (best effort: a reader may block it)
+                self.conn.execute("VACUUM")
+            except sqlite3.Error:
+                pass
+
+    # -- metadata ---------------------------------------------------------------
+    def meta(self) -> dict[str, str]:
+        return {r[0]: r[1] for r in self.conn.execute("SELECT key, value FROM meta")}
+
+    def set_meta(self, **values: object) -> None:
+        with self.transaction() as c:
+            c.executemany(
+                "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                [(k, str(v)) for k, v in values.items()],
+            )
+
+    # -- images -------------------------------------------------------------------
+    def n_rows(self) -> int:
+        """Rows ever assigned, tombstones included: vectors.npy holds at least this many."""
+        return self.conn.execute("SELECT coalesce(max(id) + 1, 0) FROM images").fetchone()[0]
+
+    def count_live(self) -> int:
+        return self.conn.execute("SELECT count(*) FROM images WHERE deleted = 0").fetchone()[0]
+
+    def live_files(self) -> dict[str, ImageRow]:
+        return {r.path: r for r in self._image_rows("WHERE deleted = 0")}
+
+    def images(self, ids: Iterable[int]) -> list[ImageRow]:
+        """Rows for ``ids``, in the order given (unknown ids are left out)."""
+        ids = [int(i) for i in ids]
+        if not ids:
+            return []
+        by_id = {}
+        for chunk in chunks(ids, 900):  # SQLite's bound-parameter limit
+            marks = ",".join("?" * len(chunk))
+            by_id.update({r.id: r for r in self._image_rows(f"WHERE id IN ({marks})", chunk)})
+        return [by_id[i] for i in ids if i in by_id]
+
+    def _image_rows(self, where: str, params: Iterable = ()) -> list[ImageRow]:
+        sql = f"SELECT id, path, hash, size, mtime, width, height, label, split, deleted FROM images {where}"
+        return [ImageRow(r[0], from_db(r[1]), *r[2:9], bool(r[9])) for r in self.conn.execute(sql, list(params))]
+
+    def live_mask(self, n: int | None = None) -> np.ndarray:
+        """Live rows among the first ``n`` (default: all): a reader sizes every mask to
+        the rows its view shows, whatever a concurrent indexer has added since."""
+        n = self.n_rows() if n is None else n
+        mask = np.zeros(n, dtype=bool)
+        ids = np.fromiter(
+            (r[0] for r in self.conn.execute("SELECT id FROM images WHERE deleted = 0 AND id < ?", (n,))), dtype=np.int64)
+        mask[ids] = True
+        return mask
+
+    def labels_by_id(self) -> dict[int, str]:
+        """Folder-derived class label of every live image that has one."""
+        rows = self.conn.execute("SELECT id, label FROM images WHERE deleted = 0 AND label IS NOT NULL")
+        return dict(rows.fetchall())
+
+    def labels_with_split(self) -> list[tuple[int, str, str | None]]:
+        """(id, label, split) of every live image with a folder label."""
+        return list(self.each_label_with_split())
+
+    def each_label_with_split(self) -> Iterator[tuple[int, str, str | None]]:
+        """The rows of ``labels_with_split``, read as they are consumed (10M at once: GBs)."""
+        return self.conn.execute("SELECT id, label, split FROM images WHERE deleted = 0 AND label IS NOT NULL ORDER BY id")
+
+    def live_id_for_path(self, path: str) -> int | None:
+        row = self.conn.execute("SELECT id FROM images WHERE path = ? AND deleted = 0", (to_db(path),)).fetchone()
+        return row[0] if row else None
+
+    def live_id_for_hash(self, digest: str) -> int | None:
+        """A live image with this content: its vector can be reused instead of re-encoding."""
+        row = self.conn.execute("SELECT id FROM images WHERE hash = ? AND deleted = 0 LIMIT 1", (digest,)).fetchone()
+        return row[0] if row else None
+
+    def live_rows_with_hash(self, digest: str) -> list[ImageRow]:
+        """Every live image with this content (the hash index answers it)."""
+        return self._image_rows("WHERE hash = ? AND deleted = 0", (digest,))
+
+    def move_images(self, moves: list[tuple[int, str, int, float, str | None, str | None]],
+                    replaces: Iterable[int] = ()) -> None:
+        """Give images new paths (id, path, size, mtime, label, split), keeping their ids and
+        so their labels, seen flags and rounds. ``replaces``: live rows at those paths,
+        tombstoned first in the same transaction, so a path is never live twice."""
+        with self.transaction() as c:
+            c.executemany("UPDATE images SET deleted = 1 WHERE id = ?", [(int(i),) for i in replaces])
+            c.executemany("UPDATE images SET path = ?, size = ?, mtime = ?, label = ?, split = ? WHERE id = ?",
+                          [(to_db(p), s, m, lab, sp, int(i)) for i, p, s, m, lab, sp in moves])
+            c.executemany("DELETE FROM skipped WHERE path = ?", [(to_db(m[1]),) for m in moves])
+
+    def add_images(self, images: list[NewImage], vectors: np.ndarray, replaces: Iterable[int] = ()) -> list[int]:
+        """Insert images, with the digests of their vectors, in one transaction; ids are
+        the next dense positions. The caller has written the vectors to vectors.npy at
+        those rows already (Collection.add_images, under the write lock).
+
+        ``replaces``: rows of changed files, tombstoned in the same transaction so a path
+        is never live twice nor missing."""
+        assert len(images) == len(vectors)
+        with self.transaction() as c:
+            c.executemany("UPDATE images SET deleted = 1 WHERE id = ?", [(int(i),) for i in replaces])
+            start = c.execute("SELECT coalesce(max(id) + 1, 0) FROM images").fetchone()[0]
+            ids = list(range(start, start + len(images)))
+            now = timestamp()
+            c.executemany(
+                "INSERT INTO images(id, path, hash, size, mtime, width, height, label, split, deleted, added_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)",
+                [(i, to_db(m.path), m.hash, m.size, m.mtime, m.width, m.height, m.label, m.split, now) for i, m in zip(ids, images)],
+            )
+            if ids:
+                c.executemany("INSERT INTO vector_digests(end_row, digest) VALUES (?, ?)",
+                              chain_entries(self._digest_at(c, start) or "", start, vectors))
+            c.executemany("DELETE FROM skipped WHERE path = ?", [(to_db(m.path),) for m in images])
+        return ids
+
+    def vectors_digest(self, end_row: int) -> str | None:
+        """The digest of vectors ``0 .. end_row - 1`` if a batch ended there (None if not)."""
+        return self._digest_at(self.conn, end_row)
+
+    @staticmethod
+    def _digest_at(conn, end_row: int) -> str | None:
+        if end_row == 0:
+            return ""
+        row = conn.execute("SELECT digest FROM vector_digests WHERE end_row = ?", (end_row,)).fetchone()
+        return row[0] if row else None
+
+    def digest_segments(self, end_row: int, *, edges_only: bool = False) -> list[tuple[int, str, int, str]]:
+        """The digest chain's segments up to ``end_row``: (start, digest before it, end,
+        digest at its end). ``edges_only``: the first and the last only (what an open
+        verifies: two small queries however long the chain)."""
+        q = "SELECT end_row, digest FROM vector_digests WHERE end_row <= ? ORDER BY end_row"
+        if edges_only:
+            first = self.conn.execute(q + " LIMIT 1", (end_row,)).fetchall()
+            last = self.conn.execute(q + " DESC LIMIT 2", (end_row,)).fetchall()[::-1]
+            pairs = [((0, ""), first[0])] if first else []
+            if len(last) == 2:
+                pairs.append((last[0], last[1]))
+        else:
+            entries = self.conn.execute(q, (end_row,)).fetchall()
+            pairs = list(zip([(0, "")] + entries[:-1], entries))
+        return [(start, before, end, digest) for (start, before), (end, digest) in pairs]
+
+    def live_rows_for(self, paths: Iterable[str]) -> dict[str, ImageRow]:
+        """Live rows of these paths now (another process may have indexed them meanwhile)."""
+        out: dict[str, ImageRow] = {}
+        for chunk in chunks(list(paths), 900):
+            marks = ",".join("?" * len(chunk))
+            out.update({r.path: r for r in self._image_rows(f"WHERE deleted = 0 AND path IN ({marks})",
+                                                             [to_db(p) for p in chunk])})
+        return out
+
+    def tombstone(self, ids: Iterable[int]) -> None:
+        with self.transaction() as c:
+            c.executemany("UPDATE images SET deleted = 1 WHERE id = ?", [(int(i),) for i in ids])
+
+    def touch(self, image_id: int, size: int, mtime: float) -> None:
+        """Same content, new stat (a copy or a `touch`): keep the vector."""
+        with self.transaction() as c:
+            c.execute("UPDATE images SET size = ?, mtime = ? WHERE id = ?", (size, mtime, image_id))
+
+    # -- ingested shards -------------------------------------------------------------
+    def ingested_shards(self, source: str) -> set[str]:
+        return {r[0] for r in self.conn.execute("SELECT shard FROM ingested_shards WHERE source = ?", (source,))}
+
+    def record_ingested_shard(self, source: str, shard: str, rows: int, added: int, npy_bytes: int) -> None:
+        with self.transaction() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO ingested_shards(source, shard, rows, added, npy_bytes, at) VALUES (?, ?, ?, ?, ?, ?)",
+                (source, shard, rows, added, npy_bytes, timestamp()),
+            )
+
+    # -- skipped files --------------------------------------------------------------
+    def record_skips(self, skips: list[tuple[str, str, int | None, float | None]]) -> None:
+        if not skips:
+            return
+        now = timestamp()
+        with self.transaction() as c:
+            c.executemany(
+                "INSERT INTO skipped(path, reason, size, mtime, at) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT(path) DO UPDATE SET reason = excluded.reason, size = excluded.size,"
+                " mtime = excluded.mtime, at = excluded.at",
+                # A reason quoting a decoder's message may carry a name's undecodable bytes.
+                [(to_db(p), r.encode("utf-8", "backslashreplace").decode("utf-8"), s, m, now) for p, r, s, m in skips],
+            )
+
+    def forget_skips(self, paths: Iterable[str]) -> None:
+        with self.transaction() as c:
+            c.executemany("DELETE FROM skipped WHERE path = ?", [(to_db(p),) for p in paths])
+
+    def skipped(self) -> list[Skip]:
+        return [Skip(from_db(p), r, at) for p, r, at in self.conn.execute("SELECT path, reason, at FROM skipped ORDER BY path")]
+
+    def skip_stats(self) -> dict[str, tuple[int | None, float | None]]:
+        return {from_db(p): (s, m) for p, s, m in self.conn.execute("SELECT path, size, mtime FROM skipped")}
+
+    # -- sizes --------------------------------------------------------------------------
+    def file_sizes(self) -> dict[str, int]:
+        out = {}
+        for suffix in ("", "-wal", "-shm"):
+            p = Path(str(self.path) + suffix)
+            if p.exists():
+                out[p.name] = p.stat().st_size
+        return out
