@@ -34,7 +34,7 @@ import localq  # noqa: F401  (runtime tuning before numpy loads)
 import numpy as np
 
 from localq.collection.collection import Collection
-from localq.storage.store import NewImage
+from localq.storage.rows import NewImage
 
 _BATCH = 100_000
 

@@ -37,8 +37,9 @@ import localq  # noqa: F401  (runtime tuning before numpy/faiss load)
 import numpy as np
 
 from localq.collection.collection import Collection
-from localq.loop.trainer import Settings, Trainer
-from localq.storage.store import NewImage
+from localq.loop.trainer import Trainer
+from localq.loop.trainer_types import Settings
+from localq.storage.rows import NewImage
 
 
 class SyntheticEncoder:

@@ -59,7 +59,7 @@ def build(root: Path, n: int, seed: int = 0):
 
     from localq.collection.collection import Collection
     from localq.loop.trainer import Trainer
-    from localq.storage.store import NewImage
+    from localq.storage.rows import NewImage
 
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((CLUSTERS, DIM)).astype(np.float32)

@@ -128,7 +128,7 @@ def synthetic_collection(root: Path, *, clusters: int = 5, per_cluster: int = 20
 
     Returns (collection, centres)."""
     from localq.collection.collection import Collection
-    from localq.storage.store import NewImage
+    from localq.storage.rows import NewImage
 
     rng = np.random.default_rng(seed)
     centres = _normalize(rng.standard_normal((clusters, dim)).astype(np.float32))
@@ -149,7 +149,7 @@ def with_rows_replaced(coll, root: Path, ids: np.ndarray, vectors: np.ndarray):
     """A new collection at ``root``: ``coll``'s images and vectors, but ``vectors`` at rows
     ``ids`` (vectors.npy is append-only: this is how a test changes rows)."""
     from localq.collection.collection import Collection
-    from localq.storage.store import NewImage
+    from localq.storage.rows import NewImage
 
     matrix = np.array(coll.index.matrix())
     matrix[ids] = vectors

@@ -8,7 +8,7 @@ from test_sampling import FakeIndex
 
 from localq.loop import explore, sampling
 from localq.loop.sampling import Context, select
-from localq.loop.trainer import Settings
+from localq.loop.trainer_types import Settings
 
 
 def test_a_trainers_default_settings_carry_the_sampling_defaults():

@@ -50,7 +50,7 @@ class PromptEncoder:
 def make_collection(root: Path, vectors: np.ndarray, labels: list[str], splits: list[str], prompts: dict,
                     paths: list[str] | None = None):
     from localq.collection.collection import Collection
-    from localq.storage.store import NewImage
+    from localq.storage.rows import NewImage
 
     coll = Collection.open(root, create=True)
     coll.bind_encoder(PromptEncoder(prompts))
@@ -107,7 +107,8 @@ def test_metrics_equal_hand_computed_values(tmp_path):
 
 
 def test_loop_ap_matches_an_independent_evaluation(tmp_path):
-    from localq.loop.trainer import Settings, Trainer
+    from localq.loop.trainer import Trainer
+    from localq.loop.trainer_types import Settings
 
     coll = clusters(tmp_path / "c")
     result = run_benchmark(coll, small_config(rounds=2, seeds=(0,), classes=("1",), methods=("localq-top",)),

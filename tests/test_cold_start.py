@@ -12,7 +12,8 @@ from conftest import ColorEncoder, OtherEncoder, synthetic_collection, write_ima
 from localq.collection.collection import Collection
 from localq.errors import BadImage, EncoderMismatch, ImageNotFound, InvalidPrompt, InvalidScores, LocalqError
 from localq.ingest.indexer import index_paths
-from localq.loop.trainer import COLD_ROUNDS, Settings, Trainer
+from localq.loop.trainer import Trainer
+from localq.loop.trainer_types import COLD_ROUNDS, Settings
 
 
 @pytest.fixture

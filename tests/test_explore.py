@@ -11,7 +11,8 @@ from test_sampling import FakeIndex, unit_rows
 from conftest import synthetic_collection, with_rows_replaced
 from localq.loop import classifier_file, explore
 from localq.loop.sampling import Context, select
-from localq.loop.trainer import Settings, Trainer
+from localq.loop.trainer import Trainer
+from localq.loop.trainer_types import Settings
 
 
 def _blobs(n_clusters=6, per=50, dim=16, spread=0.3, seed=0):
@@ -169,14 +170,14 @@ def test_auto_explores_while_cold_and_exploits_once_positives_come_back():
     # Labels so far, all negative: explore (7 of 10 from coverage, spread over the clusters).
     neg = np.flatnonzero(clusters.assign == 0)[:10]
     cold = Context(labeled_ids=neg, labeled_scores=-np.ones(10, np.float32), batch_positives=(0,), **ctx)
-    assert cold.cold()
+    assert cold.wants_exploring()
     ids = select("auto", index, w, b, k, allowed, rng, context=cold)
     assert len(set(clusters.assign[ids].tolist())) >= 6
 
     # The last batch held positives: exploit, the query's top 3 and then its boundary.
     warm = Context(labeled_ids=neg, labeled_scores=np.r_[1.0, -np.ones(9)].astype(np.float32),
                    batch_positives=(0, 1), **ctx)
-    assert not warm.cold()
+    assert not warm.wants_exploring()
     ids = select("auto", index, w, b, k, allowed, rng, context=warm, near_copy=1.0)
     top = select("top", index, w, b, 3, allowed, rng, near_copy=1.0)
     rest = allowed.copy()
@@ -187,7 +188,7 @@ def test_auto_explores_while_cold_and_exploits_once_positives_come_back():
     # Positives exist but the latest batch came back all negative: explore again.
     relapse = Context(labeled_ids=neg, labeled_scores=np.r_[1.0, -np.ones(9)].astype(np.float32),
                       batch_positives=(1, 0), **ctx)
-    assert relapse.cold()
+    assert relapse.wants_exploring()
     ids = select("auto", index, w, b, k, allowed, rng, context=relapse)
     assert len(set(clusters.assign[ids].tolist())) >= 6
 

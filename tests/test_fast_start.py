@@ -119,7 +119,7 @@ def test_search_with_a_cached_prompt_imports_no_torch(cache, tmp_path):
         import json, numpy as np
         from localq.collection.collection import Collection
         from localq.encoders import load_encoder
-        from localq.storage.store import NewImage
+        from localq.storage.rows import NewImage
         coll = Collection.open(%r, create=True)
         coll.bind_encoder(load_encoder("lite0"))
         rng = np.random.default_rng(0)
@@ -208,7 +208,8 @@ def _photos(root: Path, per_class: int = 20) -> Path:
 
 def _ui(tmp_path, encoder, warmup: int = 8):
     from localq.ingest.background import BackgroundIndexer
-    from localq.loop.trainer import Settings, Trainer
+    from localq.loop.trainer import Trainer
+    from localq.loop.trainer_types import Settings
     from localq.tui.app import TrainApp, trainer_opener
 
     photos, root = _photos(tmp_path / "photos"), tmp_path / "coll"

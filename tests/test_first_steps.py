@@ -12,7 +12,8 @@ from reliability.helpers import assert_one_line_error, run_cli, write_folder
 
 from conftest import ColorEncoder, write_image
 from localq.collection.collection import Collection
-from localq.loop.trainer import Settings, Trainer
+from localq.loop.trainer import Trainer
+from localq.loop.trainer_types import Settings
 
 pytestmark = pytest.mark.slow  # whole CLI processes
 

@@ -18,7 +18,7 @@ from localq.collection.collection import Collection
 from localq.loop.trainer import Trainer
 from localq.search import trailer_file, upkeep
 from localq.search.exact import VectorIndex
-from localq.storage.store import NewImage
+from localq.storage.rows import NewImage
 
 # 30 clusters x 250 rows: more rows than IvfIndex's exact shortcut (4096 allowed rows),
 # so these searches go through the inverted lists.

@@ -8,17 +8,21 @@ class FakeIndex:
     """numpy stand-in for localq.search.exact.VectorIndex's search contract."""
 
     def __init__(self, vectors):
-        self._m = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
 
     @property
     def ntotal(self):
-        return self._m.shape[0]
+        return self.vectors.shape[0]
 
-    def matrix(self):
-        return self._m
+    def rows(self, ids):
+        return self.vectors[np.asarray(ids, dtype=np.int64)]
+
+    def scores(self, w, b=0.0, ids=None):
+        rows = self.vectors if ids is None else self.rows(ids)
+        return rows @ np.asarray(w, dtype=np.float32) + np.float32(b)
 
     def search(self, query, k, allowed):
-        scores = self._m @ np.asarray(query, dtype=np.float32)
+        scores = self.vectors @ np.asarray(query, dtype=np.float32)
         if allowed is not None:
             scores = np.where(allowed, scores, -np.inf)
         n = self.ntotal if allowed is None else int(allowed.sum())
@@ -58,11 +62,11 @@ def test_returns_min_k_allowed_unique_ids(index, strategy, n_allowed):
 
 
 def test_top_is_the_best_allowed(index):
-    w = index.matrix()[5] * 3.0
+    w = index.vectors[5] * 3.0
     allowed = np.ones(index.ntotal, dtype=bool)
     allowed[5] = False
     ids = select("top", index, w, 0.0, 4, allowed, np.random.default_rng(0))
-    scores = index.matrix() @ w
+    scores = index.vectors @ w
     scores[5] = -np.inf
     assert set(ids.tolist()) == set(np.argsort(-scores)[:4].tolist())
 
@@ -80,26 +84,20 @@ def test_boundary_picks_scores_nearest_the_threshold():
 
 class EstimatingIndex(FakeIndex):
     """An approximate index: ``candidates`` ranks and scores by noisy estimates (as IVF's
-    codes do), and every float row read through ``matrix()`` is counted."""
+    codes do), and every float row read through ``rows`` is counted."""
 
     def __init__(self, vectors, noise, seed=0):
         super().__init__(vectors)
         self.noise = np.random.default_rng(seed).normal(scale=noise, size=len(vectors)).astype(np.float32)
         self.rows_read = 0
-        index = self
 
-        class Rows:
-            def __getitem__(self, ids):
-                index.rows_read += np.atleast_1d(np.arange(len(index._m))[ids]).size
-                return index._m[ids]
-
-        self._rows = Rows()
-
-    def matrix(self):
-        return self._rows
+    def rows(self, ids):
+        ids = np.asarray(ids, dtype=np.int64)
+        self.rows_read += ids.size
+        return self.vectors[ids]
 
     def candidates(self, query, n, allowed):
-        scores = self._m @ np.asarray(query, dtype=np.float32) + self.noise
+        scores = self.vectors @ np.asarray(query, dtype=np.float32) + self.noise
         scores = np.where(allowed, scores, -np.inf)
         order = np.argsort(-scores, kind="stable")[: min(n, int(allowed.sum()))]
         return order.astype(np.int64), scores[order]
@@ -184,9 +182,9 @@ def test_unknown_strategy_and_bad_mask_are_errors(index):
 
 
 def test_an_unfitted_query_draws_its_first_batch_among_its_best_images(index):
-    w = index.matrix()[0].copy()  # a unit start query with zero bias: never fitted
+    w = index.vectors[0].copy()  # a unit start query with zero bias: never fitted
     allowed = np.ones(index.ntotal, dtype=bool)
-    best = set(np.argsort(-(index.matrix() @ w))[:40].tolist())
+    best = set(np.argsort(-(index.vectors @ w))[:40].tolist())
     for strategy in ("boundary", "diverse"):
         ids = select(strategy, index, w, 0.0, 10, allowed, np.random.default_rng(3), warmup_pool=40)
         assert set(ids.tolist()) <= best

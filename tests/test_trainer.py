@@ -11,7 +11,8 @@ import torch
 from conftest import synthetic_collection
 from localq.errors import ClassifierMismatch, InvalidScores, NothingToUndo
 from localq.loop import classifier_file
-from localq.loop.trainer import Settings, Trainer
+from localq.loop.trainer import Trainer
+from localq.loop.trainer_types import Settings
 
 
 def labeler(coll, target: str):

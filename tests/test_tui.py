@@ -22,7 +22,8 @@ from textual import events  # noqa: E402
 from conftest import ColorEncoder, synthetic_collection  # noqa: E402
 from localq.collection.collection import Collection  # noqa: E402
 from localq.loop import classifier_file  # noqa: E402
-from localq.loop.trainer import Settings, Trainer  # noqa: E402
+from localq.loop.trainer import Trainer  # noqa: E402
+from localq.loop.trainer_types import Settings  # noqa: E402
 from localq.tui import drafts  # noqa: E402
 from localq.tui.app import TrainApp  # noqa: E402
 from localq.tui.screens import PredictionsScreen, PreviewScreen, grid_layout  # noqa: E402

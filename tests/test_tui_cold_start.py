@@ -15,7 +15,8 @@ from test_tui import cards, make_app, photo_root, reopen, settle, synthetic_root
 
 from conftest import ColorEncoder, write_image  # noqa: E402
 from localq.collection.collection import Collection  # noqa: E402
-from localq.loop.trainer import Settings, Trainer  # noqa: E402
+from localq.loop.trainer import Trainer  # noqa: E402
+from localq.loop.trainer_types import Settings  # noqa: E402
 from localq.tui.cold_start import AskScreen  # noqa: E402
 
 

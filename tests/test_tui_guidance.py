@@ -18,8 +18,9 @@ from test_tui import settle  # noqa: E402
 from conftest import VectorEncoder, synthetic_collection  # noqa: E402
 from localq.collection.collection import Collection  # noqa: E402
 from localq.loop import classifier_file  # noqa: E402
-from localq.loop.trainer import Settings, Trainer  # noqa: E402
-from localq.storage.store import NewImage  # noqa: E402
+from localq.loop.trainer import Trainer  # noqa: E402
+from localq.loop.trainer_types import Settings  # noqa: E402
+from localq.storage.rows import NewImage  # noqa: E402
 from localq.tui import bridge  # noqa: E402
 from localq.tui.app import TrainApp, quit_note  # noqa: E402
 from localq.tui.bridge import Status  # noqa: E402

@@ -15,7 +15,10 @@ from reliability.helpers import REPO, TEST_CLI, run_cli
 
 from conftest import ColorEncoder, write_image
 from localq.collection.collection import Collection
-from localq.loop.trainer import Settings, Trainer
+
+# Under CI=true a missing tmux is a failure (.ci/run installs it), never a silent skip.
+from localq.loop.trainer import Trainer
+from localq.loop.trainer_types import Settings
 
 # Under CI=true a missing tmux is a failure (.ci/run installs it), never a silent skip.
 pytestmark = [pytest.mark.skipif(shutil.which("tmux") is None and os.environ.get("CI") != "true",

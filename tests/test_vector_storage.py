@@ -15,7 +15,7 @@ from conftest import ColorEncoder, synthetic_collection
 from localq.collection.collection import Collection
 from localq.errors import VectorsDamaged
 from localq.loop.trainer import Trainer
-from localq.storage.store import NewImage
+from localq.storage.rows import NewImage
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 

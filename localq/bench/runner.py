@@ -219,7 +219,8 @@ def _bench_lock(collection):
 
 def _run_benchmark(collection, config: BenchConfig, *, dataset: str,
                    progress: Callable[[int, int], None] | None = None) -> BenchResult:
-    from localq.loop.trainer import Settings, Trainer
+    from localq.loop.trainer import Trainer
+    from localq.loop.trainer_types import Settings
 
     methods = resolve_methods(config.methods)
     rows_all = collection.folder_label_rows()
@@ -245,7 +246,7 @@ def _run_benchmark(collection, config: BenchConfig, *, dataset: str,
         evaluation = [(i, label) for i, label, s in rows_all if s == eval_split]
         eval_name = eval_split
     eval_size = len(evaluation)
-    eval_vectors = np.asarray(collection.index.matrix()[np.array([i for i, _ in evaluation], np.int64)], np.float32)
+    eval_vectors = collection.index.rows([i for i, _ in evaluation])
     eval_labels = np.array([label for _, label in evaluation], dtype=object)
     pool_labels = sorted({label for _, label in pool})
     classes = list(config.classes) or pool_labels
@@ -335,7 +336,7 @@ def _run_benchmark(collection, config: BenchConfig, *, dataset: str,
 
 def _check_settings(overrides: dict) -> dict:
     """Settings overrides for the loops: known fields only, and never the ones the bench sets."""
-    from localq.loop.trainer import Settings
+    from localq.loop.trainer_types import Settings
 
     fixed = {"k", "strategy", "fit", "pool_split", "target", "seed", "exclude_dev"}
     out = {}

@@ -66,7 +66,7 @@ def friendly_errors(f):
             click.echo(f"error: {printable(exc)}", err=True)
             sys.exit(1)
         except sqlite3.Error as exc:  # damage found mid-command, after the database opened
-            from localq.storage.sqlite_errors import sqlite_failure
+            from localq.storage.store import sqlite_failure
 
             click.echo(f"error: {sqlite_failure(_db_path(kwargs.get('db')), exc)}", err=True)
             sys.exit(1)

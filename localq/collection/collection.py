@@ -315,7 +315,7 @@ class Collection:
         """The vector at row ``image_id``, tombstoned or not (rows are never rewritten)."""
         if image_id >= self.rows():
             self.sync_index()
-        return np.array(self.index.matrix()[image_id])
+        return self.index.rows([image_id])[0]
 
     def live_rows_with_hash(self, digest: str) -> list:
         """Live images with this content hash (where a moved file may have come from)."""
@@ -339,7 +339,7 @@ class Collection:
             return None
         if image_id >= self.rows():
             self.sync_index()  # committed by another process since this view was taken
-        return np.array(self.index.matrix()[image_id])
+        return self.index.rows([image_id])[0]
 
     def record_skips(self, skips: list) -> None:  # files that could not be indexed: (path, reason, size, mtime)
         self.store.record_skips(skips)

@@ -32,7 +32,8 @@ from localq.collection import reembed, vector_checks
 from localq.errors import DatabaseDamaged, EncoderMismatch, VectorsDamaged
 from localq.search import trailer_file, upkeep
 from localq.storage import paths
-from localq.storage.store import Store, chain_digest, from_blob, sqlite_failure, to_blob
+from localq.storage.codec import chain_digest, from_blob, to_blob
+from localq.storage.store import Store, sqlite_failure
 from localq.storage.vector_file import VectorFile, release_pages
 
 

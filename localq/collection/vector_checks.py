@@ -16,7 +16,8 @@ import numpy as np
 
 from localq.errors import VectorsDamaged
 from localq.search.exact import VectorIndex
-from localq.storage.store import Store, chain_digest, to_blob
+from localq.storage.codec import chain_digest, to_blob
+from localq.storage.store import Store
 from localq.storage.vector_file import release_pages
 
 # A segment longer than this (a chain written by localq 0.1.0 as one entry) is left to

@@ -37,7 +37,7 @@ from localq.errors import BadImage, ImageNotFound
 from localq.imageio import file_digest, read_file, read_image
 from localq.ingest.moves import MovePool
 from localq.ingest.scan import FileEntry, ScanSkip, scan
-from localq.storage.store import NewImage
+from localq.storage.rows import NewImage
 
 
 @dataclass

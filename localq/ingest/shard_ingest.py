@@ -28,7 +28,7 @@ from typing import Callable
 from localq.collection.collection import Collection
 from localq.errors import BadShard, EncoderMismatch, EncoderUnavailable
 from localq.ingest import shards
-from localq.storage.store import NewImage
+from localq.storage.rows import NewImage
 
 Progress = Callable[[int, int], None]
 

@@ -9,7 +9,8 @@ from typing import Sequence
 
 from localq.collection.collection import Collection
 from localq.errors import LocalqError
-from localq.loop.trainer import Settings, Trainer
+from localq.loop.trainer import Trainer
+from localq.loop.trainer_types import Settings
 from localq.names import check_name, slug
 
 

@@ -40,7 +40,7 @@ def export_classifier(trainer: Trainer, out_dir: Path, *, fmt: str = "safetensor
 def _label_records(trainer: Trainer) -> list[dict]:
     labels = trainer.labels()
     rows = {r.id: r for r in trainer.collection.image_rows(labels)}
-    predicted = trainer.collection.index.matrix()[list(labels)] @ trainer.weights + trainer.bias if labels else []
+    predicted = trainer.scores(list(labels)) if labels else []
     records = [
         {"id": i, "path": rows[i].path, "label": score, "classifier_score": round(float(p), 6),
          "class": rows[i].label, "round": None}

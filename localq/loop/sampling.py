@@ -15,7 +15,7 @@
 
   * ``start`` (nothing labeled yet): the query's best, as ``top``. A prompt the encoder
     understands puts most positives there, and the person sees at once whether it works;
-  * ``exploring`` (the last ``COLD_BATCHES`` batches held no positive): most of the
+  * ``exploring`` (the last ``EXPLORE_AFTER_BATCHES`` batches held no positive): most of the
     batch covers the collection's k-means clusters (``localq.loop.explore.coverage``:
     clusters not labeled yet first, ranked softly by the query), the rest is the query's
     best, until a batch brings a positive back;
@@ -49,8 +49,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from localq.storage.vector_file import gather_rows
-
 STRATEGIES = ("auto", "top", "boundary", "diverse", "random")
 DEFAULT_STRATEGY = "auto"
 
@@ -70,7 +68,7 @@ AUTO_EXPLORE_COLD = 0.9  # share of a batch spent exploring after an all-negativ
 AUTO_TOP_SHARE = 0.5  # while refining: share of the batch from the top, the rest at the boundary
 #   (dev, docs/bench/dev-issue20: 1.0 was 0.003 and 0.002 AP lower on the two decisive scenarios)
 AUTO_TEMPERATURE = 3.0  # how strongly the query ranks the clusters to explore (1: too strongly; 10: no better)
-COLD_BATCHES = 1  # this many batches in a row without a positive bring exploration back
+EXPLORE_AFTER_BATCHES = 1  # this many batches in a row without a positive bring exploration back
 # Cosine above which an image counts as a near-copy (a burst shot, a re-encode, a crop) of one
 # already labeled or already in the batch; every strategy skips those. 1.0 turns it off.
 # Chosen on dev (docs/bench/dev-issue20): on burst copies of Tiny-ImageNet, 0.75 left 2 labels
@@ -98,17 +96,17 @@ class Context:
     def positives(self) -> int:
         return int(np.sum(np.asarray(self.labeled_scores) > 0))
 
-    def cold(self) -> bool:
-        """No positive yet, or the last COLD_BATCHES batches held none."""
-        recent = self.batch_positives[-COLD_BATCHES:]
-        return self.positives() == 0 or (len(recent) == COLD_BATCHES and not any(recent))
+    def wants_exploring(self) -> bool:
+        """No positive yet, or the last EXPLORE_AFTER_BATCHES batches held none."""
+        recent = self.batch_positives[-EXPLORE_AFTER_BATCHES:]
+        return self.positives() == 0 or (len(recent) == EXPLORE_AFTER_BATCHES and not any(recent))
 
     def phase(self) -> str:
         """``start`` before any batch was labeled, ``exploring`` after a batch without a
         positive (until the next positive), ``refining`` otherwise."""
         if not self.batch_positives and not len(self.labeled_ids):
             return "start"
-        return "exploring" if self.cold() else "refining"
+        return "exploring" if self.wants_exploring() else "refining"
 
 
 class NearCopies:
@@ -119,11 +117,11 @@ class NearCopies:
     are distinct. The labeled rows are read once per batch (20 MB of 512-d rows at 10,000
     labels, 51 MB of 1280-d ones)."""
 
-    def __init__(self, matrix, labeled_ids, threshold: float = NEAR_COPY):
-        self.matrix, self.threshold = matrix, float(threshold)
+    def __init__(self, index, labeled_ids, threshold: float = NEAR_COPY):
+        self.index, self.threshold = index, float(threshold)
         ids = np.unique(np.asarray(labeled_ids, np.int64))
         self.on = self.threshold < 1.0
-        self.kept = gather_rows(matrix, ids) if self.on and len(ids) else np.empty((0, 0), np.float32)
+        self.kept = index.rows(ids) if self.on and len(ids) else np.empty((0, 0), np.float32)
         self.picked: list[int] = []
         self.skipped = 0  # candidates passed over as near-copies, for reports
 
@@ -146,7 +144,7 @@ class NearCopies:
         step = 4 * n
         for start in range(0, len(ids), step):
             chunk = ids[start:start + step]
-            rows = gather_rows(self.matrix, chunk)
+            rows = self.index.rows(chunk)
             near = (rows @ self.kept.T).max(axis=1) > self.threshold if len(self.kept) else np.zeros(len(chunk), bool)
             chosen: list[int] = []
             for j in range(len(chunk)):
@@ -199,8 +197,8 @@ def _candidates(index, w, n, allowed) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _raw_scores(index, ids, w, b) -> np.ndarray:
-    """Exact ``w.x + b`` of ``ids`` (gather_rows reads their float rows in file order)."""
-    return gather_rows(index.matrix(), ids) @ np.asarray(w, dtype=np.float32).ravel() + np.float32(b)
+    """Exact ``w.x + b`` of ``ids``, from their float rows."""
+    return index.scores(w, b, ids)
 
 
 def _estimated_raw(w, b, estimates) -> np.ndarray:
@@ -342,8 +340,8 @@ def select(
 ) -> np.ndarray:
     """Ids (int64) of ``min(k, allowed.sum())`` distinct allowed images to label next.
 
-    ``index`` follows the VectorIndex contract (``search``, ``candidates``, ``matrix``,
-    ``ntotal``);
+    ``index`` follows the VectorIndex contract (``search``, ``candidates``, ``rows``,
+    ``scores``, ``ntotal``);
     ``allowed`` is a bool mask over its rows; ``rng`` drives the random strategies.
     ``context`` is what ``auto`` reads (labels so far, clusters); without it, ``auto``
     acts as on a fresh session without clusters. ``labeled`` (default: the context's
@@ -360,7 +358,7 @@ def select(
         return np.empty(0, dtype=np.int64)
     context = context or Context()
     labeled = context.labeled_ids if labeled is None else labeled
-    nc = NearCopies(index.matrix(), labeled, near_copy)
+    nc = NearCopies(index, labeled, near_copy)
     if strategy == "random":
         return _random(k, allowed, rng, nc)
     if strategy == "top":

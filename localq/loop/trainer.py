@@ -4,12 +4,10 @@ This is the API the TUI, the CLI and the benchmark drive. Every round is persist
 one SQLite transaction before ``submit`` returns, so a killed process loses nothing that
 was submitted, and undo restores the exact earlier state.
 
-This module keeps what writes or reads a classifier's rounds (create, submit, undo, fit).
-The rest is split off along what it needs: start_query.py (the start vector, bias and
-pool, from a collection alone), label_checks.py (labels checked before a fit),
-scoring.py (read-only scores, evaluation, prediction) and cold_start_actions.py (other
-prompts, examples, "more like this"), the last two mixed into Trainer so every method
-stays ``trainer.method(...)``. None of them imports this module.
+What needs no classifier state lives beside it as functions: start_query.py (the start
+vector, bias and pool, from a collection alone), label_checks.py (labels checked before a
+fit), scoring.py (evaluation and predictions for any weights), sampling.py (the batch
+strategies) and fit.py (the fit). None of them imports this module.
 """
 
 from __future__ import annotations
@@ -24,36 +22,31 @@ import numpy as np
 from localq.arrays import unit
 from localq.collection.collection import Collection, Hit
 from localq.display import printable
-from localq.errors import ClassifierNotFound, InvalidName, LocalqError, NothingToUndo, StaleClassifier
-from localq.loop import classifier_file, sampling
-from localq.loop.cold_start_actions import ColdStartActions
+from localq.errors import (
+    BadImage,
+    ClassifierNotFound,
+    EncoderMismatch,
+    ImageNotFound,
+    InvalidName,
+    InvalidPrompt,
+    InvalidScores,
+    LocalqError,
+    NothingToUndo,
+    StaleClassifier,
+)
+from localq.loop import classifier_file, sampling, scoring
 from localq.loop.fit import fit_article_baseline, fit_linear
 from localq.loop.label_checks import checked_id, validated_scores
 from localq.loop.sampling import STRATEGIES, select
-from localq.loop.scoring import Scoring
-from localq.loop.start_query import START_POSITIVE_FRACTION, example_vectors, pool_mask, start_bias
-from localq.loop.trainer_types import (
-    COLD_ROUNDS,
-    FIT_MODES,
-    ClassifierState,
-    Evaluation,
-    LoopSummary,
-    Prediction,
-    Settings,
-    Undone,
-)
+from localq.loop.start_query import example_vectors, pool_mask, start_bias
+from localq.loop.trainer_types import FIT_MODES, ClassifierState, Evaluation, LoopSummary, Prediction, Settings, Undone
 from localq.names import check_name, is_valid_name, suggestion
-from localq.storage.store import ClassifierRow, RoundRow
-from localq.storage.vector_file import gather_rows
-
-# Re-exported: drivers and tests import these from localq.loop.trainer, the module they always came from.
-__all__ = [
-    "Trainer", "Settings", "FIT_MODES", "COLD_ROUNDS", "START_POSITIVE_FRACTION", "pool_mask",
-    "ClassifierState", "Evaluation", "LoopSummary", "Prediction", "Undone",
-]
+from localq.storage.rows import ClassifierRow, RoundRow
 
 
-class Trainer(Scoring, ColdStartActions):
+class Trainer:
+    """One named classifier on a collection: its rounds, the loop, and what its weights say."""
+
     def __init__(self, collection: Collection, row: ClassifierRow):
         self.collection = collection
         self.store = collection.store
@@ -317,8 +310,7 @@ class Trainer(Scoring, ColdStartActions):
         return self._set_pending(ids, None)
 
     def _set_pending(self, ids: np.ndarray, strategy: str | None) -> list[Hit]:
-        scores = self.collection.index.matrix()[ids] @ self.weights + self.bias if len(ids) else np.zeros(0)
-        self.pending = self.collection.hits(ids, scores)
+        self.pending = self.collection.hits(ids, self.scores(ids))
         self._pending_strategy = strategy
         return self.pending
 
@@ -344,7 +336,7 @@ class Trainer(Scoring, ColdStartActions):
         seen = {i for i in (checked_id(i, None) for i in seen) if 0 <= i < len(live) and live[i]} | set(scores)
         if self.settings.fit == "article":
             w, b = fit_article_baseline(
-                self.collection.index.matrix()[np.fromiter(scores, dtype=np.int64)],
+                self.collection.index.rows(np.fromiter(scores, dtype=np.int64)),
                 np.fromiter(scores.values(), dtype=np.float32), self.weights, self.bias,
             )
             w, b = np.asarray(w, np.float32), float(b)
@@ -405,7 +397,7 @@ class Trainer(Scoring, ColdStartActions):
 
     def _fit(self, labels: dict[int, float]) -> tuple[np.ndarray, float]:
         ids = np.fromiter(labels, dtype=np.int64)
-        x = gather_rows(self.collection.index.matrix(), ids)
+        x = self.collection.index.rows(ids)
         y = np.fromiter(labels.values(), dtype=np.float32)
         s = self.settings
         w, b = fit_linear(
@@ -434,7 +426,147 @@ class Trainer(Scoring, ColdStartActions):
                 draw = rng.integers(0, len(live), size=2 * want)
                 picked = np.unique(np.concatenate([picked, draw[live[draw]]]))
             picked = rng.permutation(picked)[:want]
-        return gather_rows(self.collection.index.matrix(), np.sort(picked))  # rows at random: pages asked for at once
+        return self.collection.index.rows(np.sort(picked))  # in file order: the reads go out together
+
+    # -- what the weights say ------------------------------------------------------------------
+    def scores(self, ids=None) -> np.ndarray:
+        """``w.x + b`` of the latest weights for ``ids``, or for every row (tombstones
+        included, by position) when ``ids`` is None."""
+        return self.collection.index.scores(self.weights, self.bias, ids)
+
+    def target_label(self) -> str | None:
+        """The class label this classifier is evaluated against, where the collection has labels."""
+        return scoring.target_label(self.collection, self.labels(), self.settings.target)
+
+    def evaluate(self, split: str | None = None) -> Evaluation | None:
+        """AP and precision/recall at the threshold (score > 0) against folder labels."""
+        return self.evaluate_weights(self.weights, self.bias, split)
+
+    def evaluate_weights(self, w: np.ndarray, b: float, split: str | None = None) -> Evaluation | None:
+        """The same measures for any weights of this classifier (e.g. an earlier round's)."""
+        return scoring.evaluate(self.collection, self.target_label(), w, b, split)
+
+    def predict(self, threshold: float = 0.0, paths: Sequence[str | Path] = (), *, split: str | None = None,
+                limit: int | None = None) -> list[Prediction]:
+        """Positives (score > threshold) sorted by score: over new files, or the collection (one split of it).
+        Undecodable files are left out (``predict_files`` also returns which, and why)."""
+        if paths:
+            preds, _ = self.predict_files(paths, threshold)
+            return preds[:limit] if limit else preds
+        return scoring.predict_collection(self.collection, self.weights, self.bias, threshold, split=split, limit=limit)
+
+    def count_positive(self, threshold: float = 0.0, *, split: str | None = None) -> int:
+        """How many collection images ``predict`` would return without a limit."""
+        mask, _ = scoring.positive_mask(self.collection, self.weights, self.bias, threshold, split)
+        return int(mask.sum())
+
+    def predict_files(self, paths: Sequence[str | Path], threshold: float = 0.0
+                      ) -> tuple[list[Prediction], list[tuple[str, str]]]:
+        """Positives among files outside the collection, best first, and the (path, reason)
+        of each file that could not be decoded."""
+        return scoring.predict_files(self.collection, self.weights, self.bias, paths, threshold)
+
+    # -- breaking a cold start: another prompt, an example image, "more like this" ----------
+    # When rounds bring no positives (``summary().cold``) the UI offers these. Each sets the
+    # pending batch (or labels one image) under a strategy name the next submit records in
+    # the round history: "prompt:a red fox", "like:123", "example:fox.jpg".
+    def batch_for_prompt(self, text: str, k: int | None = None) -> list[Hit]:
+        """The top-k unseen images (pool split respected) for another text query; the next submit labels them."""
+        text = (text or "").strip()
+        if not text:
+            raise InvalidPrompt("the prompt is empty: type what the images should show")
+        query = np.asarray(self.collection.text_vector(text), np.float32)
+        return self._set_pending(self._nearest_unseen(query, k), f"prompt:{text}")
+
+    def batch_like(self, image_id: int, k: int | None = None) -> list[Hit]:
+        """The image's k nearest unseen neighbours (itself excluded); the next submit labels them."""
+        image_id = self._check_image_id(image_id)
+        query = self.collection.index.rows([image_id])[0]
+        return self._set_pending(self._nearest_unseen(query, k, exclude=image_id), f"like:{image_id}")
+
+    def add_example(self, item: int | str | Path, score: float = 1.0, *, encoder=None) -> RoundRow:
+        """Label one image directly, as a round of its own (``example:<name>``), fit on all labels.
+
+        ``item`` is a collection id, or a file: a file not yet in the collection is indexed
+        into it first with the collection's encoder (``encoder`` must be that same model).
+        The pending batch stays pending (minus the example), so a batch on screen survives."""
+        if isinstance(item, (int, np.integer)) or (isinstance(item, str) and item.strip().isdigit()
+                                                   and not Path(item.strip()).exists()):
+            image_id = self._check_image_id(int(item))
+            name = str(image_id)
+        else:
+            image_id = self._index_example_file(Path(str(item).strip()).expanduser(), encoder)
+            name = Path(str(item)).name
+        rows = self.collection.image_rows([image_id])
+        split = rows[0].split if rows else None
+        if self.settings.pool_split is not None and split not in (None, self.settings.pool_split):
+            raise InvalidScores(f"image {image_id} is in the {split!r} split, held out from this classifier's "
+                                f"pool ({self.settings.pool_split!r}): labeling it would leak into evaluation")
+        pending, strategy = self.pending, self._pending_strategy
+        self._set_pending(np.array([image_id], dtype=np.int64), f"example:{name}")
+        try:
+            return self.submit({image_id: score})
+        finally:
+            self.pending = [h for h in pending if h.id != image_id]
+            self._pending_strategy = strategy
+
+    def summary(self) -> LoopSummary:
+        """Labels so far and whether the loop looks stuck without positives (what the UI warns about)."""
+        per_round: dict[int, list[float]] = {}
+        for round_no, _, score in self.label_history():
+            per_round.setdefault(round_no, []).append(score)
+        streak = 0
+        for round_no in sorted(per_round, reverse=True):  # trailing rounds whose labels held no positive
+            if any(s > 0 for s in per_round[round_no]):
+                break
+            streak += 1
+        last = per_round.get(max(per_round)) if per_round else []
+        pos, neg = self.label_counts()
+        return LoopSummary(rounds=self.round, positives=pos, negatives=neg, last_round_labels=len(last),
+                           last_round_positives=sum(s > 0 for s in last), rounds_without_positive=streak)
+
+    def _nearest_unseen(self, query: np.ndarray, k: int | None, exclude: int | None = None) -> np.ndarray:
+        k = self.settings.k if k is None else int(k)
+        if k < 1:
+            raise LocalqError(f"a batch needs at least one image, not k={k}")
+        allowed = self.unseen_mask()
+        if exclude is not None:
+            allowed[exclude] = False
+        ids, _ = self.collection.searcher.search(query, k, allowed)
+        return np.asarray(ids, dtype=np.int64)
+
+    def _check_image_id(self, image_id) -> int:
+        try:
+            image_id = int(image_id)
+        except (TypeError, ValueError):
+            raise ImageNotFound(f"{image_id!r} is not an image id") from None
+        live = self.collection.live_mask()
+        if not 0 <= image_id < len(live) or not live[image_id]:
+            raise ImageNotFound(f"image id {image_id} is not in the collection")
+        return image_id
+
+    def _index_example_file(self, path: Path, encoder) -> int:
+        """Index ``path`` into the collection (a no-op when it is there already) and return its id."""
+        from localq.imageio import read_image
+        from localq.ingest.indexer import index_paths
+
+        if not path.is_file():
+            raise ImageNotFound(f"no image file at {path}" + (" (it is a folder)" if path.is_dir() else ""))
+        encoder = encoder or self.collection.encoder()
+        if encoder.model_id != self.collection.model_id:
+            raise EncoderMismatch(f"collection {self.collection.root} was built with {self.collection.model_id}, "
+                                  f"not {encoder.model_id}: the example must be embedded by the same model")
+        try:
+            read_image(path, getattr(encoder, "image_size", None))  # refuse before anything is written
+        except BadImage as exc:
+            raise BadImage(f"cannot use {path} as an example: {exc.reason}") from None
+        report = index_paths(self.collection, [path], encoder)
+        if report.skipped:
+            raise BadImage(f"cannot use {path} as an example: {report.skipped[0][1]}")
+        image_id = self.collection.id_of_path(path)
+        if image_id is None:  # not expected: index_paths either adds the file or reports a skip
+            raise ImageNotFound(f"{path} could not be added to the collection")
+        return image_id
 
     # -- files ---------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:

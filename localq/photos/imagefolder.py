@@ -44,7 +44,7 @@ def planned(trainer: Trainer, *, predicted: bool = False, threshold: float = 0.0
     coll = trainer.collection
     if predicted:
         ids = np.flatnonzero(coll.live_mask())
-        scores = trainer.score_all()
+        scores = trainer.scores()
         values = {int(i): float(scores[i]) for i in ids}
         classes = {i: CLASSES[v > threshold] for i, v in values.items()}
     else:

@@ -117,7 +117,7 @@ def _scores(trainer: Trainer, paths: Sequence[str | Path], report: TagReport) ->
     """(photo path, score) of every photo the run covers."""
     coll = trainer.collection
     live = np.flatnonzero(coll.live_mask())
-    scores = trainer.score_all()
+    scores = trainer.scores()
     rows = coll.image_rows(live)
     if not paths:
         return [(r.path, float(scores[r.id])) for r in rows]

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from localq.storage.vector_file import VectorFile, release_pages
+from localq.storage.vector_file import VectorFile, gather_rows, release_pages
 
 # Below this allowed fraction, copying the allowed rows out (read, write, read again:
 # about 3x their bytes) costs less than one pass over every row (module docstring).
@@ -86,15 +86,29 @@ class VectorIndex:
         """``[ntotal, dim]`` float32 rows, memory-mapped (no copy). Read-only."""
         return self._matrix
 
-    def scores(self, w: np.ndarray) -> np.ndarray:
-        """``matrix() @ w`` for every row, a block at a time, letting each block's pages go
-        after it: a pass over 10M rows (20 GB) never holds them all resident."""
-        m, w = self._matrix, np.asarray(w, dtype=np.float32)
+    def rows(self, ids) -> np.ndarray:
+        """The rows ``ids`` as a float32 array, in the order asked: the one way to read
+        vectors by id (vector_file.gather_rows picks the reads; nothing is left mapped)."""
+        return gather_rows(self._matrix, np.asarray(ids, dtype=np.int64).reshape(-1))
+
+    def scores(self, w: np.ndarray, b: float = 0.0, ids=None) -> np.ndarray:
+        """``w.x + b`` for the rows ``ids``, or for every row when ``ids`` is None (a block
+        at a time, letting each block's pages go after it: a pass over 10M rows, 20 GB,
+        never holds them all resident)."""
+        w = np.asarray(w, dtype=np.float32).reshape(-1)
+        if ids is not None:
+            ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+            if len(ids) == 0:
+                return np.zeros(0, dtype=np.float32)
+            return self.rows(ids) @ w + np.float32(b)
+        m = self._matrix
         out = np.empty(len(m), dtype=np.float32)
         for start in range(0, len(m), _SCAN_BLOCK_ROWS):
             stop = min(start + _SCAN_BLOCK_ROWS, len(m))
             out[start:stop] = m[start:stop] @ w
             release_pages(m, start, stop)
+        if b:
+            out += np.float32(b)
         return out
 
     # -- search ----------------------------------------------------------------------

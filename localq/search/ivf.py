@@ -95,9 +95,9 @@ _DEFAULT_EXACT_BELOW_ROWS = 4096
 # When the first probe falls short and at most this fraction of the rows is allowed, the
 # next search scans every list at once instead of widening step by step: under the
 # selector FAISS decodes only the allowed rows' codes, so the scan costs about a bitmap
-# test per row plus the allowed rows (1M rows: 9 ms at 1% allowed, 26 ms at 1/16). It
-# used to read the allowed float rows exactly instead, which at 10M meant up to 1.3 GB
-# read at random from vectors.npy, mostly not in the page cache.
+# test per row plus the allowed rows (1M rows: 9 ms at 1% allowed, 26 ms at 1/16). Reading
+# the allowed float rows exactly instead would mean, at 10M, up to 1.3 GB read at random
+# from vectors.npy, mostly not in the page cache.
 _SCAN_ALL_AFTER_SHORT_FRACTION = 1 / 16
 
 _CHUNK_ROWS = 65_536  # rows added or scanned exactly per step: bounded temporary memory

@@ -66,8 +66,9 @@ def wanted(kind: str, rows: int) -> bool:
 
 
 class ApproximateSearch:
-    """The exact index's contract (``search``, ``candidates``, ``matrix()``, ``ntotal``)
-    with the IVF's search: what sampling and the Collection use when the IVF index is on."""
+    """The exact index's contract (``search``, ``candidates``, ``rows``, ``scores``,
+    ``matrix()``, ``ntotal``) with the IVF's search: what sampling and the Collection use
+    when the IVF index is on. Rows and scores by id come from the exact index's rows."""
 
     def __init__(self, flat: VectorIndex, ivf: IvfIndex, trained_rows: int):
         self.flat = flat
@@ -81,6 +82,12 @@ class ApproximateSearch:
 
     def matrix(self) -> np.ndarray:
         return self.flat.matrix()
+
+    def rows(self, ids) -> np.ndarray:
+        return self.flat.rows(ids)
+
+    def scores(self, w, b: float = 0.0, ids=None) -> np.ndarray:
+        return self.flat.scores(w, b, ids)
 
     def search(self, query, k: int, allowed: np.ndarray | None = None):
         return self.ivf.search(query, k, allowed)

@@ -2,11 +2,10 @@
 
 Every write to a collection (indexing a batch, a training round, undo, reset, creating
 or deleting a classifier, repair) runs under an OS file lock (``fcntl.flock``) on
-``<collection>/localq.lock``. Two ``localq index`` runs into one collection used to
-interleave their SQLite ids while each appended its own vectors to its own copy of
-the FAISS index, so FAISS rows stopped matching images; under the lock a writer writes
-its rows to vectors.npy at SQLite's row count, then commits, so ids and rows cannot
-diverge.
+``<collection>/localq.lock``. Two writers without it would interleave their SQLite ids
+while each appended its own rows, so rows would stop matching images; under the lock a
+writer writes its rows to vectors.npy at SQLite's row count, then commits, so ids and
+rows cannot diverge.
 
 Locks are held for one batch or one round (milliseconds to seconds), not for a whole
 run, so a labeling session and an indexing run interleave. A second writer waits up to

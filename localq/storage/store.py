@@ -6,18 +6,17 @@ batch of images with their vectors' digests; a round's labels, seen flags and we
 happens in one transaction, so a process killed at any point leaves either all of it
 or none.
 
-This module holds the Store: its connection, transactions, and the queries on images,
-digests, skips and metadata. The rest lives beside it, and what other modules import
-is re-exported here, so ``from localq.storage.store import ...`` keeps working:
-  store_classifiers.py  the queries on classifiers, rounds, labels, seen flags (a mixin)
-  store_rows.py         the typed rows
-  store_codec.py        vectors as bytes, the digest chain, timestamps
-  store_schema.py       connection settings and the named migrations
-  store_errors.py       SQLite errors as one-line LocalqErrors
+The Store is the connection, its transactions and every query: images, digests, skips
+and metadata (the indexer's and the searcher's half), classifiers, rounds, labels and
+seen flags (the Trainer's half). Beside it: rows.py (the typed rows), codec.py (vectors
+as bytes, the digest chain, timestamps), schema.py (connection settings and the named
+migrations). ``sqlite_failure`` turns what SQLite raised into one-line LocalqErrors,
+for the Store and for the CLI, which maps errors raised outside any Store call too.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -29,33 +28,52 @@ if TYPE_CHECKING:
     import sqlite_utils
 
 from localq.arrays import chunks
-from localq.storage.classifier_queries import ClassifierQueries
-from localq.storage.codec import chain_digest, chain_entries, from_blob, timestamp, to_blob
+from localq.errors import (
+    CollectionBusy,
+    CollectionUnwritable,
+    DatabaseDamaged,
+    LocalqError,
+    StaleClassifier,
+)
+from localq.os_errors import disk_full, low_on_space
+from localq.storage.codec import chain_entries, from_blob, timestamp, to_blob
 from localq.storage.pathcodec import from_db, to_db
 from localq.storage.rows import ClassifierRow, ImageRow, NewImage, RoundRow, Skip
-from localq.storage.schema import (
-    BUSY_TIMEOUT_S,
-    MIGRATIONS,
-    configure,
-    m001_initial,
-    m002_classifiers,
-    m003_vector_digests,
-    m004_classifier_versions,
-    m005_ingested_shards,
-    m006_vectors_to_file,
-    pending_migrations,
-)
-from localq.storage.sqlite_errors import sqlite_failure
-
-__all__ = [
-    "Store", "ImageRow", "NewImage", "Skip", "ClassifierRow", "RoundRow",
-    "to_blob", "from_blob", "chain_digest", "sqlite_failure", "BUSY_TIMEOUT_S", "MIGRATIONS",
-    "m001_initial", "m002_classifiers", "m003_vector_digests", "m004_classifier_versions", "m005_ingested_shards",
-    "m006_vectors_to_file",
-]
+from localq.storage.schema import BUSY_TIMEOUT_S, configure, pending_migrations
 
 
-class Store(ClassifierQueries):
+def sqlite_failure(path: Path, exc: sqlite3.Error) -> LocalqError:
+    """A one-line, actionable error for what SQLite raised on ``path``."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    msg = str(exc)
+    if name.startswith("SQLITE_BUSY") or "locked" in msg:
+        return CollectionBusy(f"{path} stayed locked by another process ({msg}); try again when it finishes")
+    # Before any "damaged" or "unwritable" wording: a full disk is neither, and SQLite
+    # reports it as SQLITE_FULL ("database or disk is full") or, for its -shm and -wal
+    # files, as a plain I/O error.
+    if name.startswith("SQLITE_FULL") or "disk is full" in msg or low_on_space(path.parent):
+        return disk_full(path.parent)
+    if name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_IOERR")) or "readonly" in msg \
+            or "unable to open" in msg:
+        return CollectionUnwritable(
+            f"cannot use {path}: {msg}; localq needs write access to the collection directory and its files, "
+            "even to search (SQLite keeps its write-ahead log and shared memory there)"
+        )
+    if isinstance(exc, sqlite3.IntegrityError):
+        # SQLite refused a write that would break a rule (a UNIQUE path, a NOT NULL
+        # column): it wrote nothing and the file is whole. Only `localq check` can say
+        # the database is damaged, so this is not called damage.
+        return LocalqError(
+            f"collection database {path} refused a write ({msg}); nothing was written and the collection "
+            "is as it was (`localq check` confirms it)"
+        )
+    return DatabaseDamaged(
+        f"collection database {path} is damaged ({msg}): restore it from a backup, or move it aside "
+        f"(mv {path} {path}.broken) and re-index into a new collection; `localq check` says what else is affected"
+    )
+
+
+class Store:
     def __init__(self, path: Path, lock=None):
         """``lock``: the collection's WriteLock; every write transaction holds it."""
         self.path = path
@@ -102,7 +120,7 @@ class Store(ClassifierQueries):
     @property
     def db(self) -> "sqlite_utils.Database":
         """sqlite_utils, for migrations only: importing it imports pandas when installed
-        (0.6-1.4 s measured), which every `localq search` paid."""
+        (0.6-1.4 s measured), which a `localq search` must not pay."""
         if self._db is None:
             import sqlite_utils
 
@@ -327,3 +345,147 @@ class Store(ClassifierQueries):
             if p.exists():
                 out[p.name] = p.stat().st_size
         return out
+
+    # -- seen flags ---------------------------------------------------------------
+    def seen_ids(self, classifier_id: int | None = None) -> np.ndarray:
+        """Seen by one classifier, or by any classifier when None."""
+        if classifier_id is None:
+            rows = self.conn.execute("SELECT DISTINCT image_id FROM seen")
+        else:
+            rows = self.conn.execute("SELECT image_id FROM seen WHERE classifier_id = ?", (classifier_id,))
+        return np.fromiter((r[0] for r in rows), dtype=np.int64)
+
+    def reset_seen(self, classifier_id: int | None = None) -> int:
+        with self.transaction() as c:
+            if classifier_id is None:
+                c.execute("UPDATE classifiers SET version = version + 1")
+                return c.execute("DELETE FROM seen").rowcount
+            c.execute("UPDATE classifiers SET version = version + 1 WHERE id = ?", (classifier_id,))
+            return c.execute("DELETE FROM seen WHERE classifier_id = ?", (classifier_id,)).rowcount
+
+    def count_seen(self, classifier_id: int | None = None) -> int:
+        """Images seen by one classifier, or by any classifier when None."""
+        if classifier_id is None:
+            return self.conn.execute("SELECT count(DISTINCT image_id) FROM seen").fetchone()[0]
+        return self.conn.execute("SELECT count(*) FROM seen WHERE classifier_id = ?", (classifier_id,)).fetchone()[0]
+
+    # -- classifiers, rounds, labels --------------------------------------------------
+    def create_classifier(self, name: str, *, source: str, prompt: str | None, prior: np.ndarray,
+                          weights: np.ndarray, bias: float, settings: dict) -> ClassifierRow:
+        with self.transaction() as c:
+            if c.execute("SELECT 1 FROM classifiers WHERE name = ?", (name,)).fetchone():
+                # Checked under the write lock: another process may have created it meanwhile.
+                raise LocalqError(f"classifier {name!r} exists: open it, or choose another name")
+            cur = c.execute(
+                "INSERT INTO classifiers(name, created_at, source, prompt, prior, round, settings, incarnation)"
+                " VALUES (?, ?, ?, ?, ?, 0, ?, lower(hex(randomblob(8))))",
+                (name, timestamp(), source, prompt, to_blob(prior), json.dumps(settings)),
+            )
+            c.execute(
+                "INSERT INTO rounds(classifier_id, round, weights, bias, strategy, n_labels, created_at) VALUES (?, 0, ?, ?, NULL, 0, ?)",
+                (cur.lastrowid, to_blob(weights), float(bias), timestamp()),
+            )
+        return self.classifier(name)
+
+    def classifier(self, name: str) -> ClassifierRow | None:
+        row = self.conn.execute(
+            "SELECT id, name, created_at, source, prompt, round, settings FROM classifiers WHERE name = ?", (name,)
+        ).fetchone()
+        return ClassifierRow(*row[:6], json.loads(row[6] or "{}")) if row else None
+
+    def classifiers(self) -> list[ClassifierRow]:
+        rows = self.conn.execute("SELECT id, name, created_at, source, prompt, round, settings FROM classifiers ORDER BY name")
+        return [ClassifierRow(*r[:6], json.loads(r[6] or "{}")) for r in rows]
+
+    def classifier_prior(self, classifier_id: int) -> np.ndarray:
+        return from_blob(self.conn.execute("SELECT prior FROM classifiers WHERE id = ?", (classifier_id,)).fetchone()[0])
+
+    def update_settings(self, classifier_id: int, settings: dict) -> None:
+        with self.transaction() as c:
+            c.execute("UPDATE classifiers SET settings = ?, version = version + 1 WHERE id = ?",
+                      (json.dumps(settings), classifier_id))
+
+    def classifier_version(self, classifier_id: int) -> tuple[str, int] | None:
+        """(incarnation, changes so far) of this classifier; None if it no longer exists."""
+        row = self.conn.execute("SELECT incarnation, version FROM classifiers WHERE id = ?", (classifier_id,)).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def delete_classifier(self, classifier_id: int) -> None:
+        with self.transaction() as c:
+            for table in ("labels", "seen", "rounds"):
+                c.execute(f"DELETE FROM {table} WHERE classifier_id = ?", (classifier_id,))
+            c.execute("DELETE FROM classifiers WHERE id = ?", (classifier_id,))
+
+    def rounds(self, classifier_id: int) -> list[RoundRow]:
+        rows = self.conn.execute(
+            "SELECT round, weights, bias, strategy, n_labels, created_at FROM rounds WHERE classifier_id = ? ORDER BY round",
+            (classifier_id,),
+        )
+        return [RoundRow(r, from_blob(w), b, s, n, t) for r, w, b, s, n, t in rows]
+
+    def latest_round(self, classifier_id: int) -> RoundRow:
+        """The newest round only: reading every round's weights grows with the history."""
+        r, w, b, s, n, t = self.conn.execute(
+            "SELECT round, weights, bias, strategy, n_labels, created_at FROM rounds WHERE classifier_id = ?"
+            " ORDER BY round DESC LIMIT 1", (classifier_id,)).fetchone()
+        return RoundRow(r, from_blob(w), b, s, n, t)
+
+    def commit_round(self, classifier_id: int, round_no: int, scores: dict[int, float], seen: Iterable[int],
+                     weights: np.ndarray, bias: float, strategy: str | None) -> None:
+        """A round's labels, seen flags and fitted weights, all or nothing."""
+        now = timestamp()
+        with self.transaction() as c:
+            self._expect_round(c, classifier_id, round_no - 1)
+            c.executemany(
+                "INSERT INTO labels(classifier_id, round, image_id, score, at) VALUES (?, ?, ?, ?, ?)",
+                [(classifier_id, round_no, int(i), float(s), now) for i, s in scores.items()],
+            )
+            c.executemany(
+                "INSERT OR IGNORE INTO seen(classifier_id, image_id, round) VALUES (?, ?, ?)",
+                [(classifier_id, int(i), round_no) for i in seen],
+            )
+            n_labels = c.execute(
+                "SELECT count(DISTINCT image_id) FROM labels WHERE classifier_id = ?", (classifier_id,)
+            ).fetchone()[0]
+            c.execute(
+                "INSERT INTO rounds(classifier_id, round, weights, bias, strategy, n_labels, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (classifier_id, round_no, to_blob(weights), float(bias), strategy, n_labels, now),
+            )
+            c.execute("UPDATE classifiers SET round = ?, version = version + 1 WHERE id = ?", (round_no, classifier_id))
+
+    def undo_round(self, classifier_id: int, round_no: int) -> None:
+        """Drop round ``round_no``, refused unless it is the latest (checked in the transaction)."""
+        with self.transaction() as c:
+            self._expect_round(c, classifier_id, round_no)
+            for table in ("labels", "seen", "rounds"):
+                c.execute(f"DELETE FROM {table} WHERE classifier_id = ? AND round = ?", (classifier_id, round_no))
+            c.execute("UPDATE classifiers SET round = ?, version = version + 1 WHERE id = ?", (round_no - 1, classifier_id))
+
+    @staticmethod
+    def _expect_round(c, classifier_id: int, round_no: int) -> None:
+        # The last line of defence against a writer working from a stale view: the
+        # Trainer checks first and reloads; this catches anything that slipped past.
+        row = c.execute("SELECT name, round FROM classifiers WHERE id = ?", (classifier_id,)).fetchone()
+        if row is None:
+            raise StaleClassifier("the classifier was deleted by another process")
+        if row[1] != round_no:
+            raise StaleClassifier(
+                f"classifier {row[0]!r} is at round {row[1]}, not {round_no}: another process changed it; reopen it")
+
+    def current_labels(self, classifier_id: int) -> dict[int, float]:
+        """Each image's most recent label for this classifier, in one pass over the
+        labels_by_image index (store_schema.m007): SQLite takes a bare column (score) from
+        the row that holds the group's max(). Ordered as the labels were given (round, then
+        id), so a fit sees them in the same order however they are read."""
+        rows = self.conn.execute(
+            "SELECT image_id, score, max(round) AS latest FROM labels WHERE classifier_id = ? GROUP BY image_id"
+            " ORDER BY latest, image_id",
+            (classifier_id,),
+        )
+        return {image_id: score for image_id, score, _ in rows}
+
+    def label_history(self, classifier_id: int) -> list[tuple[int, int, float]]:
+        rows = self.conn.execute(
+            "SELECT round, image_id, score FROM labels WHERE classifier_id = ? ORDER BY round, image_id", (classifier_id,)
+        )
+        return rows.fetchall()

@@ -94,7 +94,7 @@ def test_a_refused_write_is_not_called_damage():
     # A constraint SQLite refuses is a refused write: the data is whole, `localq check`
     # says so, and telling the user to throw the database away would be wrong.
     from localq.errors import DatabaseDamaged
-    from localq.storage.sqlite_errors import sqlite_failure
+    from localq.storage.store import sqlite_failure
 
     conn = sqlite3.connect(":memory:")
     conn.execute("CREATE TABLE t (x UNIQUE)")
