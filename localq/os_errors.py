@@ -1,7 +1,7 @@
 """What the OS raised on a write (no space, a quota, a read-only or failing disk), turned
 into the one-line LocalqError the CLI prints.
 
-Its own module because SQLite's errors (store_errors.py), the vectors file, the output
+Its own module because SQLite's errors (Store's sqlite_failure), the vectors file, the output
 folders (outputs.py) and the CLI's last-resort handler all need the same words, and a
 full disk must be named before anything could call data "damaged".
 """

@@ -2,7 +2,7 @@
 
 Opening for search maps vectors.npy (vector_file.py) and checks it against SQLite: the
 header, SQLite's row count, and the digest chain's first and last segments
-(index_mirror.py). Nothing reads every row. This prints, side by side, medians over
+(collection/vector_checks.py). Nothing reads every row. This prints, side by side, medians over
 --repeat opens, each in a fresh process state (new Collection, new map):
 
 - floor: ``np.load(vectors.npy, mmap_mode="r")`` plus SQLite's row count, what any

@@ -198,7 +198,7 @@ def main() -> None:
     ap.add_argument("--no-agreement", action="store_true",
                     help="skip the exact batch each IVF round is compared with: at 10M its pass over 20 GB "
                          "evicts from the page cache the rows the timed rounds read (and counts as resident)")
-    ap.add_argument("--nprobe", type=int, help="the IVF's first probe (default: ivf_index's)")
+    ap.add_argument("--nprobe", type=int, help="the IVF's first probe (default: search.ivf's)")
     ap.add_argument("--label-scales", type=int, nargs="+", metavar="N",
                     help="instead: a round on a classifier already holding N labels, side by side for each N "
                          "(e.g. 10 10000, on the first --sizes)")

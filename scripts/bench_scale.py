@@ -222,7 +222,7 @@ def main() -> None:
                         help="time the IVF only (the truths are still exact): at 10M each exact pass reads 20 GB")
     parser.add_argument("--rebuild", action="store_true", help="train the index again")
     parser.add_argument("--nlist", type=int, help="default ~4*sqrt(n)")
-    parser.add_argument("--nprobe", type=int, help="lists probed first (default: ivf_index's, about 1%% of them)")
+    parser.add_argument("--nprobe", type=int, help="lists probed first (default: search.ivf's, about 1%% of them)")
     parser.add_argument("--rerank", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the raw figures here (docs/bench/scale-*.json)")

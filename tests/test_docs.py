@@ -203,3 +203,32 @@ def test_docs_hold_no_scratch_paths_or_history(doc):
     text = path.read_text()
     for phrase in ("/tmp/", "an earlier run", "before this change"):
         assert phrase not in text, f"{doc} says {phrase!r}: docs describe the code as it is, with commands to rerun"
+
+
+def _module_map() -> set[str]:
+    """The files ARCHITECTURE.md's module map lists, as paths under localq/."""
+    text = ARCHITECTURE.read_text()
+    block = text[text.index("## Module map"):]
+    block = block[block.index("```") + 3:]
+    block = block[:block.index("```")]
+    listed, stack = set(), []
+    for line in block.splitlines():
+        match = re.match(r"^( *)([a-z_]+(?:\.py|/))(?:\s|$)", line)
+        if not match or match.group(2) == "localq/":
+            continue
+        depth = len(match.group(1)) // 2 - 1
+        del stack[depth:]
+        if match.group(2).endswith("/"):
+            stack.append(match.group(2))
+        else:
+            listed.add("".join(stack) + match.group(2))
+    return listed
+
+
+def test_the_module_map_is_the_tree():
+    listed = _module_map()
+    package = ROOT / "localq"
+    on_disk = {str(p.relative_to(package)) for p in package.rglob("*.py")}
+    packages_init = {f for f in on_disk if f.endswith("/__init__.py")}
+    assert listed <= on_disk, f"the map lists files that do not exist: {sorted(listed - on_disk)}"
+    assert on_disk - packages_init <= listed, f"files missing from the map: {sorted(on_disk - packages_init - listed)}"

@@ -156,7 +156,7 @@ def count_option(*decls, default=None, **kwargs):
     return click.option(*decls, type=click.IntRange(min=1), default=default, **kwargs)
 
 
-# ivf_mirror.KINDS, spelled out so that `localq --help` does not import NumPy and SQLite
+# upkeep.KINDS, spelled out so that `localq --help` does not import NumPy and SQLite
 # (tests/test_ivf_collection.py checks that the two agree).
 SEARCH_INDEX_KINDS = ("auto", "exact", "ivf")
 

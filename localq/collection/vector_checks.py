@@ -2,7 +2,7 @@
 
 vectors.npy is the vectors' only copy (vector_file.py); SQLite records their digest
 chain, one entry per committed batch and at least every DIGEST_SEGMENT_ROWS rows
-(store_codec.py). Opening checks what stays cheap at any size: the header (dim, at
+(storage/codec.py). Opening checks what stays cheap at any size: the header (dim, at
 least SQLite's row count) and the chain's first and last segments. That catches a file
 from another collection, an older copy put back, and a write the disk tore. `localq
 check` verifies every segment (``bad_segments``). Collection is this module's only caller.

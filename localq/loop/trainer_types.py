@@ -1,9 +1,7 @@
 """The plain values a Trainer is configured with and hands back to its drivers.
 
-They live apart from trainer.py because they carry no behaviour of the loop: the
-Trainer's mixins (scoring.py, cold_start_actions.py) and start_query.py use them
-without importing the Trainer, so no import runs back up to localq.loop.trainer.
-``localq.loop.trainer`` re-exports every name here, which stays the place drivers import from.
+They live apart from trainer.py because they carry no behaviour of the loop: scoring.py,
+start_query.py and the drivers use them without importing the Trainer.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Row position == id == SQLite ``images.id``. Rows are never removed: callers excl
 with the ``allowed`` mask instead. The rows are memory-mapped from vectors.npy
 (vector_file.py), so NumPy and BLAS read them in place and nothing loads them all into
 RAM. HNSW and IVF lose results under a selector (docs/faiss-notes.md, pitfalls 5 and 6); the
-approximate index past a size is ivf_index.py, which re-ranks from these rows.
+approximate index past a size is search/ivf.py, which re-ranks from these rows.
 
 One query (``search``), measured by ``scripts/bench_search.py``:
 - when at least ``_GATHER_BELOW_FRACTION`` of the rows are allowed: one BLAS
@@ -133,7 +133,7 @@ class VectorIndex:
 
     def candidates(self, query: np.ndarray, n: int, allowed: np.ndarray | None = None):
         """The ``n`` best allowed rows with their scores, as ``search`` (an approximate
-        index answers this from its codes instead: ivf_index.py)."""
+        index answers this from its codes instead: search/ivf.py)."""
         return self.search(query, n, allowed)
 
     # -- internals -------------------------------------------------------------------

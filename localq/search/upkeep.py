@@ -3,7 +3,7 @@ in step with SQLite, and when it is trusted.
 
 Past ``AUTO_IVF_FROM_ROWS`` rows one exact pass costs more than a labeling round should
 wait (~80-160 ms per million 512-d rows on a 2-core machine), so a collection searches an
-IVF-SQ8 index instead (ivf_index.py: re-ranked exactly, widening then exact under "near"
+IVF-SQ8 index instead (search/ivf.py: re-ranked exactly, widening then exact under "near"
 seen sets). The choice is the collection's ``search_index`` setting: ``auto`` (the
 default: by size), ``exact`` or ``ivf``, set with ``localq index/ingest --index``.
 

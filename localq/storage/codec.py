@@ -32,7 +32,7 @@ def chain_digest(previous: str, blobs: Iterable[bytes]) -> str:
 
 
 # The chain gets an entry at least every this many rows, even inside one large batch (an
-# ingested shard): opening a collection verifies its last entry's rows (index_mirror.py),
+# ingested shard): opening a collection verifies its last entry's rows (collection/vector_checks.py),
 # which must stay cheap at any size.
 DIGEST_SEGMENT_ROWS = 16384
 

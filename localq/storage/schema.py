@@ -104,7 +104,7 @@ def m002_classifiers(db: sqlite_utils.Database) -> None:
 def m003_vector_digests(db: sqlite_utils.Database) -> None:
     # A running digest of every vector, one entry per committed batch (end_row = rows so
     # far). The FAISS file records the (rows, digest) it mirrors; a file whose pair is not
-    # in this table mirrors some other state and is rebuilt (see index_mirror.py).
+    # in this table mirrors some other state and is rebuilt (see collection/vector_checks.py).
     db["vector_digests"].create({"end_row": int, "digest": str}, pk="end_row")
     h, n = hashlib.sha256(b""), 0
     for (blob,) in db.conn.execute("SELECT vector FROM vectors ORDER BY id"):
@@ -180,7 +180,7 @@ def _legacy_blocks(conn: sqlite3.Connection, rows: int, dim: int, size: int = 65
 
 
 def m007_labels_by_image(db: sqlite_utils.Database) -> None:
-    # Each image's latest label is read every round (store_classifiers.current_labels).
+    # Each image's latest label is read every round (Store.current_labels).
     # The primary key orders labels by round, so finding an image's latest label scanned
     # all of a classifier's labels: 1.3 s a call at 7,000 labels. Ordered by image, then
     # round, with the score in the index, it is one pass over the index.

@@ -136,7 +136,7 @@ class Store:
             # Re-read under the lock: another process may have migrated meanwhile.
             self.db["_migrations"].create({"name": str, "applied_at": str}, pk="name", if_not_exists=True)
             for step in pending_migrations(self.conn):
-                notice = getattr(step, "notice", None)  # a long step says so first (store_schema.py)
+                notice = getattr(step, "notice", None)  # a long step says so first (schema.py)
                 text = notice(self.conn) if notice is not None else None
                 if text and on_wait is not None:
                     on_wait(text)
@@ -474,7 +474,7 @@ class Store:
 
     def current_labels(self, classifier_id: int) -> dict[int, float]:
         """Each image's most recent label for this classifier, in one pass over the
-        labels_by_image index (store_schema.m007): SQLite takes a bare column (score) from
+        labels_by_image index (schema.m007_labels_by_image): SQLite takes a bare column (score) from
         the row that holds the group's max(). Ordered as the labels were given (round, then
         id), so a fit sees them in the same order however they are read."""
         rows = self.conn.execute(
