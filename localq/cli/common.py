@@ -157,7 +157,7 @@ def count_option(*decls, default=None, **kwargs):
 
 
 # upkeep.KINDS, spelled out so that `localq --help` does not import NumPy and SQLite
-# (tests/test_ivf_collection.py checks that the two agree).
+# (tests/search/test_ivf_collection.py checks that the two agree).
 SEARCH_INDEX_KINDS = ("auto", "exact", "ivf")
 
 

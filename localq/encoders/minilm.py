@@ -4,7 +4,7 @@ Why not sentence-transformers: importing it (with transformers and torch) took 2
 on this 2-core machine (``python -X importtime``), against ~0.1 s for ``tokenizers`` and
 ``safetensors.numpy``, and a text query embeds one short prompt. The forward pass is the
 one sentence-transformers runs for this model (BertModel, mean pooling over the
-attention mask, L2 normalization; max 256 tokens); tests/test_minilm.py checks that
+attention mask, L2 normalization; max 256 tokens); tests/encoders/test_minilm.py checks that
 both give the same vectors (max abs difference <= 1e-5).
 """
 

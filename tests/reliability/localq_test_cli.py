@@ -19,7 +19,7 @@ from localq.cli import main  # noqa: E402
 
 if os.environ.get("LOCALQ_TEST_SLOW_FIRST_BATCH"):
     # The first batch of a big collection on a busy machine: a window in which keys typed
-    # right after the UI appears must still count (tests/test_tui_tmux.py).
+    # right after the UI appears must still count (tests/tui/test_tui_tmux.py).
     import time
 
     from localq.tui import bridge

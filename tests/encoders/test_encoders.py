@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow  # loads the real encoders
 
 torch = pytest.importorskip("torch")
 
-DATASETS = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets"
+DATASETS = Path(__file__).resolve().parents[2] / ".." / "shared" / "datasets"
 IMAGENETTE_VAL = DATASETS / "imagenette" / "val"
 PROMPTS = [f"a photo of a {name}" for name in IMAGENETTE_CLASSES.values()]
 

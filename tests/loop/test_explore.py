@@ -259,7 +259,7 @@ def test_clusters_fitted_on_a_pool_ignore_every_row_outside_it(tmp_path):
 
 
 def test_a_trainer_with_a_pool_split_explores_clusters_of_its_pool(tmp_path):
-    from test_bench import clusters as split_collection
+    from conftest import clusters as split_collection
 
     coll = split_collection(tmp_path / "c", train=60, val=60)
     pool = coll.split_mask("train")

@@ -24,7 +24,7 @@ from localq.ingest.scan import FileEntry
 
 pytestmark = pytest.mark.slow  # times whole localq processes
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

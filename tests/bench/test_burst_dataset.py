@@ -12,7 +12,7 @@ from PIL import Image
 
 from localq.bench.scenes import scene_of
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "burst_dataset.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "burst_dataset.py"
 
 
 def _dataset(root: Path, classes=("a", "b", "c"), train=5, val=2) -> Path:

@@ -17,7 +17,7 @@ from localq.errors import VectorsDamaged
 from localq.loop.trainer import Trainer
 from localq.storage.rows import NewImage
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 @pytest.fixture

@@ -22,58 +22,7 @@ from localq.loop.sampling import DEFAULT_STRATEGY
 pytestmark = pytest.mark.slow  # runs the benchmark
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
-
-
-class PromptEncoder:
-    """Maps "a photo of a <label>" to a fixed vector per label; images are never encoded."""
-
-    encoder_spec = "test-prompt"
-    weights = None
-    image_size = 8
-
-    def __init__(self, prompts: dict[str, np.ndarray]):
-        import hashlib
-
-        self.prompts = prompts
-        self.dim = len(next(iter(prompts.values())))
-        # model_id names one vector space (prompt vectors are cached by it), and every
-        # synthetic collection draws its own prompts: the id must tell them apart.
-        digest = hashlib.sha256(b"".join(np.asarray(prompts[k], np.float32).tobytes() for k in sorted(prompts)))
-        self.model_id = f"test-prompt/{digest.hexdigest()[:12]}"
-
-    def encode_texts(self, texts):
-        return np.stack([_unit(self.prompts[t.split()[-1]]) for t in texts])
-
-
-def make_collection(root: Path, vectors: np.ndarray, labels: list[str], splits: list[str], prompts: dict,
-                    paths: list[str] | None = None):
-    from localq.collection.collection import Collection
-    from localq.storage.rows import NewImage
-
-    coll = Collection.open(root, create=True)
-    coll.bind_encoder(PromptEncoder(prompts))
-    paths = paths or [f"/synthetic/{i}.png" for i in range(len(labels))]
-    rows = [NewImage(paths[i], f"h{i}", 1, 0.0, 1, 1, labels[i], splits[i]) for i in range(len(labels))]
-    coll.add_images(rows, _unit(np.asarray(vectors, np.float32)))
-    coll.save_index()
-    return coll
-
-
-def clusters(root: Path, *, n_classes=4, train=30, val=15, dim=16, spread=0.8, prompt_noise=1.0, seed=0):
-    """Gaussian clusters with a train and a val split; each prompt is its centre plus noise,
-    so zero-shot is imperfect and labels have something to add."""
-    rng = np.random.default_rng(seed)
-    centres = _unit(rng.standard_normal((n_classes, dim)))
-    labels, splits, vecs = [], [], []
-    for split, n in (("train", train), ("val", val)):
-        for c in range(n_classes):
-            vecs.append(centres[c] + spread * rng.standard_normal((n, dim)) / np.sqrt(dim))
-            labels += [str(c)] * n
-            splits += [split] * n
-    prompts = {str(c): centres[c] + prompt_noise * rng.standard_normal(dim) / np.sqrt(dim) for c in range(n_classes)}
-    return make_collection(root, np.concatenate(vecs), labels, splits, prompts)
+from conftest import _unit, clusters, make_collection  # noqa: E402
 
 
 def small_config(**kw) -> BenchConfig:

@@ -10,7 +10,7 @@ The layout (where each card's thumbnail is) comes from the same app run under Pi
 Needs Debian's xvfb, x11-apps (xwd), xdotool (keys), xterm and kitty (kitty: OpenGL via Mesa llvmpipe).
 In CI (CI=true) a missing terminal fails; elsewhere the test is skipped with the reason.
 
-    python tests/test_real_terminals.py docs/screenshots     # rewrite the README's screenshots
+    python tests/tui/test_real_terminals.py docs/screenshots     # rewrite the README's screenshots
 """
 
 from __future__ import annotations
@@ -29,12 +29,12 @@ import pytest
 
 pytestmark = pytest.mark.slow  # drives kitty and xterm under Xvfb
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 pytest.importorskip("textual")
 
 from conftest import IMAGENETTE, ColorEncoder  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 COLS, ROWS = 160, 48
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

@@ -18,7 +18,7 @@ from localq.collection.collection import Collection
 
 pytestmark = pytest.mark.slow  # 10,000 labels
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 def _classifier(coll) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "long_tail_dataset.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "long_tail_dataset.py"
 
 
 @pytest.fixture(scope="module")

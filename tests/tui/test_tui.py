@@ -1,7 +1,7 @@
 """The Textual labeling UI, headless: keys, fit, undo, quit, predictions, key bursts, snapshots.
 
 SVG snapshots live in tests/snapshots/. After an intended change of the look, regenerate
-them with ``LOCALQ_UPDATE_SNAPSHOTS=1 pytest tests/test_tui.py`` and review the diff
+them with ``LOCALQ_UPDATE_SNAPSHOTS=1 pytest tests/tui/test_tui.py`` and review the diff
 (``rsvg-convert tests/snapshots/X.svg -o /tmp/X.png`` shows one as a picture).
 """
 
@@ -30,7 +30,7 @@ from localq.tui.screens import PredictionsScreen, PreviewScreen, grid_layout  # 
 from localq.tui.thumbnails import COLORS_256, LRU, ThumbnailCache, box_for, render_halfblock, render_missing  # noqa: E402
 from localq.tui.widgets import Card  # noqa: E402
 
-SNAPSHOTS = Path(__file__).parent / "snapshots"
+SNAPSHOTS = Path(__file__).resolve().parents[1] / "snapshots"
 UPDATE = os.environ.get("LOCALQ_UPDATE_SNAPSHOTS") == "1"
 
 # -- collections -------------------------------------------------------------------------------

@@ -113,7 +113,7 @@ def test_unreadable_file(tmp_path):
         path.chmod(0)
         code = ("import sys; from localq.imageio import read_image; from localq.errors import BadImage\n"
                 "try:\n    read_image(sys.argv[1])\nexcept BadImage as e:\n    print(e.reason)")
-        repo = str(Path(__file__).resolve().parents[1])
+        repo = str(Path(__file__).resolve().parents[2])
         out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code,
                               str(path)], capture_output=True, text=True, cwd="/", env={**os.environ, "PYTHONPATH": repo})
         assert out.stdout.strip() == "unreadable: Permission denied", out.stderr

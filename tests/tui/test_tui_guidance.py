@@ -1,7 +1,7 @@
 """The labeling UI says what it is doing (headless, Textual's pilot): the phase on the status
 line, class names instead of WordNet ids, what a card's number is, keys typed before the
 batch is ready, and the line printed after quitting. The same keys in a real terminal
-(tmux) are in tests/test_tui_tmux.py."""
+(tmux) are in tests/tui/test_tui_tmux.py."""
 
 from __future__ import annotations
 

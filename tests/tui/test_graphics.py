@@ -1,6 +1,6 @@
 """Kitty graphics and sixel thumbnails without a real terminal: what the painter sends, and when.
 
-The pixels on a real screen are checked in tests/test_real_terminals.py; here the app runs
+The pixels on a real screen are checked in tests/tui/test_real_terminals.py; here the app runs
 under Pilot with a painter forced on, and the escape sequences it would write are
 captured: which image is placed where, what happens on a preview, a modal and a resize,
 plus the sixel encoder (decoded back), the kitty sequences and the terminal detection.

@@ -133,7 +133,7 @@ def test_kill_9_mid_run_resumes_without_duplicates(tmp_path, colour_folder):
     """A real SIGKILL after the second batch commits: the FAISS file was never saved."""
     script = textwrap.dedent(f"""
         import os, signal, sys
-        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
         from conftest import ColorEncoder
         from localq.collection.collection import Collection
         from localq.ingest.indexer import index_paths
