@@ -29,7 +29,7 @@ from localq.display import printable
 @count_option("--batch-size", default=32, show_default=True, help="Images per encoder batch.")
 @click.option("--decode-threads", default=1, show_default=True, type=click.IntRange(0, 8),
               help="Threads decoding the next batch while the model runs (0: decode in turn with it).")
-@click.option("--ray", "ray_address", metavar="ADDRESS", help="Embed on Ray (auto, HOST:PORT or local), then ingest (see `localq embed`).")
+@click.option("--ray", "ray_address", metavar="ADDRESS", help="Embed new and changed files on Ray (auto, HOST:PORT or local), then index as without it (see `localq embed`).")
 @search_index_option
 @click.option("--verify", is_flag=True,
               help="Re-read and hash every file, even where size and mtime are unchanged (slower; catches a file "
@@ -52,7 +52,7 @@ def index(paths, db, encoder, weights, with_labels, batch_size, decode_threads, 
       localq index ../shared/datasets/imagenette/val --labels
     """
     from localq.encoders import load_encoder
-    from localq.ingest.indexer import check_roots, index_paths
+    from localq.ingest.indexer import check_roots, index_on_ray, index_paths
 
     check_roots(paths)  # before the collection is created: a mistyped folder writes nothing
     with open_collection(db, create=True) as coll:
@@ -60,24 +60,14 @@ def index(paths, db, encoder, weights, with_labels, batch_size, decode_threads, 
             coll.set_search_index(search_index)
         spec = encoder or coll.encoder_spec or "lite0"
         enc = load_encoder(spec, weights if weights else (coll.encoder_weights if spec == coll.encoder_spec else None))
+        progress = ProgressLine("embedding on Ray" if ray_address else "indexing", enabled=not quiet and not as_json)
         if ray_address:
-            from localq.ingest.shard_ingest import index_on_ray
-
-            reports = index_on_ray(coll, list(paths), enc, with_labels=with_labels, address=ray_address, batch_size=batch_size,
-                                   progress=ProgressLine("embedding", enabled=not quiet and not as_json))
-            total = reports[-1].images
-            added, replaced = sum(r.added for r in reports), sum(r.replaced for r in reports)
-            skipped = [s for r in reports for s in r.skipped]
-            if as_json:
-                emit_json({"collection": str(coll.root), "images": total, "added": added, "changed": replaced,
-                           "skipped": [{"path": p, "reason": r} for p, r in skipped]})
-            else:
-                click.echo(f"{added} added, {replaced} changed, {len(skipped)} skipped (on Ray); {total} images in {printable(coll.root)}")
-            return
-        getattr(enc, "model", None)  # a lazily loaded CNN loads now, outside the timed run (as before)
-        progress = ProgressLine("indexing", enabled=not quiet and not as_json)
-        report = index_paths(coll, list(paths), enc, with_labels=with_labels, batch_size=batch_size, progress=progress,
-                             decode_workers=decode_threads, verify=verify)
+            report = index_on_ray(coll, list(paths), enc, address=ray_address, with_labels=with_labels,
+                                  batch_size=batch_size, progress=progress, verify=verify)
+        else:
+            getattr(enc, "model", None)  # a lazily loaded CNN loads now, outside the timed run
+            report = index_paths(coll, list(paths), enc, with_labels=with_labels, batch_size=batch_size,
+                                 progress=progress, decode_workers=decode_threads, verify=verify)
         total = coll.count_live()
     if as_json:
         emit_json({"collection": str(coll.root), "images": total, **_report_dict(report)})

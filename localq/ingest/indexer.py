@@ -28,7 +28,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -83,6 +83,7 @@ def index_paths(
     order: str = "scan",
     stop: threading.Event | None = None,
     verify: bool = False,
+    known_vectors: Mapping[str, Embedded] | None = None,
 ) -> IndexReport:
     """Index ``roots`` into ``collection``. ``order="spread"`` embeds files round-robin
     over their folders (class folders, days of photos), so the first minutes of a long
@@ -93,7 +94,11 @@ def index_paths(
     (a re-run of a large folder costs a stat per file). A file rewritten at the same size
     with its mtime put back keeps its old vector; ``verify`` re-reads and hashes every
     file, skipped ones included, and catches that. A root that does not exist raises
-    ImageNotFound before anything is written."""
+    ImageNotFound before anything is written.
+
+    ``known_vectors`` (content hash -> Embedded) are vectors embedded elsewhere (on Ray, by
+    ``index_on_ray``): a file with one of those hashes is not decoded and its vector is
+    taken from there. Everything else, moves and skips included, is as without it."""
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}")
     check_roots(roots)
@@ -101,10 +106,7 @@ def index_paths(
     collection.bind_encoder(encoder)
     report = IndexReport()
 
-    entries, scan_skips = [], []
-    for item in scan([Path(r) for r in roots], with_labels=with_labels):
-        (entries if isinstance(item, FileEntry) else scan_skips).append(item)
-    entries, scan_skips, report.duplicates = _once_each(entries, scan_skips)
+    entries, scan_skips, report.duplicates = _scan_once_each(roots, with_labels)
     report.scanned = len(entries)
     known_skips = collection.skip_stats()
     # A FIFO or an SVG skipped before, unchanged since, is counted, not reported again.
@@ -117,14 +119,16 @@ def index_paths(
     if order == "spread":
         todo = spread_order(todo)
     image_size = getattr(encoder, "image_size", None)
-    prepare = lambda entry: _prepare(entry, encoder, image_size, old_hashes.get(entry.path), pool.hashes)  # noqa: E731
+    known_vectors = known_vectors or {}
+    not_to_decode = pool.hashes | frozenset(known_vectors)
+    prepare = lambda entry: _prepare(entry, encoder, image_size, old_hashes.get(entry.path), not_to_decode)  # noqa: E731
     prepared = prepared_batches(_batches(todo, batch_size), prepare, decode_workers)
     try:
         done = 0
         if progress:
             progress(0, len(todo))
         for batch in prepared:
-            _embed_batch(collection, encoder, batch, replaces, pool, report)
+            _embed_batch(collection, encoder, batch, replaces, pool, report, known_vectors)
             done += len(batch)
             if progress:
                 progress(done, len(todo))
@@ -147,6 +151,55 @@ def index_paths(
     return report
 
 
+EMBED_DIR = "embed-shards"  # inside a collection: where `localq index --ray` embeds to
+
+
+def index_on_ray(collection: Collection, roots: list[str | Path], encoder, *, address: str, with_labels: bool = False,
+                 batch_size: int = 32, progress: Progress | None = None, verify: bool = False,
+                 encoder_factory=None) -> IndexReport:
+    """`localq index PATHS --ray ADDRESS`: the files ``index_paths`` would read are embedded
+    on Ray into shards inside the collection (``localq.ingest.embed``), then ``index_paths``
+    runs as without Ray, taking their vectors by content hash. Moves, ``verify``, skips
+    and files gone are therefore the same as on one machine. The shards are deleted
+    after; a run killed while embedding resumes from the shards already written.
+    ``encoder_factory`` builds ``encoder`` in the Ray workers (tests); by default they
+    load its spec and weights."""
+    import hashlib
+    import shutil
+
+    from localq.ingest import shards
+    from localq.ingest.embed import embed_to_shards
+
+    todo = files_to_embed(collection, roots, with_labels=with_labels, verify=verify)
+    known: dict[str, Embedded] = {}
+    out = None
+    if todo:
+        shards.require_pyarrow()
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        listed = sorted(e.path for e in todo)
+        key = hashlib.sha256("\0".join(listed).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+        out = collection.root / EMBED_DIR / key
+        out.mkdir(parents=True, exist_ok=True)
+        files = out.parent / f"{key}.parquet"
+        pq.write_table(pa.table({"image_path": listed}), files)
+        embed_to_shards(files, out, encoder_spec=encoder.encoder_spec, weights=encoder.weights, dtype="float32",
+                        ray_address=address, batch_size=batch_size, encoder_factory=encoder_factory, progress=progress)
+        for shard in shards.list_shards(out):
+            data = shards.read_shard(shard, collection.dim)
+            meta = data.metadata
+            for i, digest in enumerate(meta.get("hash") or []):
+                if digest and not (meta.get("skip_reason") or [None] * data.rows)[i]:
+                    known[digest] = Embedded(data.vectors[i], int(meta["width"][i]), int(meta["height"][i]))
+    report = index_paths(collection, roots, encoder, with_labels=with_labels, batch_size=batch_size,
+                         verify=verify, known_vectors=known)
+    if out is not None and not report.interrupted:
+        shutil.rmtree(out, ignore_errors=True)
+        (out.parent / f"{out.name}.parquet").unlink(missing_ok=True)
+    return report
+
+
 def check_roots(roots) -> None:
     """ImageNotFound, naming the first root that does not exist: a mistyped folder is an
     error, not an empty success."""
@@ -154,6 +207,34 @@ def check_roots(roots) -> None:
         path = Path(root).expanduser()
         if not os.path.lexists(path):
             raise ImageNotFound(f"{path}: no such file or directory; nothing was indexed")
+
+
+def files_to_embed(collection: Collection, roots: list[str | Path], *, with_labels: bool = False,
+                   verify: bool = False) -> list[FileEntry]:
+    """The files ``index_paths`` would read (new, or changed by size or mtime; every file
+    with ``verify``), without writing anything: what ``index_on_ray`` embeds on the
+    cluster. A moved file is among them (only its content says it moved)."""
+    check_roots(roots)
+    entries, _, _ = _scan_once_each(roots, with_labels)
+    live, known_skips = collection.live_files(), collection.skip_stats()
+    return [e for e in entries if _needs_reading(e, live.get(e.path), known_skips, verify)]
+
+
+def _scan_once_each(roots, with_labels: bool):
+    entries, scan_skips = [], []
+    for item in scan([Path(r) for r in roots], with_labels=with_labels):
+        (entries if isinstance(item, FileEntry) else scan_skips).append(item)
+    return _once_each(entries, scan_skips)
+
+
+def _needs_reading(entry: FileEntry, row, known_skips: dict, verify: bool) -> bool:
+    """False for a file taken as unchanged (its row's size, mtime and label) or as the same
+    bad file skipped before; ``verify`` reads every file."""
+    if verify:
+        return True
+    if row is not None:
+        return not (row.size == entry.size and row.mtime == entry.mtime and (not entry.label or row.label == entry.label))
+    return known_skips.get(entry.path) != (entry.size, entry.mtime)
 
 
 def _once_each(entries: list[FileEntry], skips: list[ScanSkip]):
@@ -184,16 +265,15 @@ def _plan(collection, roots, entries, scan_skips, report, verify: bool = False):
     old_hashes: dict[str, str] = {}
     for entry in entries:
         row = live.get(entry.path)
-        if row is not None:
-            same = row.size == entry.size and row.mtime == entry.mtime and (not entry.label or row.label == entry.label)
-            if same and not verify:
+        if not _needs_reading(entry, row, known_skips, verify):
+            if row is not None:
                 report.unchanged += 1
-                continue
+            else:
+                report.skipped_known += 1
+            continue
+        if row is not None:
             replaces[entry.path] = row.id
             old_hashes[entry.path] = row.hash
-        elif not verify and known_skips.get(entry.path) == (entry.size, entry.mtime):
-            report.skipped_known += 1
-            continue
         todo.append(entry)
 
     scanned = {e.path for e in entries}
@@ -233,6 +313,15 @@ def _under(path: str, prefix: str) -> bool:
 def _batches(items: list, size: int):
     for i in range(0, len(items), size):
         yield items[i:i + size]
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """A file's vector and pixel size, embedded elsewhere (on Ray, into shards)."""
+
+    vector: np.ndarray
+    width: int
+    height: int
 
 
 @dataclass
@@ -342,7 +431,7 @@ class _Batch:
 
 
 def _embed_batch(collection: Collection, encoder, batch: list[Prepared], replaces: dict[str, int],
-                 pool: MovePool, report: IndexReport):
+                 pool: MovePool, report: IndexReport, known_vectors: Mapping[str, Embedded]):
     plan = _Batch()
     olds = {r.id: r for r in collection.image_rows([replaces[i.entry.path] for i in batch if i.entry.path in replaces])}
     for item in batch:
@@ -362,7 +451,7 @@ def _embed_batch(collection: Collection, encoder, batch: list[Prepared], replace
         if source is not None:
             plan.moves.append((entry, source, old_id))
             continue
-        _new_row(collection, plan, item, pool.source(digest))
+        _new_row(collection, plan, item, pool.source(digest), known_vectors.get(digest))
     if plan.tensors:
         import torch
 
@@ -375,12 +464,15 @@ def _embed_batch(collection: Collection, encoder, batch: list[Prepared], replace
     report.reused += plan.reused
 
 
-def _new_row(collection: Collection, plan: _Batch, item: Prepared, source) -> None:
+def _new_row(collection: Collection, plan: _Batch, item: Prepared, source, known: Embedded | None) -> None:
     """A new image from ``item``; ``source``: a gone image of the same content, when the
-    file was not decoded because of it (its vector and size are this file's)."""
+    file was not decoded because of it (its vector and size are this file's); ``known``:
+    its vector embedded elsewhere (the file was not decoded either)."""
     entry = item.entry
     if item.tensor is None and source is not None:
         width, height, vector = source.width, source.height, collection.vector_of_row(source.id)
+    elif item.tensor is None and known is not None:
+        width, height, vector = known.width, known.height, known.vector
     else:
         width, height, vector = item.width, item.height, collection.vector_for_content(item.digest)
     plan.rows.append(NewImage(entry.path, item.digest, entry.size, entry.mtime, width, height, entry.label, entry.split))

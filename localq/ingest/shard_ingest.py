@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,6 @@ from localq.storage.rows import NewImage
 
 Progress = Callable[[int, int], None]
 
-EMBED_DIR = "embed-shards"  # inside a collection: where `localq index --ray` embeds to
 
 
 @dataclass
@@ -187,24 +185,3 @@ def _stat(path: str, size, mtime) -> tuple[int, float]:
 
 def _int(value) -> int | None:
     return None if value is None else int(value)
-
-
-def index_on_ray(collection: Collection, paths, encoder, *, address: str, with_labels: bool = False,
-                 batch_size: int = 32, progress: Progress | None = None, encoder_factory=None) -> list[IngestReport]:
-    """`localq index PATHS --ray ADDRESS`: embed each path into shards inside the
-    collection (``localq.ingest.embed``), ingest them, then delete them; a killed run resumes
-    from the shards already written. ``encoder_factory`` builds ``encoder`` in the Ray
-    workers (tests); by default they load its spec and weights."""
-    from localq.ingest.embed import embed_to_shards
-
-    reports = []
-    for path in paths:
-        key = hashlib.sha256(str(Path(path).expanduser().resolve()).encode()).hexdigest()[:16]
-        out = collection.root / EMBED_DIR / key
-        embed_to_shards(
-            path, out, encoder_spec=encoder.encoder_spec, weights=encoder.weights, ray_address=address,
-            batch_size=batch_size, encoder_factory=encoder_factory, progress=progress,
-        )
-        reports.append(ingest_shards(collection, out, encoder, with_labels=with_labels))
-        shutil.rmtree(out)
-    return reports

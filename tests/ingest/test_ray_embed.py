@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -103,19 +104,41 @@ def test_ray_run_resumes_a_partial_shard_set(ray_cluster, many_photos, tmp_path)
     np.testing.assert_array_equal(before, after)
 
 
-def test_index_with_ray_embeds_then_ingests(ray_cluster, colour_folder, tmp_path):
-    from localq.ingest.shard_ingest import EMBED_DIR, index_on_ray
+def test_index_with_ray_embeds_on_the_cluster_and_indexes_as_on_one_machine(ray_cluster, colour_folder, tmp_path):
+    from localq.ingest.indexer import EMBED_DIR, index_on_ray
+    from localq.loop.trainer import Trainer
+
+    def index(**kw):
+        return index_on_ray(coll, [colour_folder], ColorEncoder(), with_labels=True, address="auto",
+                            batch_size=4, encoder_factory=ColorEncoder, **kw)
 
     coll = Collection.open(tmp_path / "c", create=True)
-    reports = index_on_ray(coll, [colour_folder], ColorEncoder(), with_labels=True, address="auto",
-                           batch_size=4, encoder_factory=ColorEncoder)
-    assert sum(r.added for r in reports) == 12 and coll.store.count_live() == 12
+    report = index()
+    assert report.added == 12 and report.embedded == 0 and coll.count_live() == 12  # every vector came from Ray
     assert coll.index.ntotal == 12 and not any((coll.root / EMBED_DIR).iterdir())
     assert [h.label for h in coll.search_text("green", k=3)] == ["green"] * 3
-    # Same folder again: nothing new.
-    again = index_on_ray(coll, [colour_folder], ColorEncoder(), with_labels=True, address="auto",
-                         batch_size=4, encoder_factory=ColorEncoder)
-    assert sum(r.added for r in again) == 0 and coll.store.count_live() == 12
+    again = index()  # same folder: nothing to embed, nothing new
+    assert (again.added, again.unchanged) == (0, 12) and coll.count_live() == 12
+
+    # A labeled photo renamed keeps its id and label, as without --ray.
+    trainer = Trainer.create(coll, "greens", prompt="green")
+    batch = trainer.next_batch(2)
+    trainer.submit({batch[0].id: 1.0, batch[1].id: -1.0})
+    moved_from = Path(batch[0].path)
+    moved_to = moved_from.with_name("renamed-" + moved_from.name)
+    moved_from.rename(moved_to)
+    report = index()
+    assert (report.moved, report.added, report.removed) == (1, 0, 0)
+    assert coll.id_of_path(moved_to) == batch[0].id and Trainer.open(coll, "greens").labels()[batch[0].id] == 1.0
+
+    # Content rewritten at the same size with its mtime put back: found only with verify.
+    victim = Path(batch[1].path)
+    stat = victim.stat()
+    write_image(victim, (250, 250, 250))
+    os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    if victim.stat().st_size == stat.st_size:
+        assert index().replaced == 0
+    assert index(verify=True).replaced == 1 and coll.id_of_path(victim) != batch[1].id
 
 
 def test_ray_with_the_real_default_encoder(ray_cluster, many_photos, tmp_path):
