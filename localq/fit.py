@@ -195,7 +195,7 @@ def fit_linear(
     reads chunk i mod chunks, its loss weighted up so that a cycle of steps adds up to full
     batches: a fit at 10,000 labels then costs about what one at 100 does. On synthetic
     clustered 512-d vectors, warm-started as in the loop, the chunked fit's held-out AP
-    was within 0.0003 of the full batches' at 210 and 510 labels, and 0.004 to 0.008 above
+    was within 0.0003 of the full batches' at 210 and 510 labels, and 0.003 to 0.008 above
     it at 2,010 and 10,010 (scripts/research_fit_chunks.py, docs/bench/fit-chunks.md).
     """
     import torch
