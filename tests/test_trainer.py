@@ -210,3 +210,43 @@ def test_labels_survive_a_process_killed_mid_round(tmp_path):
         trainer = Trainer.open(again, "t")
         assert trainer.round == 1 and len(trainer.labels()) == 10
         assert len(again.store.seen_ids(trainer.row.id)) == 10
+
+
+def test_the_labels_and_their_rows_kept_between_rounds_are_the_stores(tmp_path, monkeypatch):
+    """The Trainer keeps the current labels and the labeled rows from round to round: they
+    stay what the store and the vectors say through new labels, a changed label, an undo
+    and a round written by another Trainer (another process), and a round reads only the
+    rows of images labeled since."""
+    import localq.trainer as trainer_module
+
+    coll, centres = synthetic_collection(tmp_path / "c", dim=32, spread=1.0)
+    trainer = start(coll, centres, noise=1.5, strategy="random")
+    other = Trainer.open(coll, "t")
+    matrix = coll.index.matrix()
+    read = []
+    real_gather = trainer_module.gather_rows
+    monkeypatch.setattr(trainer_module, "gather_rows", lambda m, ids: read.append(len(ids)) or real_gather(m, ids))
+
+    def check():
+        labels = trainer.labels()
+        assert list(labels.items()) == list(coll.store.current_labels(trainer.row.id).items())
+        ids = np.fromiter(labels, np.int64)
+        np.testing.assert_array_equal(trainer._labeled_rows.of(matrix, ids), np.asarray(matrix)[ids])
+
+    for _ in range(3):
+        batch = trainer.next_batch(10)
+        trainer.submit({h.id: (1.0 if h.id % 3 else -1.0) for h in batch})
+        check()
+    read.clear()
+    batch = trainer.next_batch(10)
+    trainer.submit({h.id: 1.0 for h in batch})
+    assert sum(read) <= 10, read  # the new labels' rows alone: not all 40 again, nor the background
+    first = next(iter(trainer.labels()))
+    trainer.relabel(first, 0.5)  # a changed label moves to the latest round
+    check()
+    assert list(trainer.labels())[-1] == first
+    trainer.undo()
+    check()
+    other.submit({h.id: -1.0 for h in other.next_batch(5)})  # another process's round
+    check()
+    assert len(trainer.labels()) == 45
