@@ -214,9 +214,10 @@ def test_labels_survive_a_process_killed_mid_round(tmp_path):
 
 def test_the_labels_and_their_rows_kept_between_rounds_are_the_stores(tmp_path, monkeypatch):
     """The Trainer keeps the current labels and the labeled rows from round to round: they
-    stay what the store and the vectors say through new labels, a changed label, an undo
-    and a round written by another Trainer (another process), and a round reads only the
-    rows of images labeled since."""
+    stay what the store and the vectors say (and each round's label count what a count
+    over every label gives) through new labels, a changed label, an undo and a round
+    written by another Trainer (another process), and a round reads only the rows of
+    images labeled since."""
     import localq.trainer as trainer_module
 
     coll, centres = synthetic_collection(tmp_path / "c", dim=32, spread=1.0)
@@ -230,6 +231,7 @@ def test_the_labels_and_their_rows_kept_between_rounds_are_the_stores(tmp_path, 
     def check():
         labels = trainer.labels()
         assert list(labels.items()) == list(coll.store.current_labels(trainer.row.id).items())
+        assert coll.store.latest_round(trainer.row.id).n_labels == len(labels)  # counted from the round before
         ids = np.fromiter(labels, np.int64)
         np.testing.assert_array_equal(trainer._labeled_rows.of(matrix, ids), np.asarray(matrix)[ids])
 
