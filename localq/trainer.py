@@ -481,9 +481,10 @@ class HeldRows:
         self._buffer: np.ndarray | None = None
 
     def of(self, matrix: np.ndarray, ids: np.ndarray) -> np.ndarray:
-        """The rows of ``ids`` in their order, as a read-only view of the rows held; from
-        now on exactly those are held. New labels come after the earlier ones, so a round
-        reads its new rows alone; any other order (an undo, a changed label) is rebuilt."""
+        """The rows of ``ids`` in their order, as a read-only view of the rows held (valid
+        until the next call); from now on exactly those are held. New labels come after
+        the earlier ones, so a round reads its new rows alone; any other order (an undo, a
+        changed label) is put right in the same array, so memory stays as it was."""
         ids = np.asarray(ids, np.int64)
         n = len(self.ids)
         if n <= len(ids) and np.array_equal(ids[:n], self.ids):
@@ -500,7 +501,8 @@ class HeldRows:
                 rows[held] = self._buffer[sorter[at[held]]]
             if not held.all():
                 rows[~held] = gather_rows(matrix, ids[~held])
-            self._buffer = rows
+            self._grow(len(ids), matrix.shape[1])
+            self._buffer[:len(ids)] = rows
         self.ids = ids.copy()
         if self._buffer is None:
             return np.empty((0, matrix.shape[1]), np.float32)
@@ -509,7 +511,10 @@ class HeldRows:
         return view
 
     def _grow(self, rows: int, dim: int) -> None:
+        """Room for ``rows`` rows, the first ``len(self.ids)`` kept."""
         if self._buffer is None or len(self._buffer) < rows:
             grown = np.empty((max(len(self.ids) + len(self.ids) // 4, rows, 64), dim), np.float32)
-            grown[:len(self.ids)] = self._buffer[:len(self.ids)] if self._buffer is not None else 0
+            if self._buffer is not None:
+                kept = min(len(self.ids), len(self._buffer))
+                grown[:kept] = self._buffer[:kept]
             self._buffer = grown

@@ -252,3 +252,30 @@ def test_the_labels_and_their_rows_kept_between_rounds_are_the_stores(tmp_path, 
     other.submit({h.id: -1.0 for h in other.next_batch(5)})  # another process's round
     check()
     assert len(trainer.labels()) == 45
+
+
+def test_held_rows_are_the_rows_asked_for_whatever_the_ids_do(tmp_path):
+    """HeldRows answers matrix[ids] through appends, reorders, drops and new ids mixed in,
+    reading from the file only the ids it does not hold, in one array that grows by steps."""
+    from localq.trainer import HeldRows
+
+    x = np.random.default_rng(0).standard_normal((3000, 16)).astype(np.float32)
+    np.save(tmp_path / "v.npy", x)
+    matrix = np.load(tmp_path / "v.npy", mmap_mode="r")
+    rng = np.random.default_rng(1)
+    held, ids = HeldRows(), np.empty(0, np.int64)
+    buffers = set()
+    for step in range(200):
+        change = step % 5
+        fresh = rng.choice(np.setdiff1d(np.arange(3000), ids), 10, replace=False)
+        if change < 3:  # a round of new labels
+            ids = np.concatenate([ids, fresh])
+        elif change == 3 and len(ids) > 20:  # an undone round, or a changed label moving to the end
+            ids = ids[:-10] if step % 2 else np.concatenate([np.delete(ids, 5), ids[5:6]])
+        else:  # another process's rounds: some new, in another order
+            ids = rng.permutation(np.concatenate([ids, fresh[:3]]))
+        rows = held.of(matrix, ids)
+        np.testing.assert_array_equal(rows, x[ids])
+        assert not rows.flags.writeable
+        buffers.add(id(held._buffer))
+    assert len(buffers) < 40  # grown now and then, not a new array per call
