@@ -258,7 +258,7 @@ def _interleaved(y: np.ndarray, n_background: int, chunks: int) -> tuple[np.ndar
     kind = np.concatenate([np.where(y > 0, 0, np.where(y < 0, 1, 2)), np.full(n_background, 3)])
     chunk = np.empty(len(kind), np.int64)
     chunk[np.argsort(kind, kind="stable")] = np.arange(len(kind)) % chunks
-    order = np.lexsort((np.arange(len(kind)), chunk))
+    order = np.argsort(chunk, kind="stable")  # a chunk's rows in the order given
     return order, np.searchsorted(chunk[order], np.arange(chunks + 1)).tolist()
 
 
