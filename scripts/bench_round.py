@@ -15,6 +15,12 @@ then 10,000 labels, side by side (issue 21's target: at most 2x); a couple of mi
 
     python scripts/bench_round.py --sizes 20000 --label-scales 10 10000 --rounds 5
 
+``--memory-rounds 1000`` runs instead 1,000 rounds of k on one classifier (the default
+strategy, labeled from the synthetic clusters' ground truth) and prints the process's
+resident memory at rounds 1, 10, 100, 500 and 1,000 (issue 21: memory stays flat):
+
+    python scripts/bench_round.py --sizes 20000 --memory-rounds 1000
+
 The synthetic collection (clustered, L2-normalized, 512-d) is built once per size under
 --work (default: a temp dir) with the real store and index code; the IVF file is built
 by ``Collection.save_index`` exactly as ``localq index --index ivf`` builds it.
@@ -167,6 +173,74 @@ def bench_label_scales(work: Path, n: int, dim: int, scales: list[int], rounds: 
     return out
 
 
+def bench_memory(work: Path, n: int, dim: int, rounds: int, k: int, relabels: int = 300) -> list[dict]:
+    """Resident memory (VmRSS, and RssAnon: the process's own pages) after rounds 1, 10,
+    100, 500 and ``rounds`` of one classifier with the default strategy, as a long session
+    gives them: each round labels the batch the trainer offers (exact search). Then
+    ``relabels`` rounds that each change one earlier label (marks after 100 of them and
+    after all): rounds that add no label, so what grows there grows by the round."""
+    marks = sorted({m for m in (1, 10, 100, 500, rounds) if m <= rounds})
+    out = []
+    with build(work / f"n{n}", n, dim) as coll:
+        coll.set_search_index("exact")
+        name = "memory"
+        if coll.has_classifier(name):
+            coll.delete_classifier(coll.classifier_id(name))
+        trainer = Trainer.create(coll, name, images=[0], settings=Settings(k=k))
+        ids, names = coll.labeled_rows()
+        positive = np.zeros(coll.rows(), dtype=bool)
+        positive[ids[names == coll.labels_of([0])[0]]] = True
+        del ids, names
+        t0 = time.perf_counter()
+        for r in range(1, rounds + 1):
+            batch = trainer.next_batch()
+            trainer.submit({h.id: 1.0 if positive[h.id] else -1.0 for h in batch})
+            if r in marks:
+                out.append({"round": r, "labels": len(trainer.labels()), "vmrss_mb": _resident_gb() * 1024,
+                            "rss_anon_mb": _resident_gb("RssAnon") * 1024, "seconds": time.perf_counter() - t0})
+                print(out[-1])
+        for j, image_id in enumerate(list(trainer.labels())[:relabels], start=1):
+            trainer.relabel(image_id, -1.0 if positive[image_id] else 1.0)  # a labeling mistake, fixed later
+            if j in (100, relabels):
+                out.append({"round": trainer.round, "labels": len(trainer.labels()), "vmrss_mb": _resident_gb() * 1024,
+                            "rss_anon_mb": _resident_gb("RssAnon") * 1024, "seconds": time.perf_counter() - t0,
+                            "relabel_rounds": j})
+                print(out[-1])
+        coll.delete_classifier(trainer.row.id)
+    return out
+
+
+def memory_main(args, work: Path) -> None:
+    results = bench_memory(work, args.sizes[0], args.dim, args.memory_rounds, args.k)
+    lines = ["| after round | labels | VmRSS (MB) | RssAnon (MB) | seconds so far |", "|---|---|---|---|---|"]
+    for r in results:
+        what = f"{r['round']:,}" + (f" ({r['relabel_rounds']} changing a label)" if "relabel_rounds" in r else "")
+        lines.append(f"| {what} | {r['labels']:,} | {r['vmrss_mb']:.1f} | {r['rss_anon_mb']:.1f} | {r['seconds']:.1f} |")
+    labeling = [r for r in results if "relabel_rounds" not in r]
+    at_100 = next((r for r in labeling if r["round"] == 100), labeling[0])
+    last = labeling[-1]
+    grew = last["rss_anon_mb"] - at_100["rss_anon_mb"]
+    added = max(last["labels"] - at_100["labels"], 1)
+    lines += ["", f"{last['round']:,} rounds of k={args.k} on {args.sizes[0]:,} x {args.dim} vectors (exact search, "
+                  f"default strategy). After round {at_100['round']}: RssAnon {grew:+.1f} MB, VmRSS "
+                  f"{last['vmrss_mb'] - at_100['vmrss_mb']:+.1f} MB, for {added:,} more labels "
+                  f"({grew * 1024 / added:.1f} KB a label; a {args.dim}-d row is {args.dim * 4 / 1024:.0f} KB)."]
+    fixed = [r for r in results if "relabel_rounds" in r]
+    if fixed:
+        first, end = fixed[0], fixed[-1]
+        lines += [f"Then rounds that each change an earlier label (no label added): RssAnon "
+                  f"{first['rss_anon_mb'] - last['rss_anon_mb']:+.1f} MB over the first {first['relabel_rounds']}"
+                  + (f", {end['rss_anon_mb'] - first['rss_anon_mb']:+.1f} MB over the next "
+                     f"{end['relabel_rounds'] - first['relabel_rounds']}" if end is not first else "") + "."]
+    print()
+    print("\n".join(lines))
+    if args.json:
+        args.json.write_text(json.dumps({"command": _command(), "results": results}, indent=2) + "\n")
+    if args.markdown:
+        args.markdown.write_text(f"Output of `{_command()}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+                                 f"shared {os.cpu_count()}-core machine.\n\n" + "\n".join(lines) + "\n")
+
+
 def label_scales_main(args, work: Path) -> None:
     results = bench_label_scales(work, args.sizes[0], args.dim, args.label_scales, args.rounds, args.k)
     base = results[0]["round"]
@@ -202,8 +276,14 @@ def main() -> None:
     ap.add_argument("--label-scales", type=int, nargs="+", metavar="N",
                     help="instead: a round on a classifier already holding N labels, side by side for each N "
                          "(e.g. 10 10000, on the first --sizes)")
+    ap.add_argument("--memory-rounds", type=int, metavar="N",
+                    help="instead: N rounds on one classifier (default strategy, on the first --sizes), printing "
+                         "resident memory at rounds 1, 10, 100, 500 and N")
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="localq-bench-round-"))
+    if args.memory_rounds:
+        memory_main(args, work)
+        return
     if args.label_scales:
         label_scales_main(args, work)
         return

@@ -115,13 +115,19 @@ class NearCopies:
 
     Each strategy hands it its candidates in order of preference; it keeps the first that
     are distinct. The labeled rows are read once per batch (20 MB of 512-d rows at 10,000
-    labels, 51 MB of 1280-d ones)."""
+    labels, 51 MB of 1280-d ones), unless the caller hands them over (``labeled_rows``:
+    the Trainer keeps them from round to round)."""
 
-    def __init__(self, index, labeled_ids, threshold: float = NEAR_COPY):
+    def __init__(self, index, labeled_ids, threshold: float = NEAR_COPY, labeled_rows=None):
         self.index, self.threshold = index, float(threshold)
-        ids = np.unique(np.asarray(labeled_ids, np.int64))
         self.on = self.threshold < 1.0
-        self.kept = index.rows(ids) if self.on and len(ids) else np.empty((0, 0), np.float32)
+        if not (self.on and len(labeled_ids)):
+            self.kept = np.empty((0, 0), np.float32)
+        elif labeled_rows is not None:  # the caller's copy of those rows (in any order)
+            self.kept = np.asarray(labeled_rows, np.float32)
+        else:
+            self.kept = index.rows(np.unique(np.asarray(labeled_ids, np.int64)))
+        self.batch = np.empty((0, 0), np.float32)  # the rows picked so far (kept apart: the labeled are 20 MB)
         self.picked: list[int] = []
         self.skipped = 0  # candidates passed over as near-copies, for reports
 
@@ -145,7 +151,10 @@ class NearCopies:
         for start in range(0, len(ids), step):
             chunk = ids[start:start + step]
             rows = self.index.rows(chunk)
-            near = (rows @ self.kept.T).max(axis=1) > self.threshold if len(self.kept) else np.zeros(len(chunk), bool)
+            near = np.zeros(len(chunk), bool)
+            for held in (self.kept, self.batch):
+                if len(held):  # held @ rows.T, not rows @ held.T: BLAS streams 10,000 labeled rows once
+                    near |= (held @ rows.T).max(axis=0) > self.threshold
             chosen: list[int] = []
             for j in range(len(chunk)):
                 if near[j]:
@@ -156,7 +165,7 @@ class NearCopies:
                     break
                 # Later candidates must also be distinct from this one.
                 near[j + 1:] |= rows[j + 1:] @ rows[j] > self.threshold
-            self.kept = np.concatenate([self.kept, rows[chosen]]) if len(self.kept) else rows[chosen]
+            self.batch = np.concatenate([self.batch, rows[chosen]]) if len(self.batch) else rows[chosen]
             out += [int(i) for i in chunk[chosen]]
             if len(out) == n:
                 break
@@ -336,6 +345,7 @@ def select(
     warmup_pool: int | None = None,
     context: Context | None = None,
     labeled: np.ndarray | None = None,
+    labeled_rows: np.ndarray | None = None,
     near_copy: float = NEAR_COPY,
 ) -> np.ndarray:
     """Ids (int64) of ``min(k, allowed.sum())`` distinct allowed images to label next.
@@ -347,6 +357,8 @@ def select(
     acts as on a fresh session without clusters. ``labeled`` (default: the context's
     labeled ids) are the images whose near-copies (cosine above ``near_copy``) are
     skipped, as are near-copies within the batch; ``near_copy=1`` turns that off.
+    ``labeled_rows``: those images' rows (one per distinct id, in any order) where the
+    caller holds them already; otherwise they are read here.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown sampling strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
@@ -358,7 +370,7 @@ def select(
         return np.empty(0, dtype=np.int64)
     context = context or Context()
     labeled = context.labeled_ids if labeled is None else labeled
-    nc = NearCopies(index, labeled, near_copy)
+    nc = NearCopies(index, labeled, near_copy, labeled_rows)
     if strategy == "random":
         return _random(k, allowed, rng, nc)
     if strategy == "top":

@@ -59,6 +59,13 @@ class Trainer:
         # round at 1M images costs one search and not several full-table reads.
         self._latest_row: RoundRow | None = None
         self._seen: np.ndarray | None = None
+        # The current labels as read at a classifier version (checked on every read: one
+        # small query); the labeled images' vectors and the background sample's: a round
+        # reads only the rows of images labeled (or sampled) since, not all of them again.
+        self._labels: dict[int, float] | None = None
+        self._labels_at: tuple[str, int] | None = None
+        self._labeled_rows = HeldRows()
+        self._background_rows = HeldRows()
         # The classifier's change counter when the mirrors above were read: another
         # process that writes to it bumps the counter, and every write here checks it.
         self._version = self.store.classifier_version(row.id)
@@ -163,6 +170,7 @@ class Trainer:
     def _reload(self) -> None:
         self._latest_row = None
         self._seen = None
+        self._labels = None
 
     def _catch_up(self) -> bool:
         """Under the write lock: reload if another process changed this classifier; True if it had."""
@@ -184,7 +192,12 @@ class Trainer:
         return self.store.rounds(self.row.id)
 
     def labels(self) -> dict[int, float]:
-        return self.store.current_labels(self.row.id)
+        """Each labeled image's current score, in the order given (a copy: callers may change it)."""
+        version = self.store.classifier_version(self.row.id)
+        if self._labels is None or version != self._labels_at:
+            self._labels = self.store.current_labels(self.row.id)
+            self._labels_at = version
+        return dict(self._labels)
 
     def label_counts(self) -> tuple[int, int]:
         scores = list(self.labels().values())
@@ -238,7 +251,10 @@ class Trainer:
         """The next k unseen images to label, chosen by the strategy; never a seen one."""
         k = self.settings.k if k is None else k
         strategy = strategy or self.settings.strategy
-        self.collection.refresh()  # retrieve from rows a background indexer added meanwhile
+        if self.collection.refresh():  # retrieve from rows a background indexer added meanwhile
+            # Rows past a count SQLite was put back to (a restored backup) are written anew:
+            # the rows held are read again where the collection's rows changed at all.
+            self._labeled_rows, self._background_rows = HeldRows(), HeldRows()
         if strategy not in STRATEGIES:
             raise LocalqError(f"unknown strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
         rng = np.random.default_rng([self.settings.seed, self._name_seed(), self.round])
@@ -260,8 +276,11 @@ class Trainer:
         else:
             labels = self.labels()
             labeled = np.fromiter(labels, dtype=np.int64, count=len(labels))
+        rows = None
+        if self.settings.near_copy < 1.0:  # the near-copy check reads the labeled rows: the ones kept here
+            rows = self._labeled_rows.of(self.collection.index, labeled)
         ids = select(strategy, self.collection.searcher, w, b, k, pool & ~self._seen_mask(), rng, context=context,
-                     labeled=labeled, near_copy=self.settings.near_copy)
+                     labeled=labeled, labeled_rows=rows, near_copy=self.settings.near_copy)
         return self._set_pending(ids, strategy)
 
     def _auto_context(self) -> sampling.Context:
@@ -288,10 +307,7 @@ class Trainer:
 
     def _batch_positives(self) -> tuple[int, ...]:
         """Positive labels given in each labeled round, oldest first."""
-        per_round: dict[int, int] = {}
-        for round_no, _image, score in self.label_history():
-            per_round[round_no] = per_round.get(round_no, 0) + (score > 0)
-        return tuple(per_round[r] for r in sorted(per_round))
+        return tuple(self.store.positives_per_round(self.row.id))
 
     def phase(self) -> str:
         """What the next batch does, as the UI's status line names it: with ``auto``,
@@ -334,6 +350,12 @@ class Trainer:
         live = self.collection.live_mask()
         # A pending image deleted since by another `localq index` is simply not marked.
         seen = {i for i in (checked_id(i, None) for i in seen) if 0 <= i < len(live) and live[i]} | set(scores)
+        # The labels after this round, in the order current_labels reads them then: the
+        # earlier ones, then this round's by id (a changed label moves to its new round).
+        labels = self.labels()
+        for i in scores:
+            labels.pop(i, None)
+        labels.update((i, scores[i]) for i in sorted(scores))
         if self.settings.fit == "article":
             w, b = fit_article_baseline(
                 self.collection.index.rows(np.fromiter(scores, dtype=np.int64)),
@@ -341,8 +363,6 @@ class Trainer:
             )
             w, b = np.asarray(w, np.float32), float(b)
         else:
-            labels = self.labels()
-            labels.update(scores)
             w, b = self._fit(labels)
         round_no = self.round + 1
         strategy = self._pending_strategy if self.pending else None
@@ -351,6 +371,7 @@ class Trainer:
         self._latest_row = None  # re-read: n_labels and created_at come from the transaction
         self._seen_mask()[list(seen)] = True
         self._wrote()
+        self._labels, self._labels_at = labels, self._version
         return self._latest()
 
     def relabel(self, image_id: int, score: float) -> RoundRow:
@@ -397,7 +418,7 @@ class Trainer:
 
     def _fit(self, labels: dict[int, float]) -> tuple[np.ndarray, float]:
         ids = np.fromiter(labels, dtype=np.int64)
-        x = self.collection.index.rows(ids)
+        x = self._labeled_rows.of(self.collection.index, ids)
         y = np.fromiter(labels.values(), dtype=np.float32)
         s = self.settings
         w, b = fit_linear(
@@ -426,7 +447,7 @@ class Trainer:
                 draw = rng.integers(0, len(live), size=2 * want)
                 picked = np.unique(np.concatenate([picked, draw[live[draw]]]))
             picked = rng.permutation(picked)[:want]
-        return self.collection.index.rows(np.sort(picked))  # in file order: the reads go out together
+        return self._background_rows.of(self.collection.index, np.sort(picked))
 
     # -- what the weights say ------------------------------------------------------------------
     def scores(self, ids=None) -> np.ndarray:
@@ -581,3 +602,59 @@ class Trainer:
         pos, neg = self.label_counts()
         return {"name": self.name, "prompt": self.row.prompt or "", "rounds": self.round,
                 "labels_positive": pos, "labels_negative": neg, "threshold": 0.0}
+
+
+class HeldRows:
+    """Rows of vectors.npy kept from round to round in the order last asked for: the
+    labeled images' (in the order of the labels) or the background sample's. A round
+    reads only the rows of ids not held yet (VectorIndex.rows), so a round at 10,000 labels
+    reads the ten new ones, not 20 MB again, and hands the fit and the near-copy check the
+    rows held, without a copy.
+
+    A row of vectors.npy never changes once written (`localq repair` alone rewrites
+    damaged ones: a Trainer open across a repair keeps the rows it read before it). The
+    rows are held in one array grown by a quarter when full, so most rounds add their rows
+    without copying the others, and the slack stays under a quarter of what is held."""
+
+    def __init__(self):
+        self.ids = np.empty(0, np.int64)  # the ids held, in the order of the rows
+        self._buffer: np.ndarray | None = None
+
+    def of(self, index, ids: np.ndarray) -> np.ndarray:
+        """The rows of ``ids`` in their order, as a read-only view of the rows held (valid
+        until the next call); from now on exactly those are held. New labels come after
+        the earlier ones, so a round reads its new rows alone; any other order (an undo, a
+        changed label) is put right in the same array, so memory stays as it was."""
+        ids = np.asarray(ids, np.int64)
+        n = len(self.ids)
+        if n <= len(ids) and np.array_equal(ids[:n], self.ids):
+            new = ids[n:]
+            if len(new):
+                self._grow(len(ids), index.dim)
+                self._buffer[n:len(ids)] = index.rows(new)
+        else:
+            rows = np.empty((len(ids), index.dim), np.float32)
+            sorter = np.argsort(self.ids, kind="stable")
+            at = np.minimum(np.searchsorted(self.ids, ids, sorter=sorter), max(n - 1, 0))
+            held = (self.ids[sorter[at]] == ids) if n else np.zeros(len(ids), bool)
+            if held.any():
+                rows[held] = self._buffer[sorter[at[held]]]
+            if not held.all():
+                rows[~held] = index.rows(ids[~held])
+            self._grow(len(ids), index.dim)
+            self._buffer[:len(ids)] = rows
+        self.ids = ids.copy()
+        if self._buffer is None:
+            return np.empty((0, index.dim), np.float32)
+        view = self._buffer[:len(ids)]
+        view.flags.writeable = False
+        return view
+
+    def _grow(self, rows: int, dim: int) -> None:
+        """Room for ``rows`` rows, the first ``len(self.ids)`` kept."""
+        if self._buffer is None or len(self._buffer) < rows:
+            grown = np.empty((max(len(self.ids) + len(self.ids) // 4, rows, 64), dim), np.float32)
+            if self._buffer is not None:
+                kept = min(len(self.ids), len(self._buffer))
+                grown[:kept] = self._buffer[:kept]
+            self._buffer = grown

@@ -249,43 +249,64 @@ def gather_rows(matrix: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return rows if rows is not None else np.asarray(matrix[ids], dtype=np.float32)
 
 
+# Rows asked for that lie this close are read as one span, the rows between them read too
+# and dropped: a read call costs more than copying a few rows. Measured on a cached
+# 20,000 x 512 file: 10,000 rows at random took 12.5 ms against 16 ms read a run of
+# consecutive rows at a time (15 against 22 ms unsorted).
+_GAP_BYTES = 16 << 10
+# A span is read into a scratch buffer of at most this size, so the memory a read holds
+# stays bounded whatever the ids.
+_SPAN_BYTES = 1 << 20
+
+
 def _pread_rows(matrix: np.ndarray, ids: np.ndarray) -> np.ndarray | None:
-    """``matrix[ids]`` read from the memmap's file, or None where the map must answer."""
+    """``matrix[ids]`` read from the memmap's file, or None where the map must answer.
+
+    The distinct ids, in file order, are read a span at a time: one read (and one hint to
+    the kernel) per run of rows asked for that lie within ``_GAP_BYTES`` of one another,
+    up to ``_SPAN_BYTES``. The rows come back in the order asked, repeats included."""
     place = _file_place(matrix) if len(ids) and hasattr(os, "preadv") else None
     if place is None or ids.min() < 0 or ids.max() >= len(matrix):  # numpy's own indexing and errors
         return None
     path, first_row_at = place
-    ordered = bool(np.all(ids[1:] >= ids[:-1]))
-    order = None if ordered else np.argsort(ids, kind="stable")
-    rows = ids if ordered else ids[order]
-    out = np.empty((len(rows), matrix.shape[1]), dtype=np.float32)
     row_bytes = matrix.strides[0]
-    breaks = np.flatnonzero(np.diff(rows) != 1) + 1  # runs of consecutive rows: one read each
-    run_starts = np.concatenate([[0], breaks])
-    run_lengths = np.diff(np.concatenate([run_starts, [len(rows)]]))
-    offsets = (first_row_at + rows[run_starts] * row_bytes).tolist()
-    sizes = (run_lengths * row_bytes).tolist()
+    distinct = bool(np.all(ids[1:] > ids[:-1]))  # sorted, no repeats: the rows are the answer as read
+    rows, inverse = (ids, None) if distinct else np.unique(ids, return_inverse=True)
+    out = np.empty((len(rows), matrix.shape[1]), dtype=np.float32)
+    gap_rows = max(1, _GAP_BYTES // row_bytes)
+    block_rows = max(1, _SPAN_BYTES // row_bytes)
+    # A new span where the gap is too wide, or where the rows cross a block boundary (so no
+    # span covers more than block_rows rows of the file).
+    breaks = np.flatnonzero((np.diff(rows) > gap_rows) | (np.diff(rows // block_rows) != 0)) + 1
+    starts = np.concatenate([[0], breaks]).tolist()
+    ends = np.concatenate([breaks, [len(rows)]]).tolist()
+    firsts = rows[starts].tolist()
+    lasts = rows[np.asarray(ends) - 1].tolist()
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:  # gone or unreadable by name: the map still holds it
         return None
     try:
         if hasattr(os, "posix_fadvise"):
-            for offset, size in zip(offsets, sizes):
-                os.posix_fadvise(fd, offset, size, os.POSIX_FADV_WILLNEED)
-        buffer = memoryview(out).cast("B")
-        at = 0
-        for offset, size in zip(offsets, sizes):
-            if not _read_exactly(fd, buffer[at:at + size], offset):
-                return None  # the file is shorter than the map: it was replaced since
-            at += size
+            for first, last in zip(firsts, lasts):
+                os.posix_fadvise(fd, first_row_at + first * row_bytes, (last - first + 1) * row_bytes,
+                                 os.POSIX_FADV_WILLNEED)
+        scratch = None
+        for start, end, first, last in zip(starts, ends, firsts, lasts):
+            offset = first_row_at + first * row_bytes
+            if last - first + 1 == end - start:  # every row of the span asked for: read in place
+                if not _read_exactly(fd, memoryview(out[start:end]).cast("B"), offset):
+                    return None  # the file is shorter than the map: it was replaced since
+                continue
+            if scratch is None:
+                scratch = np.empty((min(block_rows, int(rows[-1] - rows[0]) + 1), matrix.shape[1]), np.float32)
+            span = scratch[:last - first + 1]
+            if not _read_exactly(fd, memoryview(span).cast("B"), offset):
+                return None
+            out[start:end] = span[rows[start:end] - first]
     finally:
         os.close(fd)
-    if ordered:
-        return out
-    result = np.empty_like(out)
-    result[order] = out
-    return result
+    return out if inverse is None else out[inverse.reshape(-1)]
 
 
 def _file_place(matrix: np.ndarray) -> tuple[str, int] | None:

@@ -187,3 +187,90 @@ def test_a_prompt_whose_best_came_back_negative_pulls_less():
     a = fit_linear(x[ids], y, q0, 0.0, weigh_prompt_by_labels=False, **kw)
     b = fit_linear(x[ids], y, q0, 0.0, **kw)
     assert np.array_equal(a[0], b[0]) and a[1] == b[1]
+
+
+def _reference_fit(x, y, w0, b0, *, prior, background, lr=0.1, iters=100):
+    """fit_linear as it was written before its Adam was (torch.optim.Adam on an nn.Linear),
+    kept as the reference the hand-written update must match."""
+    import torch
+
+    from localq.loop import fit
+
+    x, y, w0 = fit._check_inputs(x, y, w0)
+    background = np.ascontiguousarray(background, dtype=np.float32)
+    weights = fit._sample_weights(y, background, w0, float(b0), fit.DEFAULT_BACKGROUND_SHARE, True)
+    rows = np.concatenate([x, background])
+    targets = np.concatenate([(y + 1.0) / 2.0, np.zeros(len(background), np.float32)])
+    centre = background.mean(axis=0)
+    strength = fit.agreed_strength(fit.DEFAULT_PRIOR_STRENGTH, fit.prompt_agreement(prior, x, y))
+    mean_w = fit.prior_mean(prior, background, x, strength)
+    l2 = fit.DEFAULT_RIDGE * fit.REF_LABELS / max(len(y), 1)
+    xt = torch.from_numpy(np.ascontiguousarray(rows - centre))
+    tt, wt = torch.from_numpy(targets.astype(np.float32)), torch.from_numpy(weights)
+    mt = torch.from_numpy(mean_w) if mean_w is not None else torch.zeros(x.shape[1])
+    layer = torch.nn.Linear(len(w0), 1)
+    with torch.no_grad():
+        layer.weight.copy_(torch.from_numpy(w0).reshape(1, -1))
+        layer.bias.fill_(float(b0) + float(w0 @ centre))
+    weight, bias = layer.weight, layer.bias
+    opt = torch.optim.Adam(layer.parameters(), lr=lr)
+    with torch.no_grad():
+        for _ in range(iters):
+            w = weight.view(-1)
+            residual = (torch.sigmoid(xt @ w + bias) - tt) * wt
+            weight.grad = (xt.T @ residual + (2.0 * l2) * (w - mt)).view(1, -1)
+            bias.grad = residual.sum().view(1)
+            opt.step()
+    w = layer.weight.detach().reshape(-1).numpy().astype(np.float32, copy=True)
+    return w, float(layer.bias.detach().item()) - float(w @ centre)
+
+
+@pytest.mark.parametrize("n_labels", [10, 30, 100])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_hand_written_adam_is_torch_adam(n_labels, seed):
+    """The fit's Adam step, written out on tensors, gives torch.optim.Adam's weights (up
+    to float rounding) at the label counts a session starts with: 10 to 100 labels, with
+    both kinds of label, a neutral one, a prompt and a 1000-vector background."""
+    rng = np.random.default_rng(seed)
+    d = 64
+    x = unit_rows(rng.normal(size=(n_labels, d)) + 0.5)
+    y = rng.choice([-1.0, 1.0], size=n_labels).astype(np.float32)
+    y[0] = 0.0
+    background = unit_rows(rng.normal(size=(1000, d)))
+    prior = unit(rng.normal(size=d) + 0.5)
+    w0, b0 = 3.0 * prior, -0.4
+    w_ref, b_ref = _reference_fit(x, y, w0, b0, prior=prior, background=background)
+    w, b = fit_linear(x, y, w0, b0, prior=prior, background=background)
+    np.testing.assert_allclose(w, w_ref, rtol=1e-5, atol=1e-5 * float(np.abs(w_ref).max()))
+    assert abs(b - b_ref) <= 1e-5 * max(1.0, abs(b_ref))
+
+
+def test_past_100_labels_each_step_reads_a_chunk_that_holds_every_kind():
+    """Up to 100 labels (and the background) every step reads every row; past them the rows
+    are dealt into chunks of at most that many, each with its share of every kind, and the
+    fit stays close to the full batches' (scripts/research_fit_chunks.py measures AP)."""
+    from localq.loop.fit import _interleaved
+
+    x, labels, centres = clusters(seed=3, n_per=300, d=32)
+    rng = np.random.default_rng(0)
+    background = x[rng.choice(len(x), 200, replace=False)]
+    q0 = unit(centres[1] + 0.5 * centres[2])
+    for n, chunked in ((100, False), (400, True)):
+        ids = rng.choice(len(x), n, replace=False)
+        y = np.where(labels[ids] == 1, 1.0, -1.0).astype(np.float32)
+        full = fit_linear(x[ids], y, q0, 0.0, prior=q0, background=background, step_labels=None)
+        w, b = fit_linear(x[ids], y, q0, 0.0, prior=q0, background=background)
+        if not chunked:
+            np.testing.assert_array_equal(w, full[0])
+            assert b == full[1]
+        else:
+            assert not np.array_equal(w, full[0])
+            assert cos(w, full[0]) > 0.99
+    y = np.array([1.0] * 30 + [-1.0] * 250 + [0.0] * 20, np.float32)
+    order, bounds = _interleaved(y, 200, 3)
+    assert sorted(order.tolist()) == list(range(500)) and bounds[0] == 0 and bounds[-1] == 500
+    kind = np.concatenate([np.sign(y), np.full(200, 2.0)])[order]
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        assert hi - lo in (166, 167)
+        counts = [int(np.sum(kind[lo:hi] == k)) for k in (1.0, -1.0, 0.0, 2.0)]
+        assert all(abs(c - share) <= 1 for c, share in zip(counts, (10, 250 / 3, 20 / 3, 200 / 3))), counts

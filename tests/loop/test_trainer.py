@@ -211,3 +211,82 @@ def test_labels_survive_a_process_killed_mid_round(tmp_path):
         trainer = Trainer.open(again, "t")
         assert trainer.round == 1 and len(trainer.labels()) == 10
         assert len(again.store.seen_ids(trainer.row.id)) == 10
+
+
+def test_the_labels_and_their_rows_kept_between_rounds_are_the_stores(tmp_path, monkeypatch):
+    """The Trainer keeps the current labels and the labeled rows from round to round: they
+    stay what the store and the vectors say (and each round's label count what a count
+    over every label gives) through new labels, a changed label, an undo and a round
+    written by another Trainer (another process), and a round reads only the rows of
+    images labeled since."""
+    import localq.loop.trainer as trainer_module
+
+    coll, centres = synthetic_collection(tmp_path / "c", dim=32, spread=1.0)
+    trainer = start(coll, centres, noise=1.5, strategy="random")
+    other = Trainer.open(coll, "t")
+    matrix = coll.index.matrix()
+    read = []
+
+    class Counting:  # the index as HeldRows sees it, counting the rows it reads
+        def __init__(self, index):
+            self.index, self.dim = index, index.dim
+
+        def rows(self, ids):
+            read.append(len(ids))
+            return self.index.rows(ids)
+
+    real_of = trainer_module.HeldRows.of
+    monkeypatch.setattr(trainer_module.HeldRows, "of", lambda held, index, ids: real_of(held, Counting(index), ids))
+
+    def check():
+        labels = trainer.labels()
+        assert list(labels.items()) == list(coll.store.current_labels(trainer.row.id).items())
+        assert coll.store.latest_round(trainer.row.id).n_labels == len(labels)  # counted from the round before
+        ids = np.fromiter(labels, np.int64)
+        np.testing.assert_array_equal(trainer._labeled_rows.of(coll.index, ids), np.asarray(matrix)[ids])
+
+    for _ in range(3):
+        batch = trainer.next_batch(10)
+        trainer.submit({h.id: (1.0 if h.id % 3 else -1.0) for h in batch})
+        check()
+    read.clear()
+    batch = trainer.next_batch(10)
+    trainer.submit({h.id: 1.0 for h in batch})
+    assert sum(read) <= 10, read  # the new labels' rows alone: not all 40 again, nor the background
+    first = next(iter(trainer.labels()))
+    trainer.relabel(first, 0.5)  # a changed label moves to the latest round
+    check()
+    assert list(trainer.labels())[-1] == first
+    trainer.undo()
+    check()
+    other.submit({h.id: -1.0 for h in other.next_batch(5)})  # another process's round
+    check()
+    assert len(trainer.labels()) == 45
+
+
+def test_held_rows_are_the_rows_asked_for_whatever_the_ids_do(tmp_path):
+    """HeldRows answers index.rows(ids) through appends, reorders, drops and new ids mixed in,
+    reading from the file only the ids it does not hold, in one array that grows by steps."""
+    from localq.loop.trainer import HeldRows
+    from localq.search.exact import VectorIndex
+
+    x = np.random.default_rng(0).standard_normal((3000, 16)).astype(np.float32)
+    index = VectorIndex.open(tmp_path / "vectors.npy", 16)
+    index.add(x)
+    rng = np.random.default_rng(1)
+    held, ids = HeldRows(), np.empty(0, np.int64)
+    buffers = set()
+    for step in range(200):
+        change = step % 5
+        fresh = rng.choice(np.setdiff1d(np.arange(3000), ids), 10, replace=False)
+        if change < 3:  # a round of new labels
+            ids = np.concatenate([ids, fresh])
+        elif change == 3 and len(ids) > 20:  # an undone round, or a changed label moving to the end
+            ids = ids[:-10] if step % 2 else np.concatenate([np.delete(ids, 5), ids[5:6]])
+        else:  # another process's rounds: some new, in another order
+            ids = rng.permutation(np.concatenate([ids, fresh[:3]]))
+        rows = held.of(index, ids)
+        np.testing.assert_array_equal(rows, x[ids])
+        assert not rows.flags.writeable
+        buffers.add(id(held._buffer))
+    assert len(buffers) < 40  # grown now and then, not a new array per call

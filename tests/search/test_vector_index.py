@@ -327,3 +327,30 @@ def test_gathered_rows_do_not_stay_mapped(tmp_path):
     assert mapped_file_kb() - before < 1024
     np.asarray(matrix[ids])  # the map itself does map them: the measure can see it
     assert mapped_file_kb() - before > 4096
+
+
+@pytest.mark.parametrize("pattern", ["dense", "sparse", "runs", "repeats"])
+def test_gather_rows_reads_near_rows_as_one_span_and_returns_them_as_asked(tmp_path, monkeypatch, pattern):
+    """Rows asked for that lie near one another are read in spans (the rows between read
+    and dropped), in at most _SPAN_BYTES at a time; the answer is matrix[ids] whatever the
+    ids' order, density or repeats."""
+    import os
+
+    import localq.storage.vector_file as vector_file
+
+    x = np.random.default_rng(0).standard_normal((6000, 32)).astype(np.float32)
+    np.save(tmp_path / "v.npy", x)
+    matrix = np.load(tmp_path / "v.npy", mmap_mode="r")
+    monkeypatch.setattr(vector_file, "_SPAN_BYTES", 64 * 128)  # spans of at most 64 rows here
+    reads = []
+    real_preadv = os.preadv
+    monkeypatch.setattr(os, "preadv", lambda fd, views, offset: reads.append(len(views[0])) or real_preadv(fd, views, offset))
+    rng = np.random.default_rng(1)
+    ids = {"dense": rng.permutation(6000)[:3000],
+           "sparse": rng.choice(6000, 50, replace=False),
+           "runs": np.concatenate([np.arange(100, 400), np.arange(5000, 5010)])[::-1],
+           "repeats": rng.integers(0, 6000, 4000)}[pattern]
+    np.testing.assert_array_equal(vector_file.gather_rows(matrix, ids), x[ids])
+    assert max(reads) <= 64 * 128
+    if pattern == "dense":
+        assert len(reads) <= 6000 // 64 + 1  # one read per span, not per row
