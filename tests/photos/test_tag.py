@@ -262,7 +262,7 @@ def test_kill_9_mid_run_leaves_no_half_written_sidecar(tmp_path):
     for i in range(300):
         (tmp_path / f"p{i}.jpg.xmp").write_text(DARKTABLE_SIDECAR)
     # Alternately one sidecar at a time and in batches (what `localq tag` does), for ever.
-    code = ("from pathlib import Path; from localq import xmp\n"
+    code = ("from pathlib import Path; from localq.photos import xmp\n"
             f"paths = [Path({str(tmp_path)!r}) / f'p{{i}}.jpg.xmp' for i in range(300)]\n"
             "for k in range(1000):\n"
             "    if k % 2:\n"

@@ -313,7 +313,7 @@ def test_a_cache_behind_an_unsearchable_directory_only_costs_a_recomputation(tmp
         (locked / "cache").mkdir(parents=True)
         prompt_cache.remember("m", "p", np.zeros(3, np.float32))  # a real cache elsewhere, untouched
         locked.chmod(0)
-        code = ("import numpy as np; from localq import prompt_cache\n"
+        code = ("import numpy as np; from localq.encoders import prompt_cache\n"
                 "v = prompt_cache.text_vector('m', 'p', lambda t: np.ones(3, np.float32))\n"
                 "print(v.tolist(), prompt_cache.lookup('m', 'p'))")
         cmd = [sys.executable, "-c", code]
