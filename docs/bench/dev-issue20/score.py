@@ -49,11 +49,44 @@ def main() -> None:
             continue
         a1, a2 = s1["localq-auto"], s2["localq-auto"]
         score = (np.mean([a1[b] for b in BUDGETS]) + np.mean([a2[b] for b in BUDGETS])) / 2
-        scored.append((score, name))
+        if not name.startswith("cand-first"):  # the first-fit follow-up has its own rule, below
+            scored.append((score, name))
         print(f"{name} | " + " ".join(f"{a1[b]:.3f}" for b in BUDGETS) + " | "
               + " ".join(f"{a2[b]:.3f}" for b in BUDGETS) + f" | {s2['localq-auto/repeats'][100]:.1f} | {score:.4f}")
     print()
     print("best:", max(scored)[1])
+    follow_up(runs)
+
+
+ADOPTED = "cand-p10-t05-nc075"  # the default the first-fit follow-up is guarded against
+
+
+def follow_up(runs: dict) -> None:
+    """The first-fit follow-up's rule (RULE.md): 10 labels against the fixed bars, 20/50/100
+    against the adopted default's runs (at most 0.005 lower), G1 against random (at most 0.02)."""
+    print()
+    print("## first-fit follow-up: (a) 10 labels >= bar; (b) 20/50/100 minus " + ADOPTED + " >= -0.005")
+    for name in sorted({n.split("-", 1)[1] for n in runs if n.startswith("s1-cand-first")}):
+        for scenario in ("s1", "s2"):
+            run = runs.get(f"{scenario}-{name}")
+            if run is None:
+                print(f"{scenario}-{name}: not run")
+                continue
+            base, ref, auto = runs[f"{scenario}-base"], runs[f"{scenario}-{ADOPTED}"]["localq-auto"], run["localq-auto"]
+            bar = max(base["article"][10], base["localq-top"][10]) - 0.01
+            deltas = {b: auto[b] - ref[b] for b in BUDGETS[1:]}
+            ok = auto[10] >= bar and all(d >= -0.005 for d in deltas.values())
+            top = run.get("localq-top", {})
+            print(f"{scenario}-{name}: auto " + " ".join(f"{auto[b]:.3f}" for b in BUDGETS)
+                  + (" | its localq-top " + " ".join(f"{top[b]:.3f}" for b in BUDGETS) if top else "")
+                  + f" | (a) {auto[10]:.3f} vs bar {bar:.3f} | (b) " + " ".join(f"{d:+.3f}" for d in deltas.values())
+                  + (" | passes" if ok else " | FAILS"))
+        g1 = runs.get(f"g1-{name}")
+        if g1 is not None:
+            gap = {b: g1["localq-auto"][b] - g1["random"][b] for b in BUDGETS}
+            print(f"g1-{name}: auto " + " ".join(f"{g1['localq-auto'][b]:.3f}" for b in BUDGETS) + " | random "
+                  + " ".join(f"{g1['random'][b]:.3f}" for b in BUDGETS) + " | (c) "
+                  + ("passes" if min(gap.values()) >= -0.02 else "FAILS"))
 
 
 if __name__ == "__main__":
