@@ -1,10 +1,12 @@
 """Screening of first fits for issue 20 (see RULE.md, "Follow-up: the first fit").
 
-Built-in `lite0` encoder (the collections' own), never CLIP.
+Built-in `lite0` encoder (the collections' own), never CLIP. It patches the module layout
+of commit 9fcde4f (the study's base, before localq's modules moved into packages): run it
+in a checkout of that commit.
 
-    python docs/bench/dev-issue20/first_fit.py capture s1 /tmp/ff-s1.npz
-    python docs/bench/dev-issue20/first_fit.py capture s2 /tmp/ff-s2.npz
-    python docs/bench/dev-issue20/first_fit.py screen /tmp/ff-s1.npz /tmp/ff-s2.npz > first_fit.txt
+    python docs/bench/dev-issue20/first_fit.py capture s1 OUT/ff-s1.npz
+    python docs/bench/dev-issue20/first_fit.py capture s2 OUT/ff-s2.npz
+    python docs/bench/dev-issue20/first_fit.py screen OUT/ff-s1.npz OUT/ff-s2.npz > first_fit.txt
 
 ``capture`` runs the benchmark itself (``localq.bench.runner.run_benchmark``, one round of
 10 labels, methods ``localq-auto`` and ``article``, seeds 0-1, S1 with ``--tune``) and
