@@ -11,7 +11,11 @@ from localq import runtime as _runtime  # noqa: F401  (must run before numpy/fai
 __version__ = "0.1.0"
 __all__ = ["Collection", "Settings", "Trainer", "__version__"]
 
-_PUBLIC = {"Collection": "localq.collection.collection", "Settings": "localq.loop.trainer_types", "Trainer": "localq.loop.trainer"}
+_PUBLIC = {
+    "Collection": "localq.collection.collection",
+    "Settings": "localq.loop.trainer_types",
+    "Trainer": "localq.loop.trainer",
+}
 
 
 def __getattr__(name: str):

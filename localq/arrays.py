@@ -25,4 +25,4 @@ def unit_rows(x) -> np.ndarray:
 def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     """Consecutive slices of at most ``size`` items (SQLite caps the parameters of one statement)."""
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]

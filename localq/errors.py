@@ -114,4 +114,3 @@ def first_line(exc: BaseException, limit: int = 200) -> str:
 class SidecarProblem(LocalqError):
     """One XMP sidecar could not be read or written (not XMP, read-only, its folder locked);
     the others are still written."""
-

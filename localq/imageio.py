@@ -56,15 +56,37 @@ _UNSUPPORTED_KINDS = {
     "SVG vector drawing": (".svg", ".svgz"),
     "HEIC/HEIF (install pillow-heif)": tuple(sorted(HEIF_EXTENSIONS)),
     "AVIF (this Pillow was built without libavif)": (".avif",),
-    "camera raw": (".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".orf", ".rw2",
-                   ".raf", ".pef", ".srw", ".x3f", ".raw", ".3fr", ".erf", ".kdc", ".mrw"),
+    "camera raw": (
+        ".dng",
+        ".cr2",
+        ".cr3",
+        ".crw",
+        ".nef",
+        ".nrw",
+        ".arw",
+        ".srf",
+        ".sr2",
+        ".orf",
+        ".rw2",
+        ".raf",
+        ".pef",
+        ".srw",
+        ".x3f",
+        ".raw",
+        ".3fr",
+        ".erf",
+        ".kdc",
+        ".mrw",
+    ),
     "layered or vector document": (".psd", ".psb", ".xcf", ".ai", ".eps", ".kra"),
     "JPEG XL": (".jxl",),
     "video": (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".3gp", ".mts", ".m2ts", ".wmv", ".mpg", ".mpeg"),
 }
 UNSUPPORTED_EXTENSIONS = {
     suffix: f"unsupported format: {kind}"
-    for kind, suffixes in _UNSUPPORTED_KINDS.items() for suffix in suffixes if suffix not in IMAGE_EXTENSIONS
+    for kind, suffixes in _UNSUPPORTED_KINDS.items()
+    for suffix in suffixes
+    if suffix not in IMAGE_EXTENSIONS
 }
 
 # A file this big is not a photo (and reading it to hash it would take its size in RAM).
@@ -102,8 +124,13 @@ def unsupported_reason(path: str | os.PathLike) -> str | None:
     return UNSUPPORTED_EXTENSIONS.get(Path(path).suffix.lower())
 
 
-_FILE_KINDS = ((stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "fifo"), (stat.S_ISCHR, "character device"),
-               (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"))
+_FILE_KINDS = (
+    (stat.S_ISDIR, "directory"),
+    (stat.S_ISFIFO, "fifo"),
+    (stat.S_ISCHR, "character device"),
+    (stat.S_ISBLK, "block device"),
+    (stat.S_ISSOCK, "socket"),
+)
 
 
 def not_regular_reason(mode: int) -> str | None:

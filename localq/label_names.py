@@ -40,7 +40,9 @@ def _lemmas() -> dict[str, str]:
         for location in locations:
             path = Path(location) / LEMMA_FILE
             if path.is_file():
-                return dict(row for row in csv.reader(path.read_text("utf-8").splitlines(), delimiter="\t") if len(row) == 2)
+                return dict(
+                    row for row in csv.reader(path.read_text("utf-8").splitlines(), delimiter="\t") if len(row) == 2
+                )
     except (OSError, ValueError, ImportError):  # the names are a nicety: the label is shown instead
         pass
     return {}

@@ -72,13 +72,15 @@ def write_failure(exc: BaseException, where: str | os.PathLike) -> LocalqError |
         return disk_full(where, quota=number == errno.EDQUOT)
     place = existing_dir(where)
     if number == errno.EROFS:
-        return WriteFailed(f"{place} is on a read-only file system: make it writable or use another place; "
-                           "nothing was lost")
+        return WriteFailed(
+            f"{place} is on a read-only file system: make it writable or use another place; nothing was lost"
+        )
     if number == errno.EIO:
         if low_on_space(place):
             return disk_full(place)
-        return WriteFailed(f"input/output error writing in {place} (a failing or removed disk?): check it and "
-                           "re-run; nothing was lost")
+        return WriteFailed(
+            f"input/output error writing in {place} (a failing or removed disk?): check it and re-run; nothing was lost"
+        )
     return None
 
 

@@ -242,4 +242,3 @@ def _failure(exc: BaseException, where: Path, doing: str) -> LocalqError:
     text = str(exc).strip()
     reason = getattr(exc, "strerror", None) or (text.splitlines()[0] if text else type(exc).__name__)
     return OutputRefused(f"{doing}: {reason}")
-

@@ -136,34 +136,53 @@ def main() -> None:
     steady_local = (local.embedded - args.batch_size) / (local.seconds - first_local)
     steady_ray = (remote.embedded - args.batch_size) / (remote.seconds - first_ray)
     results = {
-        "images": args.n, "encoder": args.encoder, "cpus": args.cpus, "batch_size": args.batch_size,
+        "images": args.n,
+        "encoder": args.encoder,
+        "cpus": args.cpus,
+        "batch_size": args.batch_size,
         "load_average": [float(x) for x in uptime],
-        "in_process_s": round(local_s, 2), "in_process_img_s": round(rate_local, 1),
-        "ray_cluster_start_s": round(start_s, 2), "ray_job_s": round(ray_s, 2), "ray_img_s": round(rate_ray, 1),
+        "in_process_s": round(local_s, 2),
+        "in_process_img_s": round(rate_local, 1),
+        "ray_cluster_start_s": round(start_s, 2),
+        "ray_job_s": round(ray_s, 2),
+        "ray_img_s": round(rate_ray, 1),
         "ray_over_in_process": round(rate_ray / rate_local, 2),
         "first_result_s": {"in_process": round(first_local, 2), "ray": round(first_ray, 2)},
         "steady_img_s": {"in_process": round(steady_local, 1), "ray": round(steady_ray, 1)},
         "steady_ray_over_in_process": round(steady_ray / steady_local, 2),
-        "ray_processes_rss_mib_idle_cluster": round(idle_rss), "ray_processes_rss_mib_after_job": round(job_rss),
+        "ray_processes_rss_mib_idle_cluster": round(idle_rss),
+        "ray_processes_rss_mib_after_job": round(job_rss),
         "ray_idle_cpu_cores": round(idle_cpu, 3),
     }
-    print(f"{args.n} images of {args.data}, encoder {args.encoder}, batch {args.batch_size}, "
-          f"load average {' '.join(uptime)}\n")
+    print(
+        f"{args.n} images of {args.data}, encoder {args.encoder}, batch {args.batch_size}, "
+        f"load average {' '.join(uptime)}\n"
+    )
     print("| path | whole job s | img/s | vs in-process | first batch back s | img/s after it | vs in-process |")
     print("|---|---|---|---|---|---|---|")
-    print(f"| in-process (encoder loaded before) | {local_s:.1f} | {rate_local:.1f} | 1.00x "
-          f"| {first_local:.1f} | {steady_local:.1f} | 1.00x |")
-    print(f"| Ray Data, {args.cpus}-CPU local cluster, {args.cpus} actors "
-          f"| {ray_s:.1f} | {rate_ray:.1f} | {rate_ray / rate_local:.2f}x "
-          f"| {first_ray:.1f} | {steady_ray:.1f} | {steady_ray / steady_local:.2f}x |")
-    print(f"\nRay within {TARGET}x of in-process: whole job {'PASS' if rate_ray / rate_local >= TARGET else 'MISS'}, "
-          f"after the first batch {'PASS' if steady_ray / steady_local >= TARGET else 'MISS'} "
-          "(the difference is starting the actors and loading the encoder in each)")
-    print(f"Ray's costs: cluster start {start_s:.1f} s (once per session); its processes hold "
-          f"{idle_rss:.0f} MiB idle and {job_rss:.0f} MiB with the {args.cpus} encoder actors; "
-          f"{idle_cpu:.2f} cores busy while idle after the job.")
-    print("largest Ray processes after the job (MiB RSS, shared pages counted in each): "
-          + ", ".join(f"{name} {mib:.0f}" for mib, name in biggest))
+    print(
+        f"| in-process (encoder loaded before) | {local_s:.1f} | {rate_local:.1f} | 1.00x "
+        f"| {first_local:.1f} | {steady_local:.1f} | 1.00x |"
+    )
+    print(
+        f"| Ray Data, {args.cpus}-CPU local cluster, {args.cpus} actors "
+        f"| {ray_s:.1f} | {rate_ray:.1f} | {rate_ray / rate_local:.2f}x "
+        f"| {first_ray:.1f} | {steady_ray:.1f} | {steady_ray / steady_local:.2f}x |"
+    )
+    print(
+        f"\nRay within {TARGET}x of in-process: whole job {'PASS' if rate_ray / rate_local >= TARGET else 'MISS'}, "
+        f"after the first batch {'PASS' if steady_ray / steady_local >= TARGET else 'MISS'} "
+        "(the difference is starting the actors and loading the encoder in each)"
+    )
+    print(
+        f"Ray's costs: cluster start {start_s:.1f} s (once per session); its processes hold "
+        f"{idle_rss:.0f} MiB idle and {job_rss:.0f} MiB with the {args.cpus} encoder actors; "
+        f"{idle_cpu:.2f} cores busy while idle after the job."
+    )
+    print(
+        "largest Ray processes after the job (MiB RSS, shared pages counted in each): "
+        + ", ".join(f"{name} {mib:.0f}" for mib, name in biggest)
+    )
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")
 

@@ -112,7 +112,18 @@ def run_variant(name: str, args) -> dict:
     _, loop, extra = VARIANTS[name]
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "LOCALQ_KEEP_MALLOC"}
     env.update(extra)
-    cmd = [sys.executable, __file__, "--worker", loop, "-n", str(args.n), "--data", str(args.data), "--encoder", args.encoder]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        loop,
+        "-n",
+        str(args.n),
+        "--data",
+        str(args.data),
+        "--encoder",
+        args.encoder,
+    ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{name} failed:\n{done.stderr[-2000:]}")
@@ -147,14 +158,20 @@ def main(argv: list[str] | None = None) -> int:
     base_name = "naive" if "naive" in best else names[0]
     base = best[base_name]["img_s"]
     ratio_header = "x article loop" if base_name == "naive" else "x first row"
-    print(f"Encoder `{args.encoder}`, {best[names[0]]['n']} Imagenette val images, {os.cpu_count()} CPUs, "
-          f"best of {args.repeats} (os.getloadavg at end: {os.getloadavg()[0]:.1f})\n")
-    print(f"| variant | img/s (decode+forward) | {ratio_header} | forward img/s | img per CPU-s | minor faults/img | CPU/wall |")
+    print(
+        f"Encoder `{args.encoder}`, {best[names[0]]['n']} Imagenette val images, {os.cpu_count()} CPUs, "
+        f"best of {args.repeats} (os.getloadavg at end: {os.getloadavg()[0]:.1f})\n"
+    )
+    print(
+        f"| variant | img/s (decode+forward) | {ratio_header} | forward img/s | img per CPU-s | minor faults/img | CPU/wall |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name in names:
         r = best[name]
-        print(f"| {VARIANTS[name][0]} | {r['img_s']:.1f} | {r['img_s'] / base:.2f} | {r['forward_img_s']:.1f} | "
-              f"{r['img_s'] / r['cpu_per_wall']:.1f} | {r['faults_per_img']:.0f} | {r['cpu_per_wall']:.2f} |")
+        print(
+            f"| {VARIANTS[name][0]} | {r['img_s']:.1f} | {r['img_s'] / base:.2f} | {r['forward_img_s']:.1f} | "
+            f"{r['img_s'] / r['cpu_per_wall']:.1f} | {r['faults_per_img']:.0f} | {r['cpu_per_wall']:.2f} |"
+        )
     return 0
 
 

@@ -45,9 +45,24 @@ def run_localq_index(files: list[Path], encoder: str, decode_threads: int) -> di
             (src / f"{i:05d}_{f.name}").symlink_to(f)
         env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "LOCALQ_KEEP_MALLOC"}
         done = subprocess.run(
-            [sys.executable, "-m", "localq", "index", str(src), "--db", str(Path(tmp) / "db"),
-             "--encoder", encoder, "--decode-threads", str(decode_threads), "--json", "--quiet"],
-            env=env, capture_output=True, text=True,
+            [
+                sys.executable,
+                "-m",
+                "localq",
+                "index",
+                str(src),
+                "--db",
+                str(Path(tmp) / "db"),
+                "--encoder",
+                encoder,
+                "--decode-threads",
+                str(decode_threads),
+                "--json",
+                "--quiet",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
         )
         if done.returncode != 0:
             raise SystemExit(f"localq index failed:\n{done.stderr[-2000:]}")
@@ -86,28 +101,35 @@ def main() -> int:
 
     ceiling = PEAK_GFLOPS / GFLOP_PER_IMAGE.get(args.encoder, GFLOP_PER_IMAGE["lite0"])
     bare = best["bare"]["img_s"]
-    print(f"\n{len(files)} Imagenette images, encoder {args.encoder}, best of {args.repeats} "
-          f"(load average at end {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)\n")
+    print(
+        f"\n{len(files)} Imagenette images, encoder {args.encoder}, best of {args.repeats} "
+        f"(load average at end {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)\n"
+    )
     print(f"| pipeline | img/s | vs bare forward | share of FLOP ceiling (~{ceiling:.0f} img/s) |")
     print("|---|---:|---:|---:|")
     rows = [("bare", "bare batch-32 forward (model call only)")]
     if "article" in best:
         rows.insert(0, ("article", "article loop (batch 1, autograd, default malloc)"))
-    rows += [(f"index-{t}", f"`localq index --decode-threads {t}`" + (" (default)" if t == 1 else ""))
-             for t in args.decode_threads]
+    rows += [
+        (f"index-{t}", f"`localq index --decode-threads {t}`" + (" (default)" if t == 1 else ""))
+        for t in args.decode_threads
+    ]
     for key, label in rows:
         r = best[key]["img_s"]
         print(f"| {label} | {r:.1f} | {r / bare:.2f}x | {r / ceiling:.0%} |")
     default = best.get("index-1", best[f"index-{args.decode_threads[0]}"])["img_s"]
-    print(f"\ntarget >= 0.9x the bare forward pass: {default / bare:.2f}x {'PASS' if default >= 0.9 * bare else 'MISS'}")
+    print(
+        f"\ntarget >= 0.9x the bare forward pass: {default / bare:.2f}x {'PASS' if default >= 0.9 * bare else 'MISS'}"
+    )
     print(f"bare forward CPU/wall {best['bare']['cpu_per_wall']:.2f} (2.0 = both cores)")
     if "article" in best:
         ratio = default / best["article"]["img_s"]
         print(f"vs the article loop: {ratio:.2f}x (target 2.5x: {'PASS' if ratio >= 2.5 else 'MISS'})")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"n": len(files), "ceiling": ceiling, "best": best,
-                                         "load_average": os.getloadavg()}, indent=2))
+        args.json.write_text(
+            json.dumps({"n": len(files), "ceiling": ceiling, "best": best, "load_average": os.getloadavg()}, indent=2)
+        )
     return 0
 
 

@@ -68,8 +68,10 @@ def build(root: Path, n: int, dim: int, seed: int = 0) -> Collection:
         m = min(chunk, n - start)
         x = centres[rng.integers(0, 100, m)] + 0.8 * rng.standard_normal((m, dim)).astype(np.float32)
         x /= np.linalg.norm(x, axis=1, keepdims=True)
-        rows = [NewImage(f"/synthetic/{start + i}.jpg", f"h{start + i}", 1, 0.0, 1, 1, str(i % 100), "train")
-                for i in range(m)]
+        rows = [
+            NewImage(f"/synthetic/{start + i}.jpg", f"h{start + i}", 1, 0.0, 1, 1, str(i % 100), "train")
+            for i in range(m)
+        ]
         coll.add_images(rows, x)
         print(f"  built {start + m}/{n}", end="\r", flush=True)
     print()
@@ -121,8 +123,11 @@ def bench(coll: Collection, rounds: int, k: int, strategy: str, kind: str, agree
     return {
         "rss_gb": _resident_gb(),
         "batch_agreement_with_exact": statistics.mean(agreement) if agreement else None,
-        "worst_pick_abs_p_minus_half": ({"ivf": statistics.median(d[0] for d in doubt),
-                                         "exact": statistics.median(d[1] for d in doubt)} if doubt else None),
+        "worst_pick_abs_p_minus_half": (
+            {"ivf": statistics.median(d[0] for d in doubt), "exact": statistics.median(d[1] for d in doubt)}
+            if doubt
+            else None
+        ),
         "rss_anon_gb": _resident_gb("RssAnon"),
         "search": statistics.median(search_ms),
         "fit+persist": statistics.median(fit_persist_ms),
@@ -149,7 +154,7 @@ def bench_label_scales(work: Path, n: int, dim: int, scales: list[int], rounds: 
             rng = np.random.default_rng(scale)
             given = rng.choice(n, size=scale, replace=False)
             for r, start in enumerate(range(0, scale, k), start=1):
-                chunk = given[start:start + k]
+                chunk = given[start : start + k]
                 scores = {int(i): float(rng.choice([-1.0, 1.0])) for i in chunk}
                 coll.store.commit_round(trainer.row.id, r, scores, scores, trainer.weights, trainer.bias, None)
             trainer = Trainer.open(coll, name)
@@ -166,8 +171,9 @@ def bench_label_scales(work: Path, n: int, dim: int, scales: list[int], rounds: 
                 trainer.submit({h.id: (1.0 if h.id % 2 else -1.0) for h in batch})
                 trainer.next_batch()
                 times.append((time.perf_counter() - t0) * 1e3)
-            out.append({"labels": before, "round": statistics.median(times),
-                        "current_labels": statistics.median(labels_ms)})
+            out.append(
+                {"labels": before, "round": statistics.median(times), "current_labels": statistics.median(labels_ms)}
+            )
             print(out[-1])
             coll.delete_classifier(trainer.row.id)
     return out
@@ -196,15 +202,29 @@ def bench_memory(work: Path, n: int, dim: int, rounds: int, k: int, relabels: in
             batch = trainer.next_batch()
             trainer.submit({h.id: 1.0 if positive[h.id] else -1.0 for h in batch})
             if r in marks:
-                out.append({"round": r, "labels": len(trainer.labels()), "vmrss_mb": _resident_gb() * 1024,
-                            "rss_anon_mb": _resident_gb("RssAnon") * 1024, "seconds": time.perf_counter() - t0})
+                out.append(
+                    {
+                        "round": r,
+                        "labels": len(trainer.labels()),
+                        "vmrss_mb": _resident_gb() * 1024,
+                        "rss_anon_mb": _resident_gb("RssAnon") * 1024,
+                        "seconds": time.perf_counter() - t0,
+                    }
+                )
                 print(out[-1])
         for j, image_id in enumerate(list(trainer.labels())[:relabels], start=1):
             trainer.relabel(image_id, -1.0 if positive[image_id] else 1.0)  # a labeling mistake, fixed later
             if j in (100, relabels):
-                out.append({"round": trainer.round, "labels": len(trainer.labels()), "vmrss_mb": _resident_gb() * 1024,
-                            "rss_anon_mb": _resident_gb("RssAnon") * 1024, "seconds": time.perf_counter() - t0,
-                            "relabel_rounds": j})
+                out.append(
+                    {
+                        "round": trainer.round,
+                        "labels": len(trainer.labels()),
+                        "vmrss_mb": _resident_gb() * 1024,
+                        "rss_anon_mb": _resident_gb("RssAnon") * 1024,
+                        "seconds": time.perf_counter() - t0,
+                        "relabel_rounds": j,
+                    }
+                )
                 print(out[-1])
         coll.delete_classifier(trainer.row.id)
     return out
@@ -215,43 +235,62 @@ def memory_main(args, work: Path) -> None:
     lines = ["| after round | labels | VmRSS (MB) | RssAnon (MB) | seconds so far |", "|---|---|---|---|---|"]
     for r in results:
         what = f"{r['round']:,}" + (f" ({r['relabel_rounds']} changing a label)" if "relabel_rounds" in r else "")
-        lines.append(f"| {what} | {r['labels']:,} | {r['vmrss_mb']:.1f} | {r['rss_anon_mb']:.1f} | {r['seconds']:.1f} |")
+        lines.append(
+            f"| {what} | {r['labels']:,} | {r['vmrss_mb']:.1f} | {r['rss_anon_mb']:.1f} | {r['seconds']:.1f} |"
+        )
     labeling = [r for r in results if "relabel_rounds" not in r]
     at_100 = next((r for r in labeling if r["round"] == 100), labeling[0])
     last = labeling[-1]
     grew = last["rss_anon_mb"] - at_100["rss_anon_mb"]
     added = max(last["labels"] - at_100["labels"], 1)
-    lines += ["", f"{last['round']:,} rounds of k={args.k} on {args.sizes[0]:,} x {args.dim} vectors (exact search, "
-                  f"default strategy). After round {at_100['round']}: RssAnon {grew:+.1f} MB, VmRSS "
-                  f"{last['vmrss_mb'] - at_100['vmrss_mb']:+.1f} MB, for {added:,} more labels "
-                  f"({grew * 1024 / added:.1f} KB a label; a {args.dim}-d row is {args.dim * 4 / 1024:.0f} KB)."]
+    lines += [
+        "",
+        f"{last['round']:,} rounds of k={args.k} on {args.sizes[0]:,} x {args.dim} vectors (exact search, "
+        f"default strategy). After round {at_100['round']}: RssAnon {grew:+.1f} MB, VmRSS "
+        f"{last['vmrss_mb'] - at_100['vmrss_mb']:+.1f} MB, for {added:,} more labels "
+        f"({grew * 1024 / added:.1f} KB a label; a {args.dim}-d row is {args.dim * 4 / 1024:.0f} KB).",
+    ]
     fixed = [r for r in results if "relabel_rounds" in r]
     if fixed:
         first, end = fixed[0], fixed[-1]
-        lines += [f"Then rounds that each change an earlier label (no label added): RssAnon "
-                  f"{first['rss_anon_mb'] - last['rss_anon_mb']:+.1f} MB over the first {first['relabel_rounds']}"
-                  + (f", {end['rss_anon_mb'] - first['rss_anon_mb']:+.1f} MB over the next "
-                     f"{end['relabel_rounds'] - first['relabel_rounds']}" if end is not first else "") + "."]
+        lines += [
+            f"Then rounds that each change an earlier label (no label added): RssAnon "
+            f"{first['rss_anon_mb'] - last['rss_anon_mb']:+.1f} MB over the first {first['relabel_rounds']}"
+            + (
+                f", {end['rss_anon_mb'] - first['rss_anon_mb']:+.1f} MB over the next "
+                f"{end['relabel_rounds'] - first['relabel_rounds']}"
+                if end is not first
+                else ""
+            )
+            + "."
+        ]
     print()
     print("\n".join(lines))
     if args.json:
         args.json.write_text(json.dumps({"command": _command(), "results": results}, indent=2) + "\n")
     if args.markdown:
-        args.markdown.write_text(f"Output of `{_command()}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-                                 f"shared {os.cpu_count()}-core machine.\n\n" + "\n".join(lines) + "\n")
+        args.markdown.write_text(
+            f"Output of `{_command()}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+            f"shared {os.cpu_count()}-core machine.\n\n" + "\n".join(lines) + "\n"
+        )
 
 
 def label_scales_main(args, work: Path) -> None:
     results = bench_label_scales(work, args.sizes[0], args.dim, args.label_scales, args.rounds, args.k)
     base = results[0]["round"]
-    lines = ["| labels before the round | whole round (ms) | of which reading the current labels (ms) | vs the first |",
-             "|---|---|---|---|"]
+    lines = [
+        "| labels before the round | whole round (ms) | of which reading the current labels (ms) | vs the first |",
+        "|---|---|---|---|",
+    ]
     for r in results:
         lines.append(f"| {r['labels']:,} | {r['round']:.1f} | {r['current_labels']:.1f} | {r['round'] / base:.2f}x |")
     worst = max(r["round"] for r in results) / base
-    lines += ["", f"Medians of {args.rounds} rounds of k={args.k} on {args.sizes[0]:,} x {args.dim} vectors (exact search, "
-                  f"strategy top). Target (issue 21): at most 2x the round at the fewest labels: "
-                  f"{'MET' if worst <= 2 else 'MISS'} ({worst:.2f}x)."]
+    lines += [
+        "",
+        f"Medians of {args.rounds} rounds of k={args.k} on {args.sizes[0]:,} x {args.dim} vectors (exact search, "
+        f"strategy top). Target (issue 21): at most 2x the round at the fewest labels: "
+        f"{'MET' if worst <= 2 else 'MISS'} ({worst:.2f}x).",
+    ]
     print()
     print("\n".join(lines))
     if args.json:
@@ -269,16 +308,28 @@ def main() -> None:
     ap.add_argument("--work", type=Path, help="Where to build the collections (kept for reruns).")
     ap.add_argument("--json", type=Path, help="Write the raw results here.")
     ap.add_argument("--markdown", type=Path, help="Write the table (with the command and machine) here.")
-    ap.add_argument("--no-agreement", action="store_true",
-                    help="skip the exact batch each IVF round is compared with: at 10M its pass over 20 GB "
-                         "evicts from the page cache the rows the timed rounds read (and counts as resident)")
+    ap.add_argument(
+        "--no-agreement",
+        action="store_true",
+        help="skip the exact batch each IVF round is compared with: at 10M its pass over 20 GB "
+        "evicts from the page cache the rows the timed rounds read (and counts as resident)",
+    )
     ap.add_argument("--nprobe", type=int, help="the IVF's first probe (default: search.ivf's)")
-    ap.add_argument("--label-scales", type=int, nargs="+", metavar="N",
-                    help="instead: a round on a classifier already holding N labels, side by side for each N "
-                         "(e.g. 10 10000, on the first --sizes)")
-    ap.add_argument("--memory-rounds", type=int, metavar="N",
-                    help="instead: N rounds on one classifier (default strategy, on the first --sizes), printing "
-                         "resident memory at rounds 1, 10, 100, 500 and N")
+    ap.add_argument(
+        "--label-scales",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="instead: a round on a classifier already holding N labels, side by side for each N "
+        "(e.g. 10 10000, on the first --sizes)",
+    )
+    ap.add_argument(
+        "--memory-rounds",
+        type=int,
+        metavar="N",
+        help="instead: N rounds on one classifier (default strategy, on the first --sizes), printing "
+        "resident memory at rounds 1, 10, 100, 500 and N",
+    )
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="localq-bench-round-"))
     if args.memory_rounds:
@@ -300,9 +351,15 @@ def main() -> None:
                     coll.searcher.ivf.nprobe = args.nprobe
                 for strategy in args.strategies:
                     r = bench(coll, args.rounds, args.k, strategy, kind, not args.no_agreement)
-                    results.append({"vectors": n, "index": kind, "strategy": strategy,
-                                    "index_save_s": round(build_s, 1), **{key: round(v, 2) if isinstance(v, float) else v
-                                                                          for key, v in r.items()}})
+                    results.append(
+                        {
+                            "vectors": n,
+                            "index": kind,
+                            "strategy": strategy,
+                            "index_save_s": round(build_s, 1),
+                            **{key: round(v, 2) if isinstance(v, float) else v for key, v in r.items()},
+                        }
+                    )
                     print(results[-1])
     lines = [
         "| vectors | index | strategy | filtered search (ms) | fit + persist (ms) | whole round (ms) | round / search "
@@ -319,24 +376,32 @@ def main() -> None:
             f"{('MET' if ratio <= 1.5 else 'MISS') if r['index'] == 'exact' else '-'} | "
             + (f"{r['batch_agreement_with_exact']:.2f} |" if r["batch_agreement_with_exact"] is not None else "- |")
             + (f" {doubt['ivf']:.3f} / {doubt['exact']:.3f} |" if doubt else " - |")
-            + f" {r['rss_gb']:.2f} | {r['rss_anon_gb']:.2f} |")
-    saves = ", ".join(f"{r['vectors']:,} {r['index']}: {r['index_save_s']} s" for r in results if r["strategy"] == args.strategies[0])
-    lines += ["", f"Medians of {args.rounds} rounds of k={args.k}, after one warm-up round. Index save "
-                  f"(for ivf: k-means on a sample and adding every row): {saves}. \"batch = exact's batch\": "
-                  "the share of each IVF round's batch that exact search picks in the same state (mean). "
-                  "\"worst pick\": the median over rounds of max |p - 0.5| in the IVF batch and in exact's "
-                  "(boundary picks from the codes' estimates can differ from exact's and be as uncertain). "
-                  "Resident: VmRSS after the rounds (with the file pages of vectors.npy it has touched, "
-                  "shared and reclaimable) and RssAnon (the process's own memory)."]
+            + f" {r['rss_gb']:.2f} | {r['rss_anon_gb']:.2f} |"
+        )
+    saves = ", ".join(
+        f"{r['vectors']:,} {r['index']}: {r['index_save_s']} s" for r in results if r["strategy"] == args.strategies[0]
+    )
+    lines += [
+        "",
+        f"Medians of {args.rounds} rounds of k={args.k}, after one warm-up round. Index save "
+        f'(for ivf: k-means on a sample and adding every row): {saves}. "batch = exact\'s batch": '
+        "the share of each IVF round's batch that exact search picks in the same state (mean). "
+        '"worst pick": the median over rounds of max |p - 0.5| in the IVF batch and in exact\'s '
+        "(boundary picks from the codes' estimates can differ from exact's and be as uncertain). "
+        "Resident: VmRSS after the rounds (with the file pages of vectors.npy it has touched, "
+        "shared and reclaimable) and RssAnon (the process's own memory).",
+    ]
     table = "\n".join(lines)
     print()
     print(table)
     if args.json:
         args.json.write_text(json.dumps({"command": _command(), "results": results}, indent=2) + "\n")
     if args.markdown:
-        header = (f"Output of `{_command()}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-                  f"shared {os.cpu_count()}-core machine (load average at end {os.getloadavg()[0]:.2f}); "
-                  "synthetic clustered 512-d vectors through the real Collection, store and trainer.\n\n")
+        header = (
+            f"Output of `{_command()}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+            f"shared {os.cpu_count()}-core machine (load average at end {os.getloadavg()[0]:.2f}); "
+            "synthetic clustered 512-d vectors through the real Collection, store and trainer.\n\n"
+        )
         args.markdown.write_text(header + table + "\n")
 
 

@@ -49,8 +49,15 @@ from localq.storage.vector_file import gather_rows, release_pages
 
 CLUSTERS = 100
 TARGET_RECALL, TARGET_MS, TARGET_GB = 0.95, 20.0, 8.0
-CASES = [("-", 0.0), ("random", 0.01), ("random", 0.5), ("random", 0.99),
-         ("near", 0.01), ("near", 0.5), ("near", 0.99)]  # 1%: what a labeling session reaches
+CASES = [
+    ("-", 0.0),
+    ("random", 0.01),
+    ("random", 0.5),
+    ("random", 0.99),
+    ("near", 0.01),
+    ("near", 0.5),
+    ("near", 0.99),
+]  # 1%: what a labeling session reaches
 _GEN_CHUNK = 100_000
 RANKED = 10_000  # best allowed scores kept per query and seen set, to place a missed answer
 
@@ -66,9 +73,7 @@ def write_vectors(path: Path, n: int, dim: int, seed: int) -> None:
     rng = np.random.default_rng(seed + 1)
     tmp = path.with_suffix(".tmp")
     with open(tmp, "wb") as f:
-        np.lib.format.write_array_header_2_0(
-            f, {"descr": "<f4", "fortran_order": False, "shape": (n, dim)}
-        )
+        np.lib.format.write_array_header_2_0(f, {"descr": "<f4", "fortran_order": False, "shape": (n, dim)})
         for start in range(0, n, _GEN_CHUNK):
             m = min(_GEN_CHUNK, n - start)
             x = c[rng.integers(0, CLUSTERS, m)]
@@ -124,9 +129,7 @@ def open_collection(root: Path, args) -> tuple[np.ndarray, IvfIndex, dict, Path]
 
 
 def memory() -> dict:
-    status = dict(
-        line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line
-    )
+    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
     gb = {k: int(status[k].split()[0]) / 2**20 for k in ("VmRSS", "VmHWM", "RssAnon", "RssFile") if k in status}
     gb["ru_maxrss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
     return gb
@@ -217,16 +220,23 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=20, help="queries per seen set")
     parser.add_argument("--work", type=Path, help="directory for vectors and index (reused)")
     parser.add_argument("--collection", type=Path, help="measure this collection's vectors.npy and vectors.ivf")
-    parser.add_argument("--cases", nargs="+", help="seen sets to measure, as KIND:FRACTION (none:0, random:0.5, near:0.01)")
-    parser.add_argument("--no-exact-timing", action="store_true",
-                        help="time the IVF only (the truths are still exact): at 10M each exact pass reads 20 GB")
+    parser.add_argument(
+        "--cases", nargs="+", help="seen sets to measure, as KIND:FRACTION (none:0, random:0.5, near:0.01)"
+    )
+    parser.add_argument(
+        "--no-exact-timing",
+        action="store_true",
+        help="time the IVF only (the truths are still exact): at 10M each exact pass reads 20 GB",
+    )
     parser.add_argument("--rebuild", action="store_true", help="train the index again")
     parser.add_argument("--nlist", type=int, help="default ~4*sqrt(n)")
     parser.add_argument("--nprobe", type=int, help="lists probed first (default: search.ivf's, about 1%% of them)")
     parser.add_argument("--rerank", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the raw figures here (docs/bench/scale-*.json)")
-    parser.add_argument("--markdown", type=Path, help="also write the report (from its table on) here, with the command")
+    parser.add_argument(
+        "--markdown", type=Path, help="also write the report (from its table on) here, with the command"
+    )
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="bench_scale_"))
     work.mkdir(parents=True, exist_ok=True)
@@ -248,14 +258,18 @@ def main() -> None:
     queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
 
     # Set-up: masks (packed, 1 bit a row) and exact answers, a chunk at a time.
-    chosen = CASES if not args.cases else [(c.split(":")[0].replace("none", "-"), float(c.split(":")[1])) for c in args.cases]
+    chosen = (
+        CASES
+        if not args.cases
+        else [(c.split(":")[0].replace("none", "-"), float(c.split(":")[1])) for c in args.cases]
+    )
     cases = {case: [] for case in chosen}
     for q in queries:
         scores = exact_scores(X, q)
         for kind, fraction in chosen:
             allowed = seen_mask(kind, fraction, scores, rng)
             masked = np.where(allowed, scores, -np.inf)
-            top = np.argpartition(masked, -args.k)[-args.k:].copy()  # not a view: it would keep 10M ids alive
+            top = np.argpartition(masked, -args.k)[-args.k :].copy()  # not a view: it would keep 10M ids alive
             # The best RANKED allowed scores, to place a missed answer: how far down the
             # true ranking its worst row lies, and how much lower it scores.
             ranked = np.sort(masked[np.argpartition(masked, -min(RANKED, len(masked)))[-RANKED:]])[::-1]
@@ -275,11 +289,16 @@ def main() -> None:
             worst = float(np.min(gather_rows(X, ids) @ q))  # the answer's k-th exact score (maps nothing)
             ranks.append(int(np.count_nonzero(ranked >= worst)))  # RANKED: further down than that
             shortfalls.append(float(ranked[args.k - 1]) - worst)
-        results[case] = {"ivf_ms": ms, "recall": float(np.mean(recalls)), "recall_min": min(recalls),
-                         "worst_rank": ranks, "kth_shortfall": shortfalls}
+        results[case] = {
+            "ivf_ms": ms,
+            "recall": float(np.mean(recalls)),
+            "recall_min": min(recalls),
+            "worst_rank": ranks,
+            "kth_shortfall": shortfalls,
+        }
     mem_ivf = memory()
 
-    for case, items in (cases.items() if not args.no_exact_timing else ()):
+    for case, items in cases.items() if not args.no_exact_timing else ():
         ms = []
         for q, (bits, _, _) in zip(queries, items):
             allowed = np.unpackbits(bits, count=args.n).astype(bool)
@@ -291,54 +310,87 @@ def main() -> None:
     if args.markdown:
         report = io.StringIO()
         sys.stdout = _Tee(sys.__stdout__, report)
-    print(f"\n## IvfIndex (localq {localq.__version__}) vs exact, n={args.n:,}, d={args.dim}, k={args.k}, "
-          f"{args.queries} queries per row, nlist {index.nlist}, nprobe {index.nprobe}, "
-          f"rerank x{index.rerank}\n")
-    print("| seen set | seen | recall@10 mean (min) | target >= 0.95 | answer's k-th row: true rank, "
-          "score below the true k-th (worst query) | exact ms (median) | IVF ms median (max) | target <= 20 ms |")
+    print(
+        f"\n## IvfIndex (localq {localq.__version__}) vs exact, n={args.n:,}, d={args.dim}, k={args.k}, "
+        f"{args.queries} queries per row, nlist {index.nlist}, nprobe {index.nprobe}, "
+        f"rerank x{index.rerank}\n"
+    )
+    print(
+        "| seen set | seen | recall@10 mean (min) | target >= 0.95 | answer's k-th row: true rank, "
+        "score below the true k-th (worst query) | exact ms (median) | IVF ms median (max) | target <= 20 ms |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for (kind, fraction), r in results.items():
         med, worst = float(np.median(r["ivf_ms"])), max(r["ivf_ms"])
         rank = max(r["worst_rank"])
-        print(f"| {kind} | {fraction:.0%} | {r['recall']:.3f} ({r['recall_min']:.1f}) "
-              f"| {mark(r['recall'] >= TARGET_RECALL)} | {rank if rank < RANKED else f'> {RANKED}'}, "
-              f"{_gap(max(r['kth_shortfall']))} | {np.median(r.get('exact_ms', [np.nan])):.1f} "
-              f"| {med:.2f} ({worst:.1f}) | {mark(med <= TARGET_MS)} |")
-    build = f"{meta['build_s']:.0f} s" if "loaded_s" not in meta else (
-        f"{meta['build_s']:.0f} s (earlier run; loaded in {meta['loaded_s']:.1f} s)")
+        print(
+            f"| {kind} | {fraction:.0%} | {r['recall']:.3f} ({r['recall_min']:.1f}) "
+            f"| {mark(r['recall'] >= TARGET_RECALL)} | {rank if rank < RANKED else f'> {RANKED}'}, "
+            f"{_gap(max(r['kth_shortfall']))} | {np.median(r.get('exact_ms', [np.nan])):.1f} "
+            f"| {med:.2f} ({worst:.1f}) | {mark(med <= TARGET_MS)} |"
+        )
+    build = (
+        f"{meta['build_s']:.0f} s"
+        if "loaded_s" not in meta
+        else (f"{meta['build_s']:.0f} s (earlier run; loaded in {meta['loaded_s']:.1f} s)")
+    )
     if args.collection:
         build = f"built by the collection's writer; loaded in {meta['loaded_s']:.1f} s"
     index_gb = index_path.stat().st_size / 2**30
     print(f"\n- build (sample k-means + add in chunks): {build}; index file {index_gb:.2f} GiB")
-    for label, m in (("after build/load", mem_build), ("after set-up (masks, truths; heap trimmed)", mem_setup),
-                     ("after IVF searches", mem_ivf), ("after exact baseline", mem_exact)):
-        print(f"- memory {label}: VmRSS {m['VmRSS']:.2f} GiB (anon {m['RssAnon']:.2f}, "
-              f"file-backed {m['RssFile']:.2f}), peak (VmHWM, reset after the set-up) {m.get('VmHWM', float('nan')):.2f} GiB, "
-              f"process peak (ru_maxrss) {m['ru_maxrss']:.2f} GiB")
+    for label, m in (
+        ("after build/load", mem_build),
+        ("after set-up (masks, truths; heap trimmed)", mem_setup),
+        ("after IVF searches", mem_ivf),
+        ("after exact baseline", mem_exact),
+    ):
+        print(
+            f"- memory {label}: VmRSS {m['VmRSS']:.2f} GiB (anon {m['RssAnon']:.2f}, "
+            f"file-backed {m['RssFile']:.2f}), peak (VmHWM, reset after the set-up) {m.get('VmHWM', float('nan')):.2f} GiB, "
+            f"process peak (ru_maxrss) {m['ru_maxrss']:.2f} GiB"
+        )
     limit = TARGET_GB * 1e9 / 2**30
-    print(f"- target <= {TARGET_GB:.0f} GB resident during the IVF searches: peak "
-          f"{mem_ivf.get('VmHWM', float('nan')):.2f} GiB {mark(mem_ivf.get('VmHWM', np.inf) <= limit)}, "
-          f"anonymous at the end {mark(mem_ivf['RssAnon'] <= limit)}. "
-          "File-backed is page cache of vectors.npy that reads through the map left mapped "
-          "(re-ranking reads its rows without mapping them): reclaimable and shared, but "
-          "counted in VmRSS and its peak")
-    print("- answer's k-th row: its place in exact search's own ranking of the allowed rows, and "
-          "how much lower it scores than the true k-th; gaps under 1e-6 print as 0, as a "
-          f"{args.dim}-term float32 dot product itself rounds by about 1e-7")
+    print(
+        f"- target <= {TARGET_GB:.0f} GB resident during the IVF searches: peak "
+        f"{mem_ivf.get('VmHWM', float('nan')):.2f} GiB {mark(mem_ivf.get('VmHWM', np.inf) <= limit)}, "
+        f"anonymous at the end {mark(mem_ivf['RssAnon'] <= limit)}. "
+        "File-backed is page cache of vectors.npy that reads through the map left mapped "
+        "(re-ranking reads its rows without mapping them): reclaimable and shared, but "
+        "counted in VmRSS and its peak"
+    )
+    print(
+        "- answer's k-th row: its place in exact search's own ranking of the allowed rows, and "
+        "how much lower it scores than the true k-th; gaps under 1e-6 print as 0, as a "
+        f"{args.dim}-term float32 dot product itself rounds by about 1e-7"
+    )
     if args.markdown:
         sys.stdout = sys.__stdout__
-        header = (f"Output of `python scripts/bench_scale.py {' '.join(sys.argv[1:])}`, "
-                  f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, shared {os.cpu_count()}-core machine "
-                  f"(load average at end {os.getloadavg()[0]:.2f}).\n")
+        header = (
+            f"Output of `python scripts/bench_scale.py {' '.join(sys.argv[1:])}`, "
+            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, shared {os.cpu_count()}-core machine "
+            f"(load average at end {os.getloadavg()[0]:.2f}).\n"
+        )
         args.markdown.write_text(header + report.getvalue())
     if args.json:
         import json
 
-        raw = {"n": args.n, "dim": args.dim, "k": args.k, "queries": args.queries, "nlist": index.nlist,
-               "nprobe": index.nprobe, "rerank": index.rerank, "build": meta,
-               "memory": {"after_build": mem_build, "after_setup": mem_setup, "after_ivf": mem_ivf,
-                          "after_exact": mem_exact},
-               "cases": [{"seen_set": kind, "seen": fraction, **r} for (kind, fraction), r in results.items()]}
+        raw = {
+            "n": args.n,
+            "dim": args.dim,
+            "k": args.k,
+            "queries": args.queries,
+            "nlist": index.nlist,
+            "nprobe": index.nprobe,
+            "rerank": index.rerank,
+            "build": meta,
+            "memory": {
+                "after_build": mem_build,
+                "after_setup": mem_setup,
+                "after_ivf": mem_ivf,
+                "after_exact": mem_exact,
+            },
+            "cases": [{"seen_set": kind, "seen": fraction, **r} for (kind, fraction), r in results.items()],
+        }
         args.json.write_text(json.dumps(raw, indent=1, default=float) + "\n")
 
 

@@ -127,22 +127,16 @@ def methods_for(index: VectorIndex, q, k, allowed, fraction, with_alternatives: 
         {
             "flatnonzero(mask)": lambda: np.flatnonzero(allowed),
             "IDSelectorArray, 1 thread": lambda: faiss_with(index, q, k, array_selector, 1),
-            "IDSelectorArray, default threads": lambda: faiss_with(
-                index, q, k, array_selector, None
-            ),
+            "IDSelectorArray, default threads": lambda: faiss_with(index, q, k, array_selector, None),
             "IDSelectorBitmap, 1 thread": lambda: faiss_with(index, q, k, bitmap_selector, 1),
-            "IDSelectorBitmap, default threads": lambda: faiss_with(
-                index, q, k, bitmap_selector, None
-            ),
+            "IDSelectorBitmap, default threads": lambda: faiss_with(index, q, k, bitmap_selector, None),
         }
     )
     if fraction == 0:
         everything = faiss.IDSelectorRange(0, index.ntotal)
         methods["unfiltered, default threads"] = lambda: faiss_with(index, q, k, None, None)
         methods["unfiltered, 1 thread"] = lambda: faiss_with(index, q, k, None, 1)
-        methods["IDSelectorRange(all), 1 thread"] = lambda: faiss_with(
-            index, q, k, everything, 1
-        )
+        methods["IDSelectorRange(all), 1 thread"] = lambda: faiss_with(index, q, k, everything, 1)
     if fraction >= 0.5:  # the copy of the allowed rows is what makes this slow when dense
         methods["numpy gather X[allowed] @ q"] = lambda: X[ids] @ q
     # FAISS reads ids and bits by pointer (pitfall 2): hold them as long as the methods.
@@ -204,9 +198,7 @@ def main() -> None:
                 if kind == "near" and fraction == 0:
                     continue  # nothing seen: identical to random 0%
                 allowed = seen_mask(kind, fraction, index, q, rng)
-                methods = methods_for(
-                    index, q, args.k, allowed, fraction, not args.no_alternatives
-                )
+                methods = methods_for(index, q, args.k, allowed, fraction, not args.no_alternatives)
                 ms, ratio = time_rounds(methods, args.rounds, rng)
                 ok = same_answer(index, q, args.k, allowed)
                 label = "-" if fraction == 0 else kind
@@ -239,8 +231,10 @@ def main() -> None:
             f"| {'yes' if ok else 'NO'} | {'PASS' if floor_ok else 'MISS'} "
             f"| {'PASS' if numpy_ok else 'MISS'} |"
         )
-    print(f"\n{misses} miss(es). Timings from a machine busy with other processes are not "
-          "evidence either way: check `uptime` first.")
+    print(
+        f"\n{misses} miss(es). Timings from a machine busy with other processes are not "
+        "evidence either way: check `uptime` first."
+    )
     if alternatives:
         print("\n## Alternatives measured in the same rounds (not used), ms (ratio to floor)\n")
         print("| n | seen set | seen | method | ms | ratio |")

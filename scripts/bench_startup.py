@@ -81,15 +81,29 @@ def timed(cmd: list[str], env: dict, cwd: Path) -> float:
 def time_to_first_batch(args: list[str], env: dict, cwd: Path, timeout: float) -> float:
     """Seconds from spawning `localq ARGS` in a 160x48 pty to its first batch on screen."""
     mark = Path(tempfile.mkdtemp(prefix="localq-bench-mark-")) / "t"
-    env = {**env, "BENCH_MARK_FILE": str(mark), "TERM": "xterm-256color", "COLORTERM": "truecolor",
-           "COLUMNS": "160", "LINES": "48"}
+    env = {
+        **env,
+        "BENCH_MARK_FILE": str(mark),
+        "TERM": "xterm-256color",
+        "COLORTERM": "truecolor",
+        "COLUMNS": "160",
+        "LINES": "48",
+    }
     master, slave = pty.openpty()
     import fcntl
 
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 48, 160, 0, 0))
     start_wall = time.time()
-    proc = subprocess.Popen([sys.executable, "-c", WRAPPER, *args], env=env, cwd=cwd,
-                            stdin=slave, stdout=slave, stderr=slave, close_fds=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRAPPER, *args],
+        env=env,
+        cwd=cwd,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        close_fds=True,
+        start_new_session=True,
+    )
     os.close(slave)
 
     def drain():  # the app blocks once the pty buffer is full if nobody reads it
@@ -126,7 +140,11 @@ def measure(checkout: Path, name: str, runs: int, collection: Path, work: Path, 
         if name == "help":
             out.append(timed(py + ["--help"], env, cwd))
         elif name == "search-new":
-            out.append(timed(py + ["search", f"a photo of a golf ball {uuid.uuid4().hex[:8]}", "--db", str(collection)], env, cwd))
+            out.append(
+                timed(
+                    py + ["search", f"a photo of a golf ball {uuid.uuid4().hex[:8]}", "--db", str(collection)], env, cwd
+                )
+            )
         elif name == "search-cached":
             timed(py + ["search", "a photo of a church", "--db", str(collection)], env, cwd)  # fills the cache
             out.append(timed(py + ["search", "a photo of a church", "--db", str(collection)], env, cwd))
@@ -151,11 +169,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", type=Path, help="a checkout of an older commit to compare with")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--collection", type=Path, default=DEFAULT_COLLECTION,
-                        help="an indexed collection (copied before `train` writes to it)")
+    parser.add_argument(
+        "--collection",
+        type=Path,
+        default=DEFAULT_COLLECTION,
+        help="an indexed collection (copied before `train` writes to it)",
+    )
     parser.add_argument("--only", nargs="*", choices=list(TARGETS))
-    parser.add_argument("--demo-data", type=Path, default=ROOT / ".." / "shared" / "datasets" / "imagenette",
-                        help="the folder `localq demo FOLDER` indexes (default: Imagenette, 13,394 images)")
+    parser.add_argument(
+        "--demo-data",
+        type=Path,
+        default=ROOT / ".." / "shared" / "datasets" / "imagenette",
+        help="the folder `localq demo FOLDER` indexes (default: Imagenette, 13,394 images)",
+    )
     parser.add_argument("--baseline-demo", action="store_true", help="also run the baseline demo (minutes)")
     parser.add_argument("--json", type=Path, help="write the raw seconds here")
     args = parser.parse_args()
@@ -169,16 +195,23 @@ def main() -> int:
             for label, checkout in (("baseline", args.baseline), ("this", ROOT)):
                 if checkout is None or (label == "baseline" and name == "demo" and not args.baseline_demo):
                     continue
-                results[name][label] = measure(checkout.resolve(), name, args.runs, args.collection.resolve(), Path(tmp),
-                                               args.demo_data.resolve())
+                results[name][label] = measure(
+                    checkout.resolve(), name, args.runs, args.collection.resolve(), Path(tmp), args.demo_data.resolve()
+                )
 
-    print(f"\nmedians of {args.runs} whole processes, seconds (load average at end "
-          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)\n")
+    print(
+        f"\nmedians of {args.runs} whole processes, seconds (load average at end "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)\n"
+    )
     print("| command | baseline | this checkout | speed-up | target | |")
     print("|---|---:|---:|---:|---:|---|")
-    labels = {"help": "`localq --help`", "search-new": "`localq search TEXT`, new prompt",
-              "search-cached": "`localq search TEXT`, repeated prompt", "train": "`localq train` to first batch",
-              "demo": "`localq demo` (fresh collection) to first batch"}
+    labels = {
+        "help": "`localq --help`",
+        "search-new": "`localq search TEXT`, new prompt",
+        "search-cached": "`localq search TEXT`, repeated prompt",
+        "train": "`localq train` to first batch",
+        "demo": "`localq demo` (fresh collection) to first batch",
+    }
     for name in names:
         base = results[name].get("baseline")
         this = statistics.median(results[name]["this"])
@@ -189,7 +222,9 @@ def main() -> int:
         print(f"| {labels[name]} | {base_s} | {this:.2f} | {speed} | <= {TARGETS[name]:g} | {ok} |")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"runs": args.runs, "load_average": os.getloadavg(), "seconds": results}, indent=2))
+        args.json.write_text(
+            json.dumps({"runs": args.runs, "load_average": os.getloadavg(), "seconds": results}, indent=2)
+        )
     return 0
 
 

@@ -142,11 +142,16 @@ def main() -> None:
             assert not again.changes
         base, first, rerun = min(base_times), min(first_times), min(rerun_times)
         print(f"{'':<34}{'seconds':>9}{'ms/photo':>10}{'x baseline':>12}")
-        for name, seconds in (("baseline: predict + write files", base), ("tag, first run", first),
-                              ("tag, re-run (nothing to change)", rerun)):
+        for name, seconds in (
+            ("baseline: predict + write files", base),
+            ("tag, first run", first),
+            ("tag, re-run (nothing to change)", rerun),
+        ):
             print(f"{name:<34}{seconds:>9.2f}{1000 * seconds / args.n:>10.3f}{seconds / base:>12.2f}")
-        print(f"{positives} of {args.n} photos positive; target: tag <= 2.00 x baseline: "
-              f"{'met' if first <= 2 * base else 'missed'} ({first / base:.2f} x)")
+        print(
+            f"{positives} of {args.n} photos positive; target: tag <= 2.00 x baseline: "
+            f"{'met' if first <= 2 * base else 'missed'} ({first / base:.2f} x)"
+        )
         coll.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)

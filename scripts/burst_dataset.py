@@ -77,8 +77,16 @@ def _write_copies(src: Path, dst_dir: Path, copies: int) -> int:
     return copies
 
 
-def make_bursts(src: Path, dst: Path, *, split: str = "train", copies: int = 4, classes: int = 0,
-                offset: int = 0, dev_from_pool: bool = False) -> dict[str, int]:
+def make_bursts(
+    src: Path,
+    dst: Path,
+    *,
+    split: str = "train",
+    copies: int = 4,
+    classes: int = 0,
+    offset: int = 0,
+    dev_from_pool: bool = False,
+) -> dict[str, int]:
     """Write the burst copy; returns counts: originals, copies, held-out images."""
     if copies < 0:
         raise ValueError("--copies must be 0 (the same subset, without copies) or more")
@@ -91,7 +99,7 @@ def make_bursts(src: Path, dst: Path, *, split: str = "train", copies: int = 4, 
     if not names:
         raise ValueError(f"{pool} has no class folder with files in it")
     if classes or offset:
-        names = sorted(sorted(names, key=_hash)[offset:offset + classes if classes else None])
+        names = sorted(sorted(names, key=_hash)[offset : offset + classes if classes else None])
         if not names:
             raise ValueError(f"--offset {offset} leaves no class of the {split} split")
     counts = {"originals": 0, "copies": 0, "held_out": 0}
@@ -130,19 +138,35 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", default="train", help="the pool split that gets copies (default: train)")
     ap.add_argument("--copies", type=int, default=4, help="near-copies per photo (default: 4)")
     ap.add_argument("--classes", type=int, default=0, help="keep this many classes, chosen by name hash (default: all)")
-    ap.add_argument("--offset", type=int, default=0,
-                    help="skip this many classes of the hash order first: a set of other classes than --offset 0's")
-    ap.add_argument("--dev-from-pool", action="store_true",
-                    help="hold out a fifth of the pool split as val instead of reading the other splits")
+    ap.add_argument(
+        "--offset",
+        type=int,
+        default=0,
+        help="skip this many classes of the hash order first: a set of other classes than --offset 0's",
+    )
+    ap.add_argument(
+        "--dev-from-pool",
+        action="store_true",
+        help="hold out a fifth of the pool split as val instead of reading the other splits",
+    )
     args = ap.parse_args(argv)
     try:
-        counts = make_bursts(args.src, args.dst, split=args.split, copies=args.copies, classes=args.classes,
-                             offset=args.offset, dev_from_pool=args.dev_from_pool)
+        counts = make_bursts(
+            args.src,
+            args.dst,
+            split=args.split,
+            copies=args.copies,
+            classes=args.classes,
+            offset=args.offset,
+            dev_from_pool=args.dev_from_pool,
+        )
     except (ValueError, OSError) as exc:
         print(f"burst_dataset: {printable(str(exc))}", file=sys.stderr)
         return 1
-    print(f"{counts['originals']} photos, {counts['copies']} near-copies, {counts['held_out']} held out "
-          f"-> {printable(str(args.dst))}")
+    print(
+        f"{counts['originals']} photos, {counts['copies']} near-copies, {counts['held_out']} held out "
+        f"-> {printable(str(args.dst))}"
+    )
     return 0
 
 

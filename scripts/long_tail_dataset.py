@@ -75,7 +75,7 @@ def make_long_tail(src: Path, dst: Path, split: str, imbalance: float) -> dict[s
         for split_dir in sorted(d for d in src.iterdir() if d.is_dir()):
             for class_dir in sorted(d for d in split_dir.iterdir() if d.is_dir()):
                 if split_dir.name == split and class_dir.name in keep:  # listed above: not read again
-                    files = sorted(classes[class_dir.name], key=_order_key)[:keep[class_dir.name]]
+                    files = sorted(classes[class_dir.name], key=_order_key)[: keep[class_dir.name]]
                 else:
                     files = _files(class_dir)
                 out = dst / split_dir.name / class_dir.name
@@ -93,8 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("src", type=Path, help="a split/class/file data set")
     parser.add_argument("dst", type=Path, help="where the long-tailed copy goes (must not exist)")
     parser.add_argument("--split", default="train", help="the split to thin (the bench's pool; default train)")
-    parser.add_argument("--imbalance", type=float, default=100.0,
-                        help="largest class over smallest after thinning (default 100, as CIFAR-10-LT)")
+    parser.add_argument(
+        "--imbalance",
+        type=float,
+        default=100.0,
+        help="largest class over smallest after thinning (default 100, as CIFAR-10-LT)",
+    )
     args = parser.parse_args(argv)
     try:
         counts = make_long_tail(args.src, args.dst, args.split, args.imbalance)
@@ -102,7 +106,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {printable(exc)}", file=sys.stderr)
         return 1
     total = sum(kept for kept, _ in counts.values())
-    print(f"{printable(args.dst)}: split {printable(args.split)!r} thinned to {total} images (imbalance {args.imbalance:g})")
+    print(
+        f"{printable(args.dst)}: split {printable(args.split)!r} thinned to {total} images (imbalance {args.imbalance:g})"
+    )
     for c, (kept, had) in counts.items():
         print(f"  {printable(c)}\t{kept} of {had}\t{kept / total:.1%} of the pool")
     return 0

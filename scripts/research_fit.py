@@ -78,8 +78,12 @@ def embed_split(root: Path, split: str, cache: Path, encoder) -> tuple[np.ndarra
     for i in range(0, len(files), 64):
         batch = torch.stack([encoder.preprocess(Image.open(f)) for f, _ in files[i : i + 64]])
         chunks.append(encoder.encode_batch(batch))
-        print(f"\rembedding {root.name}/{split}: {i + len(batch)}/{len(files)} "
-              f"({(i + len(batch)) / (time.time() - start):.0f} img/s)", end="", file=sys.stderr)
+        print(
+            f"\rembedding {root.name}/{split}: {i + len(batch)}/{len(files)} "
+            f"({(i + len(batch)) / (time.time() - start):.0f} img/s)",
+            end="",
+            file=sys.stderr,
+        )
     print(file=sys.stderr)
     x, y = np.concatenate(chunks), np.array([c for _, c in files])
     cache.mkdir(parents=True, exist_ok=True)
@@ -96,8 +100,11 @@ def run_loop(index, pool_y, x_eval, y_eval, q0, target, variant, seed, rounds, k
     labeled, scores, aps = [], [], {}
     batch_positives: list[int] = []
     for _ in range(rounds):
-        context = Context(np.asarray(labeled, np.int64), np.asarray(scores, np.float32), tuple(batch_positives),
-                          clusters) if strategy == "auto" else None
+        context = (
+            Context(np.asarray(labeled, np.int64), np.asarray(scores, np.float32), tuple(batch_positives), clusters)
+            if strategy == "auto"
+            else None
+        )
         ids = select(strategy, index, w, b, k, ~seen, rng, context=context)
         seen[ids] = True
         batch_scores = np.where(pool_y[ids] == target, 1.0, -1.0).astype(np.float32)
@@ -109,8 +116,15 @@ def run_loop(index, pool_y, x_eval, y_eval, q0, target, variant, seed, rounds, k
         else:
             unseen = np.flatnonzero(~seen)
             background = pool[rng.choice(unseen, min(n_background, unseen.size), replace=False)]
-            w, b = fit_linear(pool[labeled], np.asarray(scores, np.float32), w, b, prior=q0,
-                              background=background if n_background else None, **fit_kw)
+            w, b = fit_linear(
+                pool[labeled],
+                np.asarray(scores, np.float32),
+                w,
+                b,
+                prior=q0,
+                background=background if n_background else None,
+                **fit_kw,
+            )
         if len(labeled) in BUDGETS:
             aps[len(labeled)] = average_precision(x_eval @ w, y_eval == target)
     return aps
@@ -120,8 +134,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path, help="folder data set: ROOT/<split>/<class>/<image>")
     parser.add_argument("--pool", default="train")
-    parser.add_argument("--eval", default="dev",
-                        help="dev (default: the pool's dev part, for choosing settings) or a held-out split name")
+    parser.add_argument(
+        "--eval",
+        default="dev",
+        help="dev (default: the pool's dev part, for choosing settings) or a held-out split name",
+    )
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "localq-research")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--rounds", type=int, default=10)
@@ -161,10 +178,12 @@ def main() -> None:
         print(f"| zero-shot (no labels) | {' | '.join(f'{np.mean(zero_shot):.3f}' for _ in BUDGETS)} |")
         for name, variant in VARIANTS.items():
             start = time.time()
-            runs = [run_loop(index, y_pool, x_eval, y_eval, queries[c], c, variant, s, args.rounds, args.k, clusters)
-                    for s in seeds for c in range(len(classes))]
-            cells = [f"{np.mean([r[n] for r in runs]):.3f} ± {np.std([r[n] for r in runs]):.3f}"
-                     for n in BUDGETS]
+            runs = [
+                run_loop(index, y_pool, x_eval, y_eval, queries[c], c, variant, s, args.rounds, args.k, clusters)
+                for s in seeds
+                for c in range(len(classes))
+            ]
+            cells = [f"{np.mean([r[n] for r in runs]):.3f} ± {np.std([r[n] for r in runs]):.3f}" for n in BUDGETS]
             print(f"| {name} | {' | '.join(cells)} |  <!-- {time.time() - start:.0f}s -->", flush=True)
 
 

@@ -40,7 +40,7 @@ def run(spread: float, seed: int, dim: int = 512, n: int = 40_000) -> list[tuple
     background = x[rng.choice(n - 10_000, 1000, replace=False)]
     out = []
     for before in LABELS:
-        labeled = rng.permutation(n - 10_000)[:before + 10]
+        labeled = rng.permutation(n - 10_000)[: before + 10]
         kw = dict(prior=prior, background=background)
         w0, b0 = fit_linear(x[labeled[:before]], y_all[labeled[:before]], prior, 0.0, step_labels=None, **kw)
         full = fit_linear(x[labeled], y_all[labeled], w0, b0, step_labels=None, **kw)
@@ -57,19 +57,26 @@ def main() -> None:
     ap.add_argument("--markdown", type=Path, help="Write the table here.")
     args = ap.parse_args()
     rows = [r for spread in (1.0, 2.0) for seed in range(args.seeds) for r in run(spread, seed)]
-    lines = ["| noise | labels | AP, full batches | AP, chunked | chunked - full | cosine of the weights |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| noise | labels | AP, full batches | AP, chunked | chunked - full | cosine of the weights |",
+        "|---|---|---|---|---|---|",
+    ]
     for spread in (1.0, 2.0):
         for labels in sorted({r[1] for r in rows}):
             full, chunked, cos = np.mean([r[2:] for r in rows if r[0] == spread and r[1] == labels], axis=0)
             lines.append(f"| {spread} | {labels:,} | {full:.4f} | {chunked:.4f} | {chunked - full:+.4f} | {cos:.4f} |")
-    lines += ["", f"Means of {args.seeds} seeds; step_labels={DEFAULT_STEP_LABELS} with a 1000-vector background: "
-                  "full batches up to 100 labels, chunks of at most 1,100 rows past them."]
+    lines += [
+        "",
+        f"Means of {args.seeds} seeds; step_labels={DEFAULT_STEP_LABELS} with a 1000-vector background: "
+        "full batches up to 100 labels, chunks of at most 1,100 rows past them.",
+    ]
     table = "\n".join(lines)
     print(table)
     if args.markdown:
-        args.markdown.write_text(f"Output of `python scripts/research_fit_chunks.py`, "
-                                 f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.\n\n{table}\n")
+        args.markdown.write_text(
+            f"Output of `python scripts/research_fit_chunks.py`, "
+            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.\n\n{table}\n"
+        )
 
 
 if __name__ == "__main__":

@@ -28,10 +28,21 @@ from localq.loop.metrics import average_precision, precision_at_k
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT / ".." / "shared" / "datasets" / "imagenette" / "val"
 # synset folder -> class name (timm's WordNet table; matches ../shared/datasets/README.md)
-CLASSES = {s: synset_word(s) for s in (
-    "n01440764", "n02102040", "n02979186", "n03000684", "n03028079",
-    "n03394916", "n03417042", "n03425413", "n03445777", "n03888257",
-)}
+CLASSES = {
+    s: synset_word(s)
+    for s in (
+        "n01440764",
+        "n02102040",
+        "n02979186",
+        "n03000684",
+        "n03028079",
+        "n03394916",
+        "n03417042",
+        "n03425413",
+        "n03445777",
+        "n03888257",
+    )
+}
 PROMPT = "a photo of a {}"
 
 
@@ -104,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {name} | {prompt} | {p10s[-1]:.2f} | {aps[-1]:.3f} |")
     print(f"| **mean** | | **{np.mean(p10s):.2f}** | **{np.mean(aps):.3f}** |")
     chance = np.mean([np.mean(labels == c) for c in range(len(CLASSES))])
-    print(f"\nChance AP is {chance:.3f}. Per-image top-1 over the 10 prompts: {np.mean(scores.argmax(1) == labels):.3f}.")
+    print(
+        f"\nChance AP is {chance:.3f}. Per-image top-1 over the 10 prompts: {np.mean(scores.argmax(1) == labels):.3f}."
+    )
     return 0
 
 

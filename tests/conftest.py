@@ -122,8 +122,9 @@ class VectorEncoder(ColorEncoder):
         self.dim = dim
 
 
-def synthetic_collection(root: Path, *, clusters: int = 5, per_cluster: int = 200, dim: int = 32, seed: int = 0,
-                         spread: float = 0.6):
+def synthetic_collection(
+    root: Path, *, clusters: int = 5, per_cluster: int = 200, dim: int = 32, seed: int = 0, spread: float = 0.6
+):
     """A collection of L2-normalized Gaussian clusters; label = cluster index as text.
 
     Returns (collection, centres)."""
@@ -155,8 +156,13 @@ def with_rows_replaced(coll, root: Path, ids: np.ndarray, vectors: np.ndarray):
     matrix[ids] = vectors
     other = Collection.open(root, create=True)
     other.bind_encoder(coll.encoder())
-    other.add_images([NewImage(r.path, r.hash, r.size, r.mtime, r.width, r.height, r.label, r.split)
-                      for r in coll.image_rows(range(coll.rows()))], matrix)
+    other.add_images(
+        [
+            NewImage(r.path, r.hash, r.size, r.mtime, r.width, r.height, r.label, r.split)
+            for r in coll.image_rows(range(coll.rows()))
+        ],
+        matrix,
+    )
     return other
 
 
@@ -187,8 +193,9 @@ class PromptEncoder:
         return np.stack([_unit(self.prompts[t.split()[-1]]) for t in texts])
 
 
-def make_collection(root: Path, vectors: np.ndarray, labels: list[str], splits: list[str], prompts: dict,
-                    paths: list[str] | None = None):
+def make_collection(
+    root: Path, vectors: np.ndarray, labels: list[str], splits: list[str], prompts: dict, paths: list[str] | None = None
+):
     from localq.collection.collection import Collection
     from localq.storage.rows import NewImage
 

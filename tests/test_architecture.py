@@ -88,7 +88,7 @@ def test_the_import_graph_has_no_circles():
         state[m] = 1
         for d in sorted(edges.get(m, ())):
             if state.get(d) == 1:
-                cycle.extend(stack[stack.index(d):] + [d])
+                cycle.extend(stack[stack.index(d) :] + [d])
                 return True
             if d not in state and visit(d, stack + [d]):
                 return True
@@ -113,4 +113,3 @@ def test_only_the_core_api_touches_the_store():
             if pattern.search(code) and "localq.storage.store" not in code:
                 offenders.append(f"{rel}:{n}: {line.strip()}")
     assert not offenders, "\n".join(offenders)
-

@@ -37,8 +37,10 @@ def _commands():
 def test_every_command_is_documented():
     docs = _docs_text()
     missing = [path for path, _ in _commands() if not re.search(re.escape(path) + r"(?![\w-])", docs)]
-    assert not missing, (f"commands with no mention in README.md or docs/*.md: {missing} "
-                         "(`python scripts/cli_reference.py` rewrites docs/cli.md from --help)")
+    assert not missing, (
+        f"commands with no mention in README.md or docs/*.md: {missing} "
+        "(`python scripts/cli_reference.py` rewrites docs/cli.md from --help)"
+    )
 
 
 def test_every_option_is_documented():
@@ -51,8 +53,10 @@ def test_every_option_is_documented():
             names = [n for n in param.opts + param.secondary_opts if n.startswith("--")]
             if names and not any(re.search(re.escape(n) + r"(?![\w-])", docs) for n in names):
                 missing.append(f"{path} {names[0]}")
-    assert not missing, (f"options with no mention in README.md or docs/*.md: {missing} "
-                         "(`python scripts/cli_reference.py` rewrites docs/cli.md from --help)")
+    assert not missing, (
+        f"options with no mention in README.md or docs/*.md: {missing} "
+        "(`python scripts/cli_reference.py` rewrites docs/cli.md from --help)"
+    )
 
 
 def test_the_readme_stays_short():
@@ -100,14 +104,17 @@ def test_importing_localq_is_cheap_and_exports_the_api():
     import subprocess
     import sys
 
-    code = ("import sys, localq; heavy = [m for m in ('numpy', 'torch', 'faiss') if m in sys.modules]; "
-            "print(heavy); from localq import Collection, Settings, Trainer; print(Trainer.__name__)")
+    code = (
+        "import sys, localq; heavy = [m for m in ('numpy', 'torch', 'faiss') if m in sys.modules]; "
+        "print(heavy); from localq import Collection, Settings, Trainer; print(Trainer.__name__)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["[]", "Trainer"]
 
 
 # -- ARCHITECTURE.md names only what exists --------------------------------------------
+
 
 def _definitions() -> tuple[set[str], dict[str, set[str]], dict[str, list[str]], dict[str, set[str]]]:
     """(module file names, top-level names per module file, bases per class, members per class)."""
@@ -135,8 +142,12 @@ def _definitions() -> tuple[set[str], dict[str, set[str]], dict[str, list[str]],
                     elif isinstance(item, ast.Assign):
                         own.update(t.id for t in item.targets if isinstance(t, ast.Name))
                 for item in ast.walk(node):  # self.x = ... in any method
-                    if isinstance(item, ast.Attribute) and isinstance(item.ctx, ast.Store) \
-                            and isinstance(item.value, ast.Name) and item.value.id == "self":
+                    if (
+                        isinstance(item, ast.Attribute)
+                        and isinstance(item.ctx, ast.Store)
+                        and isinstance(item.value, ast.Name)
+                        and item.value.id == "self"
+                    ):
                         own.add(item.attr)
     return files, top, bases, members
 
@@ -179,7 +190,10 @@ def test_architecture_names_only_functions_that_exist():
         module, cls = None, None
         for line in block.splitlines():
             if m := re.match(r"# ([\w/]+\.py)", line):
-                module, cls = next((f for f in files if f == m.group(1) or f.endswith("/" + m.group(1))), m.group(1)), None
+                module, cls = (
+                    next((f for f in files if f == m.group(1) or f.endswith("/" + m.group(1))), m.group(1)),
+                    None,
+                )
             elif m := re.match(r"class (\w+)", line):
                 cls = m.group(1)
                 if cls not in members:
@@ -208,9 +222,9 @@ def test_docs_hold_no_scratch_paths_or_history(doc):
 def _module_map() -> set[str]:
     """The files ARCHITECTURE.md's module map lists, as paths under localq/."""
     text = ARCHITECTURE.read_text()
-    block = text[text.index("## Module map"):]
-    block = block[block.index("```") + 3:]
-    block = block[:block.index("```")]
+    block = text[text.index("## Module map") :]
+    block = block[block.index("```") + 3 :]
+    block = block[: block.index("```")]
     listed, stack = set(), []
     for line in block.splitlines():
         match = re.match(r"^( *)([a-z_]+(?:\.py|/))(?:\s|$)", line)

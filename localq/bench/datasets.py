@@ -66,8 +66,9 @@ def parquet_files(source: Path) -> list[Path]:
     return sorted(source.rglob("*.parquet"))
 
 
-def index_source(collection, source: str | Path, encoder, *, batch_size: int = 32,
-                 progress: Callable[[int, int], None] | None = None):
+def index_source(
+    collection, source: str | Path, encoder, *, batch_size: int = 32, progress: Callable[[int, int], None] | None = None
+):
     """Bring ``collection`` level with ``source`` (folder layout or parquet export), labels on."""
     from localq.ingest.indexer import index_paths
 
@@ -140,8 +141,11 @@ def _columns(pf, file: Path) -> tuple[str, str, list[str] | None]:
         except ValueError:
             features = {}
     image_cols = [f.name for f in schema if features.get(f.name, {}).get("_type") == "Image"]
-    image_cols += [f.name for f in schema if pa.types.is_struct(f.type) and f.type.get_field_index("bytes") >= 0
-                   and f.name not in image_cols]
+    image_cols += [
+        f.name
+        for f in schema
+        if pa.types.is_struct(f.type) and f.type.get_field_index("bytes") >= 0 and f.name not in image_cols
+    ]
     label_cols = [n for n, f in features.items() if isinstance(f, dict) and f.get("_type") == "ClassLabel"]
     label_cols += [f.name for f in schema if f.name in ("label", "labels") and f.name not in label_cols]
     if not image_cols or not label_cols:
@@ -174,4 +178,3 @@ def _extension(data: bytes, original: str | None) -> str:
 def _safe(name: str) -> str:
     """A class name usable as one folder name (it becomes the collection's label)."""
     return re.sub(r"[/\\\x00]", "_", name).strip() or "_"
-

@@ -36,21 +36,31 @@ def summarize(result: BenchResult) -> list[dict]:
         per_seed[(row.method, row.round, row.seed)].append(row)
     grouped: dict[tuple, list[dict]] = defaultdict(list)
     for (method, round_no, _seed), rows in per_seed.items():
-        grouped[(method, round_no)].append({
-            "ap": float(np.mean([r.ap for r in rows])),
-            "labels": float(np.mean([r.labels for r in rows])),
-            "classes": len(rows),
-            "batch_precision": _nanmean([r.batch_precision for r in rows]),
-            "positives_per_label": _nanmean([r.positives_per_label for r in rows]),
-            "repeats_per_100": _nanmean([100.0 * getattr(r, "repeats", 0) / r.labels if r.labels else None
-                                         for r in rows]),
-        })
+        grouped[(method, round_no)].append(
+            {
+                "ap": float(np.mean([r.ap for r in rows])),
+                "labels": float(np.mean([r.labels for r in rows])),
+                "classes": len(rows),
+                "batch_precision": _nanmean([r.batch_precision for r in rows]),
+                "positives_per_label": _nanmean([r.positives_per_label for r in rows]),
+                "repeats_per_100": _nanmean(
+                    [100.0 * getattr(r, "repeats", 0) / r.labels if r.labels else None for r in rows]
+                ),
+            }
+        )
     order = {m["name"]: i for i, m in enumerate(result.methods)}
     out = []
     for (method, round_no), seeds in sorted(grouped.items(), key=lambda kv: (order.get(kv[0][0], 99), kv[0][1])):
         ap_mean, ap_sd = _mean_sd([s["ap"] for s in seeds])
-        entry = {"method": method, "round": round_no, "labels": int(round(np.mean([s["labels"] for s in seeds]))),
-                 "seeds": len(seeds), "classes": seeds[0]["classes"], "ap_mean": ap_mean, "ap_sd": ap_sd}
+        entry = {
+            "method": method,
+            "round": round_no,
+            "labels": int(round(np.mean([s["labels"] for s in seeds]))),
+            "seeds": len(seeds),
+            "classes": seeds[0]["classes"],
+            "ap_mean": ap_mean,
+            "ap_sd": ap_sd,
+        }
         for key in ("batch_precision", "positives_per_label", "repeats_per_100"):
             vals = [s[key] for s in seeds if s[key] is not None]
             entry[f"{key}_mean"], entry[f"{key}_sd"] = _mean_sd(vals) if vals else (None, None)
@@ -99,9 +109,11 @@ def robustness(result: BenchResult, budget: int) -> dict:
         if m["kind"] != "loop" or name not in firsts:
             continue
         median = float(np.median(list(firsts[name].values())))
-        entry = {"median_labels_to_first_positive": median if np.isfinite(median) else None,  # None: over half never
-                 "runs_without_positive": int(sum(np.isinf(v) for v in firsts[name].values())),
-                 "runs": len(firsts[name])}
+        entry = {
+            "median_labels_to_first_positive": median if np.isfinite(median) else None,  # None: over half never
+            "runs_without_positive": int(sum(np.isinf(v) for v in firsts[name].values())),
+            "runs": len(firsts[name]),
+        }
         if "random" in table and name in table:
             diffs = {c: table[name][c] - table["random"][c] for c in table[name] if c in table["random"]}
             entry["minus_random"] = diffs
@@ -142,21 +154,27 @@ def markdown(result: BenchResult, summary: list[dict], budgets=DEFAULT_BUDGETS, 
     seeds = result.config["seeds"]
     tune = result.protocol == "tune"
     prompt_from = result.config.get("prompt_from", "own")
-    prompt = f"prompt \"{result.config['prompt']}\"" + (
+    prompt = f'prompt "{result.config["prompt"]}"' + (
         " filled with **another class's name** (each class starts from the next class's prompt: a mismatched, cold start)"
-        if prompt_from == "other-class" else "")
-    pool = (f"pool: split `{result.pool_split}` minus its dev part ({result.pool_size} images); AP measured on the "
-            f"**dev** part `{result.eval_split}` ({result.eval_size} images; a tuning run, never the held-out split)"
-            if tune else
-            f"pool: split `{result.pool_split}` ({result.pool_size} images); AP measured on the held-out split "
-            f"`{result.eval_split}` ({result.eval_size} images)")
+        if prompt_from == "other-class"
+        else ""
+    )
+    pool = (
+        f"pool: split `{result.pool_split}` minus its dev part ({result.pool_size} images); AP measured on the "
+        f"**dev** part `{result.eval_split}` ({result.eval_size} images; a tuning run, never the held-out split)"
+        if tune
+        else f"pool: split `{result.pool_split}` ({result.pool_size} images); AP measured on the held-out split "
+        f"`{result.eval_split}` ({result.eval_size} images)"
+    )
     overrides = result.config.get("settings") or {}
     lines = [
-        f"### {result.dataset}" + (" (mismatched prompts)" if prompt_from == "other-class" else "")
+        f"### {result.dataset}"
+        + (" (mismatched prompts)" if prompt_from == "other-class" else "")
         + (" — dev split" if tune else ""),
         "",
         f"Encoder `{result.model_id}` (the built-in encoder: EfficientNet-Lite0 with a MiniLM text bridge, not CLIP)"
-        if result.model_id.startswith("lite0") else f"Encoder `{result.model_id}`",
+        if result.model_id.startswith("lite0")
+        else f"Encoder `{result.model_id}`",
         "",
         f"{pool}; {len(result.classes)} classes, each the target in turn, {prompt}; {k} labels a round; "
         f"seeds {', '.join(map(str, seeds))}"
@@ -177,8 +195,11 @@ def markdown(result: BenchResult, summary: list[dict], budgets=DEFAULT_BUDGETS, 
         cells = [_fmt(_at(summary, name, 0))] + [_fmt(_at(summary, name, b)) for b in budgets]
         lines.append(f"| {_label(m, result)} | " + " | ".join(cells) + " |")
     if result.ceiling:
-        lines += ["", f"Full supervision: a one-vs-rest logistic regression per class on every pool label "
-                      f"(L-BFGS; L2 {result.ceiling['l2']:g}, chosen on a 20% hold-out of the pool)."]
+        lines += [
+            "",
+            f"Full supervision: a one-vs-rest logistic regression per class on every pool label "
+            f"(L-BFGS; L2 {result.ceiling['l2']:g}, chosen on a 20% hold-out of the pool).",
+        ]
     loops = [m for m in result.methods if m["kind"] == "loop"]
     if loops:
         lines += ["", "Positives found per label (fraction of the labeled images that belong to the target class):", ""]
@@ -187,8 +208,12 @@ def markdown(result: BenchResult, summary: list[dict], budgets=DEFAULT_BUDGETS, 
         for m in loops:
             cells = [_fmt(_at(summary, m["name"], b), "positives_per_label") for b in budgets]
             lines.append(f"| {_label(m, result)} | " + " | ".join(cells) + " |")
-        lines += ["", "Labels spent on a scene already labeled (a near-copy of an image labeled before or in "
-                      "the same batch; scripts/burst_dataset.py names them), per 100 labels:", ""]
+        lines += [
+            "",
+            "Labels spent on a scene already labeled (a near-copy of an image labeled before or in "
+            "the same batch; scripts/burst_dataset.py names them), per 100 labels:",
+            "",
+        ]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for m in loops:
             cells = [_fmt(_at(summary, m["name"], b), "repeats_per_100") for b in budgets]
@@ -203,11 +228,15 @@ def _robustness(result: BenchResult, budget: int) -> list[str]:
     rob = robustness(result, budget)["methods"]
     if not rob:
         return []
-    out = ["", f"Cold starts: labels given until the first positive came back (median over classes x seeds; whole "
-               f"batches; ∞ = none within the budget), and the classes more than {WORSE_THAN_RANDOM} AP below random "
-               f"sampling at {budget} labels (mean over the seeds):", "",
-           "| method | median labels to first positive | runs without a positive | classes > 0.05 below random |",
-           "|---|---|---|---|"]
+    out = [
+        "",
+        f"Cold starts: labels given until the first positive came back (median over classes x seeds; whole "
+        f"batches; ∞ = none within the budget), and the classes more than {WORSE_THAN_RANDOM} AP below random "
+        f"sampling at {budget} labels (mean over the seeds):",
+        "",
+        "| method | median labels to first positive | runs without a positive | classes > 0.05 below random |",
+        "|---|---|---|---|",
+    ]
     for m in result.methods:
         e = rob.get(m["name"])
         if e is None:
@@ -215,10 +244,15 @@ def _robustness(result: BenchResult, budget: int) -> list[str]:
         med = e["median_labels_to_first_positive"]
         med = float("inf") if med is None else med
         worse = e.get("classes_worse_than_random")
-        worse_txt = "–" if worse is None or m["name"] == "random" else (
-            f"{len(worse)}" + (f" ({', '.join(result.names.get(c, c) for c in worse)})" if worse else ""))
-        out.append(f"| {_label(m, result)} | {'∞' if np.isinf(med) else f'{med:.0f}'} | "
-                   f"{e['runs_without_positive']} of {e['runs']} | {worse_txt} |")
+        worse_txt = (
+            "–"
+            if worse is None or m["name"] == "random"
+            else (f"{len(worse)}" + (f" ({', '.join(result.names.get(c, c) for c in worse)})" if worse else ""))
+        )
+        out.append(
+            f"| {_label(m, result)} | {'∞' if np.isinf(med) else f'{med:.0f}'} | "
+            f"{e['runs_without_positive']} of {e['runs']} | {worse_txt} |"
+        )
     return out
 
 
@@ -241,8 +275,11 @@ def _comparisons(result: BenchResult, summary: list[dict], budgets) -> list[str]
     if full and budgets:
         d = _at(summary, default, budgets[-1])
         if d:
-            out += ["", f"At {budgets[-1]} labels {default} reaches {d['ap_mean'] / full['ap_mean']:.3f} of the "
-                        f"full-supervision AP ({d['ap_mean']:.3f} / {full['ap_mean']:.3f})."]
+            out += [
+                "",
+                f"At {budgets[-1]} labels {default} reaches {d['ap_mean'] / full['ap_mean']:.3f} of the "
+                f"full-supervision AP ({d['ap_mean']:.3f} / {full['ap_mean']:.3f}).",
+            ]
     return out
 
 
@@ -288,16 +325,28 @@ def plot(result: BenchResult, summary: list[dict], path: Path) -> Path:
         y = np.array([e["ap_mean"] for e in entries])
         sd = np.array([e["ap_sd"] for e in entries])
         marker, dash = _STYLES.get(name, ("o", "-"))
-        (line,) = ax_ap.plot(x, y, marker=marker, markersize=4, linestyle=dash,
-                             linewidth=2.4 if m.get("default") else 1.3, label=label)
+        (line,) = ax_ap.plot(
+            x, y, marker=marker, markersize=4, linestyle=dash, linewidth=2.4 if m.get("default") else 1.3, label=label
+        )
         ax_ap.fill_between(x, y - sd, y + sd, color=line.get_color(), alpha=0.15)
-        pos = [(e["labels"], e["positives_per_label_mean"]) for e in entries if e["positives_per_label_mean"] is not None]
+        pos = [
+            (e["labels"], e["positives_per_label_mean"]) for e in entries if e["positives_per_label_mean"] is not None
+        ]
         if pos:
             ax_pos.plot(*zip(*pos), marker=marker, markersize=4, linestyle=dash, color=line.get_color(), label=label)
-    ax_ap.set(xlabel="labels given", ylabel=f"AP on {result.eval_split} (mean over classes)",
-              title=f"{result.dataset}: held-out AP", xlim=(0, max_labels))
-    ax_pos.set(xlabel="labels given", ylabel="positives found per label", title="labeling yield", xlim=(0, max_labels),
-               ylim=(0, 1.02))
+    ax_ap.set(
+        xlabel="labels given",
+        ylabel=f"AP on {result.eval_split} (mean over classes)",
+        title=f"{result.dataset}: held-out AP",
+        xlim=(0, max_labels),
+    )
+    ax_pos.set(
+        xlabel="labels given",
+        ylabel="positives found per label",
+        title="labeling yield",
+        xlim=(0, max_labels),
+        ylim=(0, 1.02),
+    )
     ax_ap.grid(alpha=0.3)
     ax_pos.grid(alpha=0.3)
     handles, labels = ax_ap.get_legend_handles_labels()
@@ -309,17 +358,26 @@ def plot(result: BenchResult, summary: list[dict], path: Path) -> Path:
     return path
 
 
-def write_reports(result: BenchResult, out_dir: Path, *, budgets=DEFAULT_BUDGETS, command: str | None = None,
-                  with_plot: bool = True) -> dict[str, Path]:
+def write_reports(
+    result: BenchResult, out_dir: Path, *, budgets=DEFAULT_BUDGETS, command: str | None = None, with_plot: bool = True
+) -> dict[str, Path]:
     """results.json, rounds.csv, summary.md and curves.png under ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = summarize(result)
     paths = {"json": out_dir / "results.json", "csv": out_dir / "rounds.csv", "markdown": out_dir / "summary.md"}
     budget = max([b for b in budgets if b <= result.config["k"] * result.config["rounds"]] or [0])
-    firsts = {m: {f"{c}/{s}": (v if np.isfinite(v) else None) for (c, s), v in runs.items()}
-              for m, runs in first_positive(result).items()}  # None: no positive within the budget
-    payload = {"version": 1, "command": command, **result.to_dict(), "summary": summary,
-               "robustness": robustness(result, budget), "first_positive": firsts}
+    firsts = {
+        m: {f"{c}/{s}": (v if np.isfinite(v) else None) for (c, s), v in runs.items()}
+        for m, runs in first_positive(result).items()
+    }  # None: no positive within the budget
+    payload = {
+        "version": 1,
+        "command": command,
+        **result.to_dict(),
+        "summary": summary,
+        "robustness": robustness(result, budget),
+        "first_positive": firsts,
+    }
     _atomic_write(paths["json"], json.dumps(payload, indent=1, default=str))
     tmp = paths["csv"].with_suffix(".csv.tmp")
     with tmp.open("w", newline="") as f:

@@ -57,8 +57,11 @@ def available_methods() -> dict[str, Method]:
     from localq.loop.sampling import DEFAULT_STRATEGY, STRATEGIES
 
     methods = [Method("zero-shot", "zero-shot"), Method("article", "loop", "top", "article")]
-    methods += [Method(f"localq-{s}", "loop", s, "all-labels", default=s == DEFAULT_STRATEGY)
-                for s in STRATEGIES if s != "random"]
+    methods += [
+        Method(f"localq-{s}", "loop", s, "all-labels", default=s == DEFAULT_STRATEGY)
+        for s in STRATEGIES
+        if s != "random"
+    ]
     methods += [Method("random", "loop", "random", "all-labels"), Method("full", "full")]
     return {m.name: m for m in methods}
 
@@ -190,8 +193,9 @@ def _evaluate(w: np.ndarray, b: float, vectors: np.ndarray, relevant: np.ndarray
     return average_precision(scores, relevant), precision, recall
 
 
-def run_benchmark(collection, config: BenchConfig, *, dataset: str,
-                  progress: Callable[[int, int], None] | None = None) -> BenchResult:
+def run_benchmark(
+    collection, config: BenchConfig, *, dataset: str, progress: Callable[[int, int], None] | None = None
+) -> BenchResult:
     """Run the benchmark; one at a time per collection (``BENCH_LOCK``): a second run would
     delete the first one's classifiers as stale and write classifiers of the same names."""
     with _bench_lock(collection):
@@ -209,16 +213,19 @@ def _bench_lock(collection):
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise LocalqError(f"another `localq bench` is running on {collection.root}: wait for it to end, "
-                              "or benchmark a copy of the collection") from None
+            raise LocalqError(
+                f"another `localq bench` is running on {collection.root}: wait for it to end, "
+                "or benchmark a copy of the collection"
+            ) from None
         try:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _run_benchmark(collection, config: BenchConfig, *, dataset: str,
-                   progress: Callable[[int, int], None] | None = None) -> BenchResult:
+def _run_benchmark(
+    collection, config: BenchConfig, *, dataset: str, progress: Callable[[int, int], None] | None = None
+) -> BenchResult:
     from localq.loop.trainer import Trainer
     from localq.loop.trainer_types import Settings
 
@@ -226,11 +233,15 @@ def _run_benchmark(collection, config: BenchConfig, *, dataset: str,
     rows_all = collection.folder_label_rows()
     pool = [(i, label) for i, label, split in rows_all if split == config.pool_split]
     if not pool:
-        raise BenchDataError(f"no labeled images in split {config.pool_split!r}: index split/class/file folders with --labels")
+        raise BenchDataError(
+            f"no labeled images in split {config.pool_split!r}: index split/class/file folders with --labels"
+        )
     splits = {split for _, _, split in rows_all}
     eval_split = config.eval_split or next((s for s in EVAL_SPLITS if s in splits), None)
     if eval_split is None or eval_split not in splits:
-        raise BenchDataError(f"no held-out split (tried {', '.join(EVAL_SPLITS)}; found {', '.join(sorted(map(str, splits)))})")
+        raise BenchDataError(
+            f"no held-out split (tried {', '.join(EVAL_SPLITS)}; found {', '.join(sorted(map(str, splits)))})"
+        )
     if eval_split == config.pool_split:
         raise BenchDataError("the held-out split must differ from the pool split")
     if config.tune:
@@ -278,8 +289,9 @@ def _run_benchmark(collection, config: BenchConfig, *, dataset: str,
         from localq.bench.supervised import full_supervision
 
         ids = np.array([i for i, _ in pool], dtype=np.int64)
-        full_weights, ceiling["l2"] = timer("full_fit", full_supervision, collection.index.matrix(), ids,
-                                            [label for _, label in pool], classes)
+        full_weights, ceiling["l2"] = timer(
+            "full_fit", full_supervision, collection.index.matrix(), ids, [label for _, label in pool], classes
+        )
         tick()
 
     for target in classes:
@@ -290,18 +302,60 @@ def _run_benchmark(collection, config: BenchConfig, *, dataset: str,
             return timer("evaluate", _evaluate, w, b, eval_vectors, relevant)
 
         # Zero-shot, and the ceiling measured by the same evaluation code.
-        base = timer("create", Trainer.create, collection, bench_name("zero-shot", target), prompt=prompt,
-                     settings=Settings(pool_split=config.pool_split, target=target, exclude_dev=config.tune,
-                                       seed_name=f"bench/zero-shot/{target}"), replace=True)
+        base = timer(
+            "create",
+            Trainer.create,
+            collection,
+            bench_name("zero-shot", target),
+            prompt=prompt,
+            settings=Settings(
+                pool_split=config.pool_split,
+                target=target,
+                exclude_dev=config.tune,
+                seed_name=f"bench/zero-shot/{target}",
+            ),
+            replace=True,
+        )
         ap, precision, recall = evaluate(base.weights, base.bias)
         if any(m.kind == "zero-shot" for m in methods):
-            out.append(Row(dataset, target, names[target], "zero-shot", None, 0, 0, ap, precision, recall,
-                           None, 0, None, prompt))
+            out.append(
+                Row(
+                    dataset,
+                    target,
+                    names[target],
+                    "zero-shot",
+                    None,
+                    0,
+                    0,
+                    ap,
+                    precision,
+                    recall,
+                    None,
+                    0,
+                    None,
+                    prompt,
+                )
+            )
         if target in full_weights:
             w, b = full_weights[target]
             ap, precision, recall = evaluate(w, b)
-            out.append(Row(dataset, target, names[target], "full", None, 0, len(pool), ap, precision, recall, None,
-                           sum(1 for _, label in pool if label == target), None))
+            out.append(
+                Row(
+                    dataset,
+                    target,
+                    names[target],
+                    "full",
+                    None,
+                    0,
+                    len(pool),
+                    ap,
+                    precision,
+                    recall,
+                    None,
+                    sum(1 for _, label in pool if label == target),
+                    None,
+                )
+            )
         collection.delete_classifier(base.row.id)
         tick()
 
@@ -310,27 +364,65 @@ def _run_benchmark(collection, config: BenchConfig, *, dataset: str,
             for seed in config.seeds:
                 # The article's loop as it was written: its top-k has no near-copy check.
                 original = {"near_copy": 1.0} if method.fit == "article" else {}
-                settings = Settings(**{**overrides, **original, "k": config.k, "strategy": method.strategy,
-                                       "fit": method.fit,
-                                       "pool_split": config.pool_split, "target": target,
-                                       "seed": trainer_seed(seed, target), "exclude_dev": config.tune,
-                                       "seed_name": bench_seed_name(method.name, target, seed)})
-                trainer = timer("create", Trainer.create, collection, bench_name(method.name, target, seed),
-                                prompt=prompt, settings=settings, replace=True)
+                settings = Settings(
+                    **{
+                        **overrides,
+                        **original,
+                        "k": config.k,
+                        "strategy": method.strategy,
+                        "fit": method.fit,
+                        "pool_split": config.pool_split,
+                        "target": target,
+                        "seed": trainer_seed(seed, target),
+                        "exclude_dev": config.tune,
+                        "seed_name": bench_seed_name(method.name, target, seed),
+                    }
+                )
+                trainer = timer(
+                    "create",
+                    Trainer.create,
+                    collection,
+                    bench_name(method.name, target, seed),
+                    prompt=prompt,
+                    settings=settings,
+                    replace=True,
+                )
                 try:
-                    out += _one_run(trainer, labeler, method, seed, config.rounds, evaluate, dataset,
-                                    names[target], timer, tick, prompt)
+                    out += _one_run(
+                        trainer,
+                        labeler,
+                        method,
+                        seed,
+                        config.rounds,
+                        evaluate,
+                        dataset,
+                        names[target],
+                        timer,
+                        tick,
+                        prompt,
+                    )
                 finally:
                     collection.delete_classifier(trainer.row.id)
 
     return BenchResult(
-        dataset=dataset, collection=str(collection.root), model_id=collection.model_id or "",
-        pool_split=config.pool_split, eval_split=eval_name, pool_size=len(pool), eval_size=eval_size,
-        classes=classes, names={c: names[c] for c in classes}, methods=[asdict(m) for m in methods],
+        dataset=dataset,
+        collection=str(collection.root),
+        model_id=collection.model_id or "",
+        pool_split=config.pool_split,
+        eval_split=eval_name,
+        pool_size=len(pool),
+        eval_size=eval_size,
+        classes=classes,
+        names={c: names[c] for c in classes},
+        methods=[asdict(m) for m in methods],
         config={k: v for k, v in asdict(config).items() if k != "names"},
-        rows=out, timing={**{k: round(v, 3) for k, v in timer.seconds.items()},
-                          **{f"{k}_calls": v for k, v in timer.calls.items()}},
-        ceiling=ceiling, protocol="tune" if config.tune else "report",
+        rows=out,
+        timing={
+            **{k: round(v, 3) for k, v in timer.seconds.items()},
+            **{f"{k}_calls": v for k, v in timer.calls.items()},
+        },
+        ceiling=ceiling,
+        protocol="tune" if config.tune else "report",
     )
 
 
@@ -342,14 +434,27 @@ def _check_settings(overrides: dict) -> dict:
     out = {}
     for key, value in (overrides or {}).items():
         if key not in Settings.__dataclass_fields__ or key in fixed:
-            raise LocalqError(f"cannot set {key!r} for the bench loops; settable: "
-                              + ", ".join(k for k in Settings.__dataclass_fields__ if k not in fixed))
+            raise LocalqError(
+                f"cannot set {key!r} for the bench loops; settable: "
+                + ", ".join(k for k in Settings.__dataclass_fields__ if k not in fixed)
+            )
         out[key] = value
     return out
 
 
-def _one_run(trainer, labeler, method: Method, seed: int, rounds: int, evaluate, dataset: str,
-             class_name: str, timer: Timer, tick, prompt: str) -> list[Row]:
+def _one_run(
+    trainer,
+    labeler,
+    method: Method,
+    seed: int,
+    rounds: int,
+    evaluate,
+    dataset: str,
+    class_name: str,
+    timer: Timer,
+    tick,
+    prompt: str,
+) -> list[Row]:
     target = labeler.target
     ap, precision, recall = evaluate(trainer.weights, trainer.bias)
     rows = [Row(dataset, target, class_name, method.name, seed, 0, 0, ap, precision, recall, None, 0, None, prompt)]
@@ -369,8 +474,24 @@ def _one_run(trainer, labeler, method: Method, seed: int, rounds: int, evaluate,
             scene = scene_of(h.path)
             repeats += scene in scenes
             scenes.add(scene)
-        rows.append(Row(dataset, target, class_name, method.name, seed, round_no, n_labels, ap, precision,
-                        recall, in_class / len(hits), positives, positives / n_labels, repeats=repeats))
+        rows.append(
+            Row(
+                dataset,
+                target,
+                class_name,
+                method.name,
+                seed,
+                round_no,
+                n_labels,
+                ap,
+                precision,
+                recall,
+                in_class / len(hits),
+                positives,
+                positives / n_labels,
+                repeats=repeats,
+            )
+        )
         tick()
     tick(rounds - (len(rows) - 1))  # rounds skipped on an exhausted pool still count as done
     return rows

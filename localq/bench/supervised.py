@@ -22,8 +22,13 @@ MAX_ITER = 300
 HOLDOUT = 0.2
 
 
-def fit_one_vs_rest(x: np.ndarray, targets: np.ndarray, *, l2: float, max_iter: int = MAX_ITER,
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def fit_one_vs_rest(
+    x: np.ndarray,
+    targets: np.ndarray,
+    *,
+    l2: float,
+    max_iter: int = MAX_ITER,
+) -> tuple[np.ndarray, np.ndarray]:
     """Fit C binary logistic regressions (``targets`` [n, C] in {0, 1}); returns (W [C, d], b [C])."""
     import torch
 
@@ -35,8 +40,15 @@ def fit_one_vs_rest(x: np.ndarray, targets: np.ndarray, *, l2: float, max_iter: 
     n_classes = yt.shape[1]
     w = torch.zeros(n_classes, x.shape[1], requires_grad=True)
     b = torch.zeros(n_classes, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, history_size=20,
-                            tolerance_grad=1e-6, tolerance_change=1e-9, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        [w, b],
+        lr=1.0,
+        max_iter=max_iter,
+        history_size=20,
+        tolerance_grad=1e-6,
+        tolerance_change=1e-9,
+        line_search_fn="strong_wolfe",
+    )
 
     def closure():
         opt.zero_grad()
@@ -70,8 +82,9 @@ def choose_l2(x: np.ndarray, targets: np.ndarray, *, seed: int = 0, grid=L2_GRID
     return best
 
 
-def full_supervision(vectors: np.ndarray, pool_ids: np.ndarray, pool_labels: list[str],
-                     classes: list[str]) -> tuple[dict[str, tuple[np.ndarray, float]], float]:
+def full_supervision(
+    vectors: np.ndarray, pool_ids: np.ndarray, pool_labels: list[str], classes: list[str]
+) -> tuple[dict[str, tuple[np.ndarray, float]], float]:
     """({class: (w, b)}, chosen L2) from one-vs-rest fits on every pool image's label."""
     x = np.asarray(vectors[pool_ids], np.float32)
     labels = np.asarray(pool_labels)

@@ -28,11 +28,24 @@ def cli():
 
 
 for command in (
-    collection_commands.index, collection_commands.search, collection_commands.stats, collection_commands.reset,
-    collection_commands.skipped, collection_commands.check, collection_commands.repair,
-    classifier_commands.train, classifier_commands.classifiers, classifier_commands.predict,
-    classifier_commands.export, classifier_commands.history, classifier_commands.undo, tag_commands.tag,
-    demo.demo, bench.bench, scale.embed, scale.ingest,
+    collection_commands.index,
+    collection_commands.search,
+    collection_commands.stats,
+    collection_commands.reset,
+    collection_commands.skipped,
+    collection_commands.check,
+    collection_commands.repair,
+    classifier_commands.train,
+    classifier_commands.classifiers,
+    classifier_commands.predict,
+    classifier_commands.export,
+    classifier_commands.history,
+    classifier_commands.undo,
+    tag_commands.tag,
+    demo.demo,
+    bench.bench,
+    scale.embed,
+    scale.ingest,
 ):
     cli.add_command(command)
 

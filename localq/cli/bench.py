@@ -56,34 +56,96 @@ def _command_line(ctx: click.Context) -> str:
 @click.option("--rounds", type=click.IntRange(min=1), default=10, show_default=True, help="Labeling rounds per run.")
 @click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="Labels per round.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="First seed.")
-@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True, help="Seeds seed, seed+1, ...: results are mean ± sd over them.")
-@click.option("--methods", callback=_str_list, metavar="LIST",
-              help="Comma-separated subset of: zero-shot, article, localq-<strategy>, random, full (default: all).")
+@click.option(
+    "--repeats",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Seeds seed, seed+1, ...: results are mean ± sd over them.",
+)
+@click.option(
+    "--methods",
+    callback=_str_list,
+    metavar="LIST",
+    help="Comma-separated subset of: zero-shot, article, localq-<strategy>, random, full (default: all).",
+)
 @click.option("--classes", callback=_str_list, metavar="LIST", help="Comma-separated class labels (default: all).")
 @click.option("--pool-split", default="train", show_default=True, help="Split the labeler draws from.")
 @click.option("--eval-split", metavar="SPLIT", help="Held-out split for AP (default: val, validation or test).")
-@click.option("--prompt", default="a photo of a {class}", show_default=True,
-              help="Start prompt; {class} is the class name (a prompt without it, e.g. \"a photo\", is the same vague start for every class).")
-@click.option("--prompt-from", type=click.Choice(["own", "other-class"]), default="own", show_default=True,
-              help="other-class: each class starts from another class's prompt (a mismatched, cold start).")
-@click.option("--tune", is_flag=True,
-              help="Tuning protocol: retrieve from the pool minus its dev part, measure AP on dev; the held-out split is never read.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a trainer setting for every loop (e.g. top_share=0.5); repeatable. For --tune runs.")
-@click.option("--class-names", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="JSON {label: name} for the prompts (WordNet synsets are named automatically).")
-@click.option("--graded", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="JSON {target: {related class: score}}: graded labeler (default: +1 target, -1 others).")
-@click.option("--budgets", default="10,20,50,100", show_default=True, callback=_int_list,
-              help="Label budgets shown as summary-table columns.")
+@click.option(
+    "--prompt",
+    default="a photo of a {class}",
+    show_default=True,
+    help='Start prompt; {class} is the class name (a prompt without it, e.g. "a photo", is the same vague start for every class).',
+)
+@click.option(
+    "--prompt-from",
+    type=click.Choice(["own", "other-class"]),
+    default="own",
+    show_default=True,
+    help="other-class: each class starts from another class's prompt (a mismatched, cold start).",
+)
+@click.option(
+    "--tune",
+    is_flag=True,
+    help="Tuning protocol: retrieve from the pool minus its dev part, measure AP on dev; the held-out split is never read.",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a trainer setting for every loop (e.g. top_share=0.5); repeatable. For --tune runs.",
+)
+@click.option(
+    "--class-names",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSON {label: name} for the prompts (WordNet synsets are named automatically).",
+)
+@click.option(
+    "--graded",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSON {target: {related class: score}}: graded labeler (default: +1 target, -1 others).",
+)
+@click.option(
+    "--budgets",
+    default="10,20,50,100",
+    show_default=True,
+    callback=_int_list,
+    help="Label budgets shown as summary-table columns.",
+)
 @click.option("--name", help="Data set name in the report (default: SOURCE's or the collection's folder name).")
 @click.option("--out", type=click.Path(path_type=Path), help="Report folder (default: DB/bench/NAME).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @json_option(help="Print the summary as JSON instead of markdown.")
 @click.pass_context
 @friendly_errors
-def bench(ctx, source, db, encoder, weights, rounds, k, seed, repeats, methods, classes, pool_split, eval_split,
-          prompt, prompt_from, tune, overrides, class_names, graded, budgets, name, out, quiet, as_json):
+def bench(
+    ctx,
+    source,
+    db,
+    encoder,
+    weights,
+    rounds,
+    k,
+    seed,
+    repeats,
+    methods,
+    classes,
+    pool_split,
+    eval_split,
+    prompt,
+    prompt_from,
+    tune,
+    overrides,
+    class_names,
+    graded,
+    budgets,
+    name,
+    out,
+    quiet,
+    as_json,
+):
     """Label-efficiency benchmark: a simulated labeler drives the training loop.
 
     Each class of a labeled collection is the target in turn, starting from PROMPT;
@@ -99,8 +161,32 @@ def bench(ctx, source, db, encoder, weights, rounds, k, seed, repeats, methods, 
       localq bench --db data/collections/cifar10 --prompt-from other-class
       localq bench --db data/collections/cifar10 --tune --set top_share=0.5 --classes cat,dog
     """
-    _run(ctx, source, db, encoder, weights, rounds, k, seed, repeats, methods, classes, pool_split, eval_split,
-         prompt, prompt_from, tune, _parse_overrides(overrides), class_names, graded, budgets, name, out, quiet, as_json)
+    _run(
+        ctx,
+        source,
+        db,
+        encoder,
+        weights,
+        rounds,
+        k,
+        seed,
+        repeats,
+        methods,
+        classes,
+        pool_split,
+        eval_split,
+        prompt,
+        prompt_from,
+        tune,
+        _parse_overrides(overrides),
+        class_names,
+        graded,
+        budgets,
+        name,
+        out,
+        quiet,
+        as_json,
+    )
 
 
 def _parse_overrides(items: tuple[str, ...]) -> dict:
@@ -119,8 +205,32 @@ def _parse_overrides(items: tuple[str, ...]) -> dict:
     return out
 
 
-def _run(ctx, source, db, encoder, weights, rounds, k, seed, repeats, methods, classes, pool_split, eval_split,
-         prompt, prompt_from, tune, overrides, class_names, graded, budgets, name, out, quiet, as_json):
+def _run(
+    ctx,
+    source,
+    db,
+    encoder,
+    weights,
+    rounds,
+    k,
+    seed,
+    repeats,
+    methods,
+    classes,
+    pool_split,
+    eval_split,
+    prompt,
+    prompt_from,
+    tune,
+    overrides,
+    class_names,
+    graded,
+    budgets,
+    name,
+    out,
+    quiet,
+    as_json,
+):
     import json
 
     from localq.bench.datasets import index_source, load_class_names
@@ -153,22 +263,44 @@ def _run(ctx, source, db, encoder, weights, rounds, k, seed, repeats, methods, c
         elif encoder:
             raise click.UsageError("--encoder applies when indexing SOURCE; an existing collection keeps its own")
         config = BenchConfig(
-            rounds=rounds, k=k, seeds=tuple(range(seed, seed + repeats)), methods=methods, classes=classes,
-            pool_split=pool_split, eval_split=eval_split, prompt=prompt,
+            rounds=rounds,
+            k=k,
+            seeds=tuple(range(seed, seed + repeats)),
+            methods=methods,
+            classes=classes,
+            pool_split=pool_split,
+            eval_split=eval_split,
+            prompt=prompt,
             names=load_class_names(class_names) if class_names else {},
             graded=load_mapping(graded) if graded else None,
-            tune=tune, prompt_from=prompt_from, settings=overrides,
+            tune=tune,
+            prompt_from=prompt_from,
+            settings=overrides,
         )
         command = _command_line(ctx)
         start = time.perf_counter()
-        result = run_benchmark(coll, config, dataset=name, progress=ProgressLine("bench", not quiet and not as_json, unit="runs"))
+        result = run_benchmark(
+            coll, config, dataset=name, progress=ProgressLine("bench", not quiet and not as_json, unit="runs")
+        )
         seconds = time.perf_counter() - start
     result.timing["total"] = round(seconds, 3)
-    out = out or coll.root / "bench" / (name + ("-tune" if tune else "") + ("-other-class" if prompt_from != "own" else ""))
+    out = out or coll.root / "bench" / (
+        name + ("-tune" if tune else "") + ("-other-class" if prompt_from != "own" else "")
+    )
     written = write_reports(result, out, budgets=budgets, command=command)
     if as_json:
-        click.echo(json.dumps({"version": 1, "dataset": name, "seconds": round(seconds, 1),
-                               "files": {k: str(v) for k, v in written.items()}, "summary": summarize(result)}, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "version": 1,
+                    "dataset": name,
+                    "seconds": round(seconds, 1),
+                    "files": {k: str(v) for k, v in written.items()},
+                    "summary": summarize(result),
+                },
+                indent=2,
+            )
+        )
         return
     click.echo(written["markdown"].read_text())
     click.echo(f"loop: {seconds:.0f} s; reports in {out}: " + ", ".join(p.name for p in written.values()), err=True)

@@ -27,16 +27,39 @@ def _open_trainer(coll, name: str):
 
 @click.command()
 @click.argument("prompt", required=False)
-@click.option("--image", "images", multiple=True, metavar="PATH|ID", help="Start from example image(s): a file or a collection id.")
+@click.option(
+    "--image",
+    "images",
+    multiple=True,
+    metavar="PATH|ID",
+    help="Start from example image(s): a file or a collection id.",
+)
 @click.option("--classifier", "from_classifier", metavar="NAME", help="Continue an existing classifier.")
-@click.option("--from-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Start from a classifier file (.safetensors, .npy, torch .pt).")
+@click.option(
+    "--from-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Start from a classifier file (.safetensors, .npy, torch .pt).",
+)
 @click.option("--name", metavar="NAME", help="Name of a new classifier (default: from the prompt).")
 @count_option("-k", help="Images per batch (default 10).")
-@click.option("--strategy", type=click.Choice(["auto", "top", "boundary", "diverse", "random"]), help="How each batch is chosen.")
-@click.option("--thumbnails", type=click.Choice(["auto", "halfblock", "sixel", "kitty"]), default="auto", show_default=True,
-              envvar="LOCALQ_THUMBNAILS", help="Image protocol; auto: kitty or sixel where the terminal draws them, else halfblock (always works).")
-@click.option("--example", "examples", multiple=True, metavar="PATH|ID",
-              help="Label this image +1 (a file is indexed into the collection) before the UI opens; a round each.")
+@click.option(
+    "--strategy", type=click.Choice(["auto", "top", "boundary", "diverse", "random"]), help="How each batch is chosen."
+)
+@click.option(
+    "--thumbnails",
+    type=click.Choice(["auto", "halfblock", "sixel", "kitty"]),
+    default="auto",
+    show_default=True,
+    envvar="LOCALQ_THUMBNAILS",
+    help="Image protocol; auto: kitty or sixel where the terminal draws them, else halfblock (always works).",
+)
+@click.option(
+    "--example",
+    "examples",
+    multiple=True,
+    metavar="PATH|ID",
+    help="Label this image +1 (a file is indexed into the collection) before the UI opens; a round each.",
+)
 @db_option
 @friendly_errors
 def train(prompt, images, from_classifier, from_file, name, k, strategy, thumbnails, examples, db):
@@ -59,8 +82,9 @@ def train(prompt, images, from_classifier, from_file, name, k, strategy, thumbna
     unfinished = pending(coll)  # a demo quit mid-way: resume its indexing behind the UI
     background = None
     if unfinished:
-        background = BackgroundIndexer(coll.root, unfinished["roots"], coll.encoder(),
-                                       with_labels=bool(unfinished.get("with_labels"))).start()
+        background = BackgroundIndexer(
+            coll.root, unfinished["roots"], coll.encoder(), with_labels=bool(unfinished.get("with_labels"))
+        ).start()
     try:
         run_train(coll, trainer, k=k, strategy=strategy, thumbnails=thumbnails, background=background)
     finally:
@@ -87,10 +111,20 @@ def start_from_options(db, prompt, images, from_classifier, from_file, name, k, 
 
     if sum(bool(x) for x in (prompt, images, from_classifier, from_file)) != 1:
         raise click.UsageError("give one of PROMPT, --image, --classifier or --from-file")
-    started = start_or_open(open_collection(db), prompt=prompt, images=images, classifier=from_classifier,
-                            weights_file=from_file, name=name, k=k, strategy=strategy)
+    started = start_or_open(
+        open_collection(db),
+        prompt=prompt,
+        images=images,
+        classifier=from_classifier,
+        weights_file=from_file,
+        name=name,
+        k=k,
+        strategy=strategy,
+    )
     if started.continued:
-        click.echo(f"continuing classifier {printable(started.trainer.name)!r} (round {started.trainer.round})", err=True)
+        click.echo(
+            f"continuing classifier {printable(started.trainer.name)!r} (round {started.trainer.round})", err=True
+        )
     return started.trainer
 
 
@@ -118,16 +152,24 @@ def classifiers(db, as_json):
 
     for r in rows:
         ap = f"  AP {r['ap']:.3f} ({printable(readable(r['target']))})" if r["ap"] is not None else ""
-        click.echo(f"{printable(r['name']):<28} round {r['round']:>3}  +{r['labels_positive']}/-{r['labels_negative']}  "
-                   f"{r['strategy']:<8} {r['source']}: {printable(r['prompt'])}{ap}")
+        click.echo(
+            f"{printable(r['name']):<28} round {r['round']:>3}  +{r['labels_positive']}/-{r['labels_negative']}  "
+            f"{r['strategy']:<8} {r['source']}: {printable(r['prompt'])}{ap}"
+        )
     if not rows:
-        click.echo("no classifiers yet: start one with `localq train \"a prompt\"`", err=True)
+        click.echo('no classifiers yet: start one with `localq train "a prompt"`', err=True)
 
 
 @click.command()
 @click.argument("classifier")
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--threshold", type=FiniteFloat(), default=0.0, show_default=True, help="Predict positive above this score (w·x + b).")
+@click.option(
+    "--threshold",
+    type=FiniteFloat(),
+    default=0.0,
+    show_default=True,
+    help="Predict positive above this score (w·x + b).",
+)
 @click.option("--split", help="Only collection images of this split (e.g. val).")
 @count_option("--limit", help="At most this many positives.")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV output: path,score,label.")
@@ -164,8 +206,17 @@ def predict(classifier, paths, threshold, split, limit, as_csv, db, as_json):
     for path, reason in bad:
         click.echo(f"skipped {printable(path)}: {printable(reason)}", err=True)
     if as_json:
-        emit_json({"classifier": classifier, "threshold": threshold, "round": trainer.round, "positive": total,
-                   "predictions": [{"id": p.id, "path": p.path, "score": round(p.score, 6), "label": p.label} for p in preds]})
+        emit_json(
+            {
+                "classifier": classifier,
+                "threshold": threshold,
+                "round": trainer.round,
+                "positive": total,
+                "predictions": [
+                    {"id": p.id, "path": p.path, "score": round(p.score, 6), "label": p.label} for p in preds
+                ],
+            }
+        )
     elif as_csv:
         import csv
 
@@ -186,19 +237,40 @@ def _unfitted_note(trainer) -> str | None:
     """Round 0 has no fit: its scores are the start query's, which a person should know."""
     if trainer.round > 0:
         return None
-    start = {"prompt": f"the prompt {printable(trainer.row.prompt)!r}", "images": "the example images",
-             "file": "the loaded classifier file"}.get(trainer.row.source, "its start query")
-    return (f"note: {printable(trainer.name)} is at round 0, not yet fitted on labels: these scores come from "
-            f"{start} alone; label images with `localq train --classifier {printable(trainer.name)}`")
+    start = {
+        "prompt": f"the prompt {printable(trainer.row.prompt)!r}",
+        "images": "the example images",
+        "file": "the loaded classifier file",
+    }.get(trainer.row.source, "its start query")
+    return (
+        f"note: {printable(trainer.name)} is at round 0, not yet fitted on labels: these scores come from "
+        f"{start} alone; label images with `localq train --classifier {printable(trainer.name)}`"
+    )
 
 
 @click.command()
 @click.argument("classifier")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Directory (default: ./CLASSIFIER-export).")
-@click.option("--format", "fmt", type=click.Choice(["safetensors", "npy", "imagefolder"]), default="safetensors", show_default=True,
-              help="imagefolder: OUT/positive/ and OUT/negative/ with a manifest.csv, as torchvision's ImageFolder reads.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory (default: ./CLASSIFIER-export).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["safetensors", "npy", "imagefolder"]),
+    default="safetensors",
+    show_default=True,
+    help="imagefolder: OUT/positive/ and OUT/negative/ with a manifest.csv, as torchvision's ImageFolder reads.",
+)
 @click.option("--predicted", is_flag=True, help="imagefolder: classes from predictions (score > 0), not labels.")
-@click.option("--copy", "copy_files", is_flag=True, help="imagefolder: copy files (default: hard links, else symlinks, else copies).")
+@click.option(
+    "--copy",
+    "copy_files",
+    is_flag=True,
+    help="imagefolder: copy files (default: hard links, else symlinks, else copies).",
+)
 @db_option
 @friendly_errors
 def export(classifier, out_dir, fmt, predicted, copy_files, db):
@@ -239,8 +311,16 @@ def history(classifier, split, db, as_json):
     """
     with open_collection(db) as coll:
         trainer = _open_trainer(coll, classifier)
-        rows = [{"round": r.round, "labels": r.n_labels, "strategy": r.strategy, "at": r.created_at,
-                 "ap": _ap(trainer.evaluate_weights(r.weights, r.bias, split=split))} for r in trainer.history()]
+        rows = [
+            {
+                "round": r.round,
+                "labels": r.n_labels,
+                "strategy": r.strategy,
+                "at": r.created_at,
+                "ap": _ap(trainer.evaluate_weights(r.weights, r.bias, split=split)),
+            }
+            for r in trainer.history()
+        ]
     if as_json:
         emit_json({"classifier": classifier, "rounds": rows})
         return

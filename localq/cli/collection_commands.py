@@ -25,20 +25,47 @@ from localq.display import printable
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @db_option
 @encoder_options
-@click.option("--labels", "with_labels", is_flag=True, help="Read class label and split from split/class/file folder names.")
+@click.option(
+    "--labels", "with_labels", is_flag=True, help="Read class label and split from split/class/file folder names."
+)
 @count_option("--batch-size", default=32, show_default=True, help="Images per encoder batch.")
-@click.option("--decode-threads", default=1, show_default=True, type=click.IntRange(0, 8),
-              help="Threads decoding the next batch while the model runs (0: decode in turn with it).")
-@click.option("--ray", "ray_address", metavar="ADDRESS", help="Embed new and changed files on Ray (auto, HOST:PORT or local), then index as without it (see `localq embed`).")
+@click.option(
+    "--decode-threads",
+    default=1,
+    show_default=True,
+    type=click.IntRange(0, 8),
+    help="Threads decoding the next batch while the model runs (0: decode in turn with it).",
+)
+@click.option(
+    "--ray",
+    "ray_address",
+    metavar="ADDRESS",
+    help="Embed new and changed files on Ray (auto, HOST:PORT or local), then index as without it (see `localq embed`).",
+)
 @search_index_option
-@click.option("--verify", is_flag=True,
-              help="Re-read and hash every file, even where size and mtime are unchanged (slower; catches a file "
-                   "rewritten with its mtime put back).")
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Re-read and hash every file, even where size and mtime are unchanged (slower; catches a file "
+    "rewritten with its mtime put back).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @json_option
 @friendly_errors
-def index(paths, db, encoder, weights, with_labels, batch_size, decode_threads, ray_address, search_index, verify, quiet,
-          as_json):
+def index(
+    paths,
+    db,
+    encoder,
+    weights,
+    with_labels,
+    batch_size,
+    decode_threads,
+    ray_address,
+    search_index,
+    verify,
+    quiet,
+    as_json,
+):
     """Embed every image under PATHS into the collection.
 
     Re-running embeds only new or changed files and drops deleted ones and ones that no
@@ -62,12 +89,28 @@ def index(paths, db, encoder, weights, with_labels, batch_size, decode_threads, 
         enc = load_encoder(spec, weights if weights else (coll.encoder_weights if spec == coll.encoder_spec else None))
         progress = ProgressLine("embedding on Ray" if ray_address else "indexing", enabled=not quiet and not as_json)
         if ray_address:
-            report = index_on_ray(coll, list(paths), enc, address=ray_address, with_labels=with_labels,
-                                  batch_size=batch_size, progress=progress, verify=verify)
+            report = index_on_ray(
+                coll,
+                list(paths),
+                enc,
+                address=ray_address,
+                with_labels=with_labels,
+                batch_size=batch_size,
+                progress=progress,
+                verify=verify,
+            )
         else:
             getattr(enc, "model", None)  # a lazily loaded CNN loads now, outside the timed run
-            report = index_paths(coll, list(paths), enc, with_labels=with_labels, batch_size=batch_size,
-                                 progress=progress, decode_workers=decode_threads, verify=verify)
+            report = index_paths(
+                coll,
+                list(paths),
+                enc,
+                with_labels=with_labels,
+                batch_size=batch_size,
+                progress=progress,
+                decode_workers=decode_threads,
+                verify=verify,
+            )
         total = coll.count_live()
     if as_json:
         emit_json({"collection": str(coll.root), "images": total, **_report_dict(report)})
@@ -77,8 +120,11 @@ def index(paths, db, encoder, weights, with_labels, batch_size, decode_threads, 
             + (f"{report.moved} moved, " if report.moved else "")
             + f"{report.removed} removed, {report.unchanged + report.touched} unchanged, {len(report.skipped)} skipped"
             + (f" (+{report.skipped_known} known bad)" if report.skipped_known else "")
-            + (f", {report.duplicates} duplicate path{'s' if report.duplicates != 1 else ''} skipped"
-               if report.duplicates else "")
+            + (
+                f", {report.duplicates} duplicate path{'s' if report.duplicates != 1 else ''} skipped"
+                if report.duplicates
+                else ""
+            )
             + f"; {total} images in {printable(coll.root)}"
             + (f"; {report.embedded} embedded at {report.rate:.1f} img/s" if report.embedded else "")
         )
@@ -93,19 +139,30 @@ def index(paths, db, encoder, weights, with_labels, batch_size, decode_threads, 
 
 def _report_dict(report) -> dict:
     return {
-        "scanned": report.scanned, "added": report.added, "changed": report.replaced,
-        "moved": report.moved, "removed": report.removed, "unchanged": report.unchanged + report.touched,
+        "scanned": report.scanned,
+        "added": report.added,
+        "changed": report.replaced,
+        "moved": report.moved,
+        "removed": report.removed,
+        "unchanged": report.unchanged + report.touched,
         "duplicates": report.duplicates,
-        "reused": report.reused, "embedded": report.embedded,
+        "reused": report.reused,
+        "embedded": report.embedded,
         "skipped": [{"path": p, "reason": r} for p, r in report.skipped],
-        "skipped_known": report.skipped_known, "interrupted": report.interrupted,
-        "seconds": round(report.seconds, 3), "images_per_second": round(report.rate, 2),
+        "skipped_known": report.skipped_known,
+        "interrupted": report.interrupted,
+        "seconds": round(report.seconds, 3),
+        "images_per_second": round(report.rate, 2),
     }
 
 
 @click.command()
 @click.argument("text", required=False)
-@click.option("--image", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Search by an example image instead of text.")
+@click.option(
+    "--image",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Search by an example image instead of text.",
+)
 @count_option("-k", default=10, show_default=True, help="Number of results.")
 @click.option("--unseen", is_flag=True, help="Exclude images already seen (by --classifier, or by any classifier).")
 @click.option("--classifier", metavar="NAME", help="With --unseen: whose seen flags to use.")
@@ -126,8 +183,14 @@ def search(text, image, k, unseen, classifier, db, as_json):
         exclude = _seen_scope(coll, unseen, classifier)
         hits = coll.search_text(text, k, unseen=exclude) if text else coll.search_image(image, k, unseen=exclude)
     if as_json:
-        emit_json({"query": text or str(image), "k": k, "unseen": unseen,
-                   "results": [{"id": h.id, "score": round(h.score, 6), "path": h.path, "label": h.label} for h in hits]})
+        emit_json(
+            {
+                "query": text or str(image),
+                "k": k,
+                "unseen": unseen,
+                "results": [{"id": h.id, "score": round(h.score, 6), "path": h.path, "label": h.label} for h in hits],
+            }
+        )
         return
     for rank, h in enumerate(hits, 1):
         click.echo(f"{rank:3d}  {h.score:+.4f}  {printable(h.path)}" + (f"  [{printable(h.label)}]" if h.label else ""))
@@ -162,7 +225,11 @@ def stats(db, as_json):
     click.echo(f"images      {info['images']} (seen {info['seen']}, skipped files {info['skipped']})")
     click.echo(f"classifiers {info['classifiers']}")
     click.echo(f"search      {info['search']} (setting {info['search_index']}; change with `localq index --index`)")
-    click.echo("on disk     " + ", ".join(f"{n} {_human(b)}" for n, b in info["bytes"].items()) + f" (total {_human(info['bytes_total'])})")
+    click.echo(
+        "on disk     "
+        + ", ".join(f"{n} {_human(b)}" for n, b in info["bytes"].items())
+        + f" (total {_human(info['bytes_total'])})"
+    )
 
 
 def _human(n: int) -> str:
@@ -256,8 +323,13 @@ def repair(db, as_json):
 
 def _print_integrity(report, as_json: bool) -> None:
     if as_json:
-        emit_json({"ok": report.ok, "repaired": report.repaired,
-                   "findings": [{"ok": f.ok, "topic": f.topic, "detail": f.detail} for f in report.findings]})
+        emit_json(
+            {
+                "ok": report.ok,
+                "repaired": report.repaired,
+                "findings": [{"ok": f.ok, "topic": f.topic, "detail": f.detail} for f in report.findings],
+            }
+        )
         return
     for line in report.repaired:
         click.echo(f"repaired  {line}")

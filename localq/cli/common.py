@@ -34,21 +34,28 @@ def _with_help(make):
 @_with_help
 def db_option(f, help=None):
     return click.option(
-        "--db", "db", metavar="DIR", envvar="LOCALQ_HOME", show_envvar=True,
+        "--db",
+        "db",
+        metavar="DIR",
+        envvar="LOCALQ_HOME",
+        show_envvar=True,
         help=help or "Collection directory (default: the user data dir, e.g. ~/.local/share/localq/default).",
     )(f)
 
 
 @_with_help
 def json_option(f, help=None):
-    return click.option("--json", "as_json", is_flag=True, help=help or "Machine-readable output (see docs/formats.md).")(f)
+    return click.option(
+        "--json", "as_json", is_flag=True, help=help or "Machine-readable output (see docs/formats.md)."
+    )(f)
 
 
 @_with_help
 def encoder_options(f, help=None):
     f = click.option("--weights", metavar="PATH", help="Local open_clip checkpoint for --encoder clip:ARCH.")(f)
     return click.option(
-        "--encoder", metavar="SPEC",
+        "--encoder",
+        metavar="SPEC",
         help=help or "lite0 (built-in, default for a new collection) or clip:ARCH, e.g. clip:ViT-B-32 with --weights.",
     )(f)
 
@@ -163,7 +170,9 @@ SEARCH_INDEX_KINDS = ("auto", "exact", "ivf")
 
 def search_index_option(f):
     return click.option(
-        "--index", "search_index", type=click.Choice(SEARCH_INDEX_KINDS),
+        "--index",
+        "search_index",
+        type=click.Choice(SEARCH_INDEX_KINDS),
         help="Search index, kept for later runs: auto (default: exact, IVF from 2M images), exact, or ivf.",
     )(f)
 
@@ -202,8 +211,10 @@ def _other_collections(db) -> str | None:
         # A neighbour by its name; one elsewhere (the user data dir) by its path.
         shown = other.name if other.parent == root.absolute().parent else str(other)
         described.append(f"{printable(shown)}{count}")
-    return (f"no collection at {printable(root)}; collections here: {', '.join(described)}; "
-            f"use --db {printable(others[0])} (or `localq index PATH` to start one at {printable(root)})")
+    return (
+        f"no collection at {printable(root)}; collections here: {', '.join(described)}; "
+        f"use --db {printable(others[0])} (or `localq index PATH` to start one at {printable(root)})"
+    )
 
 
 def _db_path(db) -> Path:

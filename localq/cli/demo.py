@@ -16,8 +16,12 @@ from localq.display import printable
 def find_demo_data() -> Path | None:
     """Imagenette in ./data, in ../shared/datasets, or beside a source checkout."""
     checkout = Path(__file__).resolve().parents[2]
-    for base in (Path.cwd() / "data", Path.cwd().parent / "shared" / "datasets",
-                 checkout / "data", checkout.parent / "shared" / "datasets"):
+    for base in (
+        Path.cwd() / "data",
+        Path.cwd().parent / "shared" / "datasets",
+        checkout / "data",
+        checkout.parent / "shared" / "datasets",
+    ):
         if (base / "imagenette").is_dir():
             return base / "imagenette"
     return None
@@ -55,8 +59,12 @@ def demo(folder, prompt, index_only, db):
     with open_collection(db, create=True) as coll:
         enc = load_encoder(coll.encoder_spec or "lite0", coll.encoder_weights)
         if index_only:
-            click.echo(f"indexing {printable(source)} into {printable(coll.root)} (only new files are embedded)", err=True)
-            report = index_paths(coll, [source], enc, with_labels=folder is None, progress=ProgressLine("indexing", True))
+            click.echo(
+                f"indexing {printable(source)} into {printable(coll.root)} (only new files are embedded)", err=True
+            )
+            report = index_paths(
+                coll, [source], enc, with_labels=folder is None, progress=ProgressLine("indexing", True)
+            )
             if report.interrupted:
                 click.echo("interrupted: run `localq demo` again to resume", err=True)
                 sys.exit(130)

@@ -44,8 +44,11 @@ class ProgressLine:
             return
         width = 30
         filled = int(width * done / total) if total else width
-        click.echo(f"\r{self.label} [{'#' * filled}{'-' * (width - filled)}] {done}/{total} {timing}",
-                   err=True, nl=done >= total)
+        click.echo(
+            f"\r{self.label} [{'#' * filled}{'-' * (width - filled)}] {done}/{total} {timing}",
+            err=True,
+            nl=done >= total,
+        )
 
 
 def _stderr_is_terminal() -> bool:
@@ -57,4 +60,8 @@ def _stderr_is_terminal() -> bool:
 
 def _clock(seconds: float) -> str:
     seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else f"{seconds // 60}:{seconds % 60:02d}"
+    return (
+        f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+        if seconds >= 3600
+        else f"{seconds // 60}:{seconds % 60:02d}"
+    )

@@ -21,11 +21,27 @@ from localq.cli.progress import ProgressLine
 
 @click.command()
 @click.argument("source", type=click.Path(path_type=Path))
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Shard directory to write (img_emb/, metadata/, manifest.json).")
-@click.option("--ray", "ray_address", metavar="ADDRESS", help="Run on Ray: auto (a cluster started with `ray start`), HOST:PORT, or local (start one here).")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Shard directory to write (img_emb/, metadata/, manifest.json).",
+)
+@click.option(
+    "--ray",
+    "ray_address",
+    metavar="ADDRESS",
+    help="Run on Ray: auto (a cluster started with `ray start`), HOST:PORT, or local (start one here).",
+)
 @encoder_options
 @click.option("--shard-size", default=10_000, show_default=True, help="Images per shard.")
-@click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True, help="Stored vector type.")
+@click.option(
+    "--dtype",
+    type=click.Choice(["float16", "float32"]),
+    default="float16",
+    show_default=True,
+    help="Stored vector type.",
+)
 @click.option("--workers", type=int, help="With --ray: encoder actors (default: one per cluster CPU).")
 @click.option("--batch-size", default=32, show_default=True, help="Images per encoder batch.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
@@ -48,12 +64,22 @@ def embed(source, out, ray_address, encoder, weights, shard_size, dtype, workers
 
     progress = ProgressLine("embedding", enabled=not quiet and not as_json)
     report = embed_to_shards(
-        source, out, encoder_spec=encoder or "lite0", weights=weights, shard_size=shard_size, dtype=dtype,
-        ray_address=ray_address, workers=workers, batch_size=batch_size, progress=progress,
+        source,
+        out,
+        encoder_spec=encoder or "lite0",
+        weights=weights,
+        shard_size=shard_size,
+        dtype=dtype,
+        ray_address=ray_address,
+        workers=workers,
+        batch_size=batch_size,
+        progress=progress,
     )
     if as_json:
-        emit_json({k: v for k, v in vars(report).items() if k != "skipped"}
-                  | {"skipped": [{"path": p, "reason": r} for p, r in report.skipped]})
+        emit_json(
+            {k: v for k, v in vars(report).items() if k != "skipped"}
+            | {"skipped": [{"path": p, "reason": r} for p, r in report.skipped]}
+        )
         return
     click.echo(
         f"{report.shards_written} shards written, {report.shards_existing} already there "
@@ -66,7 +92,9 @@ def embed(source, out, ray_address, encoder, weights, shard_size, dtype, workers
 @click.argument("shards_dir", metavar="SHARDS", type=click.Path(path_type=Path))
 @db_option
 @encoder_options
-@click.option("--labels", "with_labels", is_flag=True, help="Take class label and split from the shards' label/split columns.")
+@click.option(
+    "--labels", "with_labels", is_flag=True, help="Take class label and split from the shards' label/split columns."
+)
 @search_index_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @json_option
@@ -97,9 +125,13 @@ def ingest(shards_dir, db, encoder, weights, with_labels, search_index, quiet, a
         report = ingest_shards(coll, shards_dir, enc, with_labels=with_labels, progress=progress)
     total = report.images
     if as_json:
-        emit_json({"collection": str(coll.root),
-                   **{k: v for k, v in vars(report).items() if k != "skipped"},
-                   "skipped": [{"path": p, "reason": r} for p, r in report.skipped]})
+        emit_json(
+            {
+                "collection": str(coll.root),
+                **{k: v for k, v in vars(report).items() if k != "skipped"},
+                "skipped": [{"path": p, "reason": r} for p, r in report.skipped],
+            }
+        )
         return
     click.echo(
         f"{report.shards_ingested} shards ingested, {report.shards_already} already in; "

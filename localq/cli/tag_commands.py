@@ -17,11 +17,24 @@ _VERBS = {"added": "add", "updated": "update", "removed": "remove"}
 @click.command()
 @click.argument("classifier")
 @click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
-@click.option("--threshold", "--min-score", "threshold", type=FiniteFloat(), default=0.0, show_default=True,
-              help="Tag photos scoring above this (w·x + b), as `predict` counts positives.")
+@click.option(
+    "--threshold",
+    "--min-score",
+    "threshold",
+    type=FiniteFloat(),
+    default=0.0,
+    show_default=True,
+    help="Tag photos scoring above this (w·x + b), as `predict` counts positives.",
+)
 @click.option("--keyword", metavar="TEXT", help="Keyword to write (default: the classifier's name).")
-@click.option("--sidecar-style", "style", type=click.Choice(["photo.jpg.xmp", "photo.xmp"]), default="photo.jpg.xmp",
-              show_default=True, help="Sidecar name: photo.jpg.xmp (digiKam, darktable) or photo.xmp (Lightroom-style).")
+@click.option(
+    "--sidecar-style",
+    "style",
+    type=click.Choice(["photo.jpg.xmp", "photo.xmp"]),
+    default="photo.jpg.xmp",
+    show_default=True,
+    help="Sidecar name: photo.jpg.xmp (digiKam, darktable) or photo.xmp (Lightroom-style).",
+)
 @click.option("--remove", is_flag=True, help="Take this classifier's keyword out of the sidecars; leave all else.")
 @click.option("--dry-run", is_flag=True, help="List what would change; write nothing.")
 @db_option
@@ -52,27 +65,51 @@ def tag(classifier, paths, threshold, keyword, style, remove, dry_run, db, as_js
     with open_collection(db) as coll:
         trainer = Trainer.open(coll, classifier)
         if trainer.round == 0 and not remove:
-            click.echo(f"note: {printable(classifier)} has no labeled round yet: its scores come from the start query alone",
-                       err=True)
-        report = tag_photos(trainer, paths, threshold=threshold, keyword=keyword, style=style, remove=remove,
-                            dry_run=dry_run, on_wait=lambda m: click.echo(m + " ...", err=True),
-                            on_change=show, on_problem=problem)
+            click.echo(
+                f"note: {printable(classifier)} has no labeled round yet: its scores come from the start query alone",
+                err=True,
+            )
+        report = tag_photos(
+            trainer,
+            paths,
+            threshold=threshold,
+            keyword=keyword,
+            style=style,
+            remove=remove,
+            dry_run=dry_run,
+            on_wait=lambda m: click.echo(m + " ...", err=True),
+            on_change=show,
+            on_problem=problem,
+        )
     for path, reason in report.skipped_files:
         click.echo(f"skipped {printable(path)}: {printable(reason)}", err=True)
     counts = {a: report.count(a) for a in ("added", "updated", "removed")}
     if as_json:
-        emit_json({"classifier": classifier, "keyword": report.keyword, "dry_run": dry_run, "threshold": threshold,
-                   "photos": report.photos, "positives": report.positives, **counts,
-                   "problems": report.problems,
-                   "changes": [{"photo": c.photo, "sidecar": str(c.sidecar), "action": c.action,
-                                "score": round(c.score, 6)} for c in report.changes]})
+        emit_json(
+            {
+                "classifier": classifier,
+                "keyword": report.keyword,
+                "dry_run": dry_run,
+                "threshold": threshold,
+                "photos": report.photos,
+                "positives": report.positives,
+                **counts,
+                "problems": report.problems,
+                "changes": [
+                    {"photo": c.photo, "sidecar": str(c.sidecar), "action": c.action, "score": round(c.score, 6)}
+                    for c in report.changes
+                ],
+            }
+        )
     else:
         gain, upd, lose = ("would gain", "would be updated", "would lose") if dry_run else ("gained", "updated", "lost")
-        click.echo(f"{printable(report.keyword)!r}: {report.positives} of {report.photos} photos positive above "
-                   f"{threshold}; {counts['added']} sidecars {gain} the keyword, {counts['updated']} {upd}, "
-                   f"{counts['removed']} {lose} it"
-                   + (f"; {len(report.problems)} could not be used (listed above)" if report.problems else ""),
-                   err=True)
+        click.echo(
+            f"{printable(report.keyword)!r}: {report.positives} of {report.photos} photos positive above "
+            f"{threshold}; {counts['added']} sidecars {gain} the keyword, {counts['updated']} {upd}, "
+            f"{counts['removed']} {lose} it"
+            + (f"; {len(report.problems)} could not be used (listed above)" if report.problems else ""),
+            err=True,
+        )
     if report.problems:
         sys.exit(1)
 
@@ -87,5 +124,8 @@ def export_imagefolder(trainer, out_dir: Path, predicted: bool, copy_files: bool
     words = {"hardlink": "hard links", "symlink": "symbolic links", "copy": "copies"}
     how = ", ".join(f"{n} {words[kind]}" for kind, n in result.how.items() if n)
     click.echo(printable(result.manifest))
-    click.echo(f"{result.counts['positive']} positive, {result.counts['negative']} negative "
-               f"({'predicted' if predicted else 'labeled'}) in {printable(out_dir)}" + (f": {how}" if how else ""), err=True)
+    click.echo(
+        f"{result.counts['positive']} positive, {result.counts['negative']} negative "
+        f"({'predicted' if predicted else 'labeled'}) in {printable(out_dir)}" + (f": {how}" if how else ""),
+        err=True,
+    )

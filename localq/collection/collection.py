@@ -63,7 +63,9 @@ class Collection:
 
     # -- opening ------------------------------------------------------------------------
     @classmethod
-    def open(cls, root: str | Path | None = None, *, create: bool = False, on_wait: OnWait | None = None) -> "Collection":
+    def open(
+        cls, root: str | Path | None = None, *, create: bool = False, on_wait: OnWait | None = None
+    ) -> "Collection":
         """Open (or with ``create``, start) the collection at ``root``.
 
         ``on_wait(message)`` is told when a write has to wait for another process, or is
@@ -79,7 +81,9 @@ class Collection:
             try:
                 root.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise CollectionUnwritable(f"cannot create collection directory {root}: {exc.strerror or exc}") from None
+                raise CollectionUnwritable(
+                    f"cannot create collection directory {root}: {exc.strerror or exc}"
+                ) from None
         lock = WriteLock(root, on_wait)
         return cls(root, Store(db_path, lock), lock)
 
@@ -114,7 +118,10 @@ class Collection:
                 meta = self.store.meta()
                 if "model_id" in meta:
                     self.model_id, self.dim = meta["model_id"], int(meta["dim"])
-                    self.encoder_spec, self.encoder_weights = meta.get("encoder_spec"), meta.get("encoder_weights") or None
+                    self.encoder_spec, self.encoder_weights = (
+                        meta.get("encoder_spec"),
+                        meta.get("encoder_weights") or None,
+                    )
                 else:
                     self._record_encoder(encoder)
         if encoder.model_id != self.model_id:
@@ -126,8 +133,11 @@ class Collection:
 
     def _record_encoder(self, encoder) -> None:
         self.store.set_meta(
-            model_id=encoder.model_id, dim=encoder.dim, encoder_spec=encoder.encoder_spec,
-            encoder_weights=encoder.weights or "", created_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            model_id=encoder.model_id,
+            dim=encoder.dim,
+            encoder_spec=encoder.encoder_spec,
+            encoder_weights=encoder.weights or "",
+            created_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         )
         self.model_id, self.dim = encoder.model_id, encoder.dim
         self.encoder_spec, self.encoder_weights = encoder.encoder_spec, encoder.weights

@@ -28,10 +28,12 @@ class FolderLabels:
         rows = iter(rows)
         while chunk := [r for r in islice(rows, _CHUNK_ROWS) if r[0] < n_rows]:
             ids.append(np.fromiter((r[0] for r in chunk), np.int64, len(chunk)))
-            labels.append(np.fromiter((label_codes.setdefault(r[1], len(label_codes)) for r in chunk),
-                                      np.int32, len(chunk)))
-            splits.append(np.fromiter((split_codes.setdefault(r[2], len(split_codes)) for r in chunk),
-                                      np.int16, len(chunk)))
+            labels.append(
+                np.fromiter((label_codes.setdefault(r[1], len(label_codes)) for r in chunk), np.int32, len(chunk))
+            )
+            splits.append(
+                np.fromiter((split_codes.setdefault(r[2], len(split_codes)) for r in chunk), np.int16, len(chunk))
+            )
         self.ids = np.concatenate(ids) if ids else np.empty(0, np.int64)  # ascending, as SQLite returns them
         self.labels = _decode(label_codes, labels)
         self._split_codes = np.concatenate(splits) if splits else np.empty(0, np.int16)

@@ -49,6 +49,7 @@ class Checked(Protocol):
     def encoder(self): ...
     def image_rows(self, ids) -> list: ...
 
+
 NORM_TOLERANCE = 1e-3
 _CHUNK = 65536
 
@@ -123,15 +124,17 @@ def repair(coll: Checked, store: Store) -> Report:
                 with store.transaction() as tx:
                     tx.execute("DELETE FROM vector_digests WHERE end_row > ?", (first,))
                     tx.executemany("INSERT INTO vector_digests(end_row, digest) VALUES (?, ?)", chain)
-                done.append(f"embedded rows {_ranges(bad)} again from their image files: they no longer "
-                            "matched their recorded digests")
+                done.append(
+                    f"embedded rows {_ranges(bad)} again from their image files: they no longer "
+                    "matched their recorded digests"
+                )
             ivf_before = _ivf_state(coll)
             coll.save_index()
             ivf_after = _ivf_state(coll)
             if ivf_after != ivf_before:
                 done.append(f"{'rebuilt' if ivf_after else 'deleted'} {upkeep.FILE_NAME}")
         for cid, name, counter, latest in c.execute(
-                "SELECT c.id, c.name, c.round, (SELECT max(round) FROM rounds r WHERE r.classifier_id = c.id) FROM classifiers c"
+            "SELECT c.id, c.name, c.round, (SELECT max(round) FROM rounds r WHERE r.classifier_id = c.id) FROM classifiers c"
         ).fetchall():
             if latest is not None and counter != latest:
                 with store.transaction() as tx:
@@ -140,7 +143,8 @@ def repair(coll: Checked, store: Store) -> Report:
         with store.transaction() as tx:
             n = tx.execute(
                 "DELETE FROM seen WHERE image_id NOT IN (SELECT id FROM images)"
-                " OR classifier_id NOT IN (SELECT id FROM classifiers)").rowcount
+                " OR classifier_id NOT IN (SELECT id FROM classifiers)"
+            ).rowcount
         if n:
             done.append(f"dropped {n} seen flags of images or classifiers that no longer exist")
         for tmp in _leftover_temp_files(coll):  # saves happen under the lock we hold: none is being written
@@ -152,6 +156,7 @@ def repair(coll: Checked, store: Store) -> Report:
 
 
 # -- checks ---------------------------------------------------------------------------------
+
 
 def _integrity_problems(store: Store) -> list[str]:
     rows = [r[0] for r in store.conn.execute("PRAGMA integrity_check(20)")]
@@ -188,24 +193,31 @@ def _check_vectors(coll: Checked, store: Store, report: Report) -> None:
     not_finite, bad_norm = [], []
     live = store.live_mask(n)  # a tombstone never matches again: repair may have zeroed it
     for start in range(0, n, _CHUNK):
-        block = np.asarray(matrix[start:start + _CHUNK])
+        block = np.asarray(matrix[start : start + _CHUNK])
         finite = np.isfinite(block).all(axis=1)
         not_finite += (start + np.flatnonzero(~finite)).tolist()
         with np.errstate(over="ignore", invalid="ignore"):
             off = np.abs(np.linalg.norm(block, axis=1) - 1.0) > NORM_TOLERANCE
-        bad_norm += (start + np.flatnonzero(off & finite & live[start:start + len(block)])).tolist()
+        bad_norm += (start + np.flatnonzero(off & finite & live[start : start + len(block)])).tolist()
         release_pages(matrix, start, start + len(block))
     detail = f"{n} vectors of {dim}-d in {paths.VECTORS_FILE}"
-    for what, ids in (("NaN or infinite", not_finite), (f"live, with a norm off 1 by more than {NORM_TOLERANCE:g}", bad_norm)):
+    for what, ids in (
+        ("NaN or infinite", not_finite),
+        (f"live, with a norm off 1 by more than {NORM_TOLERANCE:g}", bad_norm),
+    ):
         if ids:
             detail += f"; {len(ids)} {what} (ids {_few(ids)}): re-index those files"
     report.add(not (not_finite or bad_norm), "vectors", detail)
 
     bad = vector_checks.bad_segments(matrix, store.digest_segments(n))
-    report.add(not bad, "vectors",
-               "every segment of the digest chain matches its rows" if not bad else
-               f"rows {_ranges(bad)} do not match their recorded digests (changed outside localq, or disk "
-               "damage): `localq repair` embeds them again from their image files")
+    report.add(
+        not bad,
+        "vectors",
+        "every segment of the digest chain matches its rows"
+        if not bad
+        else f"rows {_ranges(bad)} do not match their recorded digests (changed outside localq, or disk "
+        "damage): `localq repair` embeds them again from their image files",
+    )
 
 
 def _ranges(segments: list[tuple[int, int]]) -> str:
@@ -222,20 +234,31 @@ def _check_ivf(coll: Checked, store: Store, report: Report) -> None:
     wanted = upkeep.wanted(coll.search_index(), n)
     if not path.exists():
         if wanted:
-            report.add(True, "ivf", f"no {path.name}: searches are exact (right, slower) until "
-                                    "`localq repair` or the next `localq index` builds it")
+            report.add(
+                True,
+                "ivf",
+                f"no {path.name}: searches are exact (right, slower) until "
+                "`localq repair` or the next `localq index` builds it",
+            )
         return
     state = trailer_file.read_state(path)
     problem = upkeep.disagreement(store, state, coll.dim, n)
     if problem:
         report.add(not wanted, "ivf", f"{problem}: never searched; `localq repair` rebuilds it")
     elif not wanted:
-        report.add(True, "ivf", f"{path.name} is not used under the setting {coll.search_index()!r}: "
-                                "`localq repair` deletes it")
+        report.add(
+            True,
+            "ivf",
+            f"{path.name} is not used under the setting {coll.search_index()!r}: `localq repair` deletes it",
+        )
     else:
         rows = state["rows"]
-        report.add(True, "ivf", f"{path.name} indexes {rows} rows" + (
-            f"; the {n - rows} newer ones are added to it on open" if rows < n else ""))
+        report.add(
+            True,
+            "ivf",
+            f"{path.name} indexes {rows} rows"
+            + (f"; the {n - rows} newer ones are added to it on open" if rows < n else ""),
+        )
 
 
 def _recomputed_chain(store: Store, matrix: np.ndarray, first: int) -> list[tuple[int, str]]:
@@ -268,21 +291,35 @@ def _check_classifiers(coll: Checked, store: Store, report: Report) -> None:
             problems.append(f"{name!r}: round counter {counter}, latest stored round {rounds[-1]}")
         for rnd, blob, bias in c.execute("SELECT round, weights, bias FROM rounds WHERE classifier_id = ?", (cid,)):
             w = from_blob(blob)
-            if (dim is not None and w.shape != (dim,)) or not np.isfinite(w).all() or bias is None \
-                    or not np.isfinite(bias):
+            if (
+                (dim is not None and w.shape != (dim,))
+                or not np.isfinite(w).all()
+                or bias is None
+                or not np.isfinite(bias)
+            ):
                 problems.append(f"{name!r}: round {rnd} has weights of {w.shape} or a non-finite value")
-        late = c.execute("SELECT count(*) FROM labels WHERE classifier_id = ? AND round NOT IN "
-                         "(SELECT round FROM rounds WHERE classifier_id = ?)", (cid, cid)).fetchone()[0]
+        late = c.execute(
+            "SELECT count(*) FROM labels WHERE classifier_id = ? AND round NOT IN "
+            "(SELECT round FROM rounds WHERE classifier_id = ?)",
+            (cid, cid),
+        ).fetchone()[0]
         if late:
             problems.append(f"{name!r}: {late} labels of a round that does not exist")
     checks = (
-        ("labels of images that do not exist", "SELECT count(*) FROM labels WHERE image_id NOT IN (SELECT id FROM images)"),
-        ("labels of classifiers that do not exist",
-         "SELECT count(*) FROM labels WHERE classifier_id NOT IN (SELECT id FROM classifiers)"),
+        (
+            "labels of images that do not exist",
+            "SELECT count(*) FROM labels WHERE image_id NOT IN (SELECT id FROM images)",
+        ),
+        (
+            "labels of classifiers that do not exist",
+            "SELECT count(*) FROM labels WHERE classifier_id NOT IN (SELECT id FROM classifiers)",
+        ),
         ("labels outside [-1, 1]", "SELECT count(*) FROM labels WHERE NOT (score BETWEEN -1 AND 1)"),
-        ("seen flags of images or classifiers that do not exist",
-         "SELECT count(*) FROM seen WHERE image_id NOT IN (SELECT id FROM images)"
-         " OR classifier_id NOT IN (SELECT id FROM classifiers)"),
+        (
+            "seen flags of images or classifiers that do not exist",
+            "SELECT count(*) FROM seen WHERE image_id NOT IN (SELECT id FROM images)"
+            " OR classifier_id NOT IN (SELECT id FROM classifiers)",
+        ),
     )
     for what, sql in checks:
         count = c.execute(sql).fetchone()[0]
@@ -301,8 +338,12 @@ def _check_leftovers(coll: Checked, report: Report) -> None:
     leftovers = _leftover_temp_files(coll)
     if leftovers:
         # Not an error: a running writer may own one; repair (under the lock) removes them.
-        report.add(True, "files", f"{len(leftovers)} temporary index files ({leftovers[0].name}...): "
-                                  "`localq repair` removes those left by killed runs")
+        report.add(
+            True,
+            "files",
+            f"{len(leftovers)} temporary index files ({leftovers[0].name}...): "
+            "`localq repair` removes those left by killed runs",
+        )
 
 
 def _few(ids: list) -> str:

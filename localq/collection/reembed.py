@@ -54,7 +54,8 @@ def reembed(coll, file: VectorFile, ids: np.ndarray) -> int:
         raise VectorsDamaged(
             f"{file.path}: {len(lost)} damaged rows (ids {', '.join(map(str, lost[:5]))}"
             f"{', ...' if len(lost) > 5 else ''}) have image files that are gone or changed since indexing, "
-            "so they cannot be embedded again: restore vectors.npy from a backup")
+            "so they cannot be embedded again: restore vectors.npy from a backup"
+        )
     for run in np.split(np.arange(len(ids)), np.flatnonzero(np.diff(ids) != 1) + 1):  # contiguous rows
         file.rewrite(int(ids[run[0]]), vectors[run])
     return len(ids)

@@ -30,20 +30,25 @@ def load(store: Store, path: Path, dim: int) -> VectorIndex:
     cannot be what SQLite's rows were written with."""
     n = store.n_rows()
     if n and not path.exists():
-        raise VectorsDamaged(f"{path} is missing but the database has {n} images: restore it from a backup "
-                             "(it is the only copy of the vectors), or index the images into a new --db")
+        raise VectorsDamaged(
+            f"{path} is missing but the database has {n} images: restore it from a backup "
+            "(it is the only copy of the vectors), or index the images into a new --db"
+        )
     index = VectorIndex.open(path, dim, n)
     bad = bad_segments(index.matrix(), store.digest_segments(n, edges_only=True), longest=MAX_VERIFIED_ON_OPEN)
     if bad:
         start, end = bad[0]
-        raise VectorsDamaged(f"{path} rows {start}..{end - 1} do not match the digests the database recorded "
-                             "for them (a file from another collection, an older copy, or disk damage): "
-                             "restore it from a backup; `localq check` lists every damaged row range")
+        raise VectorsDamaged(
+            f"{path} rows {start}..{end - 1} do not match the digests the database recorded "
+            "for them (a file from another collection, an older copy, or disk damage): "
+            "restore it from a backup; `localq check` lists every damaged row range"
+        )
     return index
 
 
-def bad_segments(matrix: np.ndarray, segments: list[tuple[int, str, int, str]],
-                 longest: int | None = None) -> list[tuple[int, int]]:
+def bad_segments(
+    matrix: np.ndarray, segments: list[tuple[int, str, int, str]], longest: int | None = None
+) -> list[tuple[int, int]]:
     """The (start, end) row ranges among the chain's ``segments`` (Store.digest_segments)
     whose rows in ``matrix`` do not hash to the digest SQLite recorded; a segment over
     ``longest`` rows is not read."""

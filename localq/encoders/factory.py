@@ -49,6 +49,5 @@ def _build(spec: str, weights: str | None) -> Encoder:
     if spec in VARIANTS:
         return LiteEncoder.load(spec, weights)
     raise EncoderUnavailable(
-        f"unknown encoder {spec!r}: use {', '.join(VARIANTS)}, "
-        "or clip:<open_clip arch> --weights /path/to/checkpoint"
+        f"unknown encoder {spec!r}: use {', '.join(VARIANTS)}, or clip:<open_clip arch> --weights /path/to/checkpoint"
     )

@@ -221,8 +221,12 @@ def fold_batch_norms(model) -> int:
         names = list(parent._modules)
         for conv_name, bn_name in zip(names, names[1:]):
             conv, bn = parent._modules[conv_name], parent._modules[bn_name]
-            if not (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
-                    and bn.num_features == conv.out_channels and bn.track_running_stats):
+            if not (
+                isinstance(conv, nn.Conv2d)
+                and isinstance(bn, nn.BatchNorm2d)
+                and bn.num_features == conv.out_channels
+                and bn.track_running_stats
+            ):
                 continue
             with torch.no_grad():
                 scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
@@ -275,7 +279,11 @@ def imagenet_class_descriptions() -> list[str]:
         raise EncoderUnavailable("the built-in encoder needs timm: pip install timm")
     info = Path(list(found.submodule_search_locations)[0], "data", "_info")
     synsets = (info / "imagenet_synsets.txt").read_text("utf-8").splitlines()
-    lemmas = dict(line.split("\t", 1) for line in (info / "imagenet_synset_to_lemma.txt").read_text("utf-8").splitlines() if "\t" in line)
+    lemmas = dict(
+        line.split("\t", 1)
+        for line in (info / "imagenet_synset_to_lemma.txt").read_text("utf-8").splitlines()
+        if "\t" in line
+    )
     return [lemmas[s] for s in synsets]
 
 

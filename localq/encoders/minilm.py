@@ -57,21 +57,24 @@ class MiniLM:
         # Texts of similar length batched together waste less work on padding.
         order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
         for lo in range(0, len(order), batch_size):
-            chosen = order[lo:lo + batch_size]
+            chosen = order[lo : lo + batch_size]
             length = max(len(encodings[i].ids) for i in chosen)
             ids = np.zeros((len(chosen), length), np.int64)
             mask = np.zeros((len(chosen), length), np.float32)
             for row, i in enumerate(chosen):
-                ids[row, :len(encodings[i].ids)] = encodings[i].ids
-                mask[row, :len(encodings[i].ids)] = 1.0
+                ids[row, : len(encodings[i].ids)] = encodings[i].ids
+                mask[row, : len(encodings[i].ids)] = 1.0
             out[chosen] = self._forward(ids, mask)
         return out
 
     def _forward(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         w = self.w
         n, length = ids.shape
-        x = (w["embeddings.word_embeddings.weight"][ids] + w["embeddings.position_embeddings.weight"][:length][None]
-             + w["embeddings.token_type_embeddings.weight"][0][None, None])
+        x = (
+            w["embeddings.word_embeddings.weight"][ids]
+            + w["embeddings.position_embeddings.weight"][:length][None]
+            + w["embeddings.token_type_embeddings.weight"][0][None, None]
+        )
         x = self._norm(x, "embeddings.LayerNorm")
         hidden = x.shape[-1]
         head_dim = hidden // self.heads
@@ -79,8 +82,12 @@ class MiniLM:
         bias = ((1.0 - mask) * np.finfo(np.float32).min)[:, None, None, :]
         for i in range(self.layers):
             p = f"encoder.layer.{i}."
-            q, k, v = (self._dense(x, p + f"attention.self.{name}").reshape(n, length, self.heads, head_dim).transpose(0, 2, 1, 3)
-                       for name in ("query", "key", "value"))
+            q, k, v = (
+                self._dense(x, p + f"attention.self.{name}")
+                .reshape(n, length, self.heads, head_dim)
+                .transpose(0, 2, 1, 3)
+                for name in ("query", "key", "value")
+            )
             scores = q @ k.transpose(0, 1, 3, 2) / np.float32(np.sqrt(head_dim)) + bias
             scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
             scores /= scores.sum(axis=-1, keepdims=True)

@@ -30,7 +30,9 @@ def lookup(model_id: str, prompt: str) -> np.ndarray | None:
         if not path.is_file():  # raises, rather than answering False, where a parent is not searchable
             return None
         with _connect(path) as conn:
-            row = conn.execute("SELECT vector FROM prompts WHERE model_id = ? AND prompt = ?", (model_id, prompt)).fetchone()
+            row = conn.execute(
+                "SELECT vector FROM prompts WHERE model_id = ? AND prompt = ?", (model_id, prompt)
+            ).fetchone()
     except (OSError, sqlite3.Error):
         return None
     return np.frombuffer(row[0], dtype="<f4").copy() if row else None

@@ -72,8 +72,16 @@ class BackgroundIndexer:
     """``start()`` indexes ``roots`` into the collection at ``root`` on a thread with its
     own SQLite connection; ``stop()`` ends it after the batch in progress."""
 
-    def __init__(self, root: str | Path, roots: list[str | Path], encoder, *, with_labels: bool = False,
-                 batch_size: int = 32, warmup: int = WARMUP_ROWS):
+    def __init__(
+        self,
+        root: str | Path,
+        roots: list[str | Path],
+        encoder,
+        *,
+        with_labels: bool = False,
+        batch_size: int = 32,
+        warmup: int = WARMUP_ROWS,
+    ):
         self.root = Path(root)
         self.roots = [Path(r) for r in roots]
         self.encoder = encoder
@@ -110,8 +118,14 @@ class BackgroundIndexer:
             with Collection.open(self.root, create=True) as coll:
                 record_pending(coll, self.roots, self.with_labels)
                 self.report = index_paths(
-                    coll, self.roots, self.encoder, with_labels=self.with_labels, batch_size=self.batch_size,
-                    progress=self._progress, order="spread", stop=self._stop,
+                    coll,
+                    self.roots,
+                    self.encoder,
+                    with_labels=self.with_labels,
+                    batch_size=self.batch_size,
+                    progress=self._progress,
+                    order="spread",
+                    stop=self._stop,
                 )
                 if not self.report.interrupted:
                     clear_pending(coll)
@@ -140,8 +154,9 @@ class BackgroundIndexer:
     def progress(self) -> IndexProgress:
         with self._changed:
             elapsed = time.perf_counter() - self._started
-            return IndexProgress(self._done, self._total, self._done / elapsed if elapsed > 0 else 0.0,
-                                 self._finished, self._error)
+            return IndexProgress(
+                self._done, self._total, self._done / elapsed if elapsed > 0 else 0.0, self._finished, self._error
+            )
 
     def wait_for(self, files: int | None = None, timeout: float | None = None) -> IndexProgress:
         """Block until ``files`` (default: ``warmup``) files of this run are processed, or

@@ -105,8 +105,11 @@ class EmbedBatch:
             vectors[rows] = encoder.encode_batch(torch.stack(tensors))
         out = dict(batch)
         out.update(
-            hash=np.array(hashes, dtype=object), width=widths, height=heights,
-            skip_reason=np.array(reasons, dtype=object), vector=vectors,
+            hash=np.array(hashes, dtype=object),
+            width=widths,
+            height=heights,
+            skip_reason=np.array(reasons, dtype=object),
+            vector=vectors,
         )
         return out
 
@@ -133,8 +136,14 @@ def list_source(source: str | Path) -> list[dict]:
 def _item(x: FileEntry | ScanSkip) -> dict:
     if isinstance(x, ScanSkip):
         return dict(path=x.path, size=-1, mtime=-1.0, label=_NONE, split=_NONE, skip_reason=x.reason)
-    return dict(path=x.path, size=int(x.size), mtime=float(x.mtime), label=x.label or _NONE,
-                split=x.split or _NONE, skip_reason=_NONE)
+    return dict(
+        path=x.path,
+        size=int(x.size),
+        mtime=float(x.mtime),
+        label=x.label or _NONE,
+        split=x.split or _NONE,
+        skip_reason=_NONE,
+    )
 
 
 def _listed_files(path: Path) -> list[FileEntry | ScanSkip]:
@@ -161,8 +170,15 @@ def _listed_files(path: Path) -> list[FileEntry | ScanSkip]:
         except OSError as exc:
             out.append(ScanSkip(str(full), f"unreadable: {exc.strerror or exc}"))
             continue
-        out.append(FileEntry(str(full), st.st_size, st.st_mtime,
-                             None if label is None else str(label), None if split is None else str(split)))
+        out.append(
+            FileEntry(
+                str(full),
+                st.st_size,
+                st.st_mtime,
+                None if label is None else str(label),
+                None if split is None else str(split),
+            )
+        )
     return out
 
 
@@ -173,7 +189,7 @@ def plan_shards(items: list[dict], shard_size: int) -> dict[str, list[dict]]:
     plan = {}
     for start in range(0, len(items), shard_size):
         key = shards.shard_key(start // shard_size, width)
-        part = items[start:start + shard_size]
+        part = items[start : start + shard_size]
         for row, item in enumerate(part):
             item["shard"], item["row"] = key, row
         plan[key] = part
@@ -190,7 +206,12 @@ def _check_resume(manifest: dict, plan: dict[str, list[dict]], model_id: str, dt
         )
     for key, done in manifest["shards"].items():
         part = plan.get(key)
-        if not part or done.get("rows") != len(part) or done.get("first") != part[0]["path"] or done.get("last") != part[-1]["path"]:
+        if (
+            not part
+            or done.get("rows") != len(part)
+            or done.get("first") != part[0]["path"]
+            or done.get("last") != part[-1]["path"]
+        ):
             raise BadShard(f"the source listing changed since shard {key} in {out} was written: use a new --out")
 
 
@@ -225,14 +246,43 @@ def embed_to_shards(
     items = list_source(source)
     plan = plan_shards(items, shard_size)
     with OutputFolder.open(out) as folder:
-        return _embed_into(folder, source, plan, len(items), probe, start, encoder_spec=encoder_spec, weights=weights,
-                           shard_size=shard_size, dtype=dtype, ray_address=ray_address, workers=workers,
-                           batch_size=batch_size, encoder_factory=encoder_factory, progress=progress)
+        return _embed_into(
+            folder,
+            source,
+            plan,
+            len(items),
+            probe,
+            start,
+            encoder_spec=encoder_spec,
+            weights=weights,
+            shard_size=shard_size,
+            dtype=dtype,
+            ray_address=ray_address,
+            workers=workers,
+            batch_size=batch_size,
+            encoder_factory=encoder_factory,
+            progress=progress,
+        )
 
 
-def _embed_into(folder: OutputFolder, source, plan: dict[str, list[dict]], n_items: int, probe, start: float, *,
-                encoder_spec, weights, shard_size: int, dtype: str, ray_address, workers, batch_size: int,
-                encoder_factory, progress: Progress | None) -> EmbedReport:
+def _embed_into(
+    folder: OutputFolder,
+    source,
+    plan: dict[str, list[dict]],
+    n_items: int,
+    probe,
+    start: float,
+    *,
+    encoder_spec,
+    weights,
+    shard_size: int,
+    dtype: str,
+    ray_address,
+    workers,
+    batch_size: int,
+    encoder_factory,
+    progress: Progress | None,
+) -> EmbedReport:
     out = folder.path
     manifest = shards.parse_manifest(out / shards.MANIFEST, folder.read_bytes(shards.MANIFEST))
     if manifest is None:
@@ -243,9 +293,15 @@ def _embed_into(folder: OutputFolder, source, plan: dict[str, list[dict]], n_ite
         _check_resume(manifest, plan, probe.model_id, dtype, shard_size, out)
     else:
         manifest = {
-            "format": shards.FORMAT, "model_id": probe.model_id, "dim": probe.dim, "dtype": dtype,
-            "encoder_spec": probe.encoder_spec, "encoder_weights": probe.weights,
-            "shard_size": shard_size, "source": str(source), "shards": {},
+            "format": shards.FORMAT,
+            "model_id": probe.model_id,
+            "dim": probe.dim,
+            "dtype": dtype,
+            "encoder_spec": probe.encoder_spec,
+            "encoder_weights": probe.weights,
+            "shard_size": shard_size,
+            "source": str(source),
+            "shards": {},
         }
     report = EmbedReport(str(out), probe.model_id, probe.dim, images=n_items, shards_total=len(plan))
     report.shards_existing = len(manifest["shards"])
@@ -281,11 +337,17 @@ def _embed_into(folder: OutputFolder, source, plan: dict[str, list[dict]], n_ite
         if ray_address is None:
             worker = EmbedBatch(encoder_spec, weights, encoder_factory)
             for i in range(0, len(rows), batch_size):
-                take(worker(_columns(rows[i:i + batch_size])))
+                take(worker(_columns(rows[i : i + batch_size])))
         else:
             report.engine = f"ray ({ray_address})"
-            ray_job.run(EmbedBatch, {"spec": encoder_spec, "weights": weights, "encoder_factory": encoder_factory},
-                        _ray_rows(rows), workers=workers, batch_size=batch_size, take=take)
+            ray_job.run(
+                EmbedBatch,
+                {"spec": encoder_spec, "weights": weights, "encoder_factory": encoder_factory},
+                _ray_rows(rows),
+                workers=workers,
+                batch_size=batch_size,
+                take=take,
+            )
     if pending:  # every planned row comes back exactly once; anything else is a bug
         raise EmbedFailed(f"shards {sorted(pending)} came back incomplete; re-run to redo them")
     report.seconds = time.perf_counter() - start
@@ -305,7 +367,9 @@ def _columns(rows: list[dict]) -> dict[str, np.ndarray]:
     }
 
 
-def _write(out: OutputFolder, key: str, parts: list[dict[str, np.ndarray]], manifest: dict, dtype: str, report: EmbedReport):
+def _write(
+    out: OutputFolder, key: str, parts: list[dict[str, np.ndarray]], manifest: dict, dtype: str, report: EmbedReport
+):
     cols = {c: np.concatenate([p[c] for p in parts]) for c in parts[0]}
     order = np.argsort(cols["row"])
     cols = {c: v[order] for c, v in cols.items()}
@@ -321,12 +385,21 @@ def _write(out: OutputFolder, key: str, parts: list[dict[str, np.ndarray]], mani
     reasons = text(cols["skip_reason"])
     metadata = {
         "image_path": [str(p) for p in cols["path"]],
-        "size": number(cols["size"], int), "mtime": number(cols["mtime"], float),
-        "hash": text(cols["hash"]), "width": number(cols["width"], int), "height": number(cols["height"], int),
-        "label": text(cols["label"]), "split": text(cols["split"]), "skip_reason": reasons,
+        "size": number(cols["size"], int),
+        "mtime": number(cols["mtime"], float),
+        "hash": text(cols["hash"]),
+        "width": number(cols["width"], int),
+        "height": number(cols["height"], int),
+        "label": text(cols["label"]),
+        "split": text(cols["split"]),
+        "skip_reason": reasons,
     }
     shards.write_shard(out, key, np.stack(cols["vector"]).astype(np.float32), metadata, dtype)
-    manifest["shards"][key] = {"rows": len(order), "first": metadata["image_path"][0], "last": metadata["image_path"][-1]}
+    manifest["shards"][key] = {
+        "rows": len(order),
+        "first": metadata["image_path"][0],
+        "last": metadata["image_path"][-1],
+    }
     shards.write_manifest(out, manifest)
     report.shards_written += 1
     report.embedded += sum(1 for r in reasons if not r)

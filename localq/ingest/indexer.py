@@ -154,9 +154,18 @@ def index_paths(
 EMBED_DIR = "embed-shards"  # inside a collection: where `localq index --ray` embeds to
 
 
-def index_on_ray(collection: Collection, roots: list[str | Path], encoder, *, address: str, with_labels: bool = False,
-                 batch_size: int = 32, progress: Progress | None = None, verify: bool = False,
-                 encoder_factory=None) -> IndexReport:
+def index_on_ray(
+    collection: Collection,
+    roots: list[str | Path],
+    encoder,
+    *,
+    address: str,
+    with_labels: bool = False,
+    batch_size: int = 32,
+    progress: Progress | None = None,
+    verify: bool = False,
+    encoder_factory=None,
+) -> IndexReport:
     """`localq index PATHS --ray ADDRESS`: the files ``index_paths`` would read are embedded
     on Ray into shards inside the collection (``localq.ingest.embed``), then ``index_paths``
     runs as without Ray, taking their vectors by content hash. Moves, ``verify``, skips
@@ -184,16 +193,26 @@ def index_on_ray(collection: Collection, roots: list[str | Path], encoder, *, ad
         out.mkdir(parents=True, exist_ok=True)
         files = out.parent / f"{key}.parquet"
         pq.write_table(pa.table({"image_path": listed}), files)
-        embed_to_shards(files, out, encoder_spec=encoder.encoder_spec, weights=encoder.weights, dtype="float32",
-                        ray_address=address, batch_size=batch_size, encoder_factory=encoder_factory, progress=progress)
+        embed_to_shards(
+            files,
+            out,
+            encoder_spec=encoder.encoder_spec,
+            weights=encoder.weights,
+            dtype="float32",
+            ray_address=address,
+            batch_size=batch_size,
+            encoder_factory=encoder_factory,
+            progress=progress,
+        )
         for shard in shards.list_shards(out):
             data = shards.read_shard(shard, collection.dim)
             meta = data.metadata
             for i, digest in enumerate(meta.get("hash") or []):
                 if digest and not (meta.get("skip_reason") or [None] * data.rows)[i]:
                     known[digest] = Embedded(data.vectors[i], int(meta["width"][i]), int(meta["height"][i]))
-    report = index_paths(collection, roots, encoder, with_labels=with_labels, batch_size=batch_size,
-                         verify=verify, known_vectors=known)
+    report = index_paths(
+        collection, roots, encoder, with_labels=with_labels, batch_size=batch_size, verify=verify, known_vectors=known
+    )
     if out is not None and not report.interrupted:
         shutil.rmtree(out, ignore_errors=True)
         (out.parent / f"{out.name}.parquet").unlink(missing_ok=True)
@@ -209,8 +228,9 @@ def check_roots(roots) -> None:
             raise ImageNotFound(f"{path}: no such file or directory; nothing was indexed")
 
 
-def files_to_embed(collection: Collection, roots: list[str | Path], *, with_labels: bool = False,
-                   verify: bool = False) -> list[FileEntry]:
+def files_to_embed(
+    collection: Collection, roots: list[str | Path], *, with_labels: bool = False, verify: bool = False
+) -> list[FileEntry]:
     """The files ``index_paths`` would read (new, or changed by size or mtime; every file
     with ``verify``), without writing anything: what ``index_on_ray`` embeds on the
     cluster. A moved file is among them (only its content says it moved)."""
@@ -233,7 +253,9 @@ def _needs_reading(entry: FileEntry, row, known_skips: dict, verify: bool) -> bo
     if verify:
         return True
     if row is not None:
-        return not (row.size == entry.size and row.mtime == entry.mtime and (not entry.label or row.label == entry.label))
+        return not (
+            row.size == entry.size and row.mtime == entry.mtime and (not entry.label or row.label == entry.label)
+        )
     return known_skips.get(entry.path) != (entry.size, entry.mtime)
 
 
@@ -280,8 +302,10 @@ def _plan(collection, roots, entries, scan_skips, report, verify: bool = False):
     blocked = [s.path + os.sep for s in scan_skips]  # unreadable dirs: keep what we had
     prefixes = [_root_prefix(r) for r in roots]
     gone = [
-        row for path, row in live.items()
-        if path not in scanned and any(_under(path, p) for p in prefixes)
+        row
+        for path, row in live.items()
+        if path not in scanned
+        and any(_under(path, p) for p in prefixes)
         and not any(path.startswith(b) for b in blocked)
     ]
     gone_skips = [p for p in known_skips if not os.path.lexists(p)]
@@ -312,7 +336,7 @@ def _under(path: str, prefix: str) -> bool:
 
 def _batches(items: list, size: int):
     for i in range(0, len(items), size):
-        yield items[i:i + size]
+        yield items[i : i + size]
 
 
 @dataclass(frozen=True)
@@ -337,8 +361,9 @@ class Prepared:
     tensor: object = None  # the encoder's input, CHW
 
 
-def _prepare(entry: FileEntry, encoder, image_size: int | None, old_hash: str | None,
-             moved_hashes: frozenset[str] = frozenset()) -> Prepared:
+def _prepare(
+    entry: FileEntry, encoder, image_size: int | None, old_hash: str | None, moved_hashes: frozenset[str] = frozenset()
+) -> Prepared:
     try:
         data = read_file(entry.path)  # regular files only: never blocks on a FIFO swapped in
     except BadImage as exc:
@@ -430,8 +455,15 @@ class _Batch:
     drops: list = field(default_factory=list)  # (path, id): indexed once, no longer readable or decodable
 
 
-def _embed_batch(collection: Collection, encoder, batch: list[Prepared], replaces: dict[str, int],
-                 pool: MovePool, report: IndexReport, known_vectors: Mapping[str, Embedded]):
+def _embed_batch(
+    collection: Collection,
+    encoder,
+    batch: list[Prepared],
+    replaces: dict[str, int],
+    pool: MovePool,
+    report: IndexReport,
+    known_vectors: Mapping[str, Embedded],
+):
     plan = _Batch()
     olds = {r.id: r for r in collection.image_rows([replaces[i.entry.path] for i in batch if i.entry.path in replaces])}
     for item in batch:
@@ -475,7 +507,9 @@ def _new_row(collection: Collection, plan: _Batch, item: Prepared, source, known
         width, height, vector = known.width, known.height, known.vector
     else:
         width, height, vector = item.width, item.height, collection.vector_for_content(item.digest)
-    plan.rows.append(NewImage(entry.path, item.digest, entry.size, entry.mtime, width, height, entry.label, entry.split))
+    plan.rows.append(
+        NewImage(entry.path, item.digest, entry.size, entry.mtime, width, height, entry.label, entry.split)
+    )
     plan.vectors.append(vector)
     if vector is not None:
         plan.reused += 1
@@ -486,8 +520,12 @@ def _new_row(collection: Collection, plan: _Batch, item: Prepared, source, known
 def _commit_batch(collection, plan: _Batch, replaces, pool: MovePool, report) -> None:
     """Under the write lock, with the index caught up: what another run committed since
     this one planned wins where it already did the work."""
-    current = collection.live_rows_for([r.path for r in plan.rows] + [e.path for e, _ in plan.touches]
-                                       + [e.path for e, _, _ in plan.moves] + [p for p, _ in plan.drops])
+    current = collection.live_rows_for(
+        [r.path for r in plan.rows]
+        + [e.path for e, _ in plan.touches]
+        + [e.path for e, _, _ in plan.moves]
+        + [p for p, _ in plan.drops]
+    )
     _commit_moves(collection, plan, current, pool, report)
     for entry, old_id in plan.touches:
         row = current.get(entry.path)
@@ -531,8 +569,18 @@ def _commit_moves(collection, plan: _Batch, current: dict, pool: MovePool, repor
         row, at_path = now.get(source.id), current.get(entry.path)
         if row is None or row.deleted or row.path != source.path or (at_path is not None and at_path.id != old_id):
             pool.release(source)
-            plan.rows.append(NewImage(entry.path, source.hash, entry.size, entry.mtime, source.width, source.height,
-                                      entry.label, entry.split))
+            plan.rows.append(
+                NewImage(
+                    entry.path,
+                    source.hash,
+                    entry.size,
+                    entry.mtime,
+                    source.width,
+                    source.height,
+                    entry.label,
+                    entry.split,
+                )
+            )
             plan.vectors.append(collection.vector_of_row(source.id))
             plan.reused += 1
             continue

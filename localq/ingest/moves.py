@@ -29,8 +29,9 @@ from localq.storage.rows import ImageRow
 class MovePool:
     """The gone images of one index run, claimable by content hash."""
 
-    def __init__(self, gone: Iterable[ImageRow], prefixes: list[str], scanned: set[str],
-                 lookup: Callable[[str], list[ImageRow]]):
+    def __init__(
+        self, gone: Iterable[ImageRow], prefixes: list[str], scanned: set[str], lookup: Callable[[str], list[ImageRow]]
+    ):
         """``gone``: live images under ``prefixes`` (the roots) whose files the scan did
         not find. ``lookup(hash)``: the live images with that content, anywhere."""
         self._gone: dict[int, ImageRow] = {}

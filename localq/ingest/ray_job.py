@@ -24,8 +24,15 @@ from localq.errors import EmbedFailed
 _RAY_RESTARTS = 3  # restarts per actor, and tries per batch after the first
 
 
-def run(actor_class: type, constructor_kwargs: dict, rows: list[dict], *, workers: int | None, batch_size: int,
-        take: Callable[[dict[str, np.ndarray]], None]) -> None:
+def run(
+    actor_class: type,
+    constructor_kwargs: dict,
+    rows: list[dict],
+    *,
+    workers: int | None,
+    batch_size: int,
+    take: Callable[[dict[str, np.ndarray]], None],
+) -> None:
     """``take(actor(batch))`` for every batch of ``rows`` (plain dicts, shipped to the
     workers as they are), on the cluster ``connect`` joined, with
     ``actor_class(**constructor_kwargs)`` as a pool of actors (one per CPU by default)."""
@@ -48,11 +55,14 @@ def run(actor_class: type, constructor_kwargs: dict, rows: list[dict], *, worker
         ds = ds.map_batches(
             actor_class,
             fn_constructor_kwargs=constructor_kwargs,
-            batch_size=batch_size, batch_format="numpy", num_cpus=1,
+            batch_size=batch_size,
+            batch_format="numpy",
+            num_cpus=1,
             # One actor per CPU, each with the encoder loaded once (Ray sets
             # OMP_NUM_THREADS=1 in a 1-CPU actor, so torch does not oversubscribe).
             compute=ray.data.ActorPoolStrategy(size=n_workers),
-            max_restarts=_RAY_RESTARTS, max_task_retries=_RAY_RESTARTS,
+            max_restarts=_RAY_RESTARTS,
+            max_task_retries=_RAY_RESTARTS,
         )
     try:
         with _no_ray_data_console_errors(), _without_native_lines(_ACTOR_ARGS_NOTICE):
@@ -86,7 +96,8 @@ def _no_ray_data_console_errors():
 # do nothing about it, yet it reads like a failure.
 _ACTOR_ARGS_NOTICE = re.compile(
     rb"\[[^\]\n]*\] core_worker\.cc:\d+: Actor with class name: [^\n]*"
-    rb"has constructor arguments in the object store and max_restarts > 0[^\n]*\n?")
+    rb"has constructor arguments in the object store and max_restarts > 0[^\n]*\n?"
+)
 
 
 @contextlib.contextmanager
@@ -128,8 +139,10 @@ def _refuse_unreachable(address: str) -> None:
     try:
         socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=5).close()
     except OSError as exc:
-        raise EmbedFailed(f"cannot reach a Ray cluster at {address!r}: {exc.strerror or exc}; "
-                          "start one with `ray start --head` or check the address") from None
+        raise EmbedFailed(
+            f"cannot reach a Ray cluster at {address!r}: {exc.strerror or exc}; "
+            "start one with `ray start --head` or check the address"
+        ) from None
 
 
 class _DropTokenNotice(logging.Filter):
@@ -160,9 +173,10 @@ def connect(address: str) -> None:
     # log_to_driver=False: the workers' own log lines stay in the cluster's log files. A job
     # stopped with Ctrl-C otherwise printed Ray's retry notices for every actor it killed;
     # a worker's failure still reaches this process as an exception (one line, see run).
-    kwargs = dict(include_dashboard=False, logging_level=logging.WARNING, configure_logging=True,
-                  log_to_driver=False)
+    kwargs = dict(include_dashboard=False, logging_level=logging.WARNING, configure_logging=True, log_to_driver=False)
     try:
         ray.init(address=address, **kwargs)  # "local" starts a cluster here
     except (ConnectionError, ValueError, RuntimeError) as exc:
-        raise EmbedFailed(f"cannot reach a Ray cluster at {address!r}: {str(exc).strip().splitlines()[0][:160]}") from exc
+        raise EmbedFailed(
+            f"cannot reach a Ray cluster at {address!r}: {str(exc).strip().splitlines()[0][:160]}"
+        ) from exc

@@ -32,7 +32,6 @@ from localq.storage.rows import NewImage
 Progress = Callable[[int, int], None]
 
 
-
 @dataclass
 class IngestReport:
     shards_total: int = 0
@@ -116,8 +115,9 @@ def _bind(collection: Collection, root: Path, manifest: dict | None, encoder) ->
     collection.bind_encoder(encoder)
 
 
-def _ingest_one(collection, data: shards.ShardData, root: Path, live: dict, live_ids: dict, with_labels: bool,
-                report) -> int:
+def _ingest_one(
+    collection, data: shards.ShardData, root: Path, live: dict, live_ids: dict, with_labels: bool, report
+) -> int:
     meta, n = data.metadata, data.rows
 
     def column(name):
@@ -144,8 +144,9 @@ def _ingest_one(collection, data: shards.ShardData, root: Path, live: dict, live
         seen_here.add(path)
         if path in live:
             replaces.append(_live_id(collection, live_ids, path))
-        rows.append(NewImage(path, digest, int(size), float(mtime), _int(widths[i]), _int(heights[i]),
-                             labels[i], splits[i]))
+        rows.append(
+            NewImage(path, digest, int(size), float(mtime), _int(widths[i]), _int(heights[i]), labels[i], splits[i])
+        )
         keep.append(i)
     if rows:
         vectors = data.vectors[keep]

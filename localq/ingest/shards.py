@@ -40,8 +40,14 @@ _EMB_NAME = re.compile(r"^img_emb_(.+)\.npy$")
 
 # Column names and types localq writes; foreign shards may carry only image_path.
 METADATA_COLUMNS = {
-    "image_path": "string", "size": "int64", "mtime": "float64", "hash": "string",
-    "width": "int64", "height": "int64", "label": "string", "split": "string",
+    "image_path": "string",
+    "size": "int64",
+    "mtime": "float64",
+    "hash": "string",
+    "width": "int64",
+    "height": "int64",
+    "label": "string",
+    "split": "string",
     "skip_reason": "string",
 }
 
@@ -119,7 +125,9 @@ def parse_manifest(path: Path, raw: bytes | None) -> dict | None:
             raise ValueError("unknown format")
         int(manifest["dim"]), str(manifest["model_id"])
     except (ValueError, KeyError, TypeError) as exc:
-        raise BadShard(f"{path} is not a localq shard manifest ({exc}); delete it to treat the shards as foreign") from exc
+        raise BadShard(
+            f"{path} is not a localq shard manifest ({exc}); delete it to treat the shards as foreign"
+        ) from exc
     manifest.setdefault("shards", {})
     return manifest
 
@@ -177,9 +185,7 @@ def read_shard(shard: Shard, dim: int | None = None) -> ShardData:
     if "image_path" not in table.column_names:
         raise BadShard(f"{shard.metadata} has no image_path column (columns: {', '.join(table.column_names)})")
     if table.num_rows != len(raw):
-        raise BadShard(
-            f"shard {shard.key}: {len(raw)} vectors but {table.num_rows} metadata rows; re-create the shard"
-        )
+        raise BadShard(f"shard {shard.key}: {len(raw)} vectors but {table.num_rows} metadata rows; re-create the shard")
     metadata = {c: table.column(c).to_pylist() for c in table.column_names}
     _check_metadata(shard.metadata, metadata)
     vectors = raw.astype(np.float32)
@@ -193,8 +199,7 @@ def read_shard(shard: Shard, dim: int | None = None) -> ShardData:
     if len(off):
         row = int(np.flatnonzero(~skipped)[off[0]])
         raise BadShard(
-            f"{shard.vectors} row {row} has norm {norms[off[0]]:.4f}: rows must be L2-normalized "
-            f"({len(off)} such rows)"
+            f"{shard.vectors} row {row} has norm {norms[off[0]]:.4f}: rows must be L2-normalized ({len(off)} such rows)"
         )
     vectors[skipped] = 0.0
     return ShardData(shard.key, vectors, metadata)
@@ -224,8 +229,15 @@ def _open_input(path: Path):
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
-        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a directory" if stat.S_ISDIR(mode) else \
-            "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file"
+        kind = (
+            "a FIFO"
+            if stat.S_ISFIFO(mode)
+            else "a directory"
+            if stat.S_ISDIR(mode)
+            else "a device"
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "not a regular file"
+        )
         raise BadShard(f"{path} is {kind}, not a regular file: shards are files")
     return os.fdopen(fd, "rb")
 
@@ -241,8 +253,10 @@ def _read_vectors(path: Path, dim: int | None) -> np.ndarray:
     with _open_input(path) as fh:
         try:
             version = np.lib.format.read_magic(fh)
-            read_header = {(1, 0): np.lib.format.read_array_header_1_0,
-                           (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            read_header = {
+                (1, 0): np.lib.format.read_array_header_1_0,
+                (2, 0): np.lib.format.read_array_header_2_0,
+            }.get(version)
             if read_header is None:
                 raise ValueError(f"npy format version {version} is not supported")
             shape, fortran, dtype = read_header(fh, max_header_size=10_000)
@@ -255,8 +269,10 @@ def _read_vectors(path: Path, dim: int | None) -> np.ndarray:
         expected = shape[0] * shape[1] * dtype.itemsize
         actual = os.fstat(fh.fileno()).st_size - fh.tell()
         if actual != expected:
-            raise BadShard(f"{path} is unreadable or truncated: its header promises {shape[0]} x {shape[1]} "
-                           f"{dtype} ({expected} bytes), the file holds {actual}")
+            raise BadShard(
+                f"{path} is unreadable or truncated: its header promises {shape[0]} x {shape[1]} "
+                f"{dtype} ({expected} bytes), the file holds {actual}"
+            )
         data = np.frombuffer(fh.read(expected), dtype=dtype)
     if len(data) * dtype.itemsize != expected:
         raise BadShard(f"{path} changed while it was read: re-run")
@@ -275,8 +291,12 @@ def _check_metadata(path: Path, metadata: dict[str, list]) -> None:
         for row, value in enumerate(metadata.get(column) or ()):
             if value is None:
                 continue
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) \
-                    or (value < 0 and column != "mtime"):
+            if (
+                not isinstance(value, (int, float))
+                or isinstance(value, bool)
+                or not math.isfinite(value)
+                or (value < 0 and column != "mtime")
+            ):
                 raise BadShard(f"{path} row {row}: {column} is {value!r}, not a finite number")
     for row, value in enumerate(metadata.get("image_path") or ()):
         if value is None:

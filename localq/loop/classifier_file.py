@@ -108,7 +108,9 @@ def load(path: str | Path) -> ClassifierFile:
 
 def check_compatible(clf: ClassifierFile, model_id: str, dim: int, source: str) -> None:
     if clf.dim != dim:
-        raise ClassifierMismatch(f"{source} has dimension {clf.dim}, the collection {dim}: it belongs to another encoder")
+        raise ClassifierMismatch(
+            f"{source} has dimension {clf.dim}, the collection {dim}: it belongs to another encoder"
+        )
     if clf.model_id is not None and clf.model_id != model_id:
         raise ClassifierMismatch(f"{source} was trained on {clf.model_id}, the collection uses {model_id}")
 
@@ -146,8 +148,12 @@ def _load_state_dict(path: Path) -> ClassifierFile:
     if isinstance(state, torch.nn.Module):
         state = state.state_dict()
     keys = [k for k in state if k.endswith("weight")] if isinstance(state, dict) else []
-    if len(keys) != 1 or not isinstance(state[keys[0]], torch.Tensor) or state[keys[0]].ndim != 2 \
-            or state[keys[0]].shape[0] != 1:
+    if (
+        len(keys) != 1
+        or not isinstance(state[keys[0]], torch.Tensor)
+        or state[keys[0]].ndim != 2
+        or state[keys[0]].shape[0] != 1
+    ):
         raise InvalidClassifierFile(f"{path} is not the state dict of a Linear(dim, 1) layer")
     weight = state[keys[0]].detach().float().numpy()
     bias_key = keys[0][: -len("weight")] + "bias"
@@ -184,7 +190,9 @@ def checked_layer(weight, bias, source: str) -> tuple[np.ndarray, float]:
     if norm == 0.0:
         raise InvalidClassifierFile(f"{source}: the weights are all zero")
     if norm > MAX_WEIGHT_NORM or np.abs(w64).max() > np.finfo(np.float32).max:
-        raise InvalidClassifierFile(f"{source}: the weight norm {norm:.3g} is absurdly large (at most {MAX_WEIGHT_NORM:g})")
+        raise InvalidClassifierFile(
+            f"{source}: the weight norm {norm:.3g} is absurdly large (at most {MAX_WEIGHT_NORM:g})"
+        )
     if not np.isfinite(b) or abs(b) > MAX_ABS_BIAS:
         raise InvalidClassifierFile(f"{source}: the bias {b!r} is not a finite number of at most {MAX_ABS_BIAS:g}")
     return w.astype(np.float32), b

@@ -81,8 +81,16 @@ def kmeans(vectors: np.ndarray, n_clusters: int | None = None, *, seed: int = KM
     if c <= 1:
         centroid = unit_rows(x.mean(axis=0, keepdims=True))
         return Clusters(centroid, np.zeros(n, np.int32), (x @ centroid[0]).astype(np.float32), n)
-    km = faiss.Kmeans(d, c, niter=KMEANS_ITERS, nredo=KMEANS_REDO, seed=seed, spherical=True, verbose=False,
-                      max_points_per_centroid=256)  # subsampled training: seconds even at 1M rows
+    km = faiss.Kmeans(
+        d,
+        c,
+        niter=KMEANS_ITERS,
+        nredo=KMEANS_REDO,
+        seed=seed,
+        spherical=True,
+        verbose=False,
+        max_points_per_centroid=256,
+    )  # subsampled training: seconds even at 1M rows
     km.train(x)
     centroids = unit_rows(km.centroids)
     assign, closeness = _assign(x, centroids)
@@ -93,9 +101,9 @@ def _assign(x: np.ndarray, centroids: np.ndarray, chunk: int = 65536) -> tuple[n
     assign = np.empty(len(x), np.int32)
     closeness = np.empty(len(x), np.float32)
     for start in range(0, len(x), chunk):
-        sims = x[start:start + chunk] @ centroids.T
-        assign[start:start + chunk] = sims.argmax(axis=1)
-        closeness[start:start + chunk] = sims.max(axis=1)
+        sims = x[start : start + chunk] @ centroids.T
+        assign[start : start + chunk] = sims.argmax(axis=1)
+        closeness[start : start + chunk] = sims.max(axis=1)
     return assign, closeness
 
 
@@ -173,8 +181,12 @@ def _extend(clusters: Clusters, x: np.ndarray) -> Clusters:
     """The same centroids; rows added since they were fitted assigned to the nearest."""
     old = len(clusters.assign)
     assign, closeness = _assign(np.ascontiguousarray(x[old:], dtype=np.float32), clusters.centroids)
-    return Clusters(clusters.centroids, np.concatenate([clusters.assign, assign]),
-                    np.concatenate([clusters.closeness, closeness]), clusters.fitted_rows)
+    return Clusters(
+        clusters.centroids,
+        np.concatenate([clusters.assign, assign]),
+        np.concatenate([clusters.closeness, closeness]),
+        clusters.fitted_rows,
+    )
 
 
 def _load(path: Path, model_id: str) -> tuple[int, Clusters] | None:
@@ -183,8 +195,12 @@ def _load(path: Path, model_id: str) -> tuple[int, Clusters] | None:
             if int(data["version"]) != CLUSTERS_VERSION or str(data["model_id"]) != model_id:
                 return None
             n = int(data["n_rows"])
-            out = Clusters(data["centroids"].astype(np.float32), data["assign"].astype(np.int32),
-                           data["closeness"].astype(np.float32), n)
+            out = Clusters(
+                data["centroids"].astype(np.float32),
+                data["assign"].astype(np.int32),
+                data["closeness"].astype(np.float32),
+                n,
+            )
     except (OSError, KeyError, ValueError):
         return None
     return (n, out) if len(out.assign) == n and len(out.closeness) == n else None
@@ -197,16 +213,31 @@ def _save(path: Path, clusters: Clusters, n: int, model_id: str) -> None:
             with np.load(path, allow_pickle=False) as data:
                 if int(data["n_rows"]) == n and str(data["model_id"]) == model_id:
                     return  # already there
-        np.savez(tmp, version=CLUSTERS_VERSION, n_rows=n, model_id=model_id, centroids=clusters.centroids,
-                 assign=clusters.assign, closeness=clusters.closeness)
+        np.savez(
+            tmp,
+            version=CLUSTERS_VERSION,
+            n_rows=n,
+            model_id=model_id,
+            centroids=clusters.centroids,
+            assign=clusters.assign,
+            closeness=clusters.closeness,
+        )
         tmp.replace(path)  # never a half-written file under the real name
     except (OSError, KeyError, ValueError):
         tmp.unlink(missing_ok=True)  # read-only collection dir: recomputed next process
 
 
 # -- the explore part of a batch --------------------------------------------------------------
-def coverage(clusters: Clusters, allowed: np.ndarray, query: np.ndarray, labeled_ids: np.ndarray, k: int,
-             rng: np.random.Generator, *, temperature: float = 1.0) -> np.ndarray:
+def coverage(
+    clusters: Clusters,
+    allowed: np.ndarray,
+    query: np.ndarray,
+    labeled_ids: np.ndarray,
+    k: int,
+    rng: np.random.Generator,
+    *,
+    temperature: float = 1.0,
+) -> np.ndarray:
     """Up to ``k`` allowed ids, one per cluster, from clusters with the fewest labels so far.
 
     Among clusters labeled equally often, the order is a Gumbel-perturbed ranking by the
@@ -230,8 +261,11 @@ def coverage(clusters: Clusters, allowed: np.ndarray, query: np.ndarray, labeled
     if k <= 0 or not allowed.any():
         return np.empty(0, np.int64)
     n_c = len(clusters.centroids)
-    visits = np.bincount(clusters.assign[np.asarray(labeled_ids, np.int64)], minlength=n_c) if len(labeled_ids) \
+    visits = (
+        np.bincount(clusters.assign[np.asarray(labeled_ids, np.int64)], minlength=n_c)
+        if len(labeled_ids)
         else np.zeros(n_c, np.int64)
+    )
     rel = clusters.centroids @ np.asarray(query, np.float32).ravel()
     rel = (rel - rel.mean()) / max(float(rel.std()), 1e-9)
     key = rel / max(temperature, 1e-6) + rng.gumbel(size=n_c)
@@ -284,7 +318,7 @@ class _AllowedMembers:
         random draw from it in this batch, so the cursor never meets a taken row."""
         start, end, chunk = int(self.cursor[c]), int(self.starts[c + 1]), self._FIRST_CHUNK
         while start < end:
-            rows = self.rows[start:min(end, start + chunk)]
+            rows = self.rows[start : min(end, start + chunk)]
             # Clusters can hold rows past this view of a growing collection: those are not allowed.
             ok = rows < len(self.allowed)
             ok[ok] = self.allowed[rows[ok]]
@@ -299,7 +333,7 @@ class _AllowedMembers:
 
     def at_random(self, c: int, rng: np.random.Generator) -> int | None:
         """An allowed row not yet taken, uniformly at random among the cluster's."""
-        rows = self.rows[self.starts[c]:self.starts[c + 1]]
+        rows = self.rows[self.starts[c] : self.starts[c + 1]]
         if not len(rows):
             return None
         n_allowed = len(self.allowed)

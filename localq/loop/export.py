@@ -42,9 +42,16 @@ def _label_records(trainer: Trainer) -> list[dict]:
     rows = {r.id: r for r in trainer.collection.image_rows(labels)}
     predicted = trainer.scores(list(labels)) if labels else []
     records = [
-        {"id": i, "path": rows[i].path, "label": score, "classifier_score": round(float(p), 6),
-         "class": rows[i].label, "round": None}
-        for (i, score), p in zip(labels.items(), predicted) if i in rows
+        {
+            "id": i,
+            "path": rows[i].path,
+            "label": score,
+            "classifier_score": round(float(p), 6),
+            "class": rows[i].label,
+            "round": None,
+        }
+        for (i, score), p in zip(labels.items(), predicted)
+        if i in rows
     ]
     rounds = trainer.label_rounds()
     for rec in records:

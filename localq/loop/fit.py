@@ -208,8 +208,7 @@ def fit_linear(
         if background.ndim != 2 or background.shape[1] != x.shape[1] or len(background) == 0:
             background = None
 
-    weights = _sample_weights(y, background, w0, float(b0), float(np.clip(background_weight, 0, 1)),
-                              positive_unlabeled)
+    weights = _sample_weights(y, background, w0, float(b0), float(np.clip(background_weight, 0, 1)), positive_unlabeled)
     n_bg = 0 if background is None else len(background)
     targets = np.concatenate([(y + 1.0) / 2.0, np.zeros(n_bg, np.float32)])
     # Centre for the optimiser only: w.x + b == w.(x - c) + (b + w.c).
@@ -230,15 +229,15 @@ def fit_linear(
         order, bounds = _interleaved(y, n_bg, -(-n_rows // rows_per_step))
         place = np.empty(n_rows, np.int64)
         place[order] = np.arange(n_rows)
-        rows[place[:len(y)]] = x
+        rows[place[: len(y)]] = x
         if n_bg:
-            rows[place[len(y):]] = background
+            rows[place[len(y) :]] = background
         # Each chunk's loss weighted up to the whole's: a cycle of steps sums to full batches.
         targets, weights = targets[order], weights[order] * np.float32(len(bounds) - 1)
     else:
-        rows[:len(y)] = x
+        rows[: len(y)] = x
         if n_bg:
-            rows[len(y):] = background
+            rows[len(y) :] = background
     np.subtract(rows, centre, out=rows)
     xt = torch.from_numpy(rows)
     tt = torch.from_numpy(targets.astype(np.float32))
@@ -299,8 +298,8 @@ def _adam(xt, tt, wt, mt, l2: float, w0: np.ndarray, b0: float, lr: float, iters
             torch.sum(residual, dim=0, keepdim=True, out=g_b)
             exp_avg.lerp_(grad, 1 - beta1)
             exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-            step_size = lr / (1 - beta1 ** step)
-            denom = (exp_avg_sq.sqrt() / (1 - beta2 ** step) ** 0.5).add_(eps)
+            step_size = lr / (1 - beta1**step)
+            denom = (exp_avg_sq.sqrt() / (1 - beta2**step) ** 0.5).add_(eps)
             theta.addcdiv_(exp_avg, denom, value=-step_size)
     return theta
 

@@ -149,7 +149,7 @@ class NearCopies:
         out: list[int] = []
         step = 4 * n
         for start in range(0, len(ids), step):
-            chunk = ids[start:start + step]
+            chunk = ids[start : start + step]
             rows = self.index.rows(chunk)
             near = np.zeros(len(chunk), bool)
             for held in (self.kept, self.batch):
@@ -164,7 +164,7 @@ class NearCopies:
                 if len(out) + len(chosen) == n:
                     break
                 # Later candidates must also be distinct from this one.
-                near[j + 1:] |= rows[j + 1:] @ rows[j] > self.threshold
+                near[j + 1 :] |= rows[j + 1 :] @ rows[j] > self.threshold
             self.batch = np.concatenate([self.batch, rows[chosen]]) if len(self.batch) else rows[chosen]
             out += [int(i) for i in chunk[chosen]]
             if len(out) == n:
@@ -175,7 +175,7 @@ class NearCopies:
     def fill(self, ids, n: int) -> np.ndarray:
         """``n`` more of ``ids`` not picked yet, copies or not: for when nothing distinct is left."""
         taken = set(self.picked)
-        out = np.asarray([int(i) for i in ids if int(i) not in taken][:max(n, 0)], np.int64)
+        out = np.asarray([int(i) for i in ids if int(i) not in taken][: max(n, 0)], np.int64)
         self.picked += [int(i) for i in out]
         return out
 
@@ -260,7 +260,7 @@ def _nearest_threshold(index, ids, estimates, w, b, k, nc: NearCopies) -> np.nda
     step = SHORTLIST_PER_LABEL * max(k, 1)
     got: list[np.ndarray] = []
     for start in range(0, len(order), step):
-        near = np.sort(order[start:start + step])  # ties keep the ranking's order
+        near = np.sort(order[start : start + step])  # ties keep the ranking's order
         exact = _raw_scores(index, ids[near], w, b)
         got.append(nc.take(ids[near[np.argsort(np.abs(exact), kind="stable")]], k - sum(map(len, got))))
         if sum(map(len, got)) >= k:
@@ -307,10 +307,11 @@ def _auto(index, w, b, k, allowed, rng, ctx: Context, candidates, nc: NearCopies
     if n_explore:
         if ctx.clusters is not None:
             # Twice what is wanted, so near-copies of labeled images can be passed over.
-            offered = coverage(ctx.clusters, allowed, w, ctx.labeled_ids, 2 * n_explore, rng,
-                               temperature=ctx.temperature)
+            offered = coverage(
+                ctx.clusters, allowed, w, ctx.labeled_ids, 2 * n_explore, rng, temperature=ctx.temperature
+            )
         else:
-            offered = rng.permutation(np.flatnonzero(allowed))[:4 * n_explore]
+            offered = rng.permutation(np.flatnonzero(allowed))[: 4 * n_explore]
         explore = nc.take(offered, n_explore)
     rest = allowed.copy()
     rest[explore] = False

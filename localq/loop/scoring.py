@@ -31,8 +31,9 @@ def target_label(collection: Collection, labels: dict[int, float], target: str |
     return counts.most_common(1)[0][0] if counts else None
 
 
-def evaluate(collection: Collection, target: str | None, w: np.ndarray, b: float,
-             split: str | None = None) -> Evaluation | None:
+def evaluate(
+    collection: Collection, target: str | None, w: np.ndarray, b: float, split: str | None = None
+) -> Evaluation | None:
     """AP and precision/recall at the threshold (score > 0) against folder labels."""
     if target is None:
         return None
@@ -42,11 +43,14 @@ def evaluate(collection: Collection, target: str | None, w: np.ndarray, b: float
     relevant = labels == target
     scores = collection.index.scores(w, b, ids)
     precision, recall = precision_recall_at(scores, relevant, 0.0)
-    return Evaluation(target, average_precision(scores, relevant), precision, recall, 0.0, int(relevant.sum()), len(ids))
+    return Evaluation(
+        target, average_precision(scores, relevant), precision, recall, 0.0, int(relevant.sum()), len(ids)
+    )
 
 
-def positive_mask(collection: Collection, w: np.ndarray, b: float, threshold: float = 0.0,
-                  split: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+def positive_mask(
+    collection: Collection, w: np.ndarray, b: float, threshold: float = 0.0, split: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(live images scoring above ``threshold``, in ``split`` if given; every row's score)."""
     scores = collection.index.scores(w, b)
     mask = collection.live_mask() & (scores > threshold)
@@ -55,8 +59,15 @@ def positive_mask(collection: Collection, w: np.ndarray, b: float, threshold: fl
     return mask, scores
 
 
-def predict_collection(collection: Collection, w: np.ndarray, b: float, threshold: float = 0.0, *,
-                       split: str | None = None, limit: int | None = None) -> list[Prediction]:
+def predict_collection(
+    collection: Collection,
+    w: np.ndarray,
+    b: float,
+    threshold: float = 0.0,
+    *,
+    split: str | None = None,
+    limit: int | None = None,
+) -> list[Prediction]:
     """Positives among the collection's images, best first."""
     mask, scores = positive_mask(collection, w, b, threshold, split)
     ids = np.flatnonzero(mask)
@@ -65,8 +76,9 @@ def predict_collection(collection: Collection, w: np.ndarray, b: float, threshol
     return [Prediction(int(i), rows[int(i)].path, float(scores[i]), rows[int(i)].label) for i in ids]
 
 
-def predict_files(collection: Collection, w: np.ndarray, b: float, paths: Sequence[str | Path],
-                  threshold: float = 0.0) -> tuple[list[Prediction], list[tuple[str, str]]]:
+def predict_files(
+    collection: Collection, w: np.ndarray, b: float, paths: Sequence[str | Path], threshold: float = 0.0
+) -> tuple[list[Prediction], list[tuple[str, str]]]:
     """Positives among files outside the collection, best first, and the (path, reason) of
     each file that could not be decoded: one bad file never costs the others."""
     from localq.imageio import open_image

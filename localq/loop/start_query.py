@@ -52,7 +52,9 @@ def example_vectors(collection: Collection, images: Sequence[int | str | Path]) 
     vectors = []
     n_rows = collection.rows()
     for item in images:
-        if isinstance(item, (int, np.integer)) or (isinstance(item, str) and item.isdigit() and not Path(item).exists()):
+        if isinstance(item, (int, np.integer)) or (
+            isinstance(item, str) and item.isdigit() and not Path(item).exists()
+        ):
             image_id = int(item)
             if not 0 <= image_id < n_rows:
                 raise LocalqError(f"image id {image_id} is not in the collection")

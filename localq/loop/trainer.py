@@ -124,7 +124,13 @@ class Trainer:
             if existing is not None and replace:
                 collection.store.delete_classifier(existing.id)
             row = collection.store.create_classifier(
-                name, source=source, prompt=prompt, prior=unit(query), weights=query, bias=bias, settings=asdict(settings),
+                name,
+                source=source,
+                prompt=prompt,
+                prior=unit(query),
+                weights=query,
+                bias=bias,
+                settings=asdict(settings),
             )
         return cls(collection, row)
 
@@ -216,10 +222,18 @@ class Trainer:
         pos, neg = self.label_counts()
         ev = self.evaluate()
         return ClassifierState(
-            name=self.name, source=self.row.source, prompt=self.row.prompt, round=self.round,
-            labels_positive=pos, labels_negative=neg, seen=self.store.count_seen(self.row.id),
-            strategy=self.settings.strategy, created_at=self.row.created_at,
-            target=ev.target if ev else None, ap=round(ev.ap, 4) if ev else None)
+            name=self.name,
+            source=self.row.source,
+            prompt=self.row.prompt,
+            round=self.round,
+            labels_positive=pos,
+            labels_negative=neg,
+            seen=self.store.count_seen(self.row.id),
+            strategy=self.settings.strategy,
+            created_at=self.row.created_at,
+            target=ev.target if ev else None,
+            ap=round(ev.ap, 4) if ev else None,
+        )
 
     @classmethod
     def states(cls, collection: Collection) -> list[ClassifierState]:
@@ -279,8 +293,19 @@ class Trainer:
         rows = None
         if self.settings.near_copy < 1.0:  # the near-copy check reads the labeled rows: the ones kept here
             rows = self._labeled_rows.of(self.collection.index, labeled)
-        ids = select(strategy, self.collection.searcher, w, b, k, pool & ~self._seen_mask(), rng, context=context,
-                     labeled=labeled, labeled_rows=rows, near_copy=self.settings.near_copy)
+        ids = select(
+            strategy,
+            self.collection.searcher,
+            w,
+            b,
+            k,
+            pool & ~self._seen_mask(),
+            rng,
+            context=context,
+            labeled=labeled,
+            labeled_rows=rows,
+            near_copy=self.settings.near_copy,
+        )
         return self._set_pending(ids, strategy)
 
     def _auto_context(self) -> sampling.Context:
@@ -292,7 +317,9 @@ class Trainer:
             labeled_ids=np.fromiter(labels, dtype=np.int64, count=len(labels)),
             labeled_scores=np.fromiter(labels.values(), dtype=np.float32, count=len(labels)),
             batch_positives=self._batch_positives(),
-            explore_first=s.explore_first, explore_cold=s.explore_cold, top_share=s.top_share,
+            explore_first=s.explore_first,
+            explore_cold=s.explore_cold,
+            top_share=s.top_share,
             temperature=s.explore_temperature,
         )
 
@@ -359,7 +386,9 @@ class Trainer:
         if self.settings.fit == "article":
             w, b = fit_article_baseline(
                 self.collection.index.rows(np.fromiter(scores, dtype=np.int64)),
-                np.fromiter(scores.values(), dtype=np.float32), self.weights, self.bias,
+                np.fromiter(scores.values(), dtype=np.float32),
+                self.weights,
+                self.bias,
             )
             w, b = np.asarray(w, np.float32), float(b)
         else:
@@ -389,7 +418,8 @@ class Trainer:
                 # Undoing now would drop a round this object never showed: refuse once.
                 raise StaleClassifier(
                     f"classifier {self.name!r} was changed by another process and is now at round "
-                    f"{self.round}; nothing was undone (undo again to drop round {self.round})")
+                    f"{self.round}; nothing was undone (undo again to drop round {self.round})"
+                )
             if self.round == 0:
                 raise NothingToUndo(f"classifier {self.name!r} has no labeled round to undo")
             undone = self.round
@@ -422,8 +452,16 @@ class Trainer:
         y = np.fromiter(labels.values(), dtype=np.float32)
         s = self.settings
         w, b = fit_linear(
-            x, y, self.weights, self.bias, prior=self.prior, prior_strength=s.prior_strength,
-            lr=s.lr, iters=s.iters, background=self._background(ids), background_weight=s.background_weight,
+            x,
+            y,
+            self.weights,
+            self.bias,
+            prior=self.prior,
+            prior_strength=s.prior_strength,
+            lr=s.lr,
+            iters=s.iters,
+            background=self._background(ids),
+            background_weight=s.background_weight,
             ridge=s.ridge,
         )
         return np.asarray(w, np.float32), float(b)
@@ -467,8 +505,14 @@ class Trainer:
         """The same measures for any weights of this classifier (e.g. an earlier round's)."""
         return scoring.evaluate(self.collection, self.target_label(), w, b, split)
 
-    def predict(self, threshold: float = 0.0, paths: Sequence[str | Path] = (), *, split: str | None = None,
-                limit: int | None = None) -> list[Prediction]:
+    def predict(
+        self,
+        threshold: float = 0.0,
+        paths: Sequence[str | Path] = (),
+        *,
+        split: str | None = None,
+        limit: int | None = None,
+    ) -> list[Prediction]:
         """Positives (score > threshold) sorted by score: over new files, or the collection (one split of it).
         Undecodable files are left out (``predict_files`` also returns which, and why)."""
         if paths:
@@ -481,8 +525,9 @@ class Trainer:
         mask, _ = scoring.positive_mask(self.collection, self.weights, self.bias, threshold, split)
         return int(mask.sum())
 
-    def predict_files(self, paths: Sequence[str | Path], threshold: float = 0.0
-                      ) -> tuple[list[Prediction], list[tuple[str, str]]]:
+    def predict_files(
+        self, paths: Sequence[str | Path], threshold: float = 0.0
+    ) -> tuple[list[Prediction], list[tuple[str, str]]]:
         """Positives among files outside the collection, best first, and the (path, reason)
         of each file that could not be decoded."""
         return scoring.predict_files(self.collection, self.weights, self.bias, paths, threshold)
@@ -511,8 +556,9 @@ class Trainer:
         ``item`` is a collection id, or a file: a file not yet in the collection is indexed
         into it first with the collection's encoder (``encoder`` must be that same model).
         The pending batch stays pending (minus the example), so a batch on screen survives."""
-        if isinstance(item, (int, np.integer)) or (isinstance(item, str) and item.strip().isdigit()
-                                                   and not Path(item.strip()).exists()):
+        if isinstance(item, (int, np.integer)) or (
+            isinstance(item, str) and item.strip().isdigit() and not Path(item.strip()).exists()
+        ):
             image_id = self._check_image_id(int(item))
             name = str(image_id)
         else:
@@ -521,8 +567,10 @@ class Trainer:
         rows = self.collection.image_rows([image_id])
         split = rows[0].split if rows else None
         if self.settings.pool_split is not None and split not in (None, self.settings.pool_split):
-            raise InvalidScores(f"image {image_id} is in the {split!r} split, held out from this classifier's "
-                                f"pool ({self.settings.pool_split!r}): labeling it would leak into evaluation")
+            raise InvalidScores(
+                f"image {image_id} is in the {split!r} split, held out from this classifier's "
+                f"pool ({self.settings.pool_split!r}): labeling it would leak into evaluation"
+            )
         pending, strategy = self.pending, self._pending_strategy
         self._set_pending(np.array([image_id], dtype=np.int64), f"example:{name}")
         try:
@@ -543,8 +591,14 @@ class Trainer:
             streak += 1
         last = per_round.get(max(per_round)) if per_round else []
         pos, neg = self.label_counts()
-        return LoopSummary(rounds=self.round, positives=pos, negatives=neg, last_round_labels=len(last),
-                           last_round_positives=sum(s > 0 for s in last), rounds_without_positive=streak)
+        return LoopSummary(
+            rounds=self.round,
+            positives=pos,
+            negatives=neg,
+            last_round_labels=len(last),
+            last_round_positives=sum(s > 0 for s in last),
+            rounds_without_positive=streak,
+        )
 
     def _nearest_unseen(self, query: np.ndarray, k: int | None, exclude: int | None = None) -> np.ndarray:
         k = self.settings.k if k is None else int(k)
@@ -575,8 +629,10 @@ class Trainer:
             raise ImageNotFound(f"no image file at {path}" + (" (it is a folder)" if path.is_dir() else ""))
         encoder = encoder or self.collection.encoder()
         if encoder.model_id != self.collection.model_id:
-            raise EncoderMismatch(f"collection {self.collection.root} was built with {self.collection.model_id}, "
-                                  f"not {encoder.model_id}: the example must be embedded by the same model")
+            raise EncoderMismatch(
+                f"collection {self.collection.root} was built with {self.collection.model_id}, "
+                f"not {encoder.model_id}: the example must be embedded by the same model"
+            )
         try:
             read_image(path, getattr(encoder, "image_size", None))  # refuse before anything is written
         except BadImage as exc:
@@ -591,17 +647,26 @@ class Trainer:
 
     # -- files ---------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
-        return classifier_file.save(path, self.weights, self.bias, model_id=self.collection.model_id, meta=self._file_meta())
+        return classifier_file.save(
+            path, self.weights, self.bias, model_id=self.collection.model_id, meta=self._file_meta()
+        )
 
     def encoded(self, fmt: str) -> dict[str, bytes]:
         """The classifier's files as bytes, by suffix (classifier_file.encode)."""
-        return classifier_file.encode(self.weights, self.bias, model_id=self.collection.model_id,
-                                      meta=self._file_meta(), fmt=fmt)
+        return classifier_file.encode(
+            self.weights, self.bias, model_id=self.collection.model_id, meta=self._file_meta(), fmt=fmt
+        )
 
     def _file_meta(self) -> dict:
         pos, neg = self.label_counts()
-        return {"name": self.name, "prompt": self.row.prompt or "", "rounds": self.round,
-                "labels_positive": pos, "labels_negative": neg, "threshold": 0.0}
+        return {
+            "name": self.name,
+            "prompt": self.row.prompt or "",
+            "rounds": self.round,
+            "labels_positive": pos,
+            "labels_negative": neg,
+            "threshold": 0.0,
+        }
 
 
 class HeldRows:
@@ -631,7 +696,7 @@ class HeldRows:
             new = ids[n:]
             if len(new):
                 self._grow(len(ids), index.dim)
-                self._buffer[n:len(ids)] = index.rows(new)
+                self._buffer[n : len(ids)] = index.rows(new)
         else:
             rows = np.empty((len(ids), index.dim), np.float32)
             sorter = np.argsort(self.ids, kind="stable")
@@ -642,11 +707,11 @@ class HeldRows:
             if not held.all():
                 rows[~held] = index.rows(ids[~held])
             self._grow(len(ids), index.dim)
-            self._buffer[:len(ids)] = rows
+            self._buffer[: len(ids)] = rows
         self.ids = ids.copy()
         if self._buffer is None:
             return np.empty((0, index.dim), np.float32)
-        view = self._buffer[:len(ids)]
+        view = self._buffer[: len(ids)]
         view.flags.writeable = False
         return view
 

@@ -54,8 +54,9 @@ def planned(trainer: Trainer, *, predicted: bool = False, threshold: float = 0.0
     return [(r.id, r.path, classes[r.id], values[r.id]) for r in rows]
 
 
-def export_imagefolder(trainer: Trainer, out_dir: str | Path, *, predicted: bool = False, threshold: float = 0.0,
-                       copy: bool = False) -> ImageFolderExport:
+def export_imagefolder(
+    trainer: Trainer, out_dir: str | Path, *, predicted: bool = False, threshold: float = 0.0, copy: bool = False
+) -> ImageFolderExport:
     """Write ``out_dir/positive``, ``out_dir/negative`` and ``out_dir/manifest.csv``.
 
     ``out_dir`` must be empty or new: files left from another export would silently join
@@ -79,8 +80,16 @@ def export_imagefolder(trainer: Trainer, out_dir: str | Path, *, predicted: bool
             how = _place(source, target, copy=copy)
             result.counts[cls] += 1
             result.how[how] += 1
-            records.append({"file": f"{cls}/{name}", "class": cls, "path": path, "id": image_id,
-                            "score" if predicted else "label": round(value, 6), "how": how})
+            records.append(
+                {
+                    "file": f"{cls}/{name}",
+                    "class": cls,
+                    "path": path,
+                    "id": image_id,
+                    "score" if predicted else "label": round(value, 6),
+                    "how": how,
+                }
+            )
         columns = ["file", "class", "path", "id", "score" if predicted else "label", "how"]
         # surrogateescape: a file name that is not UTF-8 is written back as its original bytes.
         with result.manifest.open("w", newline="", errors="surrogateescape") as fh:
@@ -89,8 +98,10 @@ def export_imagefolder(trainer: Trainer, out_dir: str | Path, *, predicted: bool
             writer.writerows(records)
     except OSError as exc:
         if exc.errno in SPACE_ERRNOS:
-            raise DiskFull(f"no space left on the disk holding {out_dir}; {len(records)} files were placed before it, "
-                           "and manifest.csv is not written: remove the folder and export again") from None
+            raise DiskFull(
+                f"no space left on the disk holding {out_dir}; {len(records)} files were placed before it, "
+                "and manifest.csv is not written: remove the folder and export again"
+            ) from None
         raise LocalqError(f"cannot write the export into {out_dir}: {exc.strerror or exc}") from None
     return result
 

@@ -50,11 +50,19 @@ class TagReport:
         return sum(c.action == action for c in self.changes)
 
 
-def tag_photos(trainer: Trainer, paths: Sequence[str | Path] = (), *, threshold: float = 0.0,
-               keyword: str | None = None, style: str = xmp.STYLES[0], remove: bool = False,
-               dry_run: bool = False, on_wait: Callable[[str], None] | None = None,
-               on_change: Callable[[Change], None] | None = None,
-               on_problem: Callable[[str], None] | None = None) -> TagReport:
+def tag_photos(
+    trainer: Trainer,
+    paths: Sequence[str | Path] = (),
+    *,
+    threshold: float = 0.0,
+    keyword: str | None = None,
+    style: str = xmp.STYLES[0],
+    remove: bool = False,
+    dry_run: bool = False,
+    on_wait: Callable[[str], None] | None = None,
+    on_change: Callable[[Change], None] | None = None,
+    on_problem: Callable[[str], None] | None = None,
+) -> TagReport:
     """Bring the sidecars of the covered photos in line with the classifier's predictions.
 
     ``remove`` takes this classifier's keyword out of every covered sidecar. ``dry_run``
@@ -62,8 +70,10 @@ def tag_photos(trainer: Trainer, paths: Sequence[str | Path] = (), *, threshold:
     already written) and CollectionBusy; every other problem is per sidecar."""
     keyword = keyword if keyword is not None else trainer.name
     if not keyword.strip() or "|" in keyword:
-        raise LocalqError(f"keyword {keyword!r} cannot be used: it must not be empty or hold '|' "
-                          "(the hierarchy separator photo managers read)")
+        raise LocalqError(
+            f"keyword {keyword!r} cannot be used: it must not be empty or hold '|' "
+            "(the hierarchy separator photo managers read)"
+        )
     report = TagReport(keyword)
     scored = _scores(trainer, paths, report)
     report.photos = len(scored)
@@ -108,8 +118,9 @@ def tag_photos(trainer: Trainer, paths: Sequence[str | Path] = (), *, threshold:
                     writer.add(edit)
             writer.flush()
         except DiskFull as exc:
-            raise DiskFull(f"{exc}; {len(report.changes)} sidecars were written before it, "
-                           "re-run when there is space") from None
+            raise DiskFull(
+                f"{exc}; {len(report.changes)} sidecars were written before it, re-run when there is space"
+            ) from None
     return report
 
 
@@ -124,8 +135,11 @@ def _scores(trainer: Trainer, paths: Sequence[str | Path], report: TagReport) ->
     from localq.imageio import is_image_path
 
     roots = [str(Path(p).expanduser().resolve()) for p in paths]
-    inside = [(r.path, float(scores[r.id])) for r in rows
-              if any(r.path == root or r.path.startswith(root.rstrip("/") + "/") for root in roots)]
+    inside = [
+        (r.path, float(scores[r.id]))
+        for r in rows
+        if any(r.path == root or r.path.startswith(root.rstrip("/") + "/") for root in roots)
+    ]
     known = {p for p, _ in inside}
     outside = []
     for root in map(Path, roots):
@@ -142,11 +156,15 @@ def _check_photo(photo: str) -> None:
     try:
         mode = os.stat(photo).st_mode
     except FileNotFoundError:
-        raise SidecarProblem(f"{photo} no longer exists; run `localq index` on its folder to update the collection") from None
+        raise SidecarProblem(
+            f"{photo} no longer exists; run `localq index` on its folder to update the collection"
+        ) from None
     except OSError as exc:
         raise SidecarProblem(f"cannot reach {photo}: {exc.strerror or exc}") from None
     if stat.S_ISDIR(mode):
-        raise SidecarProblem(f"{photo} is a folder now, not a photo; run `localq index` on its folder to update the collection")
+        raise SidecarProblem(
+            f"{photo} is a folder now, not a photo; run `localq index` on its folder to update the collection"
+        )
 
 
 @contextmanager
@@ -178,10 +196,14 @@ def tag_lock(root: Path, on_wait: Callable[[str], None] | None = None) -> Iterat
                 if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                     raise
             if time.monotonic() >= deadline:
-                raise CollectionBusy(f"another `localq tag` run on {root} did not finish within {timeout:g} s; "
-                                     "try again when it has, or raise LOCALQ_LOCK_TIMEOUT")
+                raise CollectionBusy(
+                    f"another `localq tag` run on {root} did not finish within {timeout:g} s; "
+                    "try again when it has, or raise LOCALQ_LOCK_TIMEOUT"
+                )
             if not told and on_wait is not None:
-                on_wait(f"waiting for another `localq tag` run on {root} to finish (up to {timeout:g} s, LOCALQ_LOCK_TIMEOUT)")
+                on_wait(
+                    f"waiting for another `localq tag` run on {root} to finish (up to {timeout:g} s, LOCALQ_LOCK_TIMEOUT)"
+                )
                 told = True
             time.sleep(0.05)
         yield

@@ -104,8 +104,13 @@ def plan(sidecar: Path, classifier: str, tag: Tag | None, *, build: bool = True)
     others = [e for e in entries if e["classifier"] != classifier]
     new = None
     if tag is not None:
-        new = {"classifier": tag.classifier, "keyword": tag.keyword, "score": f"{tag.score:.4f}",
-               "round": str(tag.round), "addedSubject": "False"}
+        new = {
+            "classifier": tag.classifier,
+            "keyword": tag.keyword,
+            "score": f"{tag.score:.4f}",
+            "round": str(tag.round),
+            "addedSubject": "False",
+        }
         if old is not None and _same(old, new):
             return None
     elif old is None:
@@ -147,6 +152,7 @@ def plan(sidecar: Path, classifier: str, tag: Tag | None, *, build: bool = True)
 
 
 # -- XMP through libexiv2 ---------------------------------------------------------------
+
 
 def _setup() -> None:
     global _ready
@@ -211,7 +217,7 @@ def _entries(xmp) -> list[dict]:
         key = datum.key()
         if not key.startswith(_TAGS + "["):
             continue
-        index, _, field = key[len(_TAGS) + 1:].partition("]/")
+        index, _, field = key[len(_TAGS) + 1 :].partition("]/")
         name = field.partition(":")[2]
         if index.isdigit() and name in _FIELDS:
             fields.setdefault(int(index), {})[name] = datum.toString()
@@ -260,6 +266,7 @@ def _as_tag(entry: dict) -> Tag:
 
 
 # -- files: read whole, replace whole -----------------------------------------------------
+
 
 def _read(sidecar: Path) -> bytes | None:
     try:
@@ -384,7 +391,7 @@ def _stage(edit: Edit) -> Path:
         try:
             view = memoryview(edit.packet)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
         finally:
             os.close(fd)
     except OSError as exc:

@@ -113,9 +113,7 @@ class VectorIndex:
 
     # -- search ----------------------------------------------------------------------
 
-    def search(
-        self, query: np.ndarray, k: int, allowed: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k rows by inner product with ``query`` among the ``allowed`` rows.
 
         Returns ``(ids int64, scores float32)``, best first, exactly
@@ -158,8 +156,12 @@ class VectorIndex:
         if allowed_ids is None:
             scores = exact_scores(m, q)
         else:
-            scores = np.concatenate([exact_scores(m[allowed_ids[s:s + _GATHER_BLOCK_ROWS]], q)
-                                     for s in range(0, len(allowed_ids), _GATHER_BLOCK_ROWS)])
+            scores = np.concatenate(
+                [
+                    exact_scores(m[allowed_ids[s : s + _GATHER_BLOCK_ROWS]], q)
+                    for s in range(0, len(allowed_ids), _GATHER_BLOCK_ROWS)
+                ]
+            )
         top = np.argpartition(scores, -k)[-k:]
         return _sorted_best_first(ids[top], scores[top])
 

@@ -63,6 +63,7 @@ def _faiss():
 
     return faiss
 
+
 # k-means wants >= 39 training rows per centroid (FAISS warns below); 50 keeps the
 # centroids stable while training in a fraction of the time of all rows.
 _TRAIN_ROWS_PER_LIST = 50
@@ -102,6 +103,7 @@ _SCAN_ALL_AFTER_SHORT_FRACTION = 1 / 16
 
 _CHUNK_ROWS = 65_536  # rows added or scanned exactly per step: bounded temporary memory
 
+
 def default_nlist(n: int) -> int:
     """~4*sqrt(n) lists (autofaiss's rule), no more than k-means can train on ``n`` rows."""
     return max(1, min(int(round(4 * math.sqrt(n))), n // 39))
@@ -110,14 +112,19 @@ def default_nlist(n: int) -> int:
 class IvfIndex:
     """IVF-SQ8 over the rows of ``matrix`` (row position == id); see the module docstring."""
 
-    def __init__(self, index, matrix: np.ndarray, *, nprobe: int | None = None,
-                 rerank: int = _DEFAULT_RERANK, exact_below_rows: int = _DEFAULT_EXACT_BELOW_ROWS):
+    def __init__(
+        self,
+        index,
+        matrix: np.ndarray,
+        *,
+        nprobe: int | None = None,
+        rerank: int = _DEFAULT_RERANK,
+        exact_below_rows: int = _DEFAULT_EXACT_BELOW_ROWS,
+    ):
         if matrix.ndim != 2 or matrix.dtype != np.float32:
             raise ValueError("matrix must be a 2-d float32 array")
         if index.ntotal != len(matrix) or index.d != matrix.shape[1]:
-            raise ValueError(
-                f"the IVF index holds {index.ntotal} x {index.d}, the matrix {matrix.shape}"
-            )
+            raise ValueError(f"the IVF index holds {index.ntotal} x {index.d}, the matrix {matrix.shape}")
         # localq searches one query at a time, and FAISS's default splits a search by query:
         # one core scanned every probed list. Mode 1 splits the probed lists among the
         # threads (a heap each, merged): the same answers, and scans of many lists (near-seen
@@ -135,8 +142,15 @@ class IvfIndex:
     # -- lifecycle -------------------------------------------------------------------
 
     @classmethod
-    def build(cls, matrix: np.ndarray, *, nlist: int | None = None, seed: int = 0,
-              train_rows_per_list: int = _TRAIN_ROWS_PER_LIST, **search_options) -> "IvfIndex":
+    def build(
+        cls,
+        matrix: np.ndarray,
+        *,
+        nlist: int | None = None,
+        seed: int = 0,
+        train_rows_per_list: int = _TRAIN_ROWS_PER_LIST,
+        **search_options,
+    ) -> "IvfIndex":
         """Train on a sample of ``matrix``'s rows and add them all, a chunk at a time."""
         faiss = _faiss()
         n, dim = matrix.shape
@@ -200,9 +214,7 @@ class IvfIndex:
 
     # -- search ----------------------------------------------------------------------
 
-    def search(
-        self, query: np.ndarray, k: int, allowed: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k rows by inner product with ``query`` among the ``allowed`` rows.
 
         Returns ``(ids int64, scores float32)``, best first, exactly
@@ -210,9 +222,7 @@ class IvfIndex:
         """
         return self._answer(query, k, allowed, rerank=True)
 
-    def candidates(
-        self, query: np.ndarray, n: int, allowed: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def candidates(self, query: np.ndarray, n: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """About the ``n`` best allowed rows, ranked and scored by the SQ8 codes alone.
 
         What sampling asks for when it wants a pool to choose from rather than a ranking
@@ -251,8 +261,7 @@ class IvfIndex:
 
     # -- internals -------------------------------------------------------------------
 
-    def _widening_search(self, q: np.ndarray, k: int, allowed: np.ndarray | None, n_allowed: int,
-                         rerank: bool):
+    def _widening_search(self, q: np.ndarray, k: int, allowed: np.ndarray | None, n_allowed: int, rerank: bool):
         """IVF candidates, re-ranked exactly if ``rerank``; nprobe widens while the probed
         lists fall short.
 
@@ -291,11 +300,14 @@ class IvfIndex:
             found, estimates = found[0][keep], estimates[0][keep]
             # FAISS returns the estimates best first.
             if len(found) >= k:
-                ids, scores = (self._rerank(q, k, found[:fetch], estimates[:fetch]) if rerank
-                               else (found[:k], estimates[:k]))
+                ids, scores = (
+                    self._rerank(q, k, found[:fetch], estimates[:fetch]) if rerank else (found[:k], estimates[:k])
+                )
                 if len(found) >= fetch and (
-                    previous is not None and np.array_equal(np.sort(previous), np.sort(ids))
-                    or previous is None and nprobe == first
+                    previous is not None
+                    and np.array_equal(np.sort(previous), np.sort(ids))
+                    or previous is None
+                    and nprobe == first
                     and (allowed is None or not self._depleted(q, nprobe, allowed, n_allowed))
                 ):
                     break
@@ -346,8 +358,16 @@ class IvfIndex:
         self._learn_error(scores - estimates[order])
         return _best(rows, scores, k)
 
-    def _settle(self, q: np.ndarray, k: int, found: np.ndarray, estimates: np.ndarray, m: int,
-                ids: np.ndarray, scores: np.ndarray):
+    def _settle(
+        self,
+        q: np.ndarray,
+        k: int,
+        found: np.ndarray,
+        estimates: np.ndarray,
+        m: int,
+        ids: np.ndarray,
+        scores: np.ndarray,
+    ):
         """``(ids, scores)``, the exact top-k of ``found[:m]``, completed by reading further
         down the codes' ranking (4x at a time) while a row there could still beat the k-th
         exact score.

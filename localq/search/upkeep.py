@@ -173,8 +173,9 @@ def for_search(store: Store, root: Path, flat: VectorIndex, state: IvfState) -> 
     return state.search
 
 
-def save(store: Store, root: Path, flat: VectorIndex, state: IvfState, kind: str,
-         notice: Callable[[str], None] | None = None) -> None:
+def save(
+    store: Store, root: Path, flat: VectorIndex, state: IvfState, kind: str, notice: Callable[[str], None] | None = None
+) -> None:
     """Bring the file level with ``flat`` (the caller holds the write lock): add the new
     rows to a usable index or train a new one, and save it; or, where the collection
     does not want one, delete the file (at 10M rows it holds 5 GB)."""
@@ -189,14 +190,20 @@ def save(store: Store, root: Path, flat: VectorIndex, state: IvfState, kind: str
         current, _ = load(store, path, flat)
     if current is None or flat.ntotal > REBUILD_AFTER_GROWTH * current.trained_rows:
         if notice is not None:
-            notice(f"building the IVF search index over {flat.ntotal:,} vectors "
-                   f"(about {_BUILD_S_PER_MILLION / 60:.1f} min per million on 2 cores)")
+            notice(
+                f"building the IVF search index over {flat.ntotal:,} vectors "
+                f"(about {_BUILD_S_PER_MILLION / 60:.1f} min per million on 2 cores)"
+            )
         current = ApproximateSearch(flat, IvfIndex.build(flat.matrix()), flat.ntotal)
     elif not current.in_step():
         current.catch_up()
     if current.saved_rows != current.ivf.ntotal:
-        record = {"rows": current.ivf.ntotal, "dim": flat.dim, "trained_rows": current.trained_rows,
-                  "digest": store.vectors_digest(current.ivf.ntotal)}
+        record = {
+            "rows": current.ivf.ntotal,
+            "dim": flat.dim,
+            "trained_rows": current.trained_rows,
+            "digest": store.vectors_digest(current.ivf.ntotal),
+        }
         current.ivf.save(path, record)
         current.saved_rows = current.ivf.ntotal
     state.search = current

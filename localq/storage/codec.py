@@ -41,7 +41,7 @@ def chain_entries(previous: str, start: int, vectors: np.ndarray) -> list[tuple[
     """The chain's (end_row, digest) entries for ``vectors`` written at rows ``start ..``."""
     entries = []
     for s in range(0, len(vectors), DIGEST_SEGMENT_ROWS):
-        segment = vectors[s:s + DIGEST_SEGMENT_ROWS]
+        segment = vectors[s : s + DIGEST_SEGMENT_ROWS]
         previous = chain_digest(previous, [to_blob(segment)])  # the rows' bytes, as one run
         entries.append((start + s + len(segment), previous))
     return entries

@@ -84,8 +84,10 @@ class WriteLock:
                     "try again when it finishes, or raise LOCALQ_LOCK_TIMEOUT"
                 )
             if not told and self.on_wait is not None:
-                self.on_wait(f"waiting for another localq process writing to {self.path.parent} "
-                             f"(up to {timeout:g} s, LOCALQ_LOCK_TIMEOUT)")
+                self.on_wait(
+                    f"waiting for another localq process writing to {self.path.parent} "
+                    f"(up to {timeout:g} s, LOCALQ_LOCK_TIMEOUT)"
+                )
                 told = True
             time.sleep(_POLL_S)
         self._fd, self._depth = fd, 1

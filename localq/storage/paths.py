@@ -29,8 +29,9 @@ def user_data_dir() -> Path:
 def collection_dir(explicit: str | os.PathLike | None = None) -> Path:
     if explicit is not None and not os.fspath(explicit):
         # An empty --db (an unset shell variable, "$DB") must not quietly mean the default collection.
-        raise InvalidArgument('--db "" names no directory: give the collection directory, or leave --db out '
-                              "for the default one")
+        raise InvalidArgument(
+            '--db "" names no directory: give the collection directory, or leave --db out for the default one'
+        )
     if explicit:
         return Path(explicit).expanduser()
     env = os.environ.get("LOCALQ_HOME")

@@ -52,9 +52,17 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     db["meta"].create({"key": str, "value": str}, pk="key")
     db["images"].create(
         {
-            "id": int, "path": str, "hash": str, "size": int, "mtime": float,
-            "width": int, "height": int, "label": str, "split": str,
-            "deleted": int, "added_at": str,
+            "id": int,
+            "path": str,
+            "hash": str,
+            "size": int,
+            "mtime": float,
+            "width": int,
+            "height": int,
+            "label": str,
+            "split": str,
+            "deleted": int,
+            "added_at": str,
         },
         pk="id",
         not_null={"path", "hash", "size", "mtime", "deleted"},
@@ -70,8 +78,14 @@ def m001_initial(db: sqlite_utils.Database) -> None:
 def m002_classifiers(db: sqlite_utils.Database) -> None:
     db["classifiers"].create(
         {
-            "id": int, "name": str, "created_at": str, "source": str, "prompt": str,
-            "prior": bytes, "round": int, "settings": str,
+            "id": int,
+            "name": str,
+            "created_at": str,
+            "source": str,
+            "prompt": str,
+            "prior": bytes,
+            "round": int,
+            "settings": str,
         },
         pk="id",
         not_null={"name", "round"},
@@ -81,8 +95,13 @@ def m002_classifiers(db: sqlite_utils.Database) -> None:
     # Round 0 holds the starting weights; round r > 0 the weights fitted after batch r.
     db["rounds"].create(
         {
-            "classifier_id": int, "round": int, "weights": bytes, "bias": float,
-            "strategy": str, "n_labels": int, "created_at": str,
+            "classifier_id": int,
+            "round": int,
+            "weights": bytes,
+            "bias": float,
+            "strategy": str,
+            "n_labels": int,
+            "created_at": str,
         },
         pk=("classifier_id", "round"),
         foreign_keys=[("classifier_id", "classifiers")],
@@ -188,8 +207,13 @@ def m007_labels_by_image(db: sqlite_utils.Database) -> None:
 
 
 MIGRATIONS: list[Callable[["sqlite_utils.Database"], None]] = [
-    m001_initial, m002_classifiers, m003_vector_digests, m004_classifier_versions, m005_ingested_shards,
-    m006_vectors_to_file, m007_labels_by_image,
+    m001_initial,
+    m002_classifiers,
+    m003_vector_digests,
+    m004_classifier_versions,
+    m005_ingested_shards,
+    m006_vectors_to_file,
+    m007_labels_by_image,
 ]
 
 # Where m006 moves the vectors (paths.VECTORS_FILE; a literal here, as a migration must

@@ -53,8 +53,11 @@ def sqlite_failure(path: Path, exc: sqlite3.Error) -> LocalqError:
     # files, as a plain I/O error.
     if name.startswith("SQLITE_FULL") or "disk is full" in msg or low_on_space(path.parent):
         return disk_full(path.parent)
-    if name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_IOERR")) or "readonly" in msg \
-            or "unable to open" in msg:
+    if (
+        name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_IOERR"))
+        or "readonly" in msg
+        or "unable to open" in msg
+    ):
         return CollectionUnwritable(
             f"cannot use {path}: {msg}; localq needs write access to the collection directory and its files, "
             "even to search (SQLite keeps its write-ahead log and shared memory there)"
@@ -192,7 +195,9 @@ class Store:
         n = self.n_rows() if n is None else n
         mask = np.zeros(n, dtype=bool)
         ids = np.fromiter(
-            (r[0] for r in self.conn.execute("SELECT id FROM images WHERE deleted = 0 AND id < ?", (n,))), dtype=np.int64)
+            (r[0] for r in self.conn.execute("SELECT id FROM images WHERE deleted = 0 AND id < ?", (n,))),
+            dtype=np.int64,
+        )
         mask[ids] = True
         return mask
 
@@ -207,7 +212,9 @@ class Store:
 
     def each_label_with_split(self) -> Iterator[tuple[int, str, str | None]]:
         """The rows of ``labels_with_split``, read as they are consumed (10M at once: GBs)."""
-        return self.conn.execute("SELECT id, label, split FROM images WHERE deleted = 0 AND label IS NOT NULL ORDER BY id")
+        return self.conn.execute(
+            "SELECT id, label, split FROM images WHERE deleted = 0 AND label IS NOT NULL ORDER BY id"
+        )
 
     def live_id_for_path(self, path: str) -> int | None:
         row = self.conn.execute("SELECT id FROM images WHERE path = ? AND deleted = 0", (to_db(path),)).fetchone()
@@ -222,15 +229,18 @@ class Store:
         """Every live image with this content (the hash index answers it)."""
         return self._image_rows("WHERE hash = ? AND deleted = 0", (digest,))
 
-    def move_images(self, moves: list[tuple[int, str, int, float, str | None, str | None]],
-                    replaces: Iterable[int] = ()) -> None:
+    def move_images(
+        self, moves: list[tuple[int, str, int, float, str | None, str | None]], replaces: Iterable[int] = ()
+    ) -> None:
         """Give images new paths (id, path, size, mtime, label, split), keeping their ids and
         so their labels, seen flags and rounds. ``replaces``: live rows at those paths,
         tombstoned first in the same transaction, so a path is never live twice."""
         with self.transaction() as c:
             c.executemany("UPDATE images SET deleted = 1 WHERE id = ?", [(int(i),) for i in replaces])
-            c.executemany("UPDATE images SET path = ?, size = ?, mtime = ?, label = ?, split = ? WHERE id = ?",
-                          [(to_db(p), s, m, lab, sp, int(i)) for i, p, s, m, lab, sp in moves])
+            c.executemany(
+                "UPDATE images SET path = ?, size = ?, mtime = ?, label = ?, split = ? WHERE id = ?",
+                [(to_db(p), s, m, lab, sp, int(i)) for i, p, s, m, lab, sp in moves],
+            )
             c.executemany("DELETE FROM skipped WHERE path = ?", [(to_db(m[1]),) for m in moves])
 
     def add_images(self, images: list[NewImage], vectors: np.ndarray, replaces: Iterable[int] = ()) -> list[int]:
@@ -249,11 +259,16 @@ class Store:
             c.executemany(
                 "INSERT INTO images(id, path, hash, size, mtime, width, height, label, split, deleted, added_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)",
-                [(i, to_db(m.path), m.hash, m.size, m.mtime, m.width, m.height, m.label, m.split, now) for i, m in zip(ids, images)],
+                [
+                    (i, to_db(m.path), m.hash, m.size, m.mtime, m.width, m.height, m.label, m.split, now)
+                    for i, m in zip(ids, images)
+                ],
             )
             if ids:
-                c.executemany("INSERT INTO vector_digests(end_row, digest) VALUES (?, ?)",
-                              chain_entries(self._digest_at(c, start) or "", start, vectors))
+                c.executemany(
+                    "INSERT INTO vector_digests(end_row, digest) VALUES (?, ?)",
+                    chain_entries(self._digest_at(c, start) or "", start, vectors),
+                )
             c.executemany("DELETE FROM skipped WHERE path = ?", [(to_db(m.path),) for m in images])
         return ids
 
@@ -289,8 +304,12 @@ class Store:
         out: dict[str, ImageRow] = {}
         for chunk in chunks(list(paths), 900):
             marks = ",".join("?" * len(chunk))
-            out.update({r.path: r for r in self._image_rows(f"WHERE deleted = 0 AND path IN ({marks})",
-                                                             [to_db(p) for p in chunk])})
+            out.update(
+                {
+                    r.path: r
+                    for r in self._image_rows(f"WHERE deleted = 0 AND path IN ({marks})", [to_db(p) for p in chunk])
+                }
+            )
         return out
 
     def tombstone(self, ids: Iterable[int]) -> None:
@@ -332,7 +351,10 @@ class Store:
             c.executemany("DELETE FROM skipped WHERE path = ?", [(to_db(p),) for p in paths])
 
     def skipped(self) -> list[Skip]:
-        return [Skip(from_db(p), r, at) for p, r, at in self.conn.execute("SELECT path, reason, at FROM skipped ORDER BY path")]
+        return [
+            Skip(from_db(p), r, at)
+            for p, r, at in self.conn.execute("SELECT path, reason, at FROM skipped ORDER BY path")
+        ]
 
     def skip_stats(self) -> dict[str, tuple[int | None, float | None]]:
         return {from_db(p): (s, m) for p, s, m in self.conn.execute("SELECT path, size, mtime FROM skipped")}
@@ -370,8 +392,17 @@ class Store:
         return self.conn.execute("SELECT count(*) FROM seen WHERE classifier_id = ?", (classifier_id,)).fetchone()[0]
 
     # -- classifiers, rounds, labels --------------------------------------------------
-    def create_classifier(self, name: str, *, source: str, prompt: str | None, prior: np.ndarray,
-                          weights: np.ndarray, bias: float, settings: dict) -> ClassifierRow:
+    def create_classifier(
+        self,
+        name: str,
+        *,
+        source: str,
+        prompt: str | None,
+        prior: np.ndarray,
+        weights: np.ndarray,
+        bias: float,
+        settings: dict,
+    ) -> ClassifierRow:
         with self.transaction() as c:
             if c.execute("SELECT 1 FROM classifiers WHERE name = ?", (name,)).fetchone():
                 # Checked under the write lock: another process may have created it meanwhile.
@@ -394,20 +425,28 @@ class Store:
         return ClassifierRow(*row[:6], json.loads(row[6] or "{}")) if row else None
 
     def classifiers(self) -> list[ClassifierRow]:
-        rows = self.conn.execute("SELECT id, name, created_at, source, prompt, round, settings FROM classifiers ORDER BY name")
+        rows = self.conn.execute(
+            "SELECT id, name, created_at, source, prompt, round, settings FROM classifiers ORDER BY name"
+        )
         return [ClassifierRow(*r[:6], json.loads(r[6] or "{}")) for r in rows]
 
     def classifier_prior(self, classifier_id: int) -> np.ndarray:
-        return from_blob(self.conn.execute("SELECT prior FROM classifiers WHERE id = ?", (classifier_id,)).fetchone()[0])
+        return from_blob(
+            self.conn.execute("SELECT prior FROM classifiers WHERE id = ?", (classifier_id,)).fetchone()[0]
+        )
 
     def update_settings(self, classifier_id: int, settings: dict) -> None:
         with self.transaction() as c:
-            c.execute("UPDATE classifiers SET settings = ?, version = version + 1 WHERE id = ?",
-                      (json.dumps(settings), classifier_id))
+            c.execute(
+                "UPDATE classifiers SET settings = ?, version = version + 1 WHERE id = ?",
+                (json.dumps(settings), classifier_id),
+            )
 
     def classifier_version(self, classifier_id: int) -> tuple[str, int] | None:
         """(incarnation, changes so far) of this classifier; None if it no longer exists."""
-        row = self.conn.execute("SELECT incarnation, version FROM classifiers WHERE id = ?", (classifier_id,)).fetchone()
+        row = self.conn.execute(
+            "SELECT incarnation, version FROM classifiers WHERE id = ?", (classifier_id,)
+        ).fetchone()
         return (row[0], row[1]) if row else None
 
     def delete_classifier(self, classifier_id: int) -> None:
@@ -427,11 +466,21 @@ class Store:
         """The newest round only: reading every round's weights grows with the history."""
         r, w, b, s, n, t = self.conn.execute(
             "SELECT round, weights, bias, strategy, n_labels, created_at FROM rounds WHERE classifier_id = ?"
-            " ORDER BY round DESC LIMIT 1", (classifier_id,)).fetchone()
+            " ORDER BY round DESC LIMIT 1",
+            (classifier_id,),
+        ).fetchone()
         return RoundRow(r, from_blob(w), b, s, n, t)
 
-    def commit_round(self, classifier_id: int, round_no: int, scores: dict[int, float], seen: Iterable[int],
-                     weights: np.ndarray, bias: float, strategy: str | None) -> None:
+    def commit_round(
+        self,
+        classifier_id: int,
+        round_no: int,
+        scores: dict[int, float],
+        seen: Iterable[int],
+        weights: np.ndarray,
+        bias: float,
+        strategy: str | None,
+    ) -> None:
         """A round's labels, seen flags and fitted weights, all or nothing."""
         now = timestamp()
         with self.transaction() as c:
@@ -456,17 +505,21 @@ class Store:
         """Distinct images labeled once round ``round_no`` (its labels written) is in: the
         previous round's count plus this round's images not labeled before, looked up by
         image (labels_by_image), not a count over every label (14 ms at 10,000)."""
-        before = c.execute("SELECT n_labels FROM rounds WHERE classifier_id = ? AND round = ?",
-                           (classifier_id, round_no - 1)).fetchone()
+        before = c.execute(
+            "SELECT n_labels FROM rounds WHERE classifier_id = ? AND round = ?", (classifier_id, round_no - 1)
+        ).fetchone()
         if before is None or before[0] is None:
-            return c.execute("SELECT count(DISTINCT image_id) FROM labels WHERE classifier_id = ?",
-                             (classifier_id,)).fetchone()[0]
+            return c.execute(
+                "SELECT count(DISTINCT image_id) FROM labels WHERE classifier_id = ?", (classifier_id,)
+            ).fetchone()[0]
         known = 0
         for start in range(0, len(ids), 500):  # under SQLite's limit on parameters
-            chunk = ids[start:start + 500]
+            chunk = ids[start : start + 500]
             known += c.execute(
                 f"SELECT count(DISTINCT image_id) FROM labels WHERE classifier_id = ? AND round < ? AND image_id IN "
-                f"({', '.join('?' * len(chunk))})", (classifier_id, round_no, *chunk)).fetchone()[0]
+                f"({', '.join('?' * len(chunk))})",
+                (classifier_id, round_no, *chunk),
+            ).fetchone()[0]
         return before[0] + len(ids) - known
 
     def undo_round(self, classifier_id: int, round_no: int) -> None:
@@ -475,7 +528,9 @@ class Store:
             self._expect_round(c, classifier_id, round_no)
             for table in ("labels", "seen", "rounds"):
                 c.execute(f"DELETE FROM {table} WHERE classifier_id = ? AND round = ?", (classifier_id, round_no))
-            c.execute("UPDATE classifiers SET round = ?, version = version + 1 WHERE id = ?", (round_no - 1, classifier_id))
+            c.execute(
+                "UPDATE classifiers SET round = ?, version = version + 1 WHERE id = ?", (round_no - 1, classifier_id)
+            )
 
     @staticmethod
     def _expect_round(c, classifier_id: int, round_no: int) -> None:
@@ -486,7 +541,8 @@ class Store:
             raise StaleClassifier("the classifier was deleted by another process")
         if row[1] != round_no:
             raise StaleClassifier(
-                f"classifier {row[0]!r} is at round {row[1]}, not {round_no}: another process changed it; reopen it")
+                f"classifier {row[0]!r} is at round {row[1]}, not {round_no}: another process changed it; reopen it"
+            )
 
     def current_labels(self, classifier_id: int) -> dict[int, float]:
         """Each image's most recent label for this classifier, in one pass over the
@@ -513,6 +569,7 @@ class Store:
 
     def label_history(self, classifier_id: int) -> list[tuple[int, int, float]]:
         rows = self.conn.execute(
-            "SELECT round, image_id, score FROM labels WHERE classifier_id = ? ORDER BY round, image_id", (classifier_id,)
+            "SELECT round, image_id, score FROM labels WHERE classifier_id = ? ORDER BY round, image_id",
+            (classifier_id,),
         )
         return rows.fetchall()

@@ -72,7 +72,8 @@ class VectorFile:
         if n > self.rows_on_disk:
             raise VectorsDamaged(
                 f"{self.path} holds {self.rows_on_disk} rows but the database has {n} images: the file "
-                "was truncated or replaced; restore it from a backup")
+                "was truncated or replaced; restore it from a backup"
+            )
         if n == 0:
             return np.empty((0, self.dim), dtype=np.float32)
         if self._map is None or len(self._map) != n:
@@ -157,7 +158,7 @@ def _raw_header(path: Path) -> bytes:
 def parse_header(raw: bytes, path: Path) -> tuple[int, int]:
     """(rows, dim) from a header localq writes; VectorsDamaged for anything else."""
     try:
-        if len(raw) < HEADER_BYTES or raw[:len(_MAGIC)] != _MAGIC or raw[-1:] != b"\n":
+        if len(raw) < HEADER_BYTES or raw[: len(_MAGIC)] != _MAGIC or raw[-1:] != b"\n":
             raise ValueError
         if int.from_bytes(raw[8:10], "little") != HEADER_BYTES - 10:
             raise ValueError
@@ -166,8 +167,9 @@ def parse_header(raw: bytes, path: Path) -> tuple[int, int]:
         if fields["descr"] != "<f4" or fields["fortran_order"] or rows < 0 or dim <= 0:
             raise ValueError
     except (ValueError, SyntaxError, KeyError, TypeError, MemoryError, RecursionError):
-        raise VectorsDamaged(f"{path} is not a vectors file localq wrote (its header is damaged): "
-                             "restore it from a backup") from None
+        raise VectorsDamaged(
+            f"{path} is not a vectors file localq wrote (its header is damaged): restore it from a backup"
+        ) from None
     return int(rows), int(dim)
 
 
@@ -289,8 +291,9 @@ def _pread_rows(matrix: np.ndarray, ids: np.ndarray) -> np.ndarray | None:
     try:
         if hasattr(os, "posix_fadvise"):
             for first, last in zip(firsts, lasts):
-                os.posix_fadvise(fd, first_row_at + first * row_bytes, (last - first + 1) * row_bytes,
-                                 os.POSIX_FADV_WILLNEED)
+                os.posix_fadvise(
+                    fd, first_row_at + first * row_bytes, (last - first + 1) * row_bytes, os.POSIX_FADV_WILLNEED
+                )
         scratch = None
         for start, end, first, last in zip(starts, ends, firsts, lasts):
             offset = first_row_at + first * row_bytes
@@ -300,7 +303,7 @@ def _pread_rows(matrix: np.ndarray, ids: np.ndarray) -> np.ndarray | None:
                 continue
             if scratch is None:
                 scratch = np.empty((min(block_rows, int(rows[-1] - rows[0]) + 1), matrix.shape[1]), np.float32)
-            span = scratch[:last - first + 1]
+            span = scratch[: last - first + 1]
             if not _read_exactly(fd, memoryview(span).cast("B"), offset):
                 return None
             out[start:end] = span[rows[start:end] - first]

@@ -50,9 +50,19 @@ class TrainApp(App):
     ENABLE_COMMAND_PALETTE = False
     BINDINGS = [Binding("ctrl+c,ctrl+q", "quit_and_save", "Quit", show=False, priority=True)]
 
-    def __init__(self, open_trainer: Callable[[], object], root: Path, *, k: int | None = None,
-                 strategy: str | None = None, thumbnails: str = "auto", colors: str | None = None,
-                 cache: ThumbnailCache | None = None, background=None, graphics: TerminalGraphics | None = None):
+    def __init__(
+        self,
+        open_trainer: Callable[[], object],
+        root: Path,
+        *,
+        k: int | None = None,
+        strategy: str | None = None,
+        thumbnails: str = "auto",
+        colors: str | None = None,
+        cache: ThumbnailCache | None = None,
+        background=None,
+        graphics: TerminalGraphics | None = None,
+    ):
         """``graphics``: what terminal.resolve() found (run_train asks the terminal). Without it,
         ``thumbnails`` kitty|sixel is taken as said, and auto means half-blocks: nothing is probed."""
         super().__init__()
@@ -116,9 +126,14 @@ class TrainApp(App):
 
         Without this, a score typed right after the status line appeared (the first batch
         still being searched) or during a fit met an empty or frozen grid and was dropped."""
-        if (isinstance(event, events.Key) and not event.is_forwarded and event.key not in UNHELD_KEYS
-                and (self._holding_keys or self._held_keys or self._releasing_keys)
-                and self.screen_stack and self.screen is self.screen_stack[0]):
+        if (
+            isinstance(event, events.Key)
+            and not event.is_forwarded
+            and event.key not in UNHELD_KEYS
+            and (self._holding_keys or self._held_keys or self._releasing_keys)
+            and self.screen_stack
+            and self.screen is self.screen_stack[0]
+        ):
             self._held_keys.append(event)
             return
         await super().on_event(event)
@@ -325,16 +340,22 @@ class TrainApp(App):
         report = await self.core.call(bridge.tag)
         changed = len(report.changes)
         problems = f"; {len(report.problems)} could not be used, first: {report.problems[0]}" if report.problems else ""
-        self.notify(f"keyword {report.keyword!r}: {changed} sidecar{'s' * (changed != 1)} changed "
-                    f"({report.count('added')} gained it, {report.count('updated')} updated, "
-                    f"{report.count('removed')} lost it){problems}",
-                    severity="warning" if report.problems else "information", timeout=8)
+        self.notify(
+            f"keyword {report.keyword!r}: {changed} sidecar{'s' * (changed != 1)} changed "
+            f"({report.count('added')} gained it, {report.count('updated')} updated, "
+            f"{report.count('removed')} lost it){problems}",
+            severity="warning" if report.problems else "information",
+            timeout=8,
+        )
 
     async def _export_folder(self, path: str) -> None:
         result = await self.core.call(bridge.export_imagefolder, path)
         missing = f"; {len(result.missing)} photos no longer on disk were left out" if result.missing else ""
-        self.notify(f"image folder {result.out_dir}: {result.counts['positive']} positive, "
-                    f"{result.counts['negative']} negative, manifest.csv{missing}", timeout=8)
+        self.notify(
+            f"image folder {result.out_dir}: {result.counts['positive']} positive, "
+            f"{result.counts['negative']} negative, manifest.csv{missing}",
+            timeout=8,
+        )
 
     async def _save(self, path: str) -> None:
         saved = await self.core.call(bridge.save, path)
@@ -423,8 +444,9 @@ def _import_torch() -> None:
         pass
 
 
-def run_train(collection, trainer, *, k: int | None, strategy: str | None, thumbnails: str = "auto",
-              background=None) -> None:
+def run_train(
+    collection, trainer, *, k: int | None, strategy: str | None, thumbnails: str = "auto", background=None
+) -> None:
     """Open the labeling UI on ``trainer`` (a classifier of ``collection``) and run it until quit.
 
     The app opens its own connection to the collection on its core thread (SQLite
@@ -434,8 +456,15 @@ def run_train(collection, trainer, *, k: int | None, strategy: str | None, thumb
     from localq.tui.terminal import resolve
 
     graphics = resolve(thumbnails)  # asks the terminal now: once Textual runs, it reads the answers as keys
-    app = TrainApp(trainer_opener(collection, trainer.name, background), Path(collection.root), k=k,
-                   strategy=strategy, thumbnails=thumbnails, background=background, graphics=graphics)
+    app = TrainApp(
+        trainer_opener(collection, trainer.name, background),
+        Path(collection.root),
+        k=k,
+        strategy=strategy,
+        thumbnails=thumbnails,
+        background=background,
+        graphics=graphics,
+    )
     app.run()
     if app.exit_note:  # one line, unwrapped (Textual's exit message is wrapped at 80 columns off a terminal)
         print(printable(app.exit_note), file=sys.stderr, flush=True)

@@ -19,7 +19,8 @@ from localq.tui.widgets import Card, StatusLine
 
 DRAFT_DELAY_S = 0.3  # coalesce a burst of key presses into one small file write
 
-KEYS_HELP = """\
+KEYS_HELP = (
+    """\
 ←/→ h/l      score −/+ 0.25            click bar    set the score there
 1 2 3 - 0 +  set −1 / 0 / +1           backspace    unset
 tab/j        next card                 shift+tab/k  previous card
@@ -28,13 +29,16 @@ f / enter    fit + next batch          u            undo the last round
 p / space    preview (j/k, esc)        s            next strategy
 r            reset seen flags          w            save: file, photo keywords, image folder
 v            predictions               q            quit, saving scores
-""" + cold_start.KEYS_HELP + """
+"""
+    + cold_start.KEYS_HELP
+    + """
 
 Cards start unset; unset cards get no label and may come back later;
 skipped ones get no label and are not shown again.
 "model +0.12" on a card is the classifier's score w·x + b (> 0: predicted
 positive), the scale of the predictions view (v); batches are drawn where
 it is unsure, so their numbers sit near 0."""
+)
 
 
 class BatchScreen(cold_start.ColdStartActions, GridScreen):
@@ -50,7 +54,9 @@ class BatchScreen(cold_start.ColdStartActions, GridScreen):
         Binding("v", "predictions", "preds", priority=True),
         *cold_start.BINDINGS,  # t prompt, m like, a example
         Binding("q", "quit", "quit", priority=True),
-        Binding("question_mark", "help", "keys", key_display="?", show=False, priority=True),  # named in the status line
+        Binding(
+            "question_mark", "help", "keys", key_display="?", show=False, priority=True
+        ),  # named in the status line
     ]
 
     _draft_timer = None
@@ -116,13 +122,19 @@ class BatchScreen(cold_start.ColdStartActions, GridScreen):
         for card, hit in zip(cards, batch.hits):
             card.load(hit, batch.scores.get(hit.id), hit.id in batch.skipped)
         if len(cards) > len(batch.hits):
-            await self.grid.remove_children(cards[len(batch.hits):])
-            cards = cards[:len(batch.hits)]
+            await self.grid.remove_children(cards[len(batch.hits) :])
+            cards = cards[: len(batch.hits)]
         elif len(cards) < len(batch.hits):
             extra = [
-                Card(hit, self.app.cache, self.app.color_mode, thumb_height=self.thumb_rows,
-                     score=batch.scores.get(hit.id), skipped=hit.id in batch.skipped)
-                for hit in batch.hits[len(cards):]
+                Card(
+                    hit,
+                    self.app.cache,
+                    self.app.color_mode,
+                    thumb_height=self.thumb_rows,
+                    score=batch.scores.get(hit.id),
+                    skipped=hit.id in batch.skipped,
+                )
+                for hit in batch.hits[len(cards) :]
             ]
             await self.grid.mount_all(extra)
             cards += extra

@@ -93,15 +93,24 @@ def hint(summary) -> str | None:
 
 # -- operations: each runs on the core thread with the trainer as first argument ---------------
 
+
 def status(t) -> Status:
     """The status line's content: the classifier's state (what `localq classifiers` lists) and the cold hint."""
     from localq.label_names import readable
 
     st = t.state()
     return Status(
-        name=st.name, round=st.round, positives=st.labels_positive, negatives=st.labels_negative,
-        strategy=st.strategy, k=t.settings.k, ap=st.ap, target=readable(st.target) if st.target else None,
-        prompt=st.prompt, hint=hint(t.summary()), phase=t.phase(),
+        name=st.name,
+        round=st.round,
+        positives=st.labels_positive,
+        negatives=st.labels_negative,
+        strategy=st.strategy,
+        k=t.settings.k,
+        ap=st.ap,
+        target=readable(st.target) if st.target else None,
+        prompt=st.prompt,
+        hint=hint(t.summary()),
+        phase=t.phase(),
     )
 
 
@@ -111,8 +120,12 @@ def first_batch(t, k: int | None, strategy: str | None, draft: Draft | None) -> 
         hits = t.restore_batch(draft.ids)  # submit() accepts labels for the pending batch only
         if hits:
             kept = {h.id for h in hits}
-            return Batch(hits, {i: s for i, s in draft.scores.items() if i in kept}, draft.skipped & kept,
-                         note=f"restored the unsaved batch of round {t.round}")
+            return Batch(
+                hits,
+                {i: s for i, s in draft.scores.items() if i in kept},
+                draft.skipped & kept,
+                note=f"restored the unsaved batch of round {t.round}",
+            )
     return Batch(t.next_batch(k, strategy))
 
 
@@ -136,8 +149,12 @@ def undo(t) -> Batch:
     undone = t.undo()
     hits = t.restore_batch(undone.released)
     skipped = {i for i in undone.released if i not in undone.scores}
-    return Batch(hits, undone.scores, skipped,
-                 note=f"undid round {undone.round}: its {len(undone.scores)} labels are back on the cards")
+    return Batch(
+        hits,
+        undone.scores,
+        skipped,
+        note=f"undid round {undone.round}: its {len(undone.scores)} labels are back on the cards",
+    )
 
 
 def reset_seen(t) -> int:
@@ -177,8 +194,17 @@ def save_counts(t) -> SaveCounts:
 
     report = tag_photos(t, dry_run=True)  # reads the sidecars that exist; writes nothing
     classes = [cls for _, _, cls, _ in planned(t)]
-    return SaveCounts(report.keyword, report.photos, report.positives, report.count("added"), report.count("updated"),
-                      report.count("removed"), len(report.problems), classes.count("positive"), classes.count("negative"))
+    return SaveCounts(
+        report.keyword,
+        report.photos,
+        report.positives,
+        report.count("added"),
+        report.count("updated"),
+        report.count("removed"),
+        len(report.problems),
+        classes.count("positive"),
+        classes.count("negative"),
+    )
 
 
 def tag(t):

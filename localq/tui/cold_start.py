@@ -44,11 +44,14 @@ def no_positive_notice(scores: dict[int, float]) -> str | None:
     """What to say after a fit whose batch held no positive label."""
     if not scores or any(s > 0 for s in scores.values()):
         return None
-    return (f"No positives in that batch ({len(scores)} labeled, none above 0). "
-            f"The search may be stuck near a wrong query: {COLD_KEYS}.")
+    return (
+        f"No positives in that batch ({len(scores)} labeled, none above 0). "
+        f"The search may be stuck near a wrong query: {COLD_KEYS}."
+    )
 
 
 # -- operations on the core thread (see bridge.py): the trainer is the first argument ---------------
+
 
 def prompt_batch(t, scores: dict[int, float], seen: list[int], text: str, k: int | None) -> Batch:
     """Submit the scores on screen as a round of their own, then the prompt's top unseen images."""
@@ -89,6 +92,7 @@ def _note(what: str, saved_round: int | None, t) -> str:
 
 # -- the app side -----------------------------------------------------------------------------------------
 
+
 class AskScreen(ModalScreen[str | None]):
     """One line of input over the grid: enter answers, esc cancels."""
 
@@ -124,8 +128,10 @@ class ColdStartActions:
         app = self.app
         current = app.status.prompt if app.status else ""
         app.push_screen(
-            AskScreen("Another prompt: its top unseen images become the next batch (scores set now are saved first).",
-                      placeholder=f"e.g. something else than {current!r}" if current else ""),
+            AskScreen(
+                "Another prompt: its top unseen images become the next batch (scores set now are saved first).",
+                placeholder=f"e.g. something else than {current!r}" if current else "",
+            ),
             lambda text: text is not None and _run(app, "searching for the prompt", _prompt(app, text)),
         )
 
@@ -140,8 +146,10 @@ class ColdStartActions:
     def action_ask_example(self) -> None:
         app = self.app
         app.push_screen(
-            AskScreen("Add an example image, labeled +1 (a file path, or the id of a collection image):",
-                      placeholder="~/Pictures/example.jpg"),
+            AskScreen(
+                "Add an example image, labeled +1 (a file path, or the id of a collection image):",
+                placeholder="~/Pictures/example.jpg",
+            ),
             lambda item: item is not None and _run(app, "adding the example", _example(app, item)),
         )
 

@@ -21,14 +21,24 @@ class Draft:
     skipped: set[int]
 
     def to_json(self) -> str:
-        return json.dumps({"round": self.round, "ids": self.ids, "scores": {str(k): v for k, v in self.scores.items()},
-                           "skipped": sorted(self.skipped)})
+        return json.dumps(
+            {
+                "round": self.round,
+                "ids": self.ids,
+                "scores": {str(k): v for k, v in self.scores.items()},
+                "skipped": sorted(self.skipped),
+            }
+        )
 
     @classmethod
     def from_json(cls, text: str) -> "Draft":
         data = json.loads(text)
-        return cls(int(data["round"]), [int(i) for i in data["ids"]],
-                   {int(k): float(v) for k, v in data.get("scores", {}).items()}, {int(i) for i in data.get("skipped", [])})
+        return cls(
+            int(data["round"]),
+            [int(i) for i in data["ids"]],
+            {int(k): float(v) for k, v in data.get("scores", {}).items()},
+            {int(i) for i in data.get("skipped", [])},
+        )
 
 
 def draft_path(root: Path, classifier: str) -> Path:

@@ -157,9 +157,21 @@ class Painter:
                 if geometry is not None and geometry.visible_region.area:
                     region, visible = geometry.region, geometry.visible_region
                     cw, ch = self.cell
-                    source = ((visible.x - region.x) * cw, (visible.y - region.y) * ch, visible.width * cw,
-                              visible.height * ch)
-                    want = (prepared.image_id, visible.x, visible.y, visible.width, visible.height, source, id(prepared))
+                    source = (
+                        (visible.x - region.x) * cw,
+                        (visible.y - region.y) * ch,
+                        visible.width * cw,
+                        visible.height * ch,
+                    )
+                    want = (
+                        prepared.image_id,
+                        visible.x,
+                        visible.y,
+                        visible.width,
+                        visible.height,
+                        source,
+                        id(prepared),
+                    )
             last = self.shown.get(pid)
             if want is None:
                 if last is not None:

@@ -26,7 +26,7 @@ def transmit(image_id: int, img: Image.Image) -> str:
     buf = io.BytesIO()
     img.save(buf, format="PNG", compress_level=1)
     data = base64.standard_b64encode(buf.getvalue()).decode("ascii")
-    chunks = [data[i:i + CHUNK] for i in range(0, len(data), CHUNK)] or [""]
+    chunks = [data[i : i + CHUNK] for i in range(0, len(data), CHUNK)] or [""]
     out = []
     for n, chunk in enumerate(chunks):
         more = int(n < len(chunks) - 1)
@@ -35,13 +35,15 @@ def transmit(image_id: int, img: Image.Image) -> str:
     return "".join(out)
 
 
-def place(image_id: int, placement_id: int, col: int, row: int, cols: int, rows: int,
-          source: tuple[int, int, int, int]) -> str:
+def place(
+    image_id: int, placement_id: int, col: int, row: int, cols: int, rows: int, source: tuple[int, int, int, int]
+) -> str:
     """Show the ``source`` (x, y, w, h pixels) part of the image on ``cols`` x ``rows`` cells from
     (col, row) (0-based). Replaces the placement with the same ids; the cursor does not move."""
     x, y, w, h = source
-    return (f"\x1b[{row + 1};{col + 1}H"
-            + _command(f"a=p,i={image_id},p={placement_id},x={x},y={y},w={w},h={h},c={cols},r={rows},C=1,q=2"))
+    return f"\x1b[{row + 1};{col + 1}H" + _command(
+        f"a=p,i={image_id},p={placement_id},x={x},y={y},w={w},h={h},c={cols},r={rows},C=1,q=2"
+    )
 
 
 def delete_placement(image_id: int, placement_id: int) -> str:

@@ -20,8 +20,9 @@ MIN_THUMB_ROWS = 6  # below this, scrolling beats shrinking the images further
 CARD_CHROME = 4  # border top + bottom, caption, score control
 
 
-def grid_layout(width: int, height: int, n_cards: int, chrome: int = CARD_CHROME, *,
-                fit_all: bool = True) -> tuple[int, int]:
+def grid_layout(
+    width: int, height: int, n_cards: int, chrome: int = CARD_CHROME, *, fit_all: bool = True
+) -> tuple[int, int]:
     """(columns, thumbnail rows) for ``n_cards`` in a width x height viewport.
 
     With ``fit_all`` (a batch), prefers the largest square thumbnails that show the whole
@@ -170,7 +171,8 @@ class PreviewScreen(Screen):
         self.big.path = card.hit.path
         hit = card.hit
         info = Text.assemble(
-            (f"{self.index + 1}/{len(self.items)}  ", "dim"), (printable(hit.path), "bold"),
+            (f"{self.index + 1}/{len(self.items)}  ", "dim"),
+            (printable(hit.path), "bold"),
             (f"  id {hit.id}" if hit.id is not None else "", "dim"),
             (f"  model {hit.score:+.3f}" if hit.score is not None else "", ""),
         )
@@ -248,7 +250,9 @@ class PredictionsScreen(GridScreen):
             status.busy = None
         focused = self.focused_index() or 0
         await self.grid.remove_children()
-        cards = [Card(_as_hit(p), self.cache, self.color_mode, editable=False, thumb_height=self.thumb_rows) for p in preds]
+        cards = [
+            Card(_as_hit(p), self.cache, self.color_mode, editable=False, thumb_height=self.thumb_rows) for p in preds
+        ]
         await self.grid.mount_all(cards)
         more = " (m: more)" if len(preds) >= self.limit else ""
         status.extra = f"· predictions: top {len(preds)} by model score (> 0, as on the cards){more}"
@@ -332,15 +336,21 @@ class SaveScreen(ModalScreen[tuple[str, str] | None]):
             yield Static("w / enter: save the classifier file (.safetensors, or .npy for weights + .json) to")
             yield Input(str(self.default), id="path", select_on_focus=False)
             if c is not None:
-                yield Static(Text(
-                    f"t: write the keyword {printable(c.keyword)!r} into XMP sidecars beside the photos: "
-                    f"{c.tag_changes} sidecar{'s' * (c.tag_changes != 1)} to change "
-                    f"({c.tag_added} gain it, {c.tag_updated} updated, {c.tag_removed} lose it; "
-                    f"{c.tag_positives} of {c.photos} photos positive)"
-                    + (f"; {c.tag_problems} cannot be used" if c.tag_problems else "") + "\n"))
-                yield Static(f"i: export an image folder from the labels ({c.folder_positive} "
-                             f"file{'s' * (c.folder_positive != 1)} in positive/, {c.folder_negative} in negative/, "
-                             "hard links where possible) to")
+                yield Static(
+                    Text(
+                        f"t: write the keyword {printable(c.keyword)!r} into XMP sidecars beside the photos: "
+                        f"{c.tag_changes} sidecar{'s' * (c.tag_changes != 1)} to change "
+                        f"({c.tag_added} gain it, {c.tag_updated} updated, {c.tag_removed} lose it; "
+                        f"{c.tag_positives} of {c.photos} photos positive)"
+                        + (f"; {c.tag_problems} cannot be used" if c.tag_problems else "")
+                        + "\n"
+                    )
+                )
+                yield Static(
+                    f"i: export an image folder from the labels ({c.folder_positive} "
+                    f"file{'s' * (c.folder_positive != 1)} in positive/, {c.folder_negative} in negative/, "
+                    "hard links where possible) to"
+                )
                 yield Input(str(self.folder), id="folder", select_on_focus=False)
             yield Static(Text("tab: edit a path    esc: cancel", style="dim"))
 

@@ -20,8 +20,9 @@ def encode(img: Image.Image, colors: int = 256) -> str:
     rgba = img.convert("RGBA")
     width, height = rgba.size
     opaque = np.asarray(rgba.getchannel("A")) >= 128
-    quantised = rgba.convert("RGB").quantize(colors=max(2, min(256, colors)), method=Image.Quantize.FASTOCTREE,
-                                             dither=Image.Dither.NONE)
+    quantised = rgba.convert("RGB").quantize(
+        colors=max(2, min(256, colors)), method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE
+    )
     index = np.asarray(quantised).astype(np.int16)
     index[~opaque] = -1
     palette = np.asarray(quantised.getpalette()[: 3 * 256], np.int32).reshape(-1, 3)
@@ -31,7 +32,7 @@ def encode(img: Image.Image, colors: int = 256) -> str:
     out += [f"#{c};2;{r * 100 // 255};{g * 100 // 255};{b * 100 // 255}" for c, (r, g, b) in zip(used, palette[used])]
     columns = np.arange(width)
     for top in range(0, height, 6):
-        band = index[top:top + 6]
+        band = index[top : top + 6]
         # bits[c, x]: which of the band's six pixels in column x have colour c (row -1: transparent)
         bits = np.zeros((257, width), np.uint8)
         for k in range(band.shape[0]):

@@ -109,8 +109,13 @@ class ThumbnailCache:
     the UI thread (or on a wide pool that crowds the UI out of two cores) it stalled
     the screen for ~0.6 s after every fit."""
 
-    def __init__(self, images: int = 256, renders: int = 512, decoder: Callable[[str, int], Image.Image | Missing] = decode,
-                 threads: int = 2):
+    def __init__(
+        self,
+        images: int = 256,
+        renders: int = 512,
+        decoder: Callable[[str, int], Image.Image | Missing] = decode,
+        threads: int = 2,
+    ):
         self.images = LRU(images)
         self.renders = LRU(renders)
         self._decode = decoder
@@ -131,7 +136,11 @@ class ThumbnailCache:
         lines = self.renders.get(key)
         if lines is None:
             img = self.image(path, box)
-            lines = render_missing(img.reason, width, height) if isinstance(img, Missing) else render_halfblock(img, width, height, colors)
+            lines = (
+                render_missing(img.reason, width, height)
+                if isinstance(img, Missing)
+                else render_halfblock(img, width, height, colors)
+            )
             self.renders.put(key, lines)
         return lines
 

@@ -164,7 +164,10 @@ class ScoreControl(Widget):
             else:
                 cells.append(("─", "grey35"))
         text = Text.assemble(*cells)
-        text.append(" " + format_score(value).rjust(self.VALUE_WIDTH - 1), style=f"bold {colour}" if value is not None else "grey50")
+        text.append(
+            " " + format_score(value).rjust(self.VALUE_WIDTH - 1),
+            style=f"bold {colour}" if value is not None else "grey50",
+        )
         return text
 
     def on_click(self, event: events.Click) -> None:
@@ -240,8 +243,18 @@ class Card(Widget, can_focus=True):
             super().__init__()
             self.card = card
 
-    def __init__(self, hit, cache: ThumbnailCache, colors: str, *, thumb_height: int = 8, editable: bool = True,
-                 score: float | None = None, skipped: bool = False, **kwargs):
+    def __init__(
+        self,
+        hit,
+        cache: ThumbnailCache,
+        colors: str,
+        *,
+        thumb_height: int = 8,
+        editable: bool = True,
+        score: float | None = None,
+        skipped: bool = False,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.hit = hit
         self.editable = editable

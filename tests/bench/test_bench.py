@@ -40,13 +40,22 @@ def test_metrics_equal_hand_computed_values(tmp_path):
     train_x = [0.95, 0.8, -0.5, -0.6, -0.7]
     train_labels = ["a", "b", "a", "b", "b"]
     xs = np.array(train_x + val_x)
-    vectors = np.stack([xs, np.sqrt(1 - xs ** 2)], axis=1)
-    coll = make_collection(tmp_path / "c", vectors, train_labels + val_labels, ["train"] * 5 + ["val"] * 6,
-                           {"a": np.array([1.0, 0.0]), "b": np.array([0.0, 1.0])})
+    vectors = np.stack([xs, np.sqrt(1 - xs**2)], axis=1)
+    coll = make_collection(
+        tmp_path / "c",
+        vectors,
+        train_labels + val_labels,
+        ["train"] * 5 + ["val"] * 6,
+        {"a": np.array([1.0, 0.0]), "b": np.array([0.0, 1.0])},
+    )
     # near_copy=1: in two dimensions most pairs of rows are near-copies.
-    result = run_benchmark(coll, small_config(rounds=1, k=2, seeds=(0,), classes=("a",),
-                                              methods=("zero-shot", "localq-top"), settings={"near_copy": 1.0}),
-                           dataset="hand")
+    result = run_benchmark(
+        coll,
+        small_config(
+            rounds=1, k=2, seeds=(0,), classes=("a",), methods=("zero-shot", "localq-top"), settings={"near_copy": 1.0}
+        ),
+        dataset="hand",
+    )
     zero = next(r for r in result.rows if r.method == "zero-shot")
     assert zero.ap == pytest.approx((1 + 2 / 3 + 3 / 6) / 3)
     first = next(r for r in result.rows if r.method == "localq-top" and r.round == 1)
@@ -60,15 +69,26 @@ def test_loop_ap_matches_an_independent_evaluation(tmp_path):
     from localq.loop.trainer_types import Settings
 
     coll = clusters(tmp_path / "c")
-    result = run_benchmark(coll, small_config(rounds=2, seeds=(0,), classes=("1",), methods=("localq-top",)),
-                           dataset="synthetic")
+    result = run_benchmark(
+        coll, small_config(rounds=2, seeds=(0,), classes=("1",), methods=("localq-top",)), dataset="synthetic"
+    )
     # Replay the same run by hand through the core API and score it with metrics directly.
     from localq.bench.runner import bench_name, bench_seed_name, trainer_seed
 
     # Same seed name as the benchmark's classifier: the background sample is seeded by it.
-    t = Trainer.create(coll, bench_name("localq-top", "1", 0), prompt="a photo of a 1",
-                       settings=Settings(k=4, strategy="top", pool_split="train", target="1", seed=trainer_seed(0, "1"),
-                                         seed_name=bench_seed_name("localq-top", "1", 0)))
+    t = Trainer.create(
+        coll,
+        bench_name("localq-top", "1", 0),
+        prompt="a photo of a 1",
+        settings=Settings(
+            k=4,
+            strategy="top",
+            pool_split="train",
+            target="1",
+            seed=trainer_seed(0, "1"),
+            seed_name=bench_seed_name("localq-top", "1", 0),
+        ),
+    )
     for _ in range(2):
         t.submit({h.id: 1.0 if h.label == "1" else -1.0 for h in t.next_batch()})
     rows = coll.store.labels_with_split()
@@ -124,12 +144,18 @@ def test_reports_are_written_and_parse(tmp_path):
     assert f"localq-{DEFAULT_STRATEGY} (default)" in text and "full supervision (120 labels)" in text
     assert files["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     loaded = load_result(files["json"])
-    assert loaded.rows == result.rows and summarize(loaded) == summarize(result)  # round trip: reports can be redrawn without a rerun
+    assert loaded.rows == result.rows and summarize(loaded) == summarize(
+        result
+    )  # round trip: reports can be redrawn without a rerun
     summary = summarize(result)
     top = [e for e in summary if e["method"] == "localq-top" and e["labels"] == 12][0]
-    per_seed = [np.mean([r.ap for r in result.rows if r.method == "localq-top" and r.round == 3 and r.seed == s])
-                for s in (0, 1)]
-    assert top["ap_mean"] == pytest.approx(np.mean(per_seed)) and top["ap_sd"] == pytest.approx(np.std(per_seed, ddof=1))
+    per_seed = [
+        np.mean([r.ap for r in result.rows if r.method == "localq-top" and r.round == 3 and r.seed == s])
+        for s in (0, 1)
+    ]
+    assert top["ap_mean"] == pytest.approx(np.mean(per_seed)) and top["ap_sd"] == pytest.approx(
+        np.std(per_seed, ddof=1)
+    )
 
 
 def test_graded_labeler_gives_partial_scores(tmp_path):
@@ -179,8 +205,12 @@ def test_parquet_export_becomes_a_labeled_folder(tmp_path):
         return buf.getvalue()
 
     features = {"img": {"_type": "Image"}, "label": {"names": ["red", "blue"], "_type": "ClassLabel"}}
-    table = pa.table({"img": [{"bytes": png((255, 0, 0)), "path": None}, {"bytes": png((0, 0, 255)), "path": "b.png"}],
-                      "label": [0, 1]})
+    table = pa.table(
+        {
+            "img": [{"bytes": png((255, 0, 0)), "path": None}, {"bytes": png((0, 0, 255)), "path": "b.png"}],
+            "label": [0, 1],
+        }
+    )
     table = table.replace_schema_metadata({"huggingface": json.dumps({"info": {"features": features}})})
     (tmp_path / "data").mkdir()
     pq.write_table(table, tmp_path / "data" / "test-00000-of-00001.parquet")
@@ -198,7 +228,11 @@ def test_parquet_export_becomes_a_labeled_folder(tmp_path):
         report = index_source(coll, tmp_path / "data", ColorEncoder())
         assert report.added == 4
         assert sorted((label, split) for _, label, split in coll.store.labels_with_split()) == [
-            ("blue", "test"), ("blue", "train"), ("red", "test"), ("red", "train")]
+            ("blue", "test"),
+            ("blue", "train"),
+            ("red", "test"),
+            ("red", "train"),
+        ]
         assert index_source(coll, tmp_path / "data", ColorEncoder()).added == 0  # cached: a rerun embeds nothing
 
 
@@ -208,8 +242,21 @@ def test_cli_writes_reports_and_reproduces_numbers(tmp_path, monkeypatch):
     coll.close()
     monkeypatch.setattr(localq.encoders, "load_encoder", lambda spec=None, weights=None: encoder)
     runner = CliRunner()
-    args = ["--db", str(tmp_path / "c"), "--rounds", "2", "-k", "4", "--repeats", "2", "--budgets", "4,8", "-q",
-            "--classes", "0,1"]
+    args = [
+        "--db",
+        str(tmp_path / "c"),
+        "--rounds",
+        "2",
+        "-k",
+        "4",
+        "--repeats",
+        "2",
+        "--budgets",
+        "4,8",
+        "-q",
+        "--classes",
+        "0,1",
+    ]
     first = runner.invoke(bench, args + ["--out", str(tmp_path / "r1")], catch_exceptions=False)
     assert first.exit_code == 0, first.output
     assert "| method | 0 labels | 4 labels | 8 labels |" in first.output
@@ -230,8 +277,11 @@ def test_labels_on_a_scene_already_labeled_are_counted_per_method(tmp_path):
     rng = np.random.default_rng(0)
     centre, other = _unit(rng.standard_normal((2, 16)))
     # Scenes of one class are alike (cosine ~0.4 apart), far from near-copies of each other.
-    scenes = _unit(np.concatenate([centre + 1.2 * rng.standard_normal((6, 16)) / 4,
-                                   other + 1.2 * rng.standard_normal((6, 16)) / 4]))
+    scenes = _unit(
+        np.concatenate(
+            [centre + 1.2 * rng.standard_normal((6, 16)) / 4, other + 1.2 * rng.standard_normal((6, 16)) / 4]
+        )
+    )
     vectors, labels, splits, paths = [], [], [], []
     for s, v in enumerate(scenes):
         for shot in range(4):
@@ -244,10 +294,12 @@ def test_labels_on_a_scene_already_labeled_are_counted_per_method(tmp_path):
         labels.append("a" if i < 6 else "b")
         splits.append("val")
         paths.append(f"/val/{i}.jpg")
-    coll = make_collection(tmp_path / "c", np.array(vectors), labels, splits,
-                           {"a": centre, "b": other}, paths=paths)
-    result = run_benchmark(coll, small_config(rounds=2, k=4, seeds=(0,), classes=("a",),
-                                              methods=("article", "localq-top")), dataset="bursts")
+    coll = make_collection(tmp_path / "c", np.array(vectors), labels, splits, {"a": centre, "b": other}, paths=paths)
+    result = run_benchmark(
+        coll,
+        small_config(rounds=2, k=4, seeds=(0,), classes=("a",), methods=("article", "localq-top")),
+        dataset="bursts",
+    )
     last = {r.method: r for r in result.rows if r.round == 2}
     assert last["article"].repeats >= 4  # top-k piles up the shots of the scenes it ranks first
     assert last["localq-top"].repeats == 0

@@ -82,8 +82,9 @@ def test_prompt_from_other_class_is_a_deterministic_derangement(tmp_path):
     with pytest.raises(LocalqError):
         prompt_class(classes, "0", "nonsense")
     coll = clusters(tmp_path / "c")
-    result = run_benchmark(coll, small_config(seeds=(0,), methods=("zero-shot", "localq-top"),
-                                              prompt_from="other-class"), dataset="s")
+    result = run_benchmark(
+        coll, small_config(seeds=(0,), methods=("zero-shot", "localq-top"), prompt_from="other-class"), dataset="s"
+    )
     prompts = {r.target: r.prompt for r in result.rows if r.method == "zero-shot"}
     assert prompts == {c: f"a photo of a {p}" for c, p in zip(classes, picks)}
     own = run_benchmark(coll, small_config(seeds=(0,), methods=("zero-shot",)), dataset="s")
@@ -93,15 +94,20 @@ def test_prompt_from_other_class_is_a_deterministic_derangement(tmp_path):
 
 def test_reports_give_first_positive_and_classes_worse_than_random(tmp_path):
     coll = clusters(tmp_path / "c")
-    result = run_benchmark(coll, small_config(methods=("zero-shot", "localq-auto", "localq-top", "random"),
-                                              prompt_from="other-class"), dataset="s")
+    result = run_benchmark(
+        coll,
+        small_config(methods=("zero-shot", "localq-auto", "localq-top", "random"), prompt_from="other-class"),
+        dataset="s",
+    )
     firsts = first_positive(result)
     assert set(firsts) == {"localq-auto", "localq-top", "random"}
     for method, runs in firsts.items():
         assert len(runs) == 4 * 2  # classes x seeds
         for (target, seed), labels in runs.items():
-            rows = sorted((r for r in result.rows if (r.method, r.target, r.seed) == (method, target, seed)),
-                          key=lambda r: r.round)
+            rows = sorted(
+                (r for r in result.rows if (r.method, r.target, r.seed) == (method, target, seed)),
+                key=lambda r: r.round,
+            )
             hit = next((r.labels for r in rows if r.positives > 0), float("inf"))
             assert labels == hit
     rob = robustness(result, 12)
@@ -123,10 +129,26 @@ def test_cli_tune_prompt_from_and_settings(tmp_path, monkeypatch):
     coll.close()
     monkeypatch.setattr(localq.encoders, "load_encoder", lambda spec=None, weights=None: encoder)
     runner = CliRunner()
-    args = ["--db", str(tmp_path / "c"), "--rounds", "2", "-k", "4", "--repeats", "1", "--budgets", "4,8", "-q",
-            "--methods", "zero-shot,localq-auto,random"]
-    res = runner.invoke(bench, args + ["--tune", "--prompt-from", "other-class", "--set", "top_share=0.5",
-                                       "--out", str(tmp_path / "r")], catch_exceptions=False)
+    args = [
+        "--db",
+        str(tmp_path / "c"),
+        "--rounds",
+        "2",
+        "-k",
+        "4",
+        "--repeats",
+        "1",
+        "--budgets",
+        "4,8",
+        "-q",
+        "--methods",
+        "zero-shot,localq-auto,random",
+    ]
+    res = runner.invoke(
+        bench,
+        args + ["--tune", "--prompt-from", "other-class", "--set", "top_share=0.5", "--out", str(tmp_path / "r")],
+        catch_exceptions=False,
+    )
     assert res.exit_code == 0, res.output
     data = json.loads((tmp_path / "r" / "results.json").read_text())
     assert data["protocol"] == "tune" and data["config"]["settings"] == {"top_share": 0.5}
@@ -136,8 +158,10 @@ def test_cli_tune_prompt_from_and_settings(tmp_path, monkeypatch):
     assert bad.exit_code == 1 and "error: cannot set 'nope'" in bad.output
     bad = runner.invoke(bench, args + ["--set", "strategy=top"])
     assert bad.exit_code == 1 and "cannot set 'strategy'" in bad.output
-    assert not any(c.name.startswith(BENCH_PREFIX) for c in localq.collection.collection.Collection.open(tmp_path / "c")
-                   .store.classifiers())
+    assert not any(
+        c.name.startswith(BENCH_PREFIX)
+        for c in localq.collection.collection.Collection.open(tmp_path / "c").store.classifiers()
+    )
 
 
 def test_default_repeats_is_five():

@@ -49,8 +49,9 @@ def test_every_pool_photo_gets_near_copies_and_the_held_out_split_none(tmp_path)
     again = _run(src, tmp_path / "dst2", "--copies", "2")
     assert again.returncode == 0
     for name in ("a_0.burst1.jpg", "c_4.burst2.jpg"):
-        assert (tmp_path / "dst" / "train" / name[0] / name).read_bytes() == \
-            (tmp_path / "dst2" / "train" / name[0] / name).read_bytes()
+        assert (tmp_path / "dst" / "train" / name[0] / name).read_bytes() == (
+            tmp_path / "dst2" / "train" / name[0] / name
+        ).read_bytes()
 
 
 def test_dev_from_pool_never_reads_the_held_out_split_and_offset_picks_other_classes(tmp_path):
@@ -68,20 +69,25 @@ def test_dev_from_pool_never_reads_the_held_out_split_and_offset_picks_other_cla
 def test_bad_arguments_get_one_line_and_exit_1(tmp_path):
     src = _dataset(tmp_path / "src")
     (tmp_path / "exists").mkdir()
-    for args, words in (((src, tmp_path / "exists"), "already exists"),
-                        ((tmp_path / "nowhere", tmp_path / "d"), "is not a folder"),
-                        ((src, tmp_path / "d2", "--copies", "-1"), "--copies"),
-                        ((src, tmp_path / "d3", "--offset", "9"), "--offset")):
+    for args, words in (
+        ((src, tmp_path / "exists"), "already exists"),
+        ((tmp_path / "nowhere", tmp_path / "d"), "is not a folder"),
+        ((src, tmp_path / "d2", "--copies", "-1"), "--copies"),
+        ((src, tmp_path / "d3", "--offset", "9"), "--offset"),
+    ):
         done = _run(*args)
         assert done.returncode == 1 and words in done.stderr and len(done.stderr.splitlines()) == 1, done.stderr
         assert "Traceback" not in done.stderr
 
 
-@pytest.mark.parametrize("path, scene", [
-    ("/p/a/x_1.jpg", "/p/a/x_1"),
-    ("/p/a/x_1.burst3.jpg", "/p/a/x_1"),
-    ("/p/b/x_1.burst3.jpg", "/p/b/x_1"),  # another folder: another scene
-    ("/p/a/burst.jpg", "/p/a/burst"),
-])
+@pytest.mark.parametrize(
+    "path, scene",
+    [
+        ("/p/a/x_1.jpg", "/p/a/x_1"),
+        ("/p/a/x_1.burst3.jpg", "/p/a/x_1"),
+        ("/p/b/x_1.burst3.jpg", "/p/b/x_1"),  # another folder: another scene
+        ("/p/a/burst.jpg", "/p/a/burst"),
+    ],
+)
 def test_the_bench_reads_a_scene_from_the_copy_mark(path, scene):
     assert scene_of(path) == scene

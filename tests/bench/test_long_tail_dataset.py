@@ -104,8 +104,13 @@ def test_a_class_folder_whose_name_is_not_utf8_is_thinned_and_named_without_a_cr
                     f.write(b"%d" % i)
     os.mkfifo(src / "train" / "ok" / "not-a-file.jpg")  # skipped, never opened
     env = {**os.environ, "PYTHONIOENCODING": "utf-8"}  # strict: a surrogate in print() would raise
-    done = subprocess.run([sys.executable, str(SCRIPT), str(src), str(tmp_path / "dst"), "--imbalance", "4"],
-                          capture_output=True, text=True, env=env, timeout=60)
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), str(src), str(tmp_path / "dst"), "--imbalance", "4"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert "bad\\xff\t4 of 4" in done.stdout and "ok\t1 of 4" in done.stdout
     assert len(os.listdir(os.path.join(os.fsencode(tmp_path), b"dst", b"train", b"bad\xff"))) == 4

@@ -11,7 +11,9 @@ from localq.cli import cli
 @pytest.fixture
 def runner(monkeypatch):
     # The CLI resolves load_encoder at call time; a colour encoder keeps these tests about the CLI.
-    monkeypatch.setattr(localq.encoders, "load_encoder", lambda spec="lite0", weights=None: ColorEncoder(), raising=False)
+    monkeypatch.setattr(
+        localq.encoders, "load_encoder", lambda spec="lite0", weights=None: ColorEncoder(), raising=False
+    )
     return CliRunner()
 
 
@@ -38,7 +40,9 @@ def test_index_stats_search_reset(runner, tmp_path, colour_folder):
     assert stats["bytes"]["localq.db"] > 0 and stats["bytes"]["vectors.npy"] > 0
     found = json.loads(run(runner, "search", "red", "-k", "3", "--db", db, "--json").output)["results"]
     assert [r["label"] for r in found] == ["red"] * 3 and found[0]["score"] >= found[-1]["score"]
-    text = run(runner, "search", "--image", str(colour_folder / "val" / "blue" / "blue0.png"), "-k", "1", "--db", db).output
+    text = run(
+        runner, "search", "--image", str(colour_folder / "val" / "blue" / "blue0.png"), "-k", "1", "--db", db
+    ).output
     assert "blue0.png" in text
     assert "cleared 0 seen flags" in run(runner, "reset", "--db", db).output
 
@@ -56,7 +60,9 @@ def test_search_unseen_never_returns_seen_images(runner, tmp_path, colour_folder
         seen = {h.path for h in batch}
     found = json.loads(run(runner, "search", "red", "-k", "12", "--unseen", "--db", db, "--json").output)["results"]
     assert len(found) == 9 and not {r["path"] for r in found} & seen
-    found = json.loads(run(runner, "search", "red", "-k", "12", "--unseen", "--classifier", "reds", "--db", db, "--json").output)
+    found = json.loads(
+        run(runner, "search", "red", "-k", "12", "--unseen", "--classifier", "reds", "--db", db, "--json").output
+    )
     assert len(found["results"]) == 9
     assert "cleared 3 seen flags of reds" in run(runner, "reset", "--classifier", "reds", "--db", db).output
 
@@ -114,9 +120,12 @@ def test_an_os_error_of_any_kind_is_one_line_not_a_traceback():
 
     from localq.cli.common import friendly_errors
 
-    for exc in (PermissionError(errno.EACCES, "Permission denied", "/srv/photos/x.xmp"),
-                OSError(errno.ENAMETOOLONG, "File name too long", b"/srv/\xff" + b"a" * 300),
-                OSError("no errno at all")):
+    for exc in (
+        PermissionError(errno.EACCES, "Permission denied", "/srv/photos/x.xmp"),
+        OSError(errno.ENAMETOOLONG, "File name too long", b"/srv/\xff" + b"a" * 300),
+        OSError("no errno at all"),
+    ):
+
         @click.command()
         @friendly_errors
         def cmd(exc=exc):

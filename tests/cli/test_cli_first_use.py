@@ -44,6 +44,7 @@ def _fit_reds(root: Path, name: str) -> None:
 
 # -- clear failures ------------------------------------------------------------------------------
 
+
 def test_predict_on_a_missing_path_is_one_line_and_exit_1(tmp_path):
     root = _collection(tmp_path / "c", tmp_path / "photos", n=2)
     _prompt_classifier(root, "red", "reds")
@@ -59,8 +60,12 @@ def test_a_missing_collection_names_the_demo_collection(tmp_path):
     env = {"XDG_DATA_HOME": str(xdg), "LOCALQ_HOME": ""}
     for args in (("stats",), ("classifiers",), ("train", "a photo of a dog"), ("predict", "reds")):
         proc = run_cli(*args, extra_env=env)
-        assert_one_line_error(proc, f"no collection at {xdg / 'localq' / 'default'}",
-                              "collections here: demo (4 images)", f"use --db {demo}")
+        assert_one_line_error(
+            proc,
+            f"no collection at {xdg / 'localq' / 'default'}",
+            "collections here: demo (4 images)",
+            f"use --db {demo}",
+        )
 
 
 def test_a_missing_collection_with_none_elsewhere_keeps_the_plain_advice(tmp_path):
@@ -70,6 +75,7 @@ def test_a_missing_collection_with_none_elsewhere_keeps_the_plain_advice(tmp_pat
 
 
 # -- predictions that say what they are -------------------------------------------------------------
+
 
 def test_predict_on_an_unfitted_classifier_says_it_is_the_start_query(tmp_path):
     root = _collection(tmp_path / "c", tmp_path / "photos", n=3)
@@ -100,8 +106,11 @@ def test_predict_limit_says_how_many_of_how_many(tmp_path):
 def test_a_prompt_typed_for_a_classifier_name_gets_did_you_mean(tmp_path):
     root = _collection(tmp_path / "c", tmp_path / "photos", n=2)
     _prompt_classifier(root, "a photo of a church", "a-photo-of-a-church")
-    for args in (("predict", "a photo of a church"), ("history", "a photo of a church"),
-                 ("export", "a photo of a church", "--out", tmp_path / "out")):
+    for args in (
+        ("predict", "a photo of a church"),
+        ("history", "a photo of a church"),
+        ("export", "a photo of a church", "--out", tmp_path / "out"),
+    ):
         proc = run_cli(*args, "--db", root)
         assert_one_line_error(proc, "did you mean a-photo-of-a-church?")
     assert not (tmp_path / "out").exists()
@@ -111,6 +120,7 @@ def test_a_prompt_typed_for_a_classifier_name_gets_did_you_mean(tmp_path):
 
 # -- small things ---------------------------------------------------------------------------------------
 
+
 def test_export_npy_lists_every_file_it_writes(tmp_path):
     root = _collection(tmp_path / "c", tmp_path / "photos", n=2)
     _prompt_classifier(root, "red", "reds")
@@ -119,7 +129,11 @@ def test_export_npy_lists_every_file_it_writes(tmp_path):
     proc = run_cli("export", "reds", "--format", "npy", "--out", out, "--db", root)
     assert proc.returncode == 0, proc.stderr
     listed = sorted(Path(line).name for line in proc.stdout.splitlines())
-    assert listed == sorted(p.name for p in out.iterdir()) == ["reds-labels.csv", "reds-labels.jsonl", "reds.json", "reds.npy"]
+    assert (
+        listed
+        == sorted(p.name for p in out.iterdir())
+        == ["reds-labels.csv", "reds-labels.jsonl", "reds.json", "reds.npy"]
+    )
 
 
 def test_check_and_repair_help_speaks_of_the_files_there_are():

@@ -10,7 +10,11 @@ from localq.encoders.minilm import MAX_TOKENS, load_minilm
 pytestmark = pytest.mark.slow  # loads sentence-transformers and the real MiniLM
 
 TEXTS = [
-    "a golf ball", "a photo of a dog", "dogs in the snow", "", "Ünïcödé café 日本語 😀",
+    "a golf ball",
+    "a photo of a dog",
+    "dogs in the snow",
+    "",
+    "Ünïcödé café 日本語 😀",
     "a photo of a " + "very " * 300 + "long prompt",  # past the 256-token cut
     "a photo of a English springer, English springer spaniel",
 ]

@@ -111,11 +111,18 @@ def test_unreadable_file(tmp_path):
         path = public / "locked.jpg"
         _noise().save(path)
         path.chmod(0)
-        code = ("import sys; from localq.imageio import read_image; from localq.errors import BadImage\n"
-                "try:\n    read_image(sys.argv[1])\nexcept BadImage as e:\n    print(e.reason)")
+        code = (
+            "import sys; from localq.imageio import read_image; from localq.errors import BadImage\n"
+            "try:\n    read_image(sys.argv[1])\nexcept BadImage as e:\n    print(e.reason)"
+        )
         repo = str(Path(__file__).resolve().parents[2])
-        out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code,
-                              str(path)], capture_output=True, text=True, cwd="/", env={**os.environ, "PYTHONPATH": repo})
+        out = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code, str(path)],
+            capture_output=True,
+            text=True,
+            cwd="/",
+            env={**os.environ, "PYTHONPATH": repo},
+        )
         assert out.stdout.strip() == "unreadable: Permission denied", out.stderr
     finally:
         shutil.rmtree(public, ignore_errors=True)

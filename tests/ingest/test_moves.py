@@ -41,8 +41,12 @@ def _labelled(tmp_path: Path, encoder, path: Path, score: float = 1.0):
 
 
 def _state(coll, trainer):
-    return trainer.labels(), trainer.label_history(), sorted(coll.store.seen_ids(trainer.row.id).tolist()), \
-        [r.round for r in trainer.history()]
+    return (
+        trainer.labels(),
+        trainer.label_history(),
+        sorted(coll.store.seen_ids(trainer.row.id).tolist()),
+        [r.round for r in trainer.history()],
+    )
 
 
 def test_a_moved_file_keeps_its_id_labels_seen_flags_and_rounds(tmp_path, colour_encoder):

@@ -57,10 +57,18 @@ def shard_contents(out):
 
 
 def test_ray_gives_the_in_process_vectors(ray_cluster, many_photos, tmp_path, capfd):
-    local = embed_to_shards(many_photos, tmp_path / "local", encoder_factory=ColorEncoder, shard_size=16,
-                            dtype="float32", batch_size=8)
-    on_ray = embed_to_shards(many_photos, tmp_path / "ray", encoder_factory=ColorEncoder, shard_size=16,
-                             dtype="float32", batch_size=8, ray_address="auto")
+    local = embed_to_shards(
+        many_photos, tmp_path / "local", encoder_factory=ColorEncoder, shard_size=16, dtype="float32", batch_size=8
+    )
+    on_ray = embed_to_shards(
+        many_photos,
+        tmp_path / "ray",
+        encoder_factory=ColorEncoder,
+        shard_size=16,
+        dtype="float32",
+        batch_size=8,
+        ray_address="auto",
+    )
     assert on_ray.engine.startswith("ray") and (on_ray.shards_written, on_ray.embedded) == (3, 40)
     a, meta_a = shard_contents(tmp_path / "local")
     b, meta_b = shard_contents(tmp_path / "ray")
@@ -76,8 +84,10 @@ def test_ray_gives_the_in_process_vectors(ray_cluster, many_photos, tmp_path, ca
 def test_the_stderr_filter_drops_only_the_matching_native_lines(capfd):
     from localq.ingest import ray_job
 
-    notice = (b"[2026-12-04 22:26:49,332 E 3167 3167] core_worker.cc:2465: Actor with class name: 'MapWorker(X)' "
-              b"and ID: 'ab' has constructor arguments in the object store and max_restarts > 0. See issue.\n")
+    notice = (
+        b"[2026-12-04 22:26:49,332 E 3167 3167] core_worker.cc:2465: Actor with class name: 'MapWorker(X)' "
+        b"and ID: 'ab' has constructor arguments in the object store and max_restarts > 0. See issue.\n"
+    )
     with ray_job._without_native_lines(ray_job._ACTOR_ARGS_NOTICE):
         os.write(2, b"\rprogress 1/2")
         os.write(2, notice)
@@ -109,8 +119,16 @@ def test_index_with_ray_embeds_on_the_cluster_and_indexes_as_on_one_machine(ray_
     from localq.loop.trainer import Trainer
 
     def index(**kw):
-        return index_on_ray(coll, [colour_folder], ColorEncoder(), with_labels=True, address="auto",
-                            batch_size=4, encoder_factory=ColorEncoder, **kw)
+        return index_on_ray(
+            coll,
+            [colour_folder],
+            ColorEncoder(),
+            with_labels=True,
+            address="auto",
+            batch_size=4,
+            encoder_factory=ColorEncoder,
+            **kw,
+        )
 
     coll = Collection.open(tmp_path / "c", create=True)
     report = index()
@@ -150,12 +168,12 @@ def test_ray_with_the_real_default_encoder(ray_cluster, many_photos, tmp_path):
         (few / p.parent.name).mkdir(parents=True, exist_ok=True)
         shutil.copy(p, few / p.parent.name / p.name)
     embed_to_shards(few, tmp_path / "local", encoder_spec="lite0", dtype="float32", shard_size=3)
-    embed_to_shards(few, tmp_path / "ray", encoder_spec="lite0", dtype="float32", shard_size=3,
-                    ray_address="auto", workers=2)
+    embed_to_shards(
+        few, tmp_path / "ray", encoder_spec="lite0", dtype="float32", shard_size=3, ray_address="auto", workers=2
+    )
     a, _ = shard_contents(tmp_path / "local")
     b, _ = shard_contents(tmp_path / "ray")
     assert a.shape == (6, 1280) and np.abs(a - b).max() <= 1e-4
-
 
 
 class SlowColorEncoder(ColorEncoder):
@@ -179,11 +197,18 @@ def test_a_killed_ray_worker_leaves_a_finished_or_resumable_job(ray_cluster, man
     ray_cluster.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # SlowColorEncoder
     pid_dir = tmp_path / "pids"
     pid_dir.mkdir()
-    embed_to_shards(many_photos, tmp_path / "local", encoder_factory=ColorEncoder, shard_size=4,
-                    dtype="float32", batch_size=2)
+    embed_to_shards(
+        many_photos, tmp_path / "local", encoder_factory=ColorEncoder, shard_size=4, dtype="float32", batch_size=2
+    )
     out = tmp_path / "ray"
-    job = dict(encoder_factory=functools.partial(SlowColorEncoder, pid_dir), shard_size=4, dtype="float32",
-               batch_size=2, ray_address="auto", workers=2)
+    job = dict(
+        encoder_factory=functools.partial(SlowColorEncoder, pid_dir),
+        shard_size=4,
+        dtype="float32",
+        batch_size=2,
+        ray_address="auto",
+        workers=2,
+    )
     outcome = {}
 
     def run():
@@ -231,8 +256,15 @@ def test_a_worker_that_dies_on_every_try_ends_the_job_with_one_line(ray_cluster,
     ray_cluster.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # CrashingColorEncoder
     started = time.monotonic()
     with pytest.raises(EmbedFailed) as failed:
-        embed_to_shards(many_photos, tmp_path / "ray", encoder_factory=CrashingColorEncoder, shard_size=16,
-                        batch_size=8, ray_address="auto", workers=2)
+        embed_to_shards(
+            many_photos,
+            tmp_path / "ray",
+            encoder_factory=CrashingColorEncoder,
+            shard_size=16,
+            batch_size=8,
+            ray_address="auto",
+            workers=2,
+        )
     message = str(failed.value)
     assert "\n" not in message and "ActorDiedError" in message and "run the same command again" in message
     assert time.monotonic() - started < 240

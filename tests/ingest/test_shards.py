@@ -102,8 +102,11 @@ def test_ingest_localq_shards_is_idempotent(photos, tmp_path):
     assert [s.path for s in coll.store.skipped()] == [str(photos / "train" / "red" / "broken.png")]
     hits = coll.search_text("red", k=3)
     assert [h.label for h in hits] == ["red"] * 3
-    np.testing.assert_allclose(coll.index.matrix()[hits[0].id], ColorEncoder().encode_images(
-        [__import__("PIL.Image").Image.open(hits[0].path)])[0], atol=2e-3)
+    np.testing.assert_allclose(
+        coll.index.matrix()[hits[0].id],
+        ColorEncoder().encode_images([__import__("PIL.Image").Image.open(hits[0].path)])[0],
+        atol=2e-3,
+    )
     again = ingest_shards(coll, out, ColorEncoder())
     assert (again.shards_already, again.shards_ingested, again.added) == (3, 0, 0)
     # Shards written again elsewhere hold the same paths and content: nothing is doubled.
@@ -142,9 +145,11 @@ def clip_retrieval_dir(root, paths, vectors_per_shard, *, keys=("0", "1")):
     for key, vectors in zip(keys, vectors_per_shard):
         n = len(vectors)
         np.save(root / "img_emb" / f"img_emb_{key}.npy", vectors.astype(np.float16))
-        chunk = paths[start:start + n]
-        pq.write_table(pa.table({"image_path": chunk, "caption": [f"a photo {i}" for i in range(n)]}),
-                       root / "metadata" / f"metadata_{key}.parquet")
+        chunk = paths[start : start + n]
+        pq.write_table(
+            pa.table({"image_path": chunk, "caption": [f"a photo {i}" for i in range(n)]}),
+            root / "metadata" / f"metadata_{key}.parquet",
+        )
         start += n
     return root
 
@@ -196,7 +201,9 @@ def _damage(kind, root):
     raise AssertionError(kind)
 
 
-@pytest.mark.parametrize("kind", ["row count mismatch", "NaN row", "unnormalized row", "missing metadata", "truncated npy"])
+@pytest.mark.parametrize(
+    "kind", ["row count mismatch", "NaN row", "unnormalized row", "missing metadata", "truncated npy"]
+)
 def test_a_bad_shard_is_one_line_and_nothing_of_it_is_ingested(tmp_path, kind):
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((10, 15)).astype(np.float32)
@@ -218,12 +225,16 @@ def test_a_bad_shard_is_one_line_and_nothing_of_it_is_ingested(tmp_path, kind):
 
 
 def test_cli_embed_then_ingest(photos, tmp_path, monkeypatch):
-    monkeypatch.setattr(localq.encoders, "load_encoder", lambda spec="lite0", weights=None: ColorEncoder(), raising=False)
+    monkeypatch.setattr(
+        localq.encoders, "load_encoder", lambda spec="lite0", weights=None: ColorEncoder(), raising=False
+    )
     from localq.cli import cli
 
     runner = CliRunner()
     out, db = str(tmp_path / "shards"), str(tmp_path / "c")
-    result = runner.invoke(cli, ["embed", str(photos), "--out", out, "--shard-size", "4", "--json"], catch_exceptions=False)
+    result = runner.invoke(
+        cli, ["embed", str(photos), "--out", out, "--shard-size", "4", "--json"], catch_exceptions=False
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["shards_written"] == 4
     result = runner.invoke(cli, ["ingest", out, "--db", db, "--labels", "--json"], catch_exceptions=False)
@@ -241,8 +252,10 @@ def test_help_imports_neither_ray_nor_pyarrow_nor_torch():
     import subprocess
     import sys
 
-    code = ("import sys; from localq.cli import cli; "
-            "print(sorted(m for m in ('ray', 'pyarrow', 'torch', 'faiss') if m in sys.modules))")
+    code = (
+        "import sys; from localq.cli import cli; "
+        "print(sorted(m for m in ('ray', 'pyarrow', 'torch', 'faiss') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -254,8 +267,12 @@ def test_embed_on_an_unreachable_ray_address_is_one_line_at_once(photos, tmp_pat
     import sys
 
     out = tmp_path / "shards"
-    proc = subprocess.run([sys.executable, "-m", "localq", "embed", str(photos), "--out", str(out), "--ray", "127.0.0.1:1"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "localq", "embed", str(photos), "--out", str(out), "--ray", "127.0.0.1:1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.startswith("error: cannot reach a Ray cluster at '127.0.0.1:1'") and proc.stderr.count("\n") == 1
     assert not list(out.glob("img_emb/*.npy"))  # nothing embedded
@@ -270,10 +287,16 @@ def test_embed_on_a_local_ray_cluster_prints_only_its_own_lines(photos, tmp_path
     import sys
 
     out = tmp_path / "shards"
-    proc = subprocess.run([sys.executable, "-m", "localq", "embed", str(photos), "--out", str(out), "--ray", "local",
-                           "--workers", "1"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "localq", "embed", str(photos), "--out", str(out), "--ray", "local", "--workers", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "12 embedded" in proc.stdout + proc.stderr and "1 skipped" in proc.stdout + proc.stderr
-    noise = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith("embedding ")]  # stderr is a pipe: plain progress lines
+    noise = [
+        line for line in proc.stderr.splitlines() if line.strip() and not line.startswith("embedding ")
+    ]  # stderr is a pipe: plain progress lines
     assert noise == [], noise
     assert len(list(out.glob("img_emb/*.npy"))) == 1

@@ -23,8 +23,9 @@ def colours(colour_folder, tmp_path):
     index_paths(coll, [colour_folder], ColorEncoder(), with_labels=True)
     # near_copy=1: the images of one colour are identical, each a copy of the others; these
     # tests are about prompt batches, not about skipping copies.
-    trainer = Trainer.create(coll, "reds", prompt="blue", settings=Settings(k=3, target="red", strategy="top",
-                                                                             near_copy=1.0))
+    trainer = Trainer.create(
+        coll, "reds", prompt="blue", settings=Settings(k=3, target="red", strategy="top", near_copy=1.0)
+    )
     yield coll, trainer
     coll.close()
 
@@ -223,13 +224,17 @@ def test_train_adds_examples_before_the_ui_opens(tmp_path, colour_folder, monkey
     import localq.tui.app
     from localq.cli import cli
 
-    monkeypatch.setattr(localq.encoders, "load_encoder", lambda spec="lite0", weights=None: ColorEncoder(), raising=False)
+    monkeypatch.setattr(
+        localq.encoders, "load_encoder", lambda spec="lite0", weights=None: ColorEncoder(), raising=False
+    )
     opened = []
     monkeypatch.setattr(localq.tui.app, "run_train", lambda coll, trainer, **kw: opened.append(trainer.round))
     runner, db = CliRunner(), str(tmp_path / "c")
     assert runner.invoke(cli, ["index", str(colour_folder), "--labels", "--db", db]).exit_code == 0
     fox = write_image(tmp_path / "fox.png", (230, 30, 20))
-    result = runner.invoke(cli, ["train", "blue", "--name", "reds", "--example", str(fox), "--example", "0", "--db", db])
+    result = runner.invoke(
+        cli, ["train", "blue", "--name", "reds", "--example", str(fox), "--example", "0", "--db", db]
+    )
     assert result.exit_code == 0, result.output
     assert opened == [2] and "added" in result.output
     with Collection.open(db) as coll:

@@ -82,8 +82,9 @@ def test_a_cluster_that_holds_a_label_gives_images_drawn_across_it_not_its_next_
 def test_one_batch_never_takes_a_row_twice_and_an_unvisited_cluster_starts_with_its_most_typical():
     clusters = _one_cluster()
     allowed = np.ones(100, bool)
-    ids = explore.coverage(clusters, allowed, clusters.centroids[0], np.empty(0, np.int64), 20,
-                           np.random.default_rng(3))
+    ids = explore.coverage(
+        clusters, allowed, clusters.centroids[0], np.empty(0, np.int64), 20, np.random.default_rng(3)
+    )
     assert ids[0] == 0  # no label in it yet: its most typical image first
     assert len(ids) == 20 and len(set(ids.tolist())) == 20  # then at random, never row 0 again
     # A mostly seen cluster: only what is left, each once.
@@ -97,8 +98,15 @@ def test_coverage_ranks_clusters_by_the_query_at_low_temperature():
     x, labels, _ = _blobs()
     clusters = explore.kmeans(x, 6)
     target = 2
-    ids = explore.coverage(clusters, np.ones(len(x), bool), clusters.centroids[target], np.empty(0, np.int64), 1,
-                           np.random.default_rng(0), temperature=0.01)
+    ids = explore.coverage(
+        clusters,
+        np.ones(len(x), bool),
+        clusters.centroids[target],
+        np.empty(0, np.int64),
+        1,
+        np.random.default_rng(0),
+        temperature=0.01,
+    )
     assert clusters.assign[ids[0]] == target
 
 
@@ -117,21 +125,36 @@ def test_collection_clusters_are_cached_in_a_file_and_recomputed_when_stale(tmp_
     path.write_bytes(b"not an npz file")  # a corrupt file is recomputed, never an error
     assert np.array_equal(explore.collection_clusters(coll).assign, first.assign) and calls == [1]
     explore._cache.clear()
-    np.savez(path, version=explore.CLUSTERS_VERSION, n_rows=300, model_id=coll.model_id,
-             centroids=first.centroids, assign=first.assign[:300], closeness=first.closeness[:300])
+    np.savez(
+        path,
+        version=explore.CLUSTERS_VERSION,
+        n_rows=300,
+        model_id=coll.model_id,
+        centroids=first.centroids,
+        assign=first.assign[:300],
+        closeness=first.closeness[:300],
+    )
     explore.collection_clusters(coll)  # fitted on far fewer rows than there are now: recomputed
     assert calls == [1, 1]
     explore._cache.clear()
-    np.savez(path, version=explore.CLUSTERS_VERSION, n_rows=399, model_id=coll.model_id,
-             centroids=first.centroids, assign=first.assign[:399], closeness=first.closeness[:399])
+    np.savez(
+        path,
+        version=explore.CLUSTERS_VERSION,
+        n_rows=399,
+        model_id=coll.model_id,
+        centroids=first.centroids,
+        assign=first.assign[:399],
+        closeness=first.closeness[:399],
+    )
     extended = explore.collection_clusters(coll)  # one row more than fitted: that row is assigned
     assert calls == [1, 1] and len(extended.assign) == 400
 
 
 def _cold_trainer(tmp_path, strategy, seed):
     """A prompt that points away from the target cluster: its best images are all negatives."""
-    coll, centres = synthetic_collection(tmp_path / f"c{strategy}{seed}", clusters=10, per_cluster=300, dim=32,
-                                         spread=0.8, seed=seed)
+    coll, centres = synthetic_collection(
+        tmp_path / f"c{strategy}{seed}", clusters=10, per_cluster=300, dim=32, spread=0.8, seed=seed
+    )
     target, away = 3, 0
     q = centres[away] - centres[target]
     q = (q / np.linalg.norm(q)).astype(np.float32)
@@ -175,8 +198,9 @@ def test_auto_explores_while_cold_and_exploits_once_positives_come_back():
     assert len(set(clusters.assign[ids].tolist())) >= 6
 
     # The last batch held positives: exploit, the query's top 3 and then its boundary.
-    warm = Context(labeled_ids=neg, labeled_scores=np.r_[1.0, -np.ones(9)].astype(np.float32),
-                   batch_positives=(0, 1), **ctx)
+    warm = Context(
+        labeled_ids=neg, labeled_scores=np.r_[1.0, -np.ones(9)].astype(np.float32), batch_positives=(0, 1), **ctx
+    )
     assert not warm.wants_exploring()
     ids = select("auto", index, w, b, k, allowed, rng, context=warm, near_copy=1.0)
     top = select("top", index, w, b, 3, allowed, rng, near_copy=1.0)
@@ -186,8 +210,9 @@ def test_auto_explores_while_cold_and_exploits_once_positives_come_back():
     assert ids.tolist() == top.tolist() + edge.tolist()
 
     # Positives exist but the latest batch came back all negative: explore again.
-    relapse = Context(labeled_ids=neg, labeled_scores=np.r_[1.0, -np.ones(9)].astype(np.float32),
-                      batch_positives=(1, 0), **ctx)
+    relapse = Context(
+        labeled_ids=neg, labeled_scores=np.r_[1.0, -np.ones(9)].astype(np.float32), batch_positives=(1, 0), **ctx
+    )
     assert relapse.wants_exploring()
     ids = select("auto", index, w, b, k, allowed, rng, context=relapse)
     assert len(set(clusters.assign[ids].tolist())) >= 6
@@ -218,7 +243,7 @@ def test_clusters_extend_while_a_collection_grows_and_refit_past_the_growth_limi
             self.ntotal = n
 
         def matrix(self):
-            return x[:self.ntotal]
+            return x[: self.ntotal]
 
     coll = SimpleNamespace(root=tmp_path, model_id="m", index=Index(600))
     first = explore.collection_clusters(coll)

@@ -63,8 +63,9 @@ def test_prior_pulls_toward_the_initial_query_as_strength_grows():
     for strength in (0.0, 1.0, 3.0, 10.0):
         # The strength as given: these labels rank the half-right prompt below D 0.5, which
         # would scale every strength down alike (tested apart, below).
-        w, _ = fit_linear(x[labeled], y, q0, 0.0, prior=q0, prior_strength=strength, background=x[:300],
-                          weigh_prompt_by_labels=False)
+        w, _ = fit_linear(
+            x[labeled], y, q0, 0.0, prior=q0, prior_strength=strength, background=x[:300], weigh_prompt_by_labels=False
+        )
         cosines.append(cos(w, q0))
     assert cosines == sorted(cosines)
     assert cosines[0] < 0.3 and cosines[3] > 0.6
@@ -87,8 +88,7 @@ def test_full_supervision_on_separable_data_reaches_ap_one():
     keep = np.abs(margin) > 0.1  # a clear gap between the two sides
     x, relevant = x[keep], margin[keep] > 0
     y = np.where(relevant, 1.0, -1.0)
-    w, b = fit_linear(x, y, unit(rng.normal(size=16)), 0.0, prior=None, prior_strength=0.0,
-                      lr=0.05, iters=300)
+    w, b = fit_linear(x, y, unit(rng.normal(size=16)), 0.0, prior=None, prior_strength=0.0, lr=0.05, iters=300)
     assert average_precision(x @ w + b, relevant) == 1.0
 
 

@@ -112,8 +112,9 @@ def test_boundary_settles_estimated_candidates_exactly_reading_only_a_shortlist(
     idx = EstimatingIndex(vecs, noise=5e-4)
     w = np.array([10.0, 0.0], np.float32)
     b = -float(vecs[1000] @ w)
-    ids = select("boundary", idx, w, b, 5, np.ones(len(x), bool), np.random.default_rng(0), candidates=2001,
-                 near_copy=1.0)  # two-dimensional rows: every pair is a near-copy
+    ids = select(
+        "boundary", idx, w, b, 5, np.ones(len(x), bool), np.random.default_rng(0), candidates=2001, near_copy=1.0
+    )  # two-dimensional rows: every pair is a near-copy
     exact = np.abs(vecs @ w + b)
     assert set(ids.tolist()) == set(np.argsort(exact)[:5].tolist())  # the exact nearest, not the estimates'
     assert idx.rows_read == SHORTLIST_PER_LABEL * 5  # of 2,001 candidates
@@ -147,8 +148,11 @@ def test_every_strategy_skips_near_copies_of_labeled_images():
     allowed = np.ones(idx.ntotal, dtype=bool)
     allowed[labeled] = False
     w = unit_rows(base[:20].sum(axis=0, keepdims=True))[0]  # a query that ranks the labeled scenes first
-    ctx = Context(labeled_ids=labeled, labeled_scores=np.r_[np.ones(10), -np.ones(10)].astype(np.float32),
-                  batch_positives=(10, 0, 1))
+    ctx = Context(
+        labeled_ids=labeled,
+        labeled_scores=np.r_[np.ones(10), -np.ones(10)].astype(np.float32),
+        batch_positives=(10, 0, 1),
+    )
     for strategy in ("auto", "top", "boundary", "diverse", "random"):
         ids = select(strategy, idx, 3 * w, -1.0, 10, allowed, np.random.default_rng(2), context=ctx)
         assert len(ids) == 10 and not (ids >= 60).any(), (strategy, ids)

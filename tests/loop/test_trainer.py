@@ -91,7 +91,13 @@ def test_undo_restores_the_exact_previous_state(tmp_path):
     trainer = start(coll, centres)
     label = labeler(coll, "0")
     trainer.submit(label(trainer.next_batch(10)))
-    state = (trainer.round, trainer.weights.copy(), trainer.bias, trainer.labels(), set(coll.store.seen_ids(trainer.row.id)))
+    state = (
+        trainer.round,
+        trainer.weights.copy(),
+        trainer.bias,
+        trainer.labels(),
+        set(coll.store.seen_ids(trainer.row.id)),
+    )
     batch = trainer.next_batch(10)
     trainer.submit(label(batch))
     first = next(iter(state[3]))
@@ -164,7 +170,9 @@ def test_mismatched_classifier_is_refused(tmp_path):
     wrong_dim = classifier_file.save(tmp_path / "w.safetensors", np.ones(16), 0.0, model_id=coll.model_id, meta={})
     with pytest.raises(ClassifierMismatch, match="dimension 16"):
         Trainer.create(coll, "x", weights_file=wrong_dim)
-    wrong_model = classifier_file.save(tmp_path / "m.safetensors", np.ones(32), 0.0, model_id="open_clip:RN50:abc", meta={})
+    wrong_model = classifier_file.save(
+        tmp_path / "m.safetensors", np.ones(32), 0.0, model_id="open_clip:RN50:abc", meta={}
+    )
     with pytest.raises(ClassifierMismatch, match="open_clip:RN50"):
         Trainer.create(coll, "y", weights_file=wrong_model)
     assert coll.store.classifiers() == []

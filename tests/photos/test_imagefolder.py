@@ -17,7 +17,9 @@ pytestmark = pytest.mark.slow  # whole CLI processes
 @pytest.fixture
 def labeled(tmp_path, colour_folder, monkeypatch):
     """colour_folder indexed, and "reds": reds +1, greens -1 (blues unlabeled) in one round."""
-    monkeypatch.setattr(localq.encoders, "load_encoder", lambda spec="lite0", weights=None: ColorEncoder(), raising=False)
+    monkeypatch.setattr(
+        localq.encoders, "load_encoder", lambda spec="lite0", weights=None: ColorEncoder(), raising=False
+    )
     db = tmp_path / "db"
     assert run_cli("index", colour_folder, "--labels", "--db", db).returncode == 0
     from localq.collection.collection import Collection
@@ -59,7 +61,9 @@ def test_labels_export_loads_back_in_imagefolder_with_unique_names(tmp_path, lab
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str(out / "manifest.csv")
     assert proc.stderr.strip() == f"4 positive, 4 negative (labeled) in {out}: 8 hard links"
-    expected = {str(p): "positive" for p in photos.rglob("red*.png")} | {str(p): "negative" for p in photos.rglob("green*.png")}
+    expected = {str(p): "positive" for p in photos.rglob("red*.png")} | {
+        str(p): "negative" for p in photos.rglob("green*.png")
+    }
     assert loaded(out) == expected
     # train/red/red0.png and val/red/red0.png meet in positive/: both kept, under two names
     assert sorted(os.listdir(out / "positive")) == ["red0-2.png", "red0.png", "red1.png", "red2.png"]

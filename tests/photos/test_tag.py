@@ -42,12 +42,16 @@ DARKTABLE_SIDECAR = """<?xml version="1.0" encoding="UTF-8"?>
 """
 
 # In CI (.ci/run installs it) a missing exiftool fails the tests instead of skipping them.
-needs_exiftool = pytest.mark.skipif(shutil.which("exiftool") is None and os.environ.get("CI", "").lower() not in ("1", "true", "yes"),
-                                    reason="exiftool missing: apt-get install libimage-exiftool-perl (.ci/run does)")
+needs_exiftool = pytest.mark.skipif(
+    shutil.which("exiftool") is None and os.environ.get("CI", "").lower() not in ("1", "true", "yes"),
+    reason="exiftool missing: apt-get install libimage-exiftool-perl (.ci/run does)",
+)
 
 
 def exiftool(path: Path) -> dict:
-    out = subprocess.run(["exiftool", "-j", "-struct", "-XMP:all", str(path)], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        ["exiftool", "-j", "-struct", "-XMP:all", str(path)], capture_output=True, text=True, check=True
+    )
     return json.loads(out.stdout)[0]
 
 
@@ -57,8 +61,10 @@ def as_list(value) -> list:
 
 def originals(root: Path) -> dict:
     """size, mtime (ns) and hash of every photo: what tagging must never change."""
-    return {p: (p.stat().st_size, p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
-            for p in sorted(root.rglob("*.png"))}
+    return {
+        p: (p.stat().st_size, p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+        for p in sorted(root.rglob("*.png"))
+    }
 
 
 @pytest.fixture
@@ -84,7 +90,9 @@ def make_classifier(db: Path, positive: str = "red", negative_only: bool = False
 
 @pytest.fixture
 def tagged(tmp_path, photos, monkeypatch):
-    monkeypatch.setattr(localq.encoders, "load_encoder", lambda spec="lite0", weights=None: ColorEncoder(), raising=False)
+    monkeypatch.setattr(
+        localq.encoders, "load_encoder", lambda spec="lite0", weights=None: ColorEncoder(), raising=False
+    )
     db = tmp_path / "db"
     proc = run_cli("index", photos, "--labels", "--db", db)
     assert proc.returncode == 0, proc.stderr
@@ -108,7 +116,10 @@ def test_tag_merges_keywords_exiftool_reads_them_and_originals_are_untouched(tag
     before = originals(photos)
     proc = tag(db, "--keyword", "red thing")
     assert proc.returncode == 0, proc.stderr
-    assert "'red thing': 4 of 12 photos positive above 0.0; 4 sidecars gained the keyword, 0 updated, 0 lost it" in proc.stderr
+    assert (
+        "'red thing': 4 of 12 photos positive above 0.0; 4 sidecars gained the keyword, 0 updated, 0 lost it"
+        in proc.stderr
+    )
     assert originals(photos) == before  # size, mtime and content of every photo
     for photo in reds(photos):
         meta = exiftool(photo.with_name(photo.name + ".xmp"))
@@ -130,7 +141,9 @@ def test_rerun_updates_the_set_and_remove_takes_back_only_localq(tagged):
     db, photos = tagged
     first = reds(photos)[0]
     sidecar = first.with_name(first.name + ".xmp")
-    sidecar.write_text(DARKTABLE_SIDECAR.replace("<rdf:li>holiday</rdf:li>", "<rdf:li>holiday</rdf:li><rdf:li>reds</rdf:li>"))
+    sidecar.write_text(
+        DARKTABLE_SIDECAR.replace("<rdf:li>holiday</rdf:li>", "<rdf:li>holiday</rdf:li><rdf:li>reds</rdf:li>")
+    )
     assert tag(db).returncode == 0
     # More rounds: greens become the positives, reds the negatives.
     from localq.collection.collection import Collection
@@ -195,11 +208,15 @@ def test_unusable_sidecars_and_locked_folders_one_line_each_others_written(tagge
     assert proc.returncode == 1
     problems = [line for line in proc.stderr.splitlines() if line.startswith("problem: ")]
     assert len(problems) == 3 and "Traceback" not in proc.stderr
-    assert dry.returncode == 1 and [line for line in dry.stderr.splitlines() if line.startswith("problem: ")] == problems
+    assert (
+        dry.returncode == 1 and [line for line in dry.stderr.splitlines() if line.startswith("problem: ")] == problems
+    )
     assert any("red0.png.xmp is not an XMP sidecar" in line for line in problems)
     assert any("red1.png.xmp is read-only" in line for line in problems)
     assert any(f"folder {locked} is read-only" in line for line in problems)
-    assert proc.stderr.splitlines()[-1].endswith("1 sidecars gained the keyword, 0 updated, 0 lost it; 3 could not be used (listed above)")
+    assert proc.stderr.splitlines()[-1].endswith(
+        "1 sidecars gained the keyword, 0 updated, 0 lost it; 3 could not be used (listed above)"
+    )
     assert (red / "red0.png.xmp").read_text() == "shopping list: milk\n"
     assert (red / "red1.png.xmp").read_text() == DARKTABLE_SIDECAR
     assert (red / "red2.png.xmp").exists() and not list(locked.glob("*.xmp"))
@@ -213,7 +230,9 @@ def test_a_photo_that_became_a_folder_is_one_line(tagged):
     proc = tag(db)
     assert proc.returncode == 1
     problems = [line for line in proc.stderr.splitlines() if line.startswith("problem: ")]
-    assert problems == [f"problem: {photo} is a folder now, not a photo; run `localq index` on its folder to update the collection"]
+    assert problems == [
+        f"problem: {photo} is a folder now, not a photo; run `localq index` on its folder to update the collection"
+    ]
     assert not (photos / "train" / "red" / "red0.png.xmp").exists()
     assert len(list(photos.rglob("*.xmp"))) == 3
 
@@ -262,14 +281,16 @@ def test_kill_9_mid_run_leaves_no_half_written_sidecar(tmp_path):
     for i in range(300):
         (tmp_path / f"p{i}.jpg.xmp").write_text(DARKTABLE_SIDECAR)
     # Alternately one sidecar at a time and in batches (what `localq tag` does), for ever.
-    code = ("from pathlib import Path; from localq.photos import xmp\n"
-            f"paths = [Path({str(tmp_path)!r}) / f'p{{i}}.jpg.xmp' for i in range(300)]\n"
-            "for k in range(1000):\n"
-            "    if k % 2:\n"
-            "        for p in paths: xmp.update(p, 'dog', xmp.Tag('dog', 'dog', k, 1))\n"
-            "        continue\n"
-            "    with xmp.SidecarWriter(batch=100) as writer:\n"
-            "        for p in paths: writer.add(xmp.plan(p, 'dog', xmp.Tag('dog', 'dog', k, 1)))\n")
+    code = (
+        "from pathlib import Path; from localq.photos import xmp\n"
+        f"paths = [Path({str(tmp_path)!r}) / f'p{{i}}.jpg.xmp' for i in range(300)]\n"
+        "for k in range(1000):\n"
+        "    if k % 2:\n"
+        "        for p in paths: xmp.update(p, 'dog', xmp.Tag('dog', 'dog', k, 1))\n"
+        "        continue\n"
+        "    with xmp.SidecarWriter(batch=100) as writer:\n"
+        "        for p in paths: writer.add(xmp.plan(p, 'dog', xmp.Tag('dog', 'dog', k, 1)))\n"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], env=env())
     time.sleep(3)
     proc.send_signal(signal.SIGKILL)
@@ -302,10 +323,14 @@ def test_an_unreadable_sidecar_is_a_problem_of_its_own(tmp_path, monkeypatch):
 
 
 def test_full_disk_is_one_line_and_loses_nothing(tmp_path, monkeypatch):
-    monkeypatch.setattr(localq.encoders, "load_encoder", lambda spec="lite0", weights=None: ColorEncoder(), raising=False)
+    monkeypatch.setattr(
+        localq.encoders, "load_encoder", lambda spec="lite0", weights=None: ColorEncoder(), raising=False
+    )
     disk = tmp_path / "disk"
     disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(disk)], capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(disk)], capture_output=True, text=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs to fill up here: {mounted.stderr.strip()}")
     try:
@@ -379,8 +404,12 @@ def test_one_failed_fsync_is_that_sidecars_problem_the_others_are_written(tmp_pa
     with xmp.SidecarWriter(on_problem=lambda edit, message: problems.append((edit.sidecar, message))) as writer:
         for s in sidecars:
             writer.add(xmp.plan(s, "dog", xmp.Tag("dog", "dog", 1.0, 1)))
-    assert len(problems) == 1 and "Input/output error" in problems[0][1] and problems[0][1].endswith(
-        "Input/output error") and str(problems[0][0]) in problems[0][1]
+    assert (
+        len(problems) == 1
+        and "Input/output error" in problems[0][1]
+        and problems[0][1].endswith("Input/output error")
+        and str(problems[0][0]) in problems[0][1]
+    )
     failed = problems[0][0]
     assert failed.read_text() == DARKTABLE_SIDECAR  # left as it was
     assert all(xmp.read_tags(s) for s in sidecars if s != failed)

@@ -15,7 +15,9 @@ _RESULTS: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # category -> [tri
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "reliability(category): a reliability-suite trial, counted in its category's row")
+    config.addinivalue_line(
+        "markers", "reliability(category): a reliability-suite trial, counted in its category's row"
+    )
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -30,18 +30,31 @@ def cli_args(*args, as_nobody: bool = False) -> list[str]:
 
 
 def run_cli(*args, as_nobody: bool = False, timeout: float = 300, extra_env: dict | None = None):
-    return subprocess.run(cli_args(*args, as_nobody=as_nobody), capture_output=True, text=True,
-                          env={**env(), **(extra_env or {})}, timeout=timeout, cwd="/")
+    return subprocess.run(
+        cli_args(*args, as_nobody=as_nobody),
+        capture_output=True,
+        text=True,
+        env={**env(), **(extra_env or {})},
+        timeout=timeout,
+        cwd="/",
+    )
 
 
 def popen_cli(*args, extra_env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen(cli_args(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**env(), **(extra_env or {})}, cwd="/")
+    return subprocess.Popen(
+        cli_args(*args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**env(), **(extra_env or {})},
+        cwd="/",
+    )
 
 
 def popen_python(code: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env(), cwd="/")
+    return subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(), cwd="/"
+    )
 
 
 def assert_one_line_error(proc, *needles: str) -> None:
@@ -64,7 +77,6 @@ def write_folder(root: Path, n: int, seed: int, prefix: str = "img") -> Path:
         colour = tuple(int(c) for c in rng.integers(0, 256, size=3))
         Image.new("RGB", (8, 8), colour).save(root / f"{prefix}{i:03d}.png")
     return root
-
 
 
 def indexed_with_a_round(base: Path, n: int, seed: int) -> Path:
@@ -135,7 +147,7 @@ def vectors_match_images(db_dir: Path) -> None:
     matrix = np.load(db_dir / "vectors.npy", mmap_mode="r")
     assert [i for i, _ in paths] == list(range(len(paths))) and len(matrix) >= len(paths)
     expected = ColorEncoder().encode_images([Image.open(p) for _, p in paths])
-    np.testing.assert_allclose(matrix[:len(paths)], expected, atol=1e-6)
+    np.testing.assert_allclose(matrix[: len(paths)], expected, atol=1e-6)
     previous, start = "", 0
     for end, digest in chain:
         h = hashlib.sha256(previous.encode())

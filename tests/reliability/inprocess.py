@@ -18,7 +18,9 @@ from localq.cli import cli
 @pytest.fixture
 def runner(monkeypatch):
     # The CLI resolves load_encoder at call time; the colour encoder keeps trials fast.
-    monkeypatch.setattr(localq.encoders, "load_encoder", lambda spec="lite0", weights=None: ColorEncoder(), raising=False)
+    monkeypatch.setattr(
+        localq.encoders, "load_encoder", lambda spec="lite0", weights=None: ColorEncoder(), raising=False
+    )
     return CliRunner()
 
 
@@ -44,14 +46,21 @@ def assert_one_error_line(result, exit_code: int = 1) -> str:
 
 def assert_terminal_safe(text: str) -> None:
     """No control character but newline and tab, no undecodable byte, no bidi override."""
-    bad = [c for c in text if (ord(c) < 32 and c not in "\n\t") or 0x7F <= ord(c) < 0xA0
-           or 0xD800 <= ord(c) < 0xE000 or c in "\u202e\u2066\u2067\u2068\u2069\u202a\u202b\u202c\u202d"]
+    bad = [
+        c
+        for c in text
+        if (ord(c) < 32 and c not in "\n\t")
+        or 0x7F <= ord(c) < 0xA0
+        or 0xD800 <= ord(c) < 0xE000
+        or c in "\u202e\u2066\u2067\u2068\u2069\u202a\u202b\u202c\u202d"
+    ]
     assert not bad, f"unescaped characters {bad!r} in {text!r}"
 
 
 @contextmanager
 def deadline(seconds: int):
     """Fail (instead of hanging the suite) if the block runs longer than ``seconds``."""
+
     def expired(*_):
         raise TimeoutError(f"still running after {seconds} s: a read blocked")
 

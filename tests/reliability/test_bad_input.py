@@ -39,7 +39,13 @@ def collection(tmp_path_factory):
 
 def state(trainer: Trainer):
     """What a refused call must leave untouched."""
-    return trainer.round, trainer.labels(), trainer.weights.copy(), trainer.bias, sorted(trainer.store.seen_ids(trainer.row.id))
+    return (
+        trainer.round,
+        trainer.labels(),
+        trainer.weights.copy(),
+        trainer.bias,
+        sorted(trainer.store.seen_ids(trainer.row.id)),
+    )
 
 
 def same_state(a, b) -> bool:
@@ -54,11 +60,28 @@ def trainer(collection):
 
 
 # -- Trainer.submit ------------------------------------------------------------------------------
-@pytest.mark.parametrize("scores", [
-    {2.7: 1.0}, {True: 1.0}, {np.float64(2.5): 1.0}, {"2": 1.0}, {None: 1.0}, {float("nan"): 1.0},
-    {0: 10**400}, {0: float("nan")}, {0: float("inf")}, {0: 1.5}, {0: "1"}, {0: True}, {0: None}, {0: 1j},
-    {10**30: 1.0}, {-1: 1.0}, {},
-])
+@pytest.mark.parametrize(
+    "scores",
+    [
+        {2.7: 1.0},
+        {True: 1.0},
+        {np.float64(2.5): 1.0},
+        {"2": 1.0},
+        {None: 1.0},
+        {float("nan"): 1.0},
+        {0: 10**400},
+        {0: float("nan")},
+        {0: float("inf")},
+        {0: 1.5},
+        {0: "1"},
+        {0: True},
+        {0: None},
+        {0: 1j},
+        {10**30: 1.0},
+        {-1: 1.0},
+        {},
+    ],
+)
 def test_submit_refuses_bad_ids_and_scores(trainer, scores):
     before = state(trainer)
     with pytest.raises(InvalidScores):
@@ -80,9 +103,15 @@ def test_submit_refuses_seen_ids_that_are_not_integers(trainer):
 
 
 numbers = st.one_of(
-    st.floats(allow_nan=True, allow_infinity=True), st.integers(min_value=-10**500, max_value=10**500),
-    st.booleans(), st.none(), st.text(max_size=5), st.fractions(), st.decimals(allow_nan=True),
-    st.builds(np.float32, st.floats(width=32)), st.builds(np.float64, st.floats()),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(min_value=-(10**500), max_value=10**500),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=5),
+    st.fractions(),
+    st.decimals(allow_nan=True),
+    st.builds(np.float32, st.floats(width=32)),
+    st.builds(np.float64, st.floats()),
 )
 
 
@@ -92,10 +121,17 @@ numbers = st.one_of(
 @example(key=Fraction(10**400, 1), value=0.0)  # found by CI: float() of it overflowed into a traceback
 def test_property_submit_accepts_exactly_finite_scores_in_range(collection, key, value):
     trainer = Trainer.create(collection, "prop", prompt="red", replace=True)
-    key_ok = (not isinstance(key, (bool, np.bool_, str, type(None))) and not hasattr(key, "as_tuple")
-              and _is_int(key) and 0 <= int(key) < 6)
-    value_ok = (not isinstance(value, (bool, np.bool_, str, type(None))) and not hasattr(value, "as_tuple")
-                and _finite_in_range(value))
+    key_ok = (
+        not isinstance(key, (bool, np.bool_, str, type(None)))
+        and not hasattr(key, "as_tuple")
+        and _is_int(key)
+        and 0 <= int(key) < 6
+    )
+    value_ok = (
+        not isinstance(value, (bool, np.bool_, str, type(None)))
+        and not hasattr(value, "as_tuple")
+        and _finite_in_range(value)
+    )
     before = state(trainer)
     if key_ok and value_ok:
         trainer.submit({key: value})
@@ -133,18 +169,21 @@ def write_classifier(path: Path, weight, bias=None) -> Path:
     return path
 
 
-@pytest.mark.parametrize("weight,bias,why", [
-    (np.ones((2, 8)), [0.0], "[2, 8] is two layers"),
-    (np.ones((2, 640)), [0.0], "the issue's [2, 640] read as 1280-d"),
-    (np.full((1, DIM), np.nan), [0.0], "NaN weights"),
-    (np.zeros((1, DIM)), [0.0], "zero weights"),
-    (np.full((1, DIM), 1e38), [0.0], "1e38 weights"),
-    (np.ones((1, DIM)), [np.nan], "NaN bias (stored as NULL, then a TypeError in predict)"),
-    (np.ones((1, DIM)), [np.inf], "infinite bias"),
-    (np.ones((1, DIM)), [1.0, 2.0], "two biases"),
-    (np.ones((DIM, 1)), [0.0], "a column, not a row"),
-    (np.ones((1, 1, DIM)), [0.0], "3-d"),
-])
+@pytest.mark.parametrize(
+    "weight,bias,why",
+    [
+        (np.ones((2, 8)), [0.0], "[2, 8] is two layers"),
+        (np.ones((2, 640)), [0.0], "the issue's [2, 640] read as 1280-d"),
+        (np.full((1, DIM), np.nan), [0.0], "NaN weights"),
+        (np.zeros((1, DIM)), [0.0], "zero weights"),
+        (np.full((1, DIM), 1e38), [0.0], "1e38 weights"),
+        (np.ones((1, DIM)), [np.nan], "NaN bias (stored as NULL, then a TypeError in predict)"),
+        (np.ones((1, DIM)), [np.inf], "infinite bias"),
+        (np.ones((1, DIM)), [1.0, 2.0], "two biases"),
+        (np.ones((DIM, 1)), [0.0], "a column, not a row"),
+        (np.ones((1, 1, DIM)), [0.0], "3-d"),
+    ],
+)
 def test_bad_classifier_files_are_refused(collection, tmp_path, weight, bias, why):
     path = write_classifier(tmp_path / "c.safetensors", weight, bias)
     with pytest.raises(InvalidClassifierFile):
@@ -169,15 +208,22 @@ elements = st.floats(width=32, allow_nan=True, allow_infinity=True)
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(weight=shapes.flatmap(lambda s: hnp.arrays(np.float32, s, elements=elements)),
-       bias=hnp.arrays(np.float32, st.sampled_from([(1,), (), (2,)]), elements=elements))
+@given(
+    weight=shapes.flatmap(lambda s: hnp.arrays(np.float32, s, elements=elements)),
+    bias=hnp.arrays(np.float32, st.sampled_from([(1,), (), (2,)]), elements=elements),
+)
 def test_property_classifier_files(collection, tmp_path, weight, bias):
     """A file loads iff it is one finite, non-zero, sane Linear(dim, 1); a loaded one predicts."""
     path = write_classifier(tmp_path / "p.safetensors", weight, bias)
     w = weight.astype(np.float64).reshape(-1)
-    valid = (weight.shape in ((DIM,), (1, DIM), (2 * DIM,)) and bias.size == 1 and np.isfinite(w).all()
-             and np.isfinite(bias).all() and 0 < np.linalg.norm(w) <= classifier_file.MAX_WEIGHT_NORM
-             and abs(float(bias.reshape(-1)[0])) <= classifier_file.MAX_ABS_BIAS)
+    valid = (
+        weight.shape in ((DIM,), (1, DIM), (2 * DIM,))
+        and bias.size == 1
+        and np.isfinite(w).all()
+        and np.isfinite(bias).all()
+        and 0 < np.linalg.norm(w) <= classifier_file.MAX_WEIGHT_NORM
+        and abs(float(bias.reshape(-1)[0])) <= classifier_file.MAX_ABS_BIAS
+    )
     try:
         loaded = classifier_file.load(path)
     except InvalidClassifierFile:
@@ -205,13 +251,25 @@ def db(runner, tmp_path):
     return tmp_path / "db"
 
 
-@pytest.mark.parametrize("args", [
-    ("search", "red", "-k", "-5"), ("search", "red", "-k", "0"), ("search", "red", "-k", "x"),
-    ("predict", "reds", "--limit", "-1"), ("predict", "reds", "--limit", "0"),
-    ("index", "{tmp}/p", "--batch-size", "0"), ("index", "{tmp}/p", "--batch-size", "-3"),
-    ("train", "red", "-k", "0"), ("bench", "--rounds", "0"), ("bench", "-k", "-1"), ("bench", "--repeats", "0"),
-    ("search",), ("frobnicate",), ("search", "red", "--no-such-option"),
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("search", "red", "-k", "-5"),
+        ("search", "red", "-k", "0"),
+        ("search", "red", "-k", "x"),
+        ("predict", "reds", "--limit", "-1"),
+        ("predict", "reds", "--limit", "0"),
+        ("index", "{tmp}/p", "--batch-size", "0"),
+        ("index", "{tmp}/p", "--batch-size", "-3"),
+        ("train", "red", "-k", "0"),
+        ("bench", "--rounds", "0"),
+        ("bench", "-k", "-1"),
+        ("bench", "--repeats", "0"),
+        ("search",),
+        ("frobnicate",),
+        ("search", "red", "--no-such-option"),
+    ],
+)
 def test_cli_usage_errors_are_one_line_exit_2(runner, db, args):
     args = [a.replace("{tmp}", str(db.parent)) for a in args]
     line = assert_one_error_line(invoke(runner, *args, "--db", db), exit_code=2)

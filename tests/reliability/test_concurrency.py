@@ -131,7 +131,8 @@ def test_two_processes_training_one_classifier_lose_nothing(tmp_path, trial, col
     for rnd, image_id, score in history:
         stored.setdefault(rnd, {})[image_id] = score
     assert sorted(map(sorted, (s.items() for s in stored.values()))) == sorted(
-        map(sorted, ({int(k): v for k, v in s.items()}.items() for s in sent)))
+        map(sorted, ({int(k): v for k, v in s.items()}.items() for s in sent))
+    )
     assert run_cli("check", "--db", db).returncode == 0
 
 
@@ -324,7 +325,7 @@ def test_creating_one_classifier_in_two_processes_is_one_line(tmp_path):
     assert run_cli("index", folder, "--db", db, "-q").returncode == 0
     code = textwrap.dedent(f"""
         import sys
-        sys.path.insert(0, {str(__import__('pathlib').Path(__file__).resolve().parents[1])!r})
+        sys.path.insert(0, {str(__import__("pathlib").Path(__file__).resolve().parents[1])!r})
         from conftest import ColorEncoder
         from localq.collection.collection import Collection
         from localq.errors import LocalqError

@@ -33,8 +33,14 @@ permissions = pytest.mark.reliability("permissions")
 
 # Every command that opens a collection (train opens the UI and is covered by the others).
 READ_COMMANDS = [
-    ("stats",), ("search", "red"), ("classifiers",), ("skipped",), ("predict", "c"),
-    ("history", "c"), ("export", "c", "--out", "{tmp}/out"), ("check",),
+    ("stats",),
+    ("search", "red"),
+    ("classifiers",),
+    ("skipped",),
+    ("predict", "c"),
+    ("history", "c"),
+    ("export", "c", "--out", "{tmp}/out"),
+    ("check",),
 ]
 WRITE_COMMANDS = [("index", "{pics}", "-q"), ("undo", "c"), ("reset",), ("repair",)]
 
@@ -76,6 +82,7 @@ def _healthy(db, before):
 
 
 # -- localq.db ---------------------------------------------------------------------------------
+
 
 def _truncate(path):
     data = path.read_bytes()
@@ -134,6 +141,7 @@ def test_an_empty_database_alone_is_a_new_collection(tmp_path):
 
 # -- vectors.npy: the vectors' only copy -------------------------------------------------------
 
+
 def _truncated(path, _):
     path.write_bytes(path.read_bytes()[:-300])
 
@@ -183,8 +191,13 @@ def test_an_unusable_vectors_file_is_one_line_for_every_command_and_loses_nothin
     # them says so in one line, `stats` still answers, and SQLite is not touched.
     before = snapshot(collection)
     damage(collection / "vectors.npy", tmp_path)
-    for cmd in (("search", "red"), ("predict", "c"), ("export", "c", "--out", "{tmp}/out"), ("index", "{pics}", "-q"),
-                ("repair",)):
+    for cmd in (
+        ("search", "red"),
+        ("predict", "c"),
+        ("export", "c", "--out", "{tmp}/out"),
+        ("index", "{pics}", "-q"),
+        ("repair",),
+    ):
         proc = run_cli(*_args(cmd, tmp_path, collection))
         assert_one_line_error(proc, "vectors.npy")
     proc = run_cli("check", "--db", collection)
@@ -200,8 +213,9 @@ def _middle_row_changed(path, _):
 
 
 @damaged
-@pytest.mark.parametrize("damage", [_middle_row_changed, _last_rows_rolled, _from_another_collection],
-                         ids=lambda f: f.__name__.strip("_"))
+@pytest.mark.parametrize(
+    "damage", [_middle_row_changed, _last_rows_rolled, _from_another_collection], ids=lambda f: f.__name__.strip("_")
+)
 def test_rows_that_no_longer_match_their_digests_are_embedded_again_by_repair(collection, tmp_path, damage):
     # Opening verifies the chain's first and last segments (cheap at any size), `check`
     # every segment; `repair` embeds the rows of the failing ones again from their files.
@@ -258,6 +272,7 @@ def test_a_temp_file_left_by_a_killed_run_is_harmless_and_repair_removes_it(coll
 
 
 # -- where --db points -------------------------------------------------------------------------------
+
 
 @damaged
 @pytest.mark.parametrize("cmd", [("index", "{pics}", "-q"), ("stats",), ("search", "red")], ids=lambda c: c[0])

@@ -58,7 +58,9 @@ def disk(tmp_path):
     mount.mkdir()
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=30m", "tmpfs", str(mount)], capture_output=True, text=True)
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=30m", "tmpfs", str(mount)], capture_output=True, text=True
+    )
     if proc.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip() or proc.returncode}")
     try:
@@ -148,8 +150,11 @@ def same_content(path: Path, reference: Path) -> bool:
 
     # The metadata's order in the header is not fixed: compare what the files hold.
     with safe_open(str(path), "numpy") as a, safe_open(str(reference), "numpy") as b:
-        return a.metadata() == b.metadata() and set(a.keys()) == set(b.keys()) and all(
-            (a.get_tensor(k) == b.get_tensor(k)).all() for k in a.keys())
+        return (
+            a.metadata() == b.metadata()
+            and set(a.keys()) == set(b.keys())
+            and all((a.get_tensor(k) == b.get_tensor(k)).all() for k in a.keys())
+        )
 
 
 @pytest.mark.parametrize("free_kib", FREE_KIB)

@@ -47,8 +47,12 @@ def write_shard(root: Path, key: str, files: list[Path], **columns) -> Path:
     (root / "metadata").mkdir(exist_ok=True)
     vectors = ColorEncoder().encode_images([Image.open(p) for p in files]).astype(np.float16)
     np.save(root / "img_emb" / f"img_emb_{key}.npy", vectors)
-    meta = {"image_path": [str(p) for p in files], "size": [p.stat().st_size for p in files],
-            "mtime": [p.stat().st_mtime for p in files], **columns}
+    meta = {
+        "image_path": [str(p) for p in files],
+        "size": [p.stat().st_size for p in files],
+        "mtime": [p.stat().st_mtime for p in files],
+        **columns,
+    }
     pq.write_table(pa.table(meta), root / "metadata" / f"metadata_{key}.parquet")
     return root
 
@@ -114,7 +118,7 @@ def test_a_fifo_manifest_is_refused_without_blocking(case):
     refused(case, str(root / "manifest.json"), "FIFO")
 
 
-@pytest.mark.parametrize("rows", [10 ** 12, 4, 2])
+@pytest.mark.parametrize("rows", [10**12, 4, 2])
 def test_an_npy_header_is_checked_against_the_file_size(case, rows):
     _, root, _, _ = case
     import io
@@ -127,10 +131,16 @@ def test_an_npy_header_is_checked_against_the_file_size(case, rows):
     refused(case, str(path), "header promises")
 
 
-@pytest.mark.parametrize("column,value", [
-    ("mtime", float("nan")), ("mtime", float("inf")), ("size", float("nan")), ("size", -5),
-    ("width", float("-inf")),
-])
+@pytest.mark.parametrize(
+    "column,value",
+    [
+        ("mtime", float("nan")),
+        ("mtime", float("inf")),
+        ("size", float("nan")),
+        ("size", -5),
+        ("width", float("-inf")),
+    ],
+)
 def test_metadata_that_no_file_could_have_is_refused(case, column, value):
     _, root, files, _ = case
     import pyarrow as pa

@@ -61,6 +61,7 @@ def export(db, out):
 
 # -- embed --out -------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("sub", ["img_emb", "metadata"])
 def test_embed_refuses_a_planted_link_to_a_folder_elsewhere(pics, tmp_path, sub):
     victim = victim_dir(tmp_path)
@@ -130,6 +131,7 @@ def test_embed_out_that_is_not_a_folder_is_one_line(pics, tmp_path, target):
 
 
 # -- export --out ------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("target", ["/dev/null", "fifo", "/proc/self", "file-parent"])
 def test_export_to_a_target_that_cannot_hold_files_is_one_line(db, tmp_path, target):

@@ -42,8 +42,16 @@ def _index_json(db: Path, *roots) -> dict:
     return json.loads(proc.stdout)
 
 
-@pytest.mark.parametrize("layout", ["symlink beside its target", "a root named twice", "a root through '..'",
-                                    "a root inside another", "a nested root first"])
+@pytest.mark.parametrize(
+    "layout",
+    [
+        "symlink beside its target",
+        "a root named twice",
+        "a root through '..'",
+        "a root inside another",
+        "a nested root first",
+    ],
+)
 def test_a_file_reached_twice_is_one_image(tmp_path, layout):
     folder = _photos(tmp_path)
     roots, make = _layouts(folder)[layout]
@@ -116,7 +124,9 @@ def test_bad_files_reached_twice_are_reported_once_under_their_real_path(tmp_pat
     db = tmp_path / "db"
     report = _index_json(db, folder, folder / ".." / folder.name)
     assert sorted((s["path"], s["reason"]) for s in report["skipped"]) == [
-        (str(folder / "bad.jpg"), "not an image"), (str(folder / "logo.svg"), "unsupported format: SVG vector drawing")]
+        (str(folder / "bad.jpg"), "not an image"),
+        (str(folder / "logo.svg"), "unsupported format: SVG vector drawing"),
+    ]
     assert (report["images"], report["duplicates"]) == (3, 5)
     again = _index_json(db, folder / ".." / folder.name)
     assert (again["skipped"], again["skipped_known"], again["unchanged"]) == ([], 2, 3)

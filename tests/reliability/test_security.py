@@ -24,8 +24,25 @@ from reliability.inprocess import assert_one_error_line, assert_terminal_safe, i
 
 pytestmark = pytest.mark.reliability("security")
 
-HOSTILE_NAMES = ["../../X", "/abs/X", "", "a\nb", "..", "a/b", "a\\b", "x" * 65, ".hidden", "-rf", "a..b",
-                 "\x1b]0;pwned\x07", "caf\u00e9", "a b", "a\x00b", "nul\u202egpj.exe", os.fsdecode(b"\xff")]
+HOSTILE_NAMES = [
+    "../../X",
+    "/abs/X",
+    "",
+    "a\nb",
+    "..",
+    "a/b",
+    "a\\b",
+    "x" * 65,
+    ".hidden",
+    "-rf",
+    "a..b",
+    "\x1b]0;pwned\x07",
+    "caf\u00e9",
+    "a b",
+    "a\x00b",
+    "nul\u202egpj.exe",
+    os.fsdecode(b"\xff"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +91,13 @@ def test_property_names_and_slugs(text):
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(name=st.one_of(st.text(max_size=70), st.sampled_from(HOSTILE_NAMES),
-                      st.lists(st.sampled_from(["..", "/", "a", ".", "x"]), max_size=8).map("".join)))
+@given(
+    name=st.one_of(
+        st.text(max_size=70),
+        st.sampled_from(HOSTILE_NAMES),
+        st.lists(st.sampled_from(["..", "/", "a", ".", "x"]), max_size=8).map("".join),
+    )
+)
 def test_property_export_never_writes_outside_out(collection, tmp_path, name):
     out = Path(tempfile.mkdtemp(dir=tmp_path)) / "a" / "b" / "out"  # deep: '../../X' would still land in tmp_path
     before = files_under(tmp_path)
@@ -98,8 +120,9 @@ def crafted(collection, name: str):
     edited by someone else, or made by an older version."""
     dim = collection.dim
     w = np.ones(dim, np.float32) / np.sqrt(dim)
-    return collection.store.create_classifier(name, source="prompt", prompt="red", prior=w, weights=w, bias=0.0,
-                                              settings={})
+    return collection.store.create_classifier(
+        name, source="prompt", prompt="red", prior=w, weights=w, bias=0.0, settings={}
+    )
 
 
 def test_export_of_a_crafted_name_writes_nothing_outside(runner, tmp_path):

@@ -34,7 +34,9 @@ def ivf_collection(root: Path, seed: int = 0):
 
 def queries(centres, n=12, seed=5):
     rng = np.random.default_rng(seed)
-    q = centres[rng.integers(0, len(centres), n)] + 0.5 * rng.standard_normal((n, DIM)).astype(np.float32) / np.sqrt(DIM)
+    q = centres[rng.integers(0, len(centres), n)] + 0.5 * rng.standard_normal((n, DIM)).astype(np.float32) / np.sqrt(
+        DIM
+    )
     return q / np.linalg.norm(q, axis=1, keepdims=True)
 
 
@@ -171,8 +173,12 @@ def test_every_strategy_runs_on_the_ivf_index_and_finds_what_exact_search_finds(
         coll.set_search_index(kind)
         coll.save_index()
         labels = coll.store.labels_by_id()
-        found[kind] = sum(labels[i] == target for target in ("0", "1", "2", "3")
-                          for b in run_loop(coll, strategy, target=target) for i in b)
+        found[kind] = sum(
+            labels[i] == target
+            for target in ("0", "1", "2", "3")
+            for b in run_loop(coll, strategy, target=target)
+            for i in b
+        )
     # The warm-up and boundary pools are approximate through the IVF, so a session's
     # draws differ from exact search's; over four sessions they find about as many of
     # the example's class.
@@ -195,7 +201,9 @@ def test_candidate_pools_of_boundary_and_warm_up_keep_their_recall(tmp_path, k):
 
 
 def test_index_option_sets_the_search_index_and_stats_report_it(tmp_path, colour_folder, monkeypatch):
-    monkeypatch.setattr(localq.encoders, "load_encoder", lambda spec="lite0", weights=None: ColorEncoder(), raising=False)
+    monkeypatch.setattr(
+        localq.encoders, "load_encoder", lambda spec="lite0", weights=None: ColorEncoder(), raising=False
+    )
     runner, db = CliRunner(), str(tmp_path / "c")
     result = runner.invoke(cli, ["index", str(colour_folder), "--labels", "--db", db, "--index", "ivf"])
     assert result.exit_code == 0, result.output

@@ -152,8 +152,9 @@ def test_dimension_mismatch_is_refused(index, tmp_path):
         index.search(np.zeros(DIM + 1, np.float32), 3, None)
 
 
-@pytest.mark.parametrize("content", [b"not a vectors file", b"\x93NUMPY\x01\x00" + b"x" * 200,
-                                     header(10, DIM), np.zeros(3).tobytes()])
+@pytest.mark.parametrize(
+    "content", [b"not a vectors file", b"\x93NUMPY\x01\x00" + b"x" * 200, header(10, DIM), np.zeros(3).tobytes()]
+)
 def test_unreadable_file_is_a_localq_error(tmp_path, content):
     path = tmp_path / "broken.npy"
     path.write_bytes(content)
@@ -344,12 +345,16 @@ def test_gather_rows_reads_near_rows_as_one_span_and_returns_them_as_asked(tmp_p
     monkeypatch.setattr(vector_file, "_SPAN_BYTES", 64 * 128)  # spans of at most 64 rows here
     reads = []
     real_preadv = os.preadv
-    monkeypatch.setattr(os, "preadv", lambda fd, views, offset: reads.append(len(views[0])) or real_preadv(fd, views, offset))
+    monkeypatch.setattr(
+        os, "preadv", lambda fd, views, offset: reads.append(len(views[0])) or real_preadv(fd, views, offset)
+    )
     rng = np.random.default_rng(1)
-    ids = {"dense": rng.permutation(6000)[:3000],
-           "sparse": rng.choice(6000, 50, replace=False),
-           "runs": np.concatenate([np.arange(100, 400), np.arange(5000, 5010)])[::-1],
-           "repeats": rng.integers(0, 6000, 4000)}[pattern]
+    ids = {
+        "dense": rng.permutation(6000)[:3000],
+        "sparse": rng.choice(6000, 50, replace=False),
+        "runs": np.concatenate([np.arange(100, 400), np.arange(5000, 5010)])[::-1],
+        "repeats": rng.integers(0, 6000, 4000),
+    }[pattern]
     np.testing.assert_array_equal(vector_file.gather_rows(matrix, ids), x[ids])
     assert max(reads) <= 64 * 128
     if pattern == "dense":

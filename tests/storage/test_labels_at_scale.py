@@ -45,8 +45,10 @@ def test_ten_thousand_labels_read_in_well_under_a_second(tmp_path):
     rng = np.random.default_rng(0)
     given = rng.permutation(12000)[:10000]
     with coll.store.transaction() as c:  # 1,000 rounds of 10, as a long session leaves them
-        c.executemany("INSERT INTO labels(classifier_id, round, image_id, score, at) VALUES (?, ?, ?, ?, '')",
-                      [(cid, 1 + n // 10, int(i), 1.0) for n, i in enumerate(given)])
+        c.executemany(
+            "INSERT INTO labels(classifier_id, round, image_id, score, at) VALUES (?, ?, ?, ?, '')",
+            [(cid, 1 + n // 10, int(i), 1.0) for n, i in enumerate(given)],
+        )
         c.execute("UPDATE classifiers SET round = 1000 WHERE id = ?", (cid,))
     coll.store.commit_round(cid, 1001, {int(given[0]): -1.0}, [], w, 0.0, None)
     t0 = time.perf_counter()

@@ -36,9 +36,12 @@ def _sqlite(root: Path, sql: str):
 
 
 def _kept(root: Path):
-    return (_sqlite(root, "SELECT * FROM images ORDER BY id"), _sqlite(root, "SELECT * FROM labels ORDER BY 1, 2, 3"),
-            _sqlite(root, "SELECT classifier_id, round, weights, bias FROM rounds ORDER BY 1, 2"),
-            _sqlite(root, "SELECT * FROM vector_digests ORDER BY end_row"))
+    return (
+        _sqlite(root, "SELECT * FROM images ORDER BY id"),
+        _sqlite(root, "SELECT * FROM labels ORDER BY 1, 2, 3"),
+        _sqlite(root, "SELECT classifier_id, round, weights, bias FROM rounds ORDER BY 1, 2"),
+        _sqlite(root, "SELECT * FROM vector_digests ORDER BY end_row"),
+    )
 
 
 def test_a_collection_made_by_0_1_0_moves_its_vectors_once_with_nothing_lost(old_collection):
@@ -61,7 +64,7 @@ def test_a_collection_made_by_0_1_0_moves_its_vectors_once_with_nothing_lost(old
         coll.add_images([NewImage("/new.png", "hnew", 1, 0.0, 1, 1)], ColorEncoder().encode_texts(["blue"]))
         assert coll.rows() == len(expected) + 1 and coll.check().ok
     assert (old_collection / "vectors.npy").stat().st_mtime_ns >= moved
-    np.testing.assert_array_equal(np.load(old_collection / "vectors.npy")[:len(expected)], expected)
+    np.testing.assert_array_equal(np.load(old_collection / "vectors.npy")[: len(expected)], expected)
 
 
 def test_a_move_killed_before_its_commit_is_done_again(old_collection):

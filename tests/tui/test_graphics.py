@@ -34,10 +34,11 @@ CELL = (8, 16)
 
 # -- sixel ---------------------------------------------------------------------------------------
 
+
 def decode_sixel(data: str, width: int, height: int) -> np.ndarray:
     """A minimal sixel decoder (colour definitions, !repeat, $ and -): RGB, -1 where nothing was drawn."""
     out = np.full((height, width, 3), -1, np.int32)
-    body = data[data.index("q") + 1:data.rindex("\x1b\\")]
+    body = data[data.index("q") + 1 : data.rindex("\x1b\\")]
     body = re.sub(r'^"[\d;]*', "", body)
     palette, colour, x, top = {}, None, 0, 0
     for token in re.finditer(r"#(\d+)(?:;2;(\d+);(\d+);(\d+))?|!(\d+)(.)|([?-~])|\$|-", body):
@@ -57,7 +58,7 @@ def decode_sixel(data: str, width: int, height: int) -> np.ndarray:
             bits = ord(ch) - 63
             for k in range(6):
                 if bits >> k & 1 and top + k < height:
-                    out[top + k, x:x + n] = palette[colour]
+                    out[top + k, x : x + n] = palette[colour]
             x += n
     return out
 
@@ -92,8 +93,10 @@ def test_kitty_sequences_chunk_the_png_and_place_without_moving_the_cursor():
 
     png = base64.b64decode("".join(payload for _, payload in chunks))
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), np.asarray(img))
-    assert kitty.place(7, 3, 4, 2, 30, 14, (0, 8, 240, 216)) == \
-        "\x1b[3;5H\x1b_Ga=p,i=7,p=3,x=0,y=8,w=240,h=216,c=30,r=14,C=1,q=2\x1b\\"
+    assert (
+        kitty.place(7, 3, 4, 2, 30, 14, (0, 8, 240, 216))
+        == "\x1b[3;5H\x1b_Ga=p,i=7,p=3,x=0,y=8,w=240,h=216,c=30,r=14,C=1,q=2\x1b\\"
+    )
 
 
 def test_fit_canvas_keeps_the_aspect_and_centres():
@@ -106,6 +109,7 @@ def test_fit_canvas_keeps_the_aspect_and_centres():
 
 
 # -- the terminal --------------------------------------------------------------------------------
+
 
 def test_resolve_never_probes_without_a_terminal_and_honours_the_switch():
     class NotATty:
@@ -121,7 +125,11 @@ def test_resolve_never_probes_without_a_terminal_and_honours_the_switch():
     assert resolve("bogus", {}, s, s).note.startswith("unknown thumbnail protocol")
     assert parse_answers("\x1b[?63;1;2;4;6;9;15;22c") == {"da1": ["63", "1", "2", "4", "6", "9", "15", "22"]}
     assert parse_answers("\x1b[6;17;8t\x1b[?1;0;1024S\x1b[?2;0;1000;1000S\x1b[?62;22c") == {
-        "da1": ["62", "22"], "cell": (8, 17), "colors": 1024, "max_pixels": (1000, 1000)}
+        "da1": ["62", "22"],
+        "cell": (8, 17),
+        "colors": 1024,
+        "max_pixels": (1000, 1000),
+    }
 
 
 def answering_terminal(answer: bytes):
@@ -140,12 +148,19 @@ def answering_terminal(answer: bytes):
     return master, open(slave, "r+b", buffering=0), asked
 
 
-@pytest.mark.parametrize("answer,env,expected", [
-    (b"\x1b[6;15;8t\x1b[?1;0;256S\x1b[?2;0;1000;1000S\x1b[?63;1;2;4;6;9;15;22c", {"TERM": "xterm"}, SIXEL),  # xterm -ti vt340
-    (b"\x1b[?62;22c", {"TERM": "xterm-256color"}, HALFBLOCK),  # no attribute 4: no sixel
-    (b"\x1b[?62;22c", {"TERM": "xterm-kitty"}, KITTY),
-    (b"\x1b[?62;4c", {"TERM": "tmux-256color", "TMUX": "/tmp/tmux-0/default,1,0"}, HALFBLOCK),  # no passthrough
-])
+@pytest.mark.parametrize(
+    "answer,env,expected",
+    [
+        (
+            b"\x1b[6;15;8t\x1b[?1;0;256S\x1b[?2;0;1000;1000S\x1b[?63;1;2;4;6;9;15;22c",
+            {"TERM": "xterm"},
+            SIXEL,
+        ),  # xterm -ti vt340
+        (b"\x1b[?62;22c", {"TERM": "xterm-256color"}, HALFBLOCK),  # no attribute 4: no sixel
+        (b"\x1b[?62;22c", {"TERM": "xterm-kitty"}, KITTY),
+        (b"\x1b[?62;4c", {"TERM": "tmux-256color", "TMUX": "/tmp/tmux-0/default,1,0"}, HALFBLOCK),  # no passthrough
+    ],
+)
 def test_resolve_asks_the_terminal(answer, env, expected):
     master, tty, asked = answering_terminal(answer)
     try:
@@ -161,6 +176,7 @@ def test_resolve_asks_the_terminal(answer, env, expected):
 
 
 # -- the painter in the app ----------------------------------------------------------------------
+
 
 def graphics_app(root, protocol: str):
     app = make_app(root, "reds", k=6, graphics=TerminalGraphics(protocol, CELL))
@@ -234,7 +250,7 @@ async def test_kitty_places_each_thumbnail_once_and_follows_screens(photo_root):
         moved = {int(m[3]): m for m in PLACE.findall("".join(sent))}
         for pid, (x, y, w, h) in regions.items():
             if pid in moved:
-                row, col, *_ , c, r = map(int, moved[pid])
+                row, col, *_, c, r = map(int, moved[pid])
                 assert (col - 1, row - 1, c, r) == (x, y, w, h)
         assert len(moved) >= len(placed) - 1
 
@@ -319,8 +335,12 @@ async def test_kitty_crops_scrolled_thumbnails_and_dims_skipped_ones(photo_root)
                 continue
             col, row, _, sx, sy, sw, sh, c, r = shown[thumb._placement]
             assert (col, row, c, r) == (visible.x, visible.y, visible.width, visible.height)
-            assert (sx, sy, sw, sh) == ((visible.x - region.x) * CELL[0], (visible.y - region.y) * CELL[1],
-                                        visible.width * CELL[0], visible.height * CELL[1])
+            assert (sx, sy, sw, sh) == (
+                (visible.x - region.x) * CELL[0],
+                (visible.y - region.y) * CELL[1],
+                visible.width * CELL[0],
+                visible.height * CELL[1],
+            )
             cropped += visible.height < region.height
         assert cropped >= 1  # at least one card is cut by the edge of the scrolled grid
 

@@ -41,12 +41,45 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 TERMINALS = {
     # decTerminalID makes DA1 answer as a VT340 (attribute 4: sixel); 256 colour registers
     # (a VT340 has 16); sixelScrolling draws an image at the cursor, not the top left.
-    "sixel": ["xterm", "-ti", "vt340", "-xrm", "XTerm*decTerminalID: vt340", "-xrm", "XTerm*numColorRegisters: 256",
-              "-xrm", "XTerm*sixelScrolling: true", "-b", "0", "-geometry", f"{COLS}x{ROWS}+0+0",
-              "-fa", "DejaVu Sans Mono", "-fs", "9", "-e"],
-    "kitty": ["kitty", "--config", "NONE", "-o", "font_size=9", "-o", "remember_window_size=no",
-              "-o", f"initial_window_width={COLS}c", "-o", f"initial_window_height={ROWS}c",
-              "-o", "window_padding_width=0", "-o", "placement_strategy=top-left", "-o", "enable_audio_bell=no"],
+    "sixel": [
+        "xterm",
+        "-ti",
+        "vt340",
+        "-xrm",
+        "XTerm*decTerminalID: vt340",
+        "-xrm",
+        "XTerm*numColorRegisters: 256",
+        "-xrm",
+        "XTerm*sixelScrolling: true",
+        "-b",
+        "0",
+        "-geometry",
+        f"{COLS}x{ROWS}+0+0",
+        "-fa",
+        "DejaVu Sans Mono",
+        "-fs",
+        "9",
+        "-e",
+    ],
+    "kitty": [
+        "kitty",
+        "--config",
+        "NONE",
+        "-o",
+        "font_size=9",
+        "-o",
+        "remember_window_size=no",
+        "-o",
+        f"initial_window_width={COLS}c",
+        "-o",
+        f"initial_window_height={ROWS}c",
+        "-o",
+        "window_padding_width=0",
+        "-o",
+        "placement_strategy=top-left",
+        "-o",
+        "enable_audio_bell=no",
+    ],
 }
 NEEDS = {"sixel": ["Xvfb", "xwd", "xdotool", "xterm"], "kitty": ["Xvfb", "xwd", "xdotool", "kitty"]}
 
@@ -54,13 +87,16 @@ NEEDS = {"sixel": ["Xvfb", "xwd", "xdotool", "xterm"], "kitty": ["Xvfb", "xwd", 
 def require(protocol: str) -> None:
     missing = [tool for tool in NEEDS[protocol] if shutil.which(tool) is None]
     if missing:
-        message = f"{', '.join(missing)} not installed (Debian: xvfb x11-apps xdotool xterm kitty; .ci/run installs them)"
+        message = (
+            f"{', '.join(missing)} not installed (Debian: xvfb x11-apps xdotool xterm kitty; .ci/run installs them)"
+        )
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)
 
 
 # -- the collection -------------------------------------------------------------------------------
+
 
 def photos(folder: Path, n: int = 10) -> Path:
     """n real photos (one per Imagenette class when the data set is there, else drawn ones)."""
@@ -92,8 +128,9 @@ def make_collection(tmp_path: Path) -> Path:
     root = tmp_path / "coll"
     with Collection.open(root, create=True) as coll:
         index_paths(coll, [photos(tmp_path / "photos")], ColorEncoder(), with_labels=False)
-        weights = classifier_file.save(tmp_path / "w.npy", ColorEncoder().encode_texts(["green"])[0], 0.0,
-                                       model_id=ColorEncoder.model_id, meta={})
+        weights = classifier_file.save(
+            tmp_path / "w.npy", ColorEncoder().encode_texts(["green"])[0], 0.0, model_id=ColorEncoder.model_id, meta={}
+        )
         Trainer.create(coll, "photos", weights_file=weights)
     return root
 
@@ -135,10 +172,15 @@ def layout(root: Path) -> tuple[list[tuple[str, tuple[int, int, int, int]]], tup
 
 # -- X, the terminal and the screenshot --------------------------------------------------------------
 
+
 def start_xvfb() -> tuple[subprocess.Popen, str]:
     read, write = os.pipe()
-    proc = subprocess.Popen(["Xvfb", "-displayfd", str(write), "-screen", "0", "1920x1200x24", "-nolisten", "tcp"],
-                            pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        ["Xvfb", "-displayfd", str(write), "-screen", "0", "1920x1200x24", "-nolisten", "tcp"],
+        pass_fds=(write,),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     os.close(write)
     with os.fdopen(read) as f:
         number = f.readline().strip()
@@ -150,14 +192,15 @@ def start_xvfb() -> tuple[subprocess.Popen, str]:
 
 def screenshot(display: str) -> np.ndarray:
     """The whole X screen as an RGB array (xwd's ZPixmap, BGR(X) pixels)."""
-    data = subprocess.run(["xwd", "-root", "-silent"], env={**os.environ, "DISPLAY": display},
-                          check=True, capture_output=True, timeout=30).stdout
+    data = subprocess.run(
+        ["xwd", "-root", "-silent"], env={**os.environ, "DISPLAY": display}, check=True, capture_output=True, timeout=30
+    ).stdout
     h = struct.unpack(">25I", data[:100])
     header, width, height, bits, per_line, ncolors = h[0], h[4], h[5], h[11], h[12], h[19]
     step = bits // 8  # 24 (packed, rows padded to bytes_per_line) or 32 bits a pixel: xwd writes either
     assert step in (3, 4), f"xwd: {bits} bits per pixel"
     start = header + 12 * ncolors
-    px = np.frombuffer(data[start:start + per_line * height], np.uint8).reshape(height, per_line)
+    px = np.frombuffer(data[start : start + per_line * height], np.uint8).reshape(height, per_line)
     px = px[:, : width * step].reshape(height, width, step)
     order = [2, 1, 0] if h[7] == 0 else [step - 3, step - 2, step - 1]  # LSBFirst: BGR(X); MSBFirst: (X)RGB
     return px[..., order].copy()
@@ -166,7 +209,7 @@ def screenshot(display: str) -> np.ndarray:
 def drawn(shot: np.ndarray, cards, cell: tuple[int, int]) -> bool:
     """Every thumbnail's cells hold something other than a flat background."""
     cw, ch = cell
-    return all(shot[y * ch:(y + h) * ch, x * cw:(x + w) * cw].std() > 10 for _, (x, y, w, h) in cards)
+    return all(shot[y * ch : (y + h) * ch, x * cw : (x + w) * cw].std() > 10 for _, (x, y, w, h) in cards)
 
 
 def run_terminal(protocol: str, root: Path, workdir: Path, stages, timeout: float = 120.0):
@@ -184,17 +227,24 @@ def run_terminal(protocol: str, root: Path, workdir: Path, stages, timeout: floa
     )
     script.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KITTY", "TMUX", "TERM"))}
-    env.update(DISPLAY=display, PYTHONPATH=str(REPO), COLORTERM="truecolor", LIBGL_ALWAYS_SOFTWARE="1",
-               LOCALQ_HOME=str(root))
-    term = subprocess.Popen(TERMINALS[protocol] + [str(script)], env=env, cwd=workdir,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env.update(
+        DISPLAY=display, PYTHONPATH=str(REPO), COLORTERM="truecolor", LIBGL_ALWAYS_SOFTWARE="1", LOCALQ_HOME=str(root)
+    )
+    term = subprocess.Popen(
+        TERMINALS[protocol] + [str(script)], env=env, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     shots, cell, last = [], None, None
     try:
         for n, (keys, ready) in enumerate(stages):
             if keys:
                 # the pointer on the status line (no hover effects), then the keys, slowly enough to repaint
-                subprocess.run(["xdotool", "mousemove", "40", "3", "sleep", "0.2"]
-                               + [a for k in keys for a in ("key", k, "sleep", "0.3")], env=env, check=True, timeout=30)
+                subprocess.run(
+                    ["xdotool", "mousemove", "40", "3", "sleep", "0.2"]
+                    + [a for k in keys for a in ("key", k, "sleep", "0.3")],
+                    env=env,
+                    check=True,
+                    timeout=30,
+                )
             deadline = time.monotonic() + timeout
             last = None
             while True:
@@ -230,6 +280,7 @@ def run_terminal(protocol: str, root: Path, workdir: Path, stages, timeout: floa
 
 # -- comparing pixels --------------------------------------------------------------------------------
 
+
 def _grey(a: np.ndarray) -> np.ndarray:
     return a[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
 
@@ -262,8 +313,8 @@ def halfblock_picture(img, cols: int, rows: int, cell: tuple[int, int]) -> np.nd
                 fg = seg.style.color.get_truecolor() if seg.style.color else (0, 0, 0)
                 bg = seg.style.bgcolor.get_truecolor() if seg.style.bgcolor else (0, 0, 0)
                 upper, lower = (fg, bg) if seg.text[0] == "▀" else (bg, fg)
-                out[y * ch:y * ch + ch // 2, x * cw:(x + 1) * cw] = upper
-                out[y * ch + ch // 2:(y + 1) * ch, x * cw:(x + 1) * cw] = lower
+                out[y * ch : y * ch + ch // 2, x * cw : (x + 1) * cw] = upper
+                out[y * ch + ch // 2 : (y + 1) * ch, x * cw : (x + 1) * cw] = lower
                 x += 1
     return out
 
@@ -293,18 +344,24 @@ def compare(shot: np.ndarray, cards, cell: tuple[int, int], slack: int = 4) -> l
                 if y0 - 3 < 0 or x0 - 3 < 0:
                     continue
                 # detail of a slightly larger window, cropped back: no edge effects from the blur
-                window = _detail(screen_grey[y0 - 3:y0 + (bottom - top) + 3, x0 - 3:x0 + (right - left) + 3])[3:-3, 3:-3]
+                window = _detail(screen_grey[y0 - 3 : y0 + (bottom - top) + 3, x0 - 3 : x0 + (right - left) + 3])[
+                    3:-3, 3:-3
+                ]
                 best = max(best, (_corr(window, source), dy, dx))
         corr, dy, dx = best
         y0, x0 = y * ch + top + dy, x * cw + left + dx
         half = halfblock_picture(src, w, h, cell)
-        results.append({
-            "path": Path(path).name,
-            "screen": corr,
-            "halfblock": _corr(_detail(_grey(half))[top:bottom, left:right], source),
-            "screen_plain": _corr(screen_grey[y0:y0 + bottom - top, x0:x0 + right - left], _grey(canvas)[top:bottom, left:right]),
-            "shift": (dx, dy),
-        })
+        results.append(
+            {
+                "path": Path(path).name,
+                "screen": corr,
+                "halfblock": _corr(_detail(_grey(half))[top:bottom, left:right], source),
+                "screen_plain": _corr(
+                    screen_grey[y0 : y0 + bottom - top, x0 : x0 + right - left], _grey(canvas)[top:bottom, left:right]
+                ),
+                "shift": (dx, dy),
+            }
+        )
     return results
 
 
@@ -335,11 +392,15 @@ def check_terminal(protocol: str, tmp_path: Path, save: Path | None = None) -> d
         from PIL import Image
 
         dx, dy = results["grid"][0]["shift"]  # the window's offset on the X screen (its border)
-        Image.fromarray(scored[dy:dy + ROWS * cell[1], dx:dx + COLS * cell[0]]).save(save / f"train-160x48-{protocol}.png")
+        Image.fromarray(scored[dy : dy + ROWS * cell[1], dx : dx + COLS * cell[0]]).save(
+            save / f"train-160x48-{protocol}.png"
+        )
     for stage, rows in results.items():
         for r in rows:
-            print(f"{protocol} {stage} {r['path']}: detail corr screen {r['screen']:.3f} vs half-blocks"
-                  f" {r['halfblock']:.3f} (plain corr {r['screen_plain']:.3f})")
+            print(
+                f"{protocol} {stage} {r['path']}: detail corr screen {r['screen']:.3f} vs half-blocks"
+                f" {r['halfblock']:.3f} (plain corr {r['screen_plain']:.3f})"
+            )
     return results
 
 

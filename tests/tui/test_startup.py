@@ -44,6 +44,7 @@ class CountingEncoder(ColorEncoder):
 
 # -- the prompt-vector cache --------------------------------------------------------------------
 
+
 def test_prompt_cache_hits_misses_and_keys_by_model(cache):
     calls = []
 
@@ -85,6 +86,7 @@ def test_collection_serves_a_repeated_prompt_without_the_encoder(tmp_path, cache
 
 # -- the built-in encoder: text without the CNN ---------------------------------------------------
 
+
 def _run(code: str, cache: Path) -> dict:
     env = {"LOCALQ_CACHE": str(cache), "PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
     done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env)
@@ -94,28 +96,35 @@ def _run(code: str, cache: Path) -> dict:
 
 def test_lite_text_query_loads_neither_the_cnn_nor_torch(cache, tmp_path):
     # First process: no head matrix cached yet, so it loads the CNN once and caches the head.
-    first = _run("""
+    first = _run(
+        """
         import json, sys
         from localq.encoders import load_encoder
         enc = load_encoder("lite0")
         print(json.dumps({"loaded": enc.model_loaded, "v": enc.encode_texts(["a golf ball"])[0].tolist()}))
-    """, cache)
+    """,
+        cache,
+    )
     assert first["loaded"] and list(cache.glob("head-lite0-*.npy"))
-    second = _run("""
+    second = _run(
+        """
         import json, sys
         from localq.encoders import load_encoder
         enc = load_encoder("lite0")
         v = enc.encode_texts(["a golf ball"])[0].tolist()
         heavy = [m for m in ("torch", "timm", "transformers", "sentence_transformers") if m in sys.modules]
         print(json.dumps({"loaded": enc.model_loaded, "heavy": heavy, "v": v, "dim": enc.dim}))
-    """, cache)
+    """,
+        cache,
+    )
     assert second["loaded"] is False and second["heavy"] == [] and second["dim"] == 1280
     np.testing.assert_allclose(second["v"], first["v"], atol=1e-6)
 
 
 def test_search_with_a_cached_prompt_imports_no_torch(cache, tmp_path):
     """`localq search` end to end on a lite0 collection (synthetic vectors, real model_id)."""
-    _run("""
+    _run(
+        """
         import json, numpy as np
         from localq.collection.collection import Collection
         from localq.encoders import load_encoder
@@ -127,7 +136,10 @@ def test_search_with_a_cached_prompt_imports_no_torch(cache, tmp_path):
         coll.add_images([NewImage(f"/x/{i}.jpg", f"h{i}", 1, 0.0, 1, 1) for i in range(20)], x)
         coll.close()
         print(json.dumps({}))
-    """ % str(tmp_path / "coll"), cache)
+    """
+        % str(tmp_path / "coll"),
+        cache,
+    )
     search = """
         import json, sys
         from localq.cli import cli
@@ -143,6 +155,7 @@ def test_search_with_a_cached_prompt_imports_no_torch(cache, tmp_path):
 
 # -- the decode pipeline and the indexing order ---------------------------------------------------
 
+
 def _snapshot(root: Path) -> tuple[list, np.ndarray]:
     with Collection.open(root) as coll:
         rows = sorted((r.id, r.path, r.hash, r.width, r.height, r.label) for r in coll.store.live_files().values())
@@ -156,8 +169,15 @@ def test_pipeline_gives_the_ids_and_vectors_of_the_sequential_loop(tmp_path, col
     for workers in (0, 1, 2):
         root = tmp_path / f"coll{workers}"
         with Collection.open(root, create=True) as coll:
-            report = index_paths(coll, [colour_folder], ColorEncoder(), with_labels=True, batch_size=5,
-                                 decode_workers=workers, order=order)
+            report = index_paths(
+                coll,
+                [colour_folder],
+                ColorEncoder(),
+                with_labels=True,
+                batch_size=5,
+                decode_workers=workers,
+                order=order,
+            )
             assert (report.added, len(report.skipped)) == (12, 1)
         snapshots.append(_snapshot(root))
     for rows, matrix in snapshots[1:]:
@@ -178,13 +198,16 @@ def test_pipeline_error_reaches_the_caller_and_stops_the_thread(tmp_path, colour
 
 
 def test_spread_order_interleaves_folders_deterministically():
-    entries = [FileEntry(f"/p/{folder}/{i}.jpg", 1, 0.0) for folder, n in (("a", 3), ("b", 1), ("c", 2)) for i in range(n)]
+    entries = [
+        FileEntry(f"/p/{folder}/{i}.jpg", 1, 0.0) for folder, n in (("a", 3), ("b", 1), ("c", 2)) for i in range(n)
+    ]
     order = [e.path for e in spread_order(entries)]
     assert order == ["/p/a/0.jpg", "/p/b/0.jpg", "/p/c/0.jpg", "/p/a/1.jpg", "/p/c/1.jpg", "/p/a/2.jpg"]
     assert spread_order(entries) == spread_order(entries)
 
 
 # -- indexing behind the labeling UI -------------------------------------------------------------
+
 
 class GatedEncoder(ColorEncoder):
     """Embeds ``free`` batches, then waits until ``gate`` is set: the test decides how far indexing got."""
@@ -219,8 +242,13 @@ def _ui(tmp_path, encoder, warmup: int = 8):
     coll = Collection.open(root)
     coll.bind_encoder(encoder)
     Trainer.create(coll, "reds", prompt="red", settings=Settings(k=6))
-    app = TrainApp(trainer_opener(coll, "reds", background), root, thumbnails="halfblock", colors="truecolor",
-                   background=background)
+    app = TrainApp(
+        trainer_opener(coll, "reds", background),
+        root,
+        thumbnails="halfblock",
+        colors="truecolor",
+        background=background,
+    )
     return app, background, root
 
 
@@ -313,14 +341,21 @@ def test_a_cache_behind_an_unsearchable_directory_only_costs_a_recomputation(tmp
         (locked / "cache").mkdir(parents=True)
         prompt_cache.remember("m", "p", np.zeros(3, np.float32))  # a real cache elsewhere, untouched
         locked.chmod(0)
-        code = ("import numpy as np; from localq.encoders import prompt_cache\n"
-                "v = prompt_cache.text_vector('m', 'p', lambda t: np.ones(3, np.float32))\n"
-                "print(v.tolist(), prompt_cache.lookup('m', 'p'))")
+        code = (
+            "import numpy as np; from localq.encoders import prompt_cache\n"
+            "v = prompt_cache.text_vector('m', 'p', lambda t: np.ones(3, np.float32))\n"
+            "print(v.tolist(), prompt_cache.lookup('m', 'p'))"
+        )
         cmd = [sys.executable, "-c", code]
         if os.geteuid() == 0:  # root enters any directory: run as the unprivileged user instead
             cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] + cmd
-        out = subprocess.run(cmd, capture_output=True, text=True, cwd="/",
-                             env={**os.environ, "PYTHONPATH": str(ROOT), "LOCALQ_CACHE": str(locked / "cache")})
+        out = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            cwd="/",
+            env={**os.environ, "PYTHONPATH": str(ROOT), "LOCALQ_CACHE": str(locked / "cache")},
+        )
         assert out.returncode == 0, out.stderr
         assert out.stdout.strip() == "[1.0, 1.0, 1.0] None"
     finally:

@@ -35,6 +35,7 @@ UPDATE = os.environ.get("LOCALQ_UPDATE_SNAPSHOTS") == "1"
 
 # -- collections -------------------------------------------------------------------------------
 
+
 def picture(hue, seed: int, size: int = 48):
     """A small landscape-like picture (gradient sky, ground, a sun) so half-blocks have detail."""
     from PIL import Image, ImageDraw
@@ -67,8 +68,9 @@ def photo_root(tmp_path) -> Path:
         # The snapshots show the boundary strategy's batch (the default before auto): the look, not the strategy.
         Trainer.create(coll, "reds", prompt="red", settings=Settings(k=6, strategy="boundary"))
         # Bias 0 on non-negative colour vectors: every image predicted positive (a full predictions grid).
-        red = classifier_file.save(tmp_path / "red.npy", ColorEncoder().encode_texts(["red"])[0], 0.0,
-                                   model_id=ColorEncoder.model_id, meta={})
+        red = classifier_file.save(
+            tmp_path / "red.npy", ColorEncoder().encode_texts(["red"])[0], 0.0, model_id=ColorEncoder.model_id, meta={}
+        )
         Trainer.create(coll, "all", weights_file=red, settings=Settings(strategy="boundary"))
     (photos / "blue" / "blue5.png").unlink()  # indexed, then lost: the card must show a placeholder
     return root
@@ -122,6 +124,7 @@ def scores(app) -> list[float | None]:
 
 # -- keys and mouse ----------------------------------------------------------------------------------
 
+
 @pytest.mark.asyncio
 async def test_keys_change_scores_of_the_focused_card(synthetic_root):
     app = make_app(synthetic_root, "t")
@@ -170,8 +173,21 @@ async def test_a_key_burst_follows_focus(synthetic_root):
     app = make_app(synthetic_root, "t")
     async with app.run_test(size=(100, 40)) as pilot:
         await settle(pilot)
-        for key, char in [("3", "3"), ("j", "j"), ("1", "1"), ("j", "j"), ("right", None), ("right", None),
-                          ("j", "j"), ("x", "x"), ("j", "j"), ("2", "2"), ("k", "k"), ("k", "k"), ("left", None)]:
+        for key, char in [
+            ("3", "3"),
+            ("j", "j"),
+            ("1", "1"),
+            ("j", "j"),
+            ("right", None),
+            ("right", None),
+            ("j", "j"),
+            ("x", "x"),
+            ("j", "j"),
+            ("2", "2"),
+            ("k", "k"),
+            ("k", "k"),
+            ("left", None),
+        ]:
             app.post_message(events.Key(key, char))
         await pilot.pause()
         await pilot.pause(0.1)
@@ -181,6 +197,7 @@ async def test_a_key_burst_follows_focus(synthetic_root):
 
 
 # -- the loop ------------------------------------------------------------------------------------------
+
 
 @pytest.mark.asyncio
 async def test_fit_shows_a_new_batch_without_seen_images(synthetic_root):
@@ -340,6 +357,7 @@ async def test_save_writes_a_classifier_file(synthetic_root, tmp_path):
 
 # -- preview and predictions ------------------------------------------------------------------------------
 
+
 @pytest.mark.asyncio
 async def test_preview_shows_the_focused_image_and_takes_score_keys(photo_root):
     app = make_app(photo_root, "reds")
@@ -370,7 +388,9 @@ async def test_predictions_view_lists_top_positives(synthetic_root):
         shown = [c.hit for c in screen.cards()]
         expected = reopen(synthetic_root, "t").predict(limit=PredictionsScreen.PAGE)
         assert [h.id for h in shown] == [p.id for p in expected] and shown
-        assert all(h.score > 0 for h in shown) and [h.score for h in shown] == sorted((h.score for h in shown), reverse=True)
+        assert all(h.score > 0 for h in shown) and [h.score for h in shown] == sorted(
+            (h.score for h in shown), reverse=True
+        )
         assert all(c.control is None for c in screen.cards())  # read-only
         await pilot.press("j", "p")
         await pilot.pause()
@@ -382,6 +402,7 @@ async def test_predictions_view_lists_top_positives(synthetic_root):
 
 
 # -- thumbnails and layout -----------------------------------------------------------------------------------
+
 
 def test_halfblocks_fill_the_box_with_two_pixels_per_cell():
     from PIL import Image
@@ -421,13 +442,21 @@ def test_cache_decodes_once_and_missing_files_become_placeholders(tmp_path):
         cache.image(str(good), 64)
         cache.image("/nowhere/b.png", 64)
     assert calls == [str(good), "/nowhere/b.png"]
-    assert cache.cached_lines(str(good), 64, 20, 10, "truecolor") is None  # rendering is asked for, never done in passing
+    assert (
+        cache.cached_lines(str(good), 64, 20, 10, "truecolor") is None
+    )  # rendering is asked for, never done in passing
     lines = cache.render(str(good), 64, 20, 10, "truecolor")
-    assert cache.render(str(good), 64, 20, 10, "truecolor") is lines is cache.cached_lines(str(good), 64, 20, 10, "truecolor")
+    assert (
+        cache.render(str(good), 64, 20, 10, "truecolor")
+        is lines
+        is cache.cached_lines(str(good), 64, 20, 10, "truecolor")
+    )
     text = "".join(s.text for line in cache.render("/nowhere/b.png", 64, 20, 6, "truecolor") for s in line)
     assert "no image" in text and "file not found" in text
     (tmp_path / "bad.png").write_bytes(b"not an image")
-    assert "not an image" in "".join(s.text for line in render_missing(cache.image(str(tmp_path / "bad.png"), 64).reason, 20, 6) for s in line)
+    assert "not an image" in "".join(
+        s.text for line in render_missing(cache.image(str(tmp_path / "bad.png"), 64).reason, 20, 6) for s in line
+    )
     cache.close()
     lru = LRU(2)
     for k in "abc":
@@ -445,6 +474,7 @@ def test_grid_layout_adapts_to_the_terminal():
 
 # -- snapshots ----------------------------------------------------------------------------------------------
 
+
 def check_snapshot(app, name: str, tmp_path: Path) -> None:
     svg = app.export_screenshot(title="localq")
     path = SNAPSHOTS / f"{name}.svg"
@@ -457,8 +487,10 @@ def check_snapshot(app, name: str, tmp_path: Path) -> None:
     if svg != path.read_text():
         actual = tmp_path / f"{name}.svg"
         actual.write_text(svg)
-        pytest.fail(f"{name} differs from {path}: see {actual}; if the change is intended, "
-                    "regenerate with LOCALQ_UPDATE_SNAPSHOTS=1")
+        pytest.fail(
+            f"{name} differs from {path}: see {actual}; if the change is intended, "
+            "regenerate with LOCALQ_UPDATE_SNAPSHOTS=1"
+        )
 
 
 @pytest.mark.parametrize("size", [(80, 24), (160, 48)], ids=["80x24", "160x48"])

@@ -89,8 +89,10 @@ async def test_an_all_negative_batch_is_said_plainly_with_the_keys_to_try(blues)
         assert "no positives yet: try t, m or a" in line
         # A positive example (an id of the collection) ends the warning.
         await pilot.press("a")
-        await answer(pilot, str(next(i for i, c in enumerate(reopen(blues, "blues").collection.labels_of(range(18)))
-                                     if c == "red")))
+        await answer(
+            pilot,
+            str(next(i for i, c in enumerate(reopen(blues, "blues").collection.labels_of(range(18))) if c == "red")),
+        )
         assert app.status.hint is None and app.status.positives == 1
         assert "no positives" not in str(app.batch_screen.status_line.render())
 
@@ -170,4 +172,3 @@ async def test_the_keys_are_listed_in_the_footer_and_help(synthetic_root):
         await pilot.pause()
         text = str(app.screen.query_one("Static").render())
         assert "type another prompt" in text and "more like this" in text and "add an example image" in text
-

@@ -69,6 +69,7 @@ def held(monkeypatch, name: str) -> threading.Event:
 
 # -- the status line -------------------------------------------------------------------------------
 
+
 @pytest.mark.asyncio
 async def test_the_status_line_names_the_phase(root):
     app = make_app(root)
@@ -124,13 +125,17 @@ def test_phase_text_with_and_without_the_cold_hint():
     base = dict(name="t", round=0, positives=0, negatives=0, strategy="auto", k=10)
     assert phase_text(Status(**base, phase="start")) == "start: the best matches first"
     assert phase_text(Status(**base, phase="exploring")) == "exploring: no positive yet"
-    assert phase_text(Status(**{**base, "positives": 2}, phase="exploring")) == "exploring: the last batch held no positive"
+    assert (
+        phase_text(Status(**{**base, "positives": 2}, phase="exploring"))
+        == "exploring: the last batch held no positive"
+    )
     assert phase_text(Status(**base, phase="refining")) == "refining"
     hint = "no positives yet: try t, m or a"
     assert phase_text(Status(**base, phase="exploring", hint=hint)) == f"exploring · {hint}"
 
 
 # -- one scale for cards and predictions ------------------------------------------------------------
+
 
 @pytest.mark.asyncio
 async def test_cards_and_predictions_name_their_number_the_same_way(root):
@@ -151,6 +156,7 @@ async def test_cards_and_predictions_name_their_number_the_same_way(root):
 
 
 # -- keys typed before the batch is ready --------------------------------------------------------------
+
 
 @pytest.mark.asyncio
 async def test_keys_typed_before_the_first_batch_are_applied(root, monkeypatch):
@@ -208,6 +214,7 @@ async def test_quit_before_the_first_batch_keeps_the_scores_typed(root, monkeypa
 
 # -- quitting says what was saved -------------------------------------------------------------------
 
+
 @pytest.mark.asyncio
 async def test_quit_leaves_one_line_saying_what_was_saved_and_how_to_resume(root):
     app = make_app(root)
@@ -218,13 +225,15 @@ async def test_quit_leaves_one_line_saying_what_was_saved_and_how_to_resume(root
             await pilot.pause(0.02)
             if app._exit:
                 break
-    assert app.exit_note == (f"saved 2 new labels; t is at round 1 (+1/−1 labels); "
-                             f"resume with `localq train --classifier t --db {root}`")
+    assert app.exit_note == (
+        f"saved 2 new labels; t is at round 1 (+1/−1 labels); resume with `localq train --classifier t --db {root}`"
+    )
 
 
 def test_quit_note_without_new_labels(tmp_path, monkeypatch):
     monkeypatch.setenv("LOCALQ_HOME", str(tmp_path / "home"))
     status = Status(name="dogs", round=3, positives=4, negatives=9, strategy="auto", k=10)
     assert quit_note(status, None, tmp_path / "home") == (
-        "nothing new to save; dogs is at round 3 (+4/−9 labels); resume with `localq train --classifier dogs`")
+        "nothing new to save; dogs is at round 3 (+4/−9 labels); resume with `localq train --classifier dogs`"
+    )
     assert quit_note(None, None, tmp_path) is None

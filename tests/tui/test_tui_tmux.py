@@ -21,9 +21,12 @@ from localq.loop.trainer import Trainer
 from localq.loop.trainer_types import Settings
 
 # Under CI=true a missing tmux is a failure (.ci/run installs it), never a silent skip.
-pytestmark = [pytest.mark.skipif(shutil.which("tmux") is None and os.environ.get("CI") != "true",
-                                 reason="tmux is not installed (Debian: tmux)"),
-              pytest.mark.slow]  # the real UI in a real terminal
+pytestmark = [
+    pytest.mark.skipif(
+        shutil.which("tmux") is None and os.environ.get("CI") != "true", reason="tmux is not installed (Debian: tmux)"
+    ),
+    pytest.mark.slow,
+]  # the real UI in a real terminal
 
 
 class Tmux:
@@ -71,11 +74,29 @@ def test_keys_sent_right_after_the_first_frame_are_applied(tmp_path, tmux):
     with Collection.open(root) as coll:
         coll.bind_encoder(ColorEncoder())
         Trainer.create(coll, "reds", prompt="red", settings=Settings(k=6))
-    command = (f"{sys.executable} {TEST_CLI} train --classifier reds --db {root} --thumbnails halfblock; "
-               "echo EXIT=$?; sleep 60")
-    tmux("new-session", "-d", "-s", "ui", "-x", "120", "-y", "40",
-         "-e", f"PYTHONPATH={REPO}", "-e", "LOCALQ_TEST_SLOW_FIRST_BATCH=1.5", "-e", "TERM=xterm-256color",
-         "sh", "-c", command)
+    command = (
+        f"{sys.executable} {TEST_CLI} train --classifier reds --db {root} --thumbnails halfblock; "
+        "echo EXIT=$?; sleep 60"
+    )
+    tmux(
+        "new-session",
+        "-d",
+        "-s",
+        "ui",
+        "-x",
+        "120",
+        "-y",
+        "40",
+        "-e",
+        f"PYTHONPATH={REPO}",
+        "-e",
+        "LOCALQ_TEST_SLOW_FIRST_BATCH=1.5",
+        "-e",
+        "TERM=xterm-256color",
+        "sh",
+        "-c",
+        command,
+    )
     tmux.wait_for("round 0")  # the first frame with the classifier: the batch is still being searched
     tmux("send-keys", "-t", "ui", "3", "j", "1", "j", "3")
     first = tmux.screen()

@@ -15,8 +15,8 @@ from collections import defaultdict
 
 import numpy as np
 
-from localq.collection import Collection
 from localq.bench.scenes import scene_of
+from localq.collection import Collection
 
 
 def main() -> None:
