@@ -63,6 +63,7 @@ class IndexReport:
 
 
 Progress = Callable[[int, int], None]
+Scanned = tuple[list[FileEntry], list[ScanSkip], int]  # scan_roots: entries, skips, paths seen again
 
 # Decode threads beside the model's own: on 2 cores one keeps the model fed; see
 # scripts/bench_index.py --decode-workers for the measurement.
@@ -84,6 +85,7 @@ def index_paths(
     stop: threading.Event | None = None,
     verify: bool = False,
     known_vectors: Mapping[str, Embedded] | None = None,
+    scanned: Scanned | None = None,
 ) -> IndexReport:
     """Index ``roots`` into ``collection``. ``order="spread"`` embeds files round-robin
     over their folders (class folders, days of photos), so the first minutes of a long
@@ -98,7 +100,9 @@ def index_paths(
 
     ``known_vectors`` (content hash -> Embedded) are vectors embedded elsewhere (on Ray, by
     ``index_on_ray``): a file with one of those hashes is not decoded and its vector is
-    taken from there. Everything else, moves and skips included, is as without it."""
+    taken from there. Everything else, moves and skips included, is as without it.
+    ``scanned``: ``scan_roots(roots, with_labels)`` where the caller planned from it
+    already (``index_on_ray``), so the folders are walked once."""
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}")
     check_roots(roots)
@@ -106,7 +110,7 @@ def index_paths(
     collection.bind_encoder(encoder)
     report = IndexReport()
 
-    entries, scan_skips, report.duplicates = _scan_once_each(roots, with_labels)
+    entries, scan_skips, report.duplicates = scanned or scan_roots(roots, with_labels)
     report.scanned = len(entries)
     known_skips = collection.skip_stats()
     # A FIFO or an SVG skipped before, unchanged since, is counted, not reported again.
@@ -179,7 +183,11 @@ def index_on_ray(
     from localq.ingest import shards
     from localq.ingest.embed import embed_to_shards
 
-    todo = files_to_embed(collection, roots, with_labels=with_labels, verify=verify)
+    check_roots(roots)
+    scanned = scan_roots(roots, with_labels)
+    live, known_skips = collection.live_files(), collection.skip_stats()
+    # What index_paths will read: a moved file is among them (only its content says it moved).
+    todo = [e for e in scanned[0] if _needs_reading(e, live.get(e.path), known_skips, verify)]
     known: dict[str, Embedded] = {}
     out = None
     if todo:
@@ -207,11 +215,19 @@ def index_on_ray(
         for shard in shards.list_shards(out):
             data = shards.read_shard(shard, collection.dim)
             meta = data.metadata
+            reasons = meta.get("skip_reason") or [None] * data.rows
             for i, digest in enumerate(meta.get("hash") or []):
-                if digest and not (meta.get("skip_reason") or [None] * data.rows)[i]:
+                if digest and not reasons[i]:
                     known[digest] = Embedded(data.vectors[i], int(meta["width"][i]), int(meta["height"][i]))
     report = index_paths(
-        collection, roots, encoder, with_labels=with_labels, batch_size=batch_size, verify=verify, known_vectors=known
+        collection,
+        roots,
+        encoder,
+        with_labels=with_labels,
+        batch_size=batch_size,
+        verify=verify,
+        known_vectors=known,
+        scanned=scanned,
     )
     if out is not None and not report.interrupted:
         shutil.rmtree(out, ignore_errors=True)
@@ -228,19 +244,8 @@ def check_roots(roots) -> None:
             raise ImageNotFound(f"{path}: no such file or directory; nothing was indexed")
 
 
-def files_to_embed(
-    collection: Collection, roots: list[str | Path], *, with_labels: bool = False, verify: bool = False
-) -> list[FileEntry]:
-    """The files ``index_paths`` would read (new, or changed by size or mtime; every file
-    with ``verify``), without writing anything: what ``index_on_ray`` embeds on the
-    cluster. A moved file is among them (only its content says it moved)."""
-    check_roots(roots)
-    entries, _, _ = _scan_once_each(roots, with_labels)
-    live, known_skips = collection.live_files(), collection.skip_stats()
-    return [e for e in entries if _needs_reading(e, live.get(e.path), known_skips, verify)]
-
-
-def _scan_once_each(roots, with_labels: bool):
+def scan_roots(roots, with_labels: bool) -> Scanned:
+    """Every file under ``roots`` once (``_once_each``): (entries, skips, paths seen again)."""
     entries, scan_skips = [], []
     for item in scan([Path(r) for r in roots], with_labels=with_labels):
         (entries if isinstance(item, FileEntry) else scan_skips).append(item)
