@@ -120,32 +120,7 @@ def _command_line(ctx: click.Context) -> str:
 @json_option(help="Print the summary as JSON instead of markdown.")
 @click.pass_context
 @friendly_errors
-def bench(
-    ctx,
-    source,
-    db,
-    encoder,
-    weights,
-    rounds,
-    k,
-    seed,
-    repeats,
-    methods,
-    classes,
-    pool_split,
-    eval_split,
-    prompt,
-    prompt_from,
-    tune,
-    overrides,
-    class_names,
-    graded,
-    budgets,
-    name,
-    out,
-    quiet,
-    as_json,
-):
+def bench(ctx, overrides, **options):
     """Label-efficiency benchmark: a simulated labeler drives the training loop.
 
     Each class of a labeled collection is the target in turn, starting from PROMPT;
@@ -161,32 +136,7 @@ def bench(
       localq bench --db data/collections/cifar10 --prompt-from other-class
       localq bench --db data/collections/cifar10 --tune --set top_share=0.5 --classes cat,dog
     """
-    _run(
-        ctx,
-        source,
-        db,
-        encoder,
-        weights,
-        rounds,
-        k,
-        seed,
-        repeats,
-        methods,
-        classes,
-        pool_split,
-        eval_split,
-        prompt,
-        prompt_from,
-        tune,
-        _parse_overrides(overrides),
-        class_names,
-        graded,
-        budgets,
-        name,
-        out,
-        quiet,
-        as_json,
-    )
+    _run(ctx, overrides=_parse_overrides(overrides), **options)
 
 
 def _parse_overrides(items: tuple[str, ...]) -> dict:
@@ -207,6 +157,7 @@ def _parse_overrides(items: tuple[str, ...]) -> dict:
 
 def _run(
     ctx,
+    *,
     source,
     db,
     encoder,
