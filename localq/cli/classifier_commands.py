@@ -201,8 +201,7 @@ def predict(classifier, paths, threshold, split, limit, as_csv, db, as_json):
             total = len(preds)
             preds = preds[:limit] if limit else preds
         else:
-            preds, bad = trainer.predict(threshold=threshold, split=split, limit=limit), []
-            total = trainer.count_positive(threshold, split=split) if limit and len(preds) == limit else len(preds)
+            (preds, total), bad = trainer.positives(threshold, split=split, limit=limit), []
     for path, reason in bad:
         click.echo(f"skipped {printable(path)}: {printable(reason)}", err=True)
     if as_json:

@@ -2,7 +2,7 @@
 predictions over the collection or over new files.
 
 Read-only functions of a collection and ``(w, b)``: none writes a round. Trainer's
-``evaluate``, ``predict``, ``count_positive`` and ``predict_files`` call them with its
+``evaluate``, ``predict``, ``positives`` and ``predict_files`` call them with its
 latest weights; ``w.x + b`` itself is ``VectorIndex.scores``.
 """
 
@@ -48,17 +48,6 @@ def evaluate(
     )
 
 
-def positive_mask(
-    collection: Collection, w: np.ndarray, b: float, threshold: float = 0.0, split: str | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """(live images scoring above ``threshold``, in ``split`` if given; every row's score)."""
-    scores = collection.index.scores(w, b)
-    mask = collection.live_mask() & (scores > threshold)
-    if split is not None:
-        mask &= collection.split_mask(split)
-    return mask, scores
-
-
 def predict_collection(
     collection: Collection,
     w: np.ndarray,
@@ -67,13 +56,19 @@ def predict_collection(
     *,
     split: str | None = None,
     limit: int | None = None,
-) -> list[Prediction]:
-    """Positives among the collection's images, best first."""
-    mask, scores = positive_mask(collection, w, b, threshold, split)
+) -> tuple[list[Prediction], int]:
+    """Positives among the collection's images (live, scoring above ``threshold``, in
+    ``split`` if given), best first, at most ``limit``; and how many there are in all. One
+    pass over the vectors answers both."""
+    scores = collection.index.scores(w, b)
+    mask = collection.live_mask() & (scores > threshold)
+    if split is not None:
+        mask &= collection.split_mask(split)
     ids = np.flatnonzero(mask)
     ids = ids[np.argsort(-scores[ids], kind="stable")][:limit]
     rows = {r.id: r for r in collection.image_rows(ids)}
-    return [Prediction(int(i), rows[int(i)].path, float(scores[i]), rows[int(i)].label) for i in ids]
+    preds = [Prediction(int(i), rows[int(i)].path, float(scores[i]), rows[int(i)].label) for i in ids]
+    return preds, int(mask.sum())
 
 
 def predict_files(

@@ -518,12 +518,14 @@ class Trainer:
         if paths:
             preds, _ = self.predict_files(paths, threshold)
             return preds[:limit] if limit else preds
-        return scoring.predict_collection(self.collection, self.weights, self.bias, threshold, split=split, limit=limit)
+        return self.positives(threshold, split=split, limit=limit)[0]
 
-    def count_positive(self, threshold: float = 0.0, *, split: str | None = None) -> int:
-        """How many collection images ``predict`` would return without a limit."""
-        mask, _ = scoring.positive_mask(self.collection, self.weights, self.bias, threshold, split)
-        return int(mask.sum())
+    def positives(
+        self, threshold: float = 0.0, *, split: str | None = None, limit: int | None = None
+    ) -> tuple[list[Prediction], int]:
+        """The collection's positives as ``predict`` returns them, and how many there are
+        without the limit (one pass over the vectors for both)."""
+        return scoring.predict_collection(self.collection, self.weights, self.bias, threshold, split=split, limit=limit)
 
     def predict_files(
         self, paths: Sequence[str | Path], threshold: float = 0.0
