@@ -17,9 +17,11 @@ import argparse
 import time
 from pathlib import Path
 
+import localq  # noqa: F401  (process tuning before numpy/torch load)
+
+# isort: split
 import numpy as np
 
-import localq  # noqa: F401  (process tuning before numpy/torch load)
 from localq.loop.fit import DEFAULT_STEP_LABELS, fit_linear
 from localq.loop.metrics import average_precision
 

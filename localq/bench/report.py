@@ -43,9 +43,7 @@ def summarize(result: BenchResult) -> list[dict]:
                 "classes": len(rows),
                 "batch_precision": _nanmean([r.batch_precision for r in rows]),
                 "positives_per_label": _nanmean([r.positives_per_label for r in rows]),
-                "repeats_per_100": _nanmean(
-                    [100.0 * getattr(r, "repeats", 0) / r.labels if r.labels else None for r in rows]
-                ),
+                "repeats_per_100": _nanmean([100.0 * r.repeats / r.labels if r.labels else None for r in rows]),
             }
         )
     order = {m["name"]: i for i, m in enumerate(result.methods)}

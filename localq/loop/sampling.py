@@ -77,8 +77,6 @@ EXPLORE_AFTER_BATCHES = 1  # this many batches in a row without a positive bring
 # images have an image of another scene above it, skipped only while that one is labeled.
 NEAR_COPY = 0.75
 
-PHASES = ("start", "exploring", "refining")
-
 
 @dataclass(frozen=True)
 class Context:
@@ -129,7 +127,6 @@ class NearCopies:
             self.kept = index.rows(np.unique(np.asarray(labeled_ids, np.int64)))
         self.batch = np.empty((0, 0), np.float32)  # the rows picked so far (kept apart: the labeled are 20 MB)
         self.picked: list[int] = []
-        self.skipped = 0  # candidates passed over as near-copies, for reports
 
     def take(self, ids, n: int) -> np.ndarray:
         """Up to ``n`` of ``ids`` (in their order) that are distinct; they join the picked.
@@ -158,7 +155,6 @@ class NearCopies:
             chosen: list[int] = []
             for j in range(len(chunk)):
                 if near[j]:
-                    self.skipped += 1
                     continue
                 chosen.append(j)
                 if len(out) + len(chosen) == n:
@@ -171,6 +167,11 @@ class NearCopies:
                 break
         self.picked += out
         return np.asarray(out, np.int64)
+
+    def take_or_fill(self, ids, n: int) -> np.ndarray:
+        """``take``, then ``fill`` up to ``n`` from the same order where too few are distinct."""
+        out = self.take(ids, n)
+        return out if len(out) >= n else np.concatenate([out, self.fill(ids, n - len(out))])
 
     def fill(self, ids, n: int) -> np.ndarray:
         """``n`` more of ``ids`` not picked yet, copies or not: for when nothing distinct is left."""
@@ -205,11 +206,6 @@ def _candidates(index, w, n, allowed) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(ids, dtype=np.int64), np.asarray(estimates, dtype=np.float32)
 
 
-def _raw_scores(index, ids, w, b) -> np.ndarray:
-    """Exact ``w.x + b`` of ``ids``, from their float rows."""
-    return index.scores(w, b, ids)
-
-
 def _estimated_raw(w, b, estimates) -> np.ndarray:
     """``w.x + b`` from estimates of ``unit(w).x``."""
     return estimates * np.float32(np.linalg.norm(np.asarray(w, dtype=np.float32))) + np.float32(b)
@@ -240,10 +236,7 @@ def _top(index, w, k, allowed, nc: NearCopies) -> np.ndarray:
 def _warmup(index, w, k, allowed, rng, pool, nc: NearCopies) -> np.ndarray:
     ids, _ = _candidates(index, w, max(k, pool), allowed)
     order = rng.permutation(ids)
-    out = nc.take(order, k)
-    if len(out) < k:
-        out = np.concatenate([out, nc.fill(order, k - len(out))])
-    return np.sort(out)
+    return np.sort(nc.take_or_fill(order, k))
 
 
 def _boundary(index, w, b, k, allowed, candidates, nc: NearCopies) -> np.ndarray:
@@ -261,7 +254,7 @@ def _nearest_threshold(index, ids, estimates, w, b, k, nc: NearCopies) -> np.nda
     got: list[np.ndarray] = []
     for start in range(0, len(order), step):
         near = np.sort(order[start : start + step])  # ties keep the ranking's order
-        exact = _raw_scores(index, ids[near], w, b)
+        exact = index.scores(w, b, ids[near])
         got.append(nc.take(ids[near[np.argsort(np.abs(exact), kind="stable")]], k - sum(map(len, got))))
         if sum(map(len, got)) >= k:
             break
@@ -278,10 +271,7 @@ def _diverse(index, w, b, k, allowed, rng, candidates, nc: NearCopies) -> np.nda
     # Draw in order of exponential race keys: a weighted sample without replacement in
     # one pass, so skipped near-copies are simply passed over.
     order = ids[np.argsort(rng.exponential(size=len(ids)) / p, kind="stable")]
-    out = nc.take(order, k)
-    if len(out) < k:  # everything left is a near-copy: the likeliest of them
-        out = np.concatenate([out, nc.fill(order, k - len(out))])
-    return out.astype(np.int64)
+    return nc.take_or_fill(order, k).astype(np.int64)  # where only near-copies are left: the likeliest
 
 
 def _auto(index, w, b, k, allowed, rng, ctx: Context, candidates, nc: NearCopies) -> np.ndarray:

@@ -14,7 +14,7 @@ import errno
 import os
 import stat
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -92,7 +92,7 @@ def tag_photos(
         if on_problem:
             on_problem(message)
 
-    lock = _null() if dry_run else tag_lock(trainer.collection.root, on_wait)
+    lock = nullcontext() if dry_run else tag_lock(trainer.collection.root, on_wait)
     writer = xmp.SidecarWriter(on_done=done, on_problem=lambda edit, message: problem(message))
     with lock:
         try:
@@ -165,11 +165,6 @@ def _check_photo(photo: str) -> None:
         raise SidecarProblem(
             f"{photo} is a folder now, not a photo; run `localq index` on its folder to update the collection"
         )
-
-
-@contextmanager
-def _null() -> Iterator[None]:
-    yield
 
 
 @contextmanager
