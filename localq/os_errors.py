@@ -23,7 +23,6 @@ from localq.errors import DiskFull, LocalqError, WriteFailed
 LOW_SPACE_BYTES = 1 << 20
 
 SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
-WRITE_ERRNOS = SPACE_ERRNOS + (errno.EROFS, errno.EIO)
 
 _ERRNO_IN_TEXT = re.compile(r"(?:errno|os error)\s*(\d+)", re.IGNORECASE)
 

@@ -104,10 +104,6 @@ class OutputFolder:
         if mode is not None and not stat.S_ISREG(mode):
             raise self._refused(name)
 
-    def has_file(self, name: str) -> bool:
-        mode = self._lstat_mode(name)
-        return mode is not None and stat.S_ISREG(mode)
-
     def names(self) -> list[str]:
         return sorted(os.listdir(self.fd))
 

@@ -345,11 +345,7 @@ class Collection:
     def vector_for_content(self, digest: str) -> np.ndarray | None:
         """A live image's vector with this content hash: a copied file is not embedded again."""
         image_id = self.store.live_id_for_hash(digest)
-        if image_id is None:
-            return None
-        if image_id >= self.rows():
-            self.sync_index()  # committed by another process since this view was taken
-        return self.index.rows([image_id])[0]
+        return None if image_id is None else self.vector_of_row(image_id)
 
     def record_skips(self, skips: list) -> None:  # files that could not be indexed: (path, reason, size, mtime)
         self.store.record_skips(skips)

@@ -11,7 +11,7 @@ classifiers' rounds, labels and seen flags against each other.
 ``repair`` holds the write lock and changes only what is derived from other data: the
 IVF file (rebuilt from vectors.npy), rows of vectors.npy that no longer match their
 digests (embedded again from their image files when those still hold the content
-indexed: repair.py), a classifier's round counter (set to its latest stored
+indexed: reembed.py), a classifier's round counter (set to its latest stored
 round), seen flags naming images or classifiers that no longer exist, and temporary
 files of killed runs. It never deletes a label or a round, and it refuses to touch a
 database SQLite itself reports damaged. A vectors.npy missing rows is restored from a

@@ -32,11 +32,12 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from localq.arrays import chunks
 from localq.collection.collection import Collection
 from localq.errors import BadImage, ImageNotFound
 from localq.imageio import file_digest, read_file, read_image
 from localq.ingest.moves import MovePool
-from localq.ingest.scan import FileEntry, ScanSkip, scan
+from localq.ingest.scan import FileEntry, ScanSkip, is_under, scan
 from localq.storage.rows import NewImage
 
 
@@ -126,7 +127,7 @@ def index_paths(
     known_vectors = known_vectors or {}
     not_to_decode = pool.hashes | frozenset(known_vectors)
     prepare = lambda entry: _prepare(entry, encoder, image_size, old_hashes.get(entry.path), not_to_decode)  # noqa: E731
-    prepared = prepared_batches(_batches(todo, batch_size), prepare, decode_workers)
+    prepared = prepared_batches(chunks(todo, batch_size), prepare, decode_workers)
     try:
         done = 0
         if progress:
@@ -310,7 +311,7 @@ def _plan(collection, roots, entries, scan_skips, report, verify: bool = False):
         row
         for path, row in live.items()
         if path not in scanned
-        and any(_under(path, p) for p in prefixes)
+        and any(is_under(path, p) for p in prefixes)
         and not any(path.startswith(b) for b in blocked)
     ]
     gone_skips = [p for p in known_skips if not os.path.lexists(p)]
@@ -333,15 +334,6 @@ def spread_order(entries: list[FileEntry]) -> list[FileEntry]:
 
 def _root_prefix(root) -> str:
     return str(Path(root).expanduser().resolve())
-
-
-def _under(path: str, prefix: str) -> bool:
-    return path == prefix or path.startswith(prefix.rstrip(os.sep) + os.sep)
-
-
-def _batches(items: list, size: int):
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Callable, Iterable
 
+from localq.ingest.scan import is_under
 from localq.storage.rows import ImageRow
 
 
@@ -76,13 +77,9 @@ class MovePool:
         return [r for i, r in self._gone.items() if i not in self._claimed]
 
     def _gone_elsewhere(self, row: ImageRow) -> bool:
-        if row.path in self._scanned or any(_under(row.path, p) for p in self._prefixes):
+        if row.path in self._scanned or any(is_under(row.path, p) for p in self._prefixes):
             return False  # under the roots: gone only if the scan missed it (then it is in _gone)
         return not os.path.lexists(row.path)
-
-
-def _under(path: str, prefix: str) -> bool:
-    return path == prefix or path.startswith(prefix.rstrip(os.sep) + os.sep)
 
 
 def _common_tail(a: str, b: str) -> int:

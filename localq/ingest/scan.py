@@ -109,3 +109,8 @@ def _entry(path: Path, root: Path, with_labels: bool) -> Iterator[FileEntry | Sc
         return
     label, split = labels_from_path(path, root) if with_labels else (None, None)
     yield FileEntry(str(path.resolve()), st.st_size, st.st_mtime, label, split)
+
+
+def is_under(path: str, root: str) -> bool:
+    """``path`` is ``root`` or inside it (both absolute, resolved; compared as text)."""
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)

@@ -22,6 +22,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from localq.errors import CollectionBusy, CollectionUnwritable, DiskFull, LocalqError, SidecarProblem
+from localq.ingest.scan import is_under
 from localq.loop.trainer import Trainer
 from localq.photos import xmp
 from localq.storage.locking import lock_timeout
@@ -135,11 +136,7 @@ def _scores(trainer: Trainer, paths: Sequence[str | Path], report: TagReport) ->
     from localq.imageio import is_image_path
 
     roots = [str(Path(p).expanduser().resolve()) for p in paths]
-    inside = [
-        (r.path, float(scores[r.id]))
-        for r in rows
-        if any(r.path == root or r.path.startswith(root.rstrip("/") + "/") for root in roots)
-    ]
+    inside = [(r.path, float(scores[r.id])) for r in rows if any(is_under(r.path, root) for root in roots)]
     known = {p for p, _ in inside}
     outside = []
     for root in map(Path, roots):
