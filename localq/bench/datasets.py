@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from localq.errors import LocalqError
-from localq.label_names import SYNSET, synset_word  # the core's lookup, shared with the labeling UI
+from localq.label_names import readable  # the core's lookup, shared with the labeling UI
 
 PARQUET_DIR = "parquet-images"  # inside the collection directory
 # Folder names that name a split rather than a class, for parquet files laid out as
@@ -36,15 +36,7 @@ class BenchDataError(LocalqError):
 def class_names(labels: list[str], overrides: dict[str, str] | None = None) -> dict[str, str]:
     """Readable name per label: an override, else the WordNet word for a synset, else the label."""
     overrides = overrides or {}
-    out = {}
-    for label in labels:
-        if label in overrides:
-            out[label] = overrides[label]
-        elif SYNSET.match(label):
-            out[label] = synset_word(label) or label
-        else:
-            out[label] = label.replace("_", " ")
-    return out
+    return {label: overrides[label] if label in overrides else readable(label) for label in labels}
 
 
 def load_class_names(path: str | Path) -> dict[str, str]:

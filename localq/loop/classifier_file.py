@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,27 +64,16 @@ def _header(weight: np.ndarray, model_id: str, meta: dict) -> dict[str, str]:
 
 
 def save(path: str | Path, weight: np.ndarray, bias: float, *, model_id: str, meta: dict) -> Path:
+    """Write the classifier at ``path``: ``.npy`` (+ its ``.json``), else safetensors (the
+    suffix added where missing). Files get the umask's permissions: a classifier is shared."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    weight = np.ascontiguousarray(weight, dtype=np.float32).reshape(-1)
-    header = _header(weight, model_id, meta)
-    if path.suffix == ".npy":
-        np.save(path, weight)
-        path.with_suffix(".json").write_text(json.dumps({**header, "bias": float(bias)}, indent=2))
-        return path
-    from safetensors.numpy import save_file
-
-    if path.suffix != ".safetensors":
+    if path.suffix != ".npy" and path.suffix != ".safetensors":
         path = path.with_suffix(path.suffix + ".safetensors") if path.suffix else path.with_suffix(".safetensors")
-    save_file({"weight": weight[None, :], "bias": np.array([bias], np.float32)}, str(path), metadata=header)
-    _default_permissions(path)  # safetensors creates files 0600; a classifier is meant to be shared
+    files = encode(weight, bias, model_id=model_id, meta=meta, fmt="npy" if path.suffix == ".npy" else "safetensors")
+    for suffix, data in files.items():
+        path.with_suffix(suffix).write_bytes(data)
     return path
-
-
-def _default_permissions(path: Path) -> None:
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
 
 
 def load(path: str | Path) -> ClassifierFile:

@@ -58,7 +58,7 @@ def example_vectors(collection: Collection, images: Sequence[int | str | Path]) 
             image_id = int(item)
             if not 0 <= image_id < n_rows:
                 raise LocalqError(f"image id {image_id} is not in the collection")
-            vectors.append(collection.index.rows([image_id])[0])
+            vectors.append(collection.vector_of_row(image_id))
         else:
             vectors.append(collection.encoder().encode_images([open_image(item)])[0])
     return np.stack(vectors)

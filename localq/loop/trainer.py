@@ -101,8 +101,7 @@ class Trainer:
         if sum(bool(x) for x in (prompt, images, weights_file)) != 1:
             raise LocalqError("start a classifier from exactly one of: a prompt, example images, a classifier file")
         settings = settings or Settings()
-        if settings.strategy not in STRATEGIES:
-            raise LocalqError(f"unknown strategy {settings.strategy!r}: choose one of {', '.join(STRATEGIES)}")
+        _check_strategy(settings.strategy)
         if collection.store.classifier(name) is not None and not replace:
             raise LocalqError(f"classifier {name!r} exists: open it, or choose another name")
         bias = None
@@ -245,8 +244,8 @@ class Trainer:
                 raise LocalqError(f"unknown setting {key!r}")
             if key == "fit" and value not in FIT_MODES:
                 raise LocalqError(f"unknown fit {value!r}: choose one of {', '.join(FIT_MODES)}")
-            if key == "strategy" and value not in STRATEGIES:
-                raise LocalqError(f"unknown strategy {value!r}: choose one of {', '.join(STRATEGIES)}")
+            if key == "strategy":
+                _check_strategy(value)
         with self.collection.writing():
             self._catch_up()
             for key, value in changes.items():
@@ -269,8 +268,7 @@ class Trainer:
             # Rows past a count SQLite was put back to (a restored backup) are written anew:
             # the rows held are read again where the collection's rows changed at all.
             self._labeled_rows, self._background_rows = HeldRows(), HeldRows()
-        if strategy not in STRATEGIES:
-            raise LocalqError(f"unknown strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
+        _check_strategy(strategy)
         rng = np.random.default_rng([self.settings.seed, self._name_seed(), self.round])
         w, b = self.weights, self.bias
         if self.round == 0 and self.row.source != "file":
@@ -371,10 +369,10 @@ class Trainer:
             return self._submit(scores, seen)
 
     def _submit(self, scores: dict, seen: Iterable[int] | None) -> RoundRow:
-        scores = self._validate(scores)
+        live = self.collection.live_mask()
+        scores = validated_scores(scores, {h.id for h in self.pending}, live)
         if seen is None:
             seen = [h.id for h in self.pending] or list(scores)
-        live = self.collection.live_mask()
         # A pending image deleted since by another `localq index` is simply not marked.
         seen = {i for i in (checked_id(i, None) for i in seen) if 0 <= i < len(live) and live[i]} | set(scores)
         # The labels after this round, in the order current_labels reads them then: the
@@ -442,9 +440,6 @@ class Trainer:
             n = self.store.reset_seen(self.row.id)
             self._wrote()
         return n
-
-    def _validate(self, scores: dict) -> dict[int, float]:
-        return validated_scores(scores, {h.id for h in self.pending}, self.collection.live_mask())
 
     def _fit(self, labels: dict[int, float]) -> tuple[np.ndarray, float]:
         ids = np.fromiter(labels, dtype=np.int64)
@@ -549,7 +544,7 @@ class Trainer:
     def batch_like(self, image_id: int, k: int | None = None) -> list[Hit]:
         """The image's k nearest unseen neighbours (itself excluded); the next submit labels them."""
         image_id = self._check_image_id(image_id)
-        query = self.collection.index.rows([image_id])[0]
+        query = self.collection.vector_of_row(image_id)
         return self._set_pending(self._nearest_unseen(query, k, exclude=image_id), f"like:{image_id}")
 
     def add_example(self, item: int | str | Path, score: float = 1.0, *, encoder=None) -> RoundRow:
@@ -669,6 +664,11 @@ class Trainer:
             "labels_negative": neg,
             "threshold": 0.0,
         }
+
+
+def _check_strategy(name: str) -> None:
+    if name not in STRATEGIES:
+        raise LocalqError(f"unknown strategy {name!r}: choose one of {', '.join(STRATEGIES)}")
 
 
 class HeldRows:

@@ -513,10 +513,9 @@ class Store:
                 "SELECT count(DISTINCT image_id) FROM labels WHERE classifier_id = ?", (classifier_id,)
             ).fetchone()[0]
         known = 0
-        for start in range(0, len(ids), 500):  # under SQLite's limit on parameters
-            chunk = ids[start : start + 500]
+        for chunk in chunks(ids, 500):  # under SQLite's limit on parameters
             known += c.execute(
-                f"SELECT count(DISTINCT image_id) FROM labels WHERE classifier_id = ? AND round < ? AND image_id IN "
+                "SELECT count(DISTINCT image_id) FROM labels WHERE classifier_id = ? AND round < ? AND image_id IN "
                 f"({', '.join('?' * len(chunk))})",
                 (classifier_id, round_no, *chunk),
             ).fetchone()[0]
