@@ -75,7 +75,7 @@ class EmbedBatch:
             self.encoder = encoder_factory()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from localq.imageio import file_digest, read_image
+        from localq.imageio import file_digest, read_file, read_image
 
         encoder = self.encoder
         n = len(batch["path"])
@@ -86,9 +86,9 @@ class EmbedBatch:
             if reasons[i]:
                 continue
             try:
-                with open(path, "rb") as fh:
-                    hashes[i] = file_digest(fh.read())
-                decoded = read_image(path, getattr(encoder, "image_size", None))
+                data = read_file(path)  # regular files only; what is decoded is what was hashed
+                hashes[i] = file_digest(data)
+                decoded = read_image(data, getattr(encoder, "image_size", None))
                 tensors.append(encoder.preprocess(decoded.image))
             except OSError as exc:
                 reasons[i] = f"unreadable: {exc.strerror or exc}"
