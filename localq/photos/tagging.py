@@ -10,10 +10,8 @@ collection take turns on the collection's tag lock.
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
-import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +23,7 @@ from localq.errors import CollectionBusy, CollectionUnwritable, DiskFull, Localq
 from localq.ingest.scan import is_under
 from localq.loop.trainer import Trainer
 from localq.photos import xmp
-from localq.storage.locking import lock_timeout
+from localq.storage.locking import lock_timeout, wait_for_flock
 
 TAG_LOCK_FILE = "tag.lock"
 
@@ -169,35 +167,19 @@ def tag_lock(root: Path, on_wait: Callable[[str], None] | None = None) -> Iterat
     """One `localq tag` run per collection at a time. Its own lock, not the collection's
     write lock: a tag run can take minutes, and training and indexing must go on meanwhile.
     flock: the kernel drops it when the process dies, even by kill -9."""
-    import fcntl
-
     path = Path(root) / TAG_LOCK_FILE
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError as exc:
         raise CollectionUnwritable(f"cannot write to collection {root}: {exc.strerror or exc} ({path})") from None
     timeout = lock_timeout()
-    deadline = time.monotonic() + timeout
-    told = False
+    waiting = f"waiting for another `localq tag` run on {root} to finish (up to {timeout:g} s, LOCALQ_LOCK_TIMEOUT)"
     try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                    raise
-            if time.monotonic() >= deadline:
-                raise CollectionBusy(
-                    f"another `localq tag` run on {root} did not finish within {timeout:g} s; "
-                    "try again when it has, or raise LOCALQ_LOCK_TIMEOUT"
-                )
-            if not told and on_wait is not None:
-                on_wait(
-                    f"waiting for another `localq tag` run on {root} to finish (up to {timeout:g} s, LOCALQ_LOCK_TIMEOUT)"
-                )
-                told = True
-            time.sleep(0.05)
+        if not wait_for_flock(fd, timeout, on_wait, waiting):
+            raise CollectionBusy(
+                f"another `localq tag` run on {root} did not finish within {timeout:g} s; "
+                "try again when it has, or raise LOCALQ_LOCK_TIMEOUT"
+            )
         yield
     finally:
         os.close(fd)

@@ -73,23 +73,17 @@ class WriteLock:
             return
         fd = self._open()
         timeout = lock_timeout() if self.timeout is None else self.timeout
-        deadline = time.monotonic() + timeout
-        told = False
-        while not _flock(fd, blocking=False):
-            if time.monotonic() >= deadline:
-                os.close(fd)
-                waited = f"after {timeout:g} s" if timeout else "(LOCALQ_LOCK_TIMEOUT=0: not waiting)"
-                raise CollectionBusy(
-                    f"another localq process is writing to {self.path.parent} {waited}; "
-                    "try again when it finishes, or raise LOCALQ_LOCK_TIMEOUT"
-                )
-            if not told and self.on_wait is not None:
-                self.on_wait(
-                    f"waiting for another localq process writing to {self.path.parent} "
-                    f"(up to {timeout:g} s, LOCALQ_LOCK_TIMEOUT)"
-                )
-                told = True
-            time.sleep(_POLL_S)
+        waiting = (
+            f"waiting for another localq process writing to {self.path.parent} "
+            f"(up to {timeout:g} s, LOCALQ_LOCK_TIMEOUT)"
+        )
+        if not wait_for_flock(fd, timeout, self.on_wait, waiting):
+            os.close(fd)
+            waited = f"after {timeout:g} s" if timeout else "(LOCALQ_LOCK_TIMEOUT=0: not waiting)"
+            raise CollectionBusy(
+                f"another localq process is writing to {self.path.parent} {waited}; "
+                "try again when it finishes, or raise LOCALQ_LOCK_TIMEOUT"
+            )
         self._fd, self._depth = fd, 1
 
     def release(self) -> None:
@@ -108,6 +102,21 @@ class WriteLock:
                 f"cannot write to collection {self.path.parent}: {exc.strerror or exc} ({self.path}); "
                 "check its permissions, or copy it somewhere writable"
             ) from None
+
+
+def wait_for_flock(fd: int, timeout: float, on_wait: OnWait | None, waiting: str) -> bool:
+    """Take the exclusive flock on ``fd``, polling until ``timeout`` seconds have passed;
+    ``on_wait(waiting)`` once if it has to wait. False if it was not had in time."""
+    deadline = time.monotonic() + timeout
+    told = False
+    while not _flock(fd, blocking=False):
+        if time.monotonic() >= deadline:
+            return False
+        if not told and on_wait is not None:
+            on_wait(waiting)
+            told = True
+        time.sleep(_POLL_S)
+    return True
 
 
 def _flock(fd: int, *, blocking: bool) -> bool:
