@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import IO, Iterator
 
 from localq.errors import LocalqError, OutputRefused
-from localq.os_errors import write_failure
+from localq.os_errors import error_number, write_failure
 
 TEMP_SUFFIX = ".tmp"
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -226,8 +226,6 @@ def _describe(path: Path) -> str:
 def _is_write_error(exc: BaseException) -> bool:
     """Libraries that write through our file object (pyarrow) raise their own types; an
     errno in the message still says what the OS refused."""
-    from localq.os_errors import error_number
-
     return not isinstance(exc, LocalqError) and error_number(exc) is not None
 
 
