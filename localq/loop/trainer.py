@@ -198,14 +198,18 @@ class Trainer:
 
     def labels(self) -> dict[int, float]:
         """Each labeled image's current score, in the order given (a copy: callers may change it)."""
+        return dict(self._current_labels())
+
+    def _current_labels(self) -> dict[int, float]:
+        """The labels kept here, re-read when the classifier's version moved; read-only."""
         version = self.store.classifier_version(self.row.id)
         if self._labels is None or version != self._labels_at:
             self._labels = self.store.current_labels(self.row.id)
             self._labels_at = version
-        return dict(self._labels)
+        return self._labels
 
     def label_counts(self) -> tuple[int, int]:
-        scores = list(self.labels().values())
+        scores = list(self._current_labels().values())
         return sum(s > 0 for s in scores), sum(s < 0 for s in scores)
 
     def label_history(self) -> list[tuple[int, int, float]]:
@@ -286,7 +290,7 @@ class Trainer:
         if context is not None:
             labeled = context.labeled_ids
         else:
-            labels = self.labels()
+            labels = self._current_labels()
             labeled = np.fromiter(labels, dtype=np.int64, count=len(labels))
         rows = None
         if self.settings.near_copy < 1.0:  # the near-copy check reads the labeled rows: the ones kept here
@@ -309,7 +313,7 @@ class Trainer:
     def _auto_context(self) -> sampling.Context:
         """What ``auto`` reads: labels so far and positives per labeled round. Its clusters
         (a k-means on first use) are added by ``next_batch`` only where it explores."""
-        labels = self.labels()
+        labels = self._current_labels()
         s = self.settings
         return sampling.Context(
             labeled_ids=np.fromiter(labels, dtype=np.int64, count=len(labels)),
@@ -490,7 +494,7 @@ class Trainer:
 
     def target_label(self) -> str | None:
         """The class label this classifier is evaluated against, where the collection has labels."""
-        return scoring.target_label(self.collection, self.labels(), self.settings.target)
+        return scoring.target_label(self.collection, self._current_labels(), self.settings.target)
 
     def evaluate(self, split: str | None = None) -> Evaluation | None:
         """AP and precision/recall at the threshold (score > 0) against folder labels."""
