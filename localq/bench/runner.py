@@ -25,6 +25,7 @@ a concept the prompt misses, measurable on any labeled set.
 
 from __future__ import annotations
 
+import os
 import time
 import zlib
 from contextlib import contextmanager
@@ -207,20 +208,18 @@ BENCH_LOCK = "bench.lock"
 
 @contextmanager
 def _bench_lock(collection):
-    import fcntl
+    from localq.storage.locking import try_lock
 
-    with open(collection.root / BENCH_LOCK, "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LocalqError(
-                f"another `localq bench` is running on {collection.root}: wait for it to end, "
-                "or benchmark a copy of the collection"
-            ) from None
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    fd = try_lock(collection.root / BENCH_LOCK)
+    if fd is None:
+        raise LocalqError(
+            f"another `localq bench` is running on {collection.root}: wait for it to end, "
+            "or benchmark a copy of the collection"
+        )
+    try:
+        yield
+    finally:
+        os.close(fd)
 
 
 def _run_benchmark(

@@ -16,12 +16,14 @@ is something to resume.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from localq.collection.collection import Collection
+from localq.storage.locking import try_lock
 
 PENDING_KEY = "index_pending"
 # The UI's first batch waits for this many indexed images (or the end of indexing): 5
@@ -109,7 +111,7 @@ class BackgroundIndexer:
 
         lock = None
         try:
-            lock = _try_lock(self.root / LOCK_FILE)
+            lock = try_lock(self.root / LOCK_FILE)
             if lock is None:  # another localq process indexes this collection: the UI sees its rows anyway
                 self._error = "another localq process is indexing this collection"
                 return
@@ -135,7 +137,7 @@ class BackgroundIndexer:
             self._error = f"{type(exc).__name__}: {exc}"
         finally:
             if lock is not None:
-                lock.close()
+                os.close(lock)
             with self._changed:
                 self._finished = True
                 self._changed.notify_all()
@@ -179,17 +181,3 @@ class BackgroundIndexer:
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
-
-
-def _try_lock(path: Path):
-    """An open file holding an exclusive flock on ``path``, or None if another process holds it."""
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fh = open(path, "a")
-    try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        fh.close()
-        return None
-    return fh

@@ -104,6 +104,17 @@ class WriteLock:
             ) from None
 
 
+def try_lock(path: Path) -> int | None:
+    """A descriptor holding an exclusive flock on ``path`` (created if missing), or None where
+    another process holds it. Closing the descriptor lets it go; so does the process's end."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    if _flock(fd, blocking=False):
+        return fd
+    os.close(fd)
+    return None
+
+
 def wait_for_flock(fd: int, timeout: float, on_wait: OnWait | None, waiting: str) -> bool:
     """Take the exclusive flock on ``fd``, polling until ``timeout`` seconds have passed;
     ``on_wait(waiting)`` once if it has to wait. False if it was not had in time."""
