@@ -29,7 +29,8 @@ _DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
-def _kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular one is, as a one-line error names it."""
     if stat.S_ISLNK(mode):
         return "a symbolic link (it could point outside the folder)"
     if stat.S_ISDIR(mode):
@@ -185,7 +186,7 @@ class OutputFolder:
 
     def _refused(self, name: str) -> OutputRefused:
         what = self._lstat_mode(name)
-        kind = _kind(what) if what is not None else "not a regular file"
+        kind = file_kind(what) if what is not None else "not a regular file"
         return OutputRefused(f"refusing to write {self.path / name}: it is {kind}; remove it or use another --out")
 
     def _clear_temp(self, tmp: str) -> None:
@@ -220,7 +221,7 @@ def _describe(path: Path) -> str:
             mode = path.stat().st_mode
         except OSError:
             return "a broken symbolic link"
-    return "a regular file" if stat.S_ISREG(mode) else _kind(mode)
+    return "a regular file" if stat.S_ISREG(mode) else file_kind(mode)
 
 
 def _is_write_error(exc: BaseException) -> bool:

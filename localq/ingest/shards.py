@@ -31,7 +31,7 @@ import numpy as np
 
 from localq.display import printable
 from localq.errors import BadShard, first_line
-from localq.outputs import OutputFolder
+from localq.outputs import OutputFolder, file_kind
 
 MANIFEST = "manifest.json"
 FORMAT = "localq-shards/1"
@@ -229,15 +229,7 @@ def _open_input(path: Path):
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
-        kind = (
-            "a FIFO"
-            if stat.S_ISFIFO(mode)
-            else "a directory"
-            if stat.S_ISDIR(mode)
-            else "a device"
-            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
-            else "not a regular file"
-        )
+        kind = file_kind(mode)
         raise BadShard(f"{path} is {kind}, not a regular file: shards are files")
     return os.fdopen(fd, "rb")
 
