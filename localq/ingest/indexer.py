@@ -202,17 +202,23 @@ def index_on_ray(
         out.mkdir(parents=True, exist_ok=True)
         files = out.parent / f"{key}.parquet"
         pq.write_table(pa.table({"image_path": listed}), files)
-        embed_to_shards(
-            files,
-            out,
-            encoder_spec=encoder.encoder_spec,
-            weights=encoder.weights,
-            dtype="float32",
-            ray_address=address,
-            batch_size=batch_size,
-            encoder_factory=encoder_factory,
-            progress=progress,
-        )
+        try:
+            embed_to_shards(
+                files,
+                out,
+                encoder_spec=encoder.encoder_spec,
+                weights=encoder.weights,
+                dtype="float32",
+                ray_address=address,
+                batch_size=batch_size,
+                encoder_factory=encoder_factory,
+                progress=progress,
+            )
+        except BaseException:
+            if not any(out.rglob("*.npy")):  # nothing embedded yet (no cluster, say): leave nothing behind
+                shutil.rmtree(out, ignore_errors=True)
+                files.unlink(missing_ok=True)
+            raise
         for shard in shards.list_shards(out):
             data = shards.read_shard(shard, collection.dim)
             meta = data.metadata
